@@ -1,0 +1,6 @@
+"""fastbp: compiled backpropagation behind scikit-learn's MLP interface."""
+
+from fastbp._mlp import MLPClassifier, MLPRegressor
+
+__version__ = "0.1.0"
+__all__ = ["MLPClassifier", "MLPRegressor", "__version__"]

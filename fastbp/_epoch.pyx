@@ -1,0 +1,398 @@
+"""The compiled epoch: every minibatch's forward, loss, backward and update.
+
+Python calls ``run_epoch`` once per epoch; the loop over minibatches runs
+with the GIL released and allocates nothing. ``loss_grad`` (full batch, for
+L-BFGS) and ``forward`` (predict) share the same cores. Every size is checked
+in ``_read_plan`` / ``_check_data`` before a pointer is taken.
+Twins: ``fastbp._reference.run_epoch``, ``loss_grad``, ``forward``.
+"""
+from cython cimport floating
+from libc.math cimport isfinite
+from libc.string cimport memcpy
+
+from fastbp._blas cimport _gemm as gemm
+from fastbp._kernels cimport (
+    SOFTMAX, _act_grad, _bias_act, _bias_grad, _csr_forward, _csr_grad,
+    _gather_rows, _l2_grad, _loss_delta, _sq_norm,
+)
+from fastbp._optimizers cimport (
+    ADAM, SGD, _adam_step, _sgd_step, adam_step_size,
+)
+
+
+cdef struct Net:
+    Py_ssize_t n_layers
+    const Py_ssize_t* units
+    const Py_ssize_t* coef_off
+    const Py_ssize_t* bias_off
+    const Py_ssize_t* act_off
+    const Py_ssize_t* delta_off
+    Py_ssize_t gather_off
+    Py_ssize_t max_rows
+    int hidden_act
+    int out_act
+    int loss
+
+
+cdef struct Data:
+    # Dense rows (X) or CSR (data, indices, indptr); Y and sw may be NULL.
+    const void* X
+    const void* data
+    const Py_ssize_t* indices
+    const Py_ssize_t* indptr
+    bint sparse
+    Py_ssize_t n_samples
+    Py_ssize_t n_features
+    const void* Y
+    const void* sw
+
+
+cdef class _Arrays:
+    """Keeps the plan's index arrays alive while a Net points into them."""
+    cdef const Py_ssize_t[::1] units, coef_off, bias_off, act_off, delta_off
+
+
+cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
+                        Py_ssize_t work_size, Py_ssize_t rows_needed):
+    """Fill net from plan after checking it fits the buffers it will index."""
+    cdef _Arrays a = _Arrays()
+    cdef Py_ssize_t l, L
+    a.units = plan.units
+    a.coef_off = plan.coef_off
+    a.bias_off = plan.bias_off
+    a.act_off = plan.act_off
+    a.delta_off = plan.delta_off
+    L = a.units.shape[0] - 1
+    if L < 1:
+        raise ValueError("plan needs at least one layer")
+    for l in range(L + 1):
+        if a.units[l] < 1:
+            raise ValueError("plan layer widths must be positive")
+    if not (a.coef_off.shape[0] == a.bias_off.shape[0] == a.act_off.shape[0]
+            == a.delta_off.shape[0] == L):
+        raise ValueError("plan offsets must have one entry per layer")
+    if not 0 < rows_needed <= plan.max_rows:
+        raise ValueError(f"passes of {rows_needed} rows do not fit a plan for "
+                         f"{plan.max_rows}")
+    for l in range(L):
+        _check_region(a.coef_off[l], a.units[l] * a.units[l + 1], n_params,
+                      "coefficients", "parameter buffer")
+        _check_region(a.bias_off[l], a.units[l + 1], n_params, "intercepts",
+                      "parameter buffer")
+        _check_region(a.act_off[l], a.units[l + 1] * plan.max_rows, work_size,
+                      "activations", "workspace")
+        _check_region(a.delta_off[l], a.units[l + 1] * plan.max_rows,
+                      work_size, "deltas", "workspace")
+    if plan.gather_off >= 0:
+        _check_region(plan.gather_off, a.units[0] * plan.max_rows, work_size,
+                      "gather buffer", "workspace")
+    if plan.out_act == SOFTMAX and a.units[L] < 2:
+        raise ValueError("softmax output needs at least 2 units")
+    net.n_layers = L
+    net.units = &a.units[0]
+    net.coef_off = &a.coef_off[0]
+    net.bias_off = &a.bias_off[0]
+    net.act_off = &a.act_off[0]
+    net.delta_off = &a.delta_off[0]
+    net.gather_off = plan.gather_off
+    net.max_rows = plan.max_rows
+    net.hidden_act = plan.hidden_act
+    net.out_act = plan.out_act
+    net.loss = plan.loss
+    return a
+
+
+cdef inline void _check_region(Py_ssize_t off, Py_ssize_t size, Py_ssize_t n,
+                               str what, str where) except *:
+    if off < 0 or size < 0 or off + size > n:
+        raise ValueError(f"{what} [{off}, {off + size}) overrun the {where} "
+                         f"of length {n}")
+
+
+cdef void _check_data(Data* d, Net* net, object X, object csr, object Y,
+                      object sw) except *:
+    """Check the inputs' shapes against the plan and fill d's sizes."""
+    cdef Py_ssize_t L = net.n_layers
+    cdef const Py_ssize_t[::1] indices, indptr
+    cdef Py_ssize_t i
+    d.n_features = net.units[0]
+    d.sparse = csr is not None
+    if d.sparse:
+        data, indices, indptr = csr
+        d.n_samples = indptr.shape[0] - 1
+        if d.n_samples < 0 or indptr[0] != 0 \
+                or indptr[d.n_samples] != data.shape[0] \
+                or indices.shape[0] != data.shape[0]:
+            raise ValueError("malformed CSR input")
+        for i in range(d.n_samples):
+            if indptr[i + 1] < indptr[i]:
+                raise ValueError("malformed CSR input: indptr decreases")
+        for i in range(indices.shape[0]):
+            if not 0 <= indices[i] < d.n_features:
+                raise ValueError("CSR column index out of range")
+    else:
+        if X.shape[1] != d.n_features:
+            raise ValueError(f"X has {X.shape[1]} features, the network "
+                             f"{d.n_features}")
+        d.n_samples = X.shape[0]
+    if Y is not None and (Y.shape[0] != d.n_samples
+                          or Y.shape[1] != net.units[L]):
+        raise ValueError(f"Y must have shape ({d.n_samples}, {net.units[L]})")
+    if sw is not None and sw.shape[0] != d.n_samples:
+        raise ValueError("sample_weight must have one entry per sample")
+
+
+cdef void _set_data(Data* d, const floating[:, ::1] X, const floating[::1] data,
+                    const Py_ssize_t[::1] indices, const Py_ssize_t[::1] indptr,
+                    const floating[:, ::1] Y, const floating[::1] sw):
+    """Take the data pointers once shapes are checked."""
+    d.X = NULL if d.sparse or d.n_samples == 0 else &X[0, 0]
+    d.data = &data[0] if d.sparse and data.shape[0] else NULL
+    d.indices = &indices[0] if d.sparse and indices.shape[0] else NULL
+    d.indptr = &indptr[0] if d.sparse else NULL
+    d.Y = &Y[0, 0] if Y is not None and Y.shape[0] else NULL
+    d.sw = &sw[0] if sw is not None and sw.shape[0] else NULL
+
+
+cdef const floating* _forward(Net* net, Data* d, const floating* params,
+                              floating* work, const Py_ssize_t* rows,
+                              Py_ssize_t row0, Py_ssize_t nb) noexcept nogil:
+    """Forward pass of rows row0 .. row0 + nb (through rows when not NULL).
+
+    Activations land in the workspace; returns the dense input rows used
+    (NULL for sparse input), which the backward pass needs.
+    """
+    cdef Py_ssize_t l, fan_in, fan_out
+    cdef const floating* A0 = NULL
+    cdef const floating* A
+    cdef floating* Z
+    if not d.sparse:
+        if rows != NULL:
+            _gather_rows(<const floating*> d.X, d.n_features, rows, row0, nb,
+                         work + net.gather_off)
+            A0 = work + net.gather_off
+        else:
+            A0 = <const floating*> d.X + row0 * d.n_features
+    A = A0
+    for l in range(net.n_layers):
+        fan_in = net.units[l]
+        fan_out = net.units[l + 1]
+        Z = work + net.act_off[l]
+        if l == 0 and d.sparse:
+            _csr_forward(<const floating*> d.data, d.indices, d.indptr, rows,
+                         row0, nb, params + net.coef_off[0], fan_out, Z)
+        else:
+            gemm(False, False, nb, fan_out, fan_in, 1, A, fan_in,
+                 params + net.coef_off[l], fan_out, 0, Z, fan_out)
+        _bias_act(Z, params + net.bias_off[l], nb, fan_out,
+                  net.hidden_act if l < net.n_layers - 1 else net.out_act)
+        A = Z
+    return A0
+
+
+cdef double _backward(Net* net, Data* d, const floating* params,
+                      floating* grad, floating* work, const floating* A0,
+                      const Py_ssize_t* rows, Py_ssize_t row0, Py_ssize_t nb,
+                      double alpha) noexcept nogil:
+    """Loss of the batch just forwarded (L2 term included); its gradient."""
+    cdef Py_ssize_t l, L = net.n_layers, fan_in, fan_out
+    cdef double loss, sw_sum = 0, sq = 0
+    cdef floating* delta
+    cdef floating* grad_W
+    cdef const floating* W
+    loss = _loss_delta(<const floating*> work + net.act_off[L - 1],
+                       <const floating*> d.Y, <const floating*> d.sw, rows,
+                       row0, nb, net.units[L], net.loss,
+                       work + net.delta_off[L - 1], &sw_sum)
+    for l in range(L):
+        sq += _sq_norm(params + net.coef_off[l], net.units[l] * net.units[l + 1])
+    loss += 0.5 * alpha * sq / sw_sum
+    for l in range(L - 1, -1, -1):
+        fan_in = net.units[l]
+        fan_out = net.units[l + 1]
+        delta = work + net.delta_off[l]
+        W = params + net.coef_off[l]
+        grad_W = grad + net.coef_off[l]
+        if l == 0 and d.sparse:
+            _csr_grad(<const floating*> d.data, d.indices, d.indptr, rows, row0,
+                      nb, delta, fan_in, fan_out, grad_W)
+        else:
+            gemm(True, False, fan_in, fan_out, nb, 1,
+                 A0 if l == 0 else work + net.act_off[l - 1], fan_in,
+                 delta, fan_out, 0, grad_W, fan_out)
+        _l2_grad(grad_W, W, fan_in * fan_out, <floating> alpha,
+                 <floating> sw_sum)
+        _bias_grad(delta, nb, fan_out, <floating> sw_sum,
+                   grad + net.bias_off[l])
+        if l > 0:
+            # No delta for the input layer: nothing would use it.
+            gemm(False, True, nb, fan_in, fan_out, 1, delta, fan_out, W,
+                 fan_out, 0, work + net.delta_off[l - 1], fan_in)
+            _act_grad(work + net.act_off[l - 1], work + net.delta_off[l - 1],
+                      nb, fan_in, net.hidden_act)
+    return loss
+
+
+cdef inline void _check_flat(Py_ssize_t n, Py_ssize_t expected,
+                             str what) except *:
+    if n != expected:
+        raise ValueError(f"{what} has length {n}, expected {expected}")
+
+
+def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
+              const floating[::1] sample_weight, const Py_ssize_t[::1] order,
+              Py_ssize_t batch_size, floating[::1] params, floating[::1] grad,
+              floating[::1] work, floating[::1] state, int solver, double lr,
+              double momentum, bint nesterov, double beta_1, double beta_2,
+              double epsilon, double alpha, Py_ssize_t step):
+    """One epoch of minibatch training, in place on params and state.
+
+    Parameters
+    ----------
+    plan : Plan
+        Layout from ``fastbp._network.make_plan``.
+    X : ndarray of shape (n_samples, n_features), or None when csr is given
+    csr : (data, indices, indptr) of CSR input with intp indices, or None
+    Y : ndarray of shape (n_samples, n_outputs)
+    sample_weight : ndarray of shape (n_samples,) or None
+    order : ndarray of shape (n_samples,), intp, or None
+        Sample order of the epoch (None: 0 .. n_samples - 1, no gather).
+    batch_size : int
+    params, grad : ndarray of shape (n_params,)
+    work : ndarray of shape (plan.work_size,)
+    state : ndarray of shape (n_params,) for sgd (velocity), (2 n_params,)
+        for adam (first then second moments)
+    solver : int
+        ``SOLVERS`` code.
+    lr : float
+        Learning rate (sgd) or initial learning rate (adam).
+    momentum, nesterov, beta_1, beta_2, epsilon, alpha : solver settings
+    step : int
+        Adam steps taken so far.
+
+    Returns
+    -------
+    loss_sum : float
+        Sum over batches of batch loss times batch size.
+    step : int
+        Adam steps taken after this epoch.
+    """
+    cdef Net net
+    cdef Data d
+    cdef Py_ssize_t n, start, nb, i, P = params.shape[0]
+    cdef double loss_sum = 0
+    cdef const floating* A0
+    cdef const Py_ssize_t* rows = NULL
+    cdef const floating[::1] data = None
+    cdef const Py_ssize_t[::1] indices = None, indptr = None
+    arrays = _read_plan(plan, &net, P, work.shape[0],
+                        min(batch_size, plan.max_rows))
+    _check_data(&d, &net, X, csr, Y, sample_weight)
+    if csr is not None:
+        data, indices, indptr = csr
+    n = d.n_samples
+    if batch_size < 1 or batch_size > net.max_rows:
+        raise ValueError(f"batch_size {batch_size} does not fit the plan")
+    if Y is None or n == 0:
+        raise ValueError("training needs targets and at least one sample")
+    if order is not None:
+        _check_flat(order.shape[0], n, "order")
+        for i in range(n):
+            if not 0 <= order[i] < n:
+                raise ValueError("order holds an index out of range")
+        rows = &order[0]
+    if not d.sparse and order is not None and net.gather_off < 0:
+        raise ValueError("shuffled dense input needs a gather buffer")
+    _check_flat(grad.shape[0], P, "grad")
+    _check_flat(state.shape[0], P * (2 if solver == ADAM else 1), "state")
+    if solver != SGD and solver != ADAM:
+        raise ValueError(f"unknown solver code {solver}")
+    _set_data(&d, X, data, indices, indptr, Y, sample_weight)
+    with nogil:
+        start = 0
+        while start < n:
+            nb = min(batch_size, n - start)
+            A0 = _forward(&net, &d, &params[0], &work[0], rows, start, nb)
+            loss_sum += nb * _backward(&net, &d, &params[0], &grad[0],
+                                       &work[0], A0, rows, start, nb, alpha)
+            if solver == SGD:
+                _sgd_step(&params[0], &grad[0], &state[0], P, <floating> lr,
+                          <floating> momentum, nesterov)
+            else:
+                step += 1
+                _adam_step(&params[0], &grad[0], &state[0], &state[P], P,
+                           adam_step_size(lr, beta_1, beta_2, step),
+                           <floating> beta_1, <floating> beta_2,
+                           <floating> epsilon)
+            start += nb
+    return loss_sum, step
+
+
+def loss_grad(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
+              const floating[::1] sample_weight, floating[::1] params,
+              floating[::1] grad, floating[::1] work, double alpha):
+    """Full-batch loss (with the L2 term); its gradient into grad.
+
+    The plan must hold all n_samples rows in one pass. Used by L-BFGS.
+    """
+    cdef Net net
+    cdef Data d
+    cdef double loss
+    cdef const floating* A0
+    cdef const floating[::1] data = None
+    cdef const Py_ssize_t[::1] indices = None, indptr = None
+    n_samples = csr[2].shape[0] - 1 if csr is not None else X.shape[0]
+    arrays = _read_plan(plan, &net, params.shape[0], work.shape[0], n_samples)
+    _check_data(&d, &net, X, csr, Y, sample_weight)
+    if csr is not None:
+        data, indices, indptr = csr
+    if Y is None:
+        raise ValueError("loss_grad needs targets")
+    _check_flat(grad.shape[0], params.shape[0], "grad")
+    _set_data(&d, X, data, indices, indptr, Y, sample_weight)
+    with nogil:
+        A0 = _forward(&net, &d, &params[0], &work[0], NULL, 0, d.n_samples)
+        loss = _backward(&net, &d, &params[0], &grad[0], &work[0], A0, NULL,
+                         0, d.n_samples, alpha)
+    return loss
+
+
+def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
+            floating[::1] work, floating[:, ::1] out):
+    """Network output for every row of X into out, plan.max_rows at a time."""
+    cdef Net net
+    cdef Data d
+    cdef Py_ssize_t start, nb, L, n_out
+    cdef const floating[:, ::1] no_Y = None
+    cdef const floating[::1] data = None, no_sw = None
+    cdef const Py_ssize_t[::1] indices = None, indptr = None
+    arrays = _read_plan(plan, &net, params.shape[0], work.shape[0],
+                        plan.max_rows)
+    _check_data(&d, &net, X, csr, None, None)
+    if csr is not None:
+        data, indices, indptr = csr
+    L = net.n_layers
+    n_out = net.units[L]
+    if out.shape[0] != d.n_samples or out.shape[1] != n_out:
+        raise ValueError(f"out must have shape ({d.n_samples}, {n_out})")
+    _set_data(&d, X, data, indices, indptr, no_Y, no_sw)
+    with nogil:
+        start = 0
+        while start < d.n_samples:
+            nb = min(net.max_rows, d.n_samples - start)
+            _forward(&net, &d, &params[0], &work[0], NULL, start, nb)
+            memcpy(&out[start, 0], &work[net.act_off[L - 1]],
+                   nb * n_out * sizeof(floating))
+            start += nb
+
+
+def all_finite(const floating[::1] a):
+    """True when every entry of a is finite (one pass, no temporaries)."""
+    cdef Py_ssize_t i
+    cdef bint ok = True
+    with nogil:
+        for i in range(a.shape[0]):
+            if not isfinite(a[i]):
+                ok = False
+                break
+    return ok

@@ -1,0 +1,77 @@
+# Kernel cores shared by _epoch.pyx: pointer-based, noexcept nogil.
+# Callers validate every size before calling (see _epoch._check_layout).
+from cython cimport floating
+from libc.math cimport exp, expf, log, logf, tanh, tanhf
+
+# Activation and output codes; fastbp._network maps names to these.
+cdef enum:
+    IDENTITY = 0
+    LOGISTIC = 1
+    TANH = 2
+    RELU = 3
+    SOFTMAX = 4
+    EXP = 5
+
+# Loss codes.
+cdef enum:
+    SQUARED_ERROR = 0
+    LOG_LOSS = 1          # softmax output, categorical cross-entropy
+    BINARY_LOG_LOSS = 2   # logistic outputs, per-output cross-entropy
+    POISSON = 3           # exp output, half Poisson deviance
+
+
+cdef inline floating _exp(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline floating _log(floating x) noexcept nogil:
+    if floating is float:
+        return logf(x)
+    else:
+        return log(x)
+
+
+cdef inline floating _logistic(floating x) noexcept nogil:
+    # Branch on the sign so exp never overflows.
+    cdef floating e
+    if x >= 0:
+        return 1 / (1 + _exp(-x))
+    e = _exp(x)
+    return e / (1 + e)
+
+
+cdef inline floating _tanh(floating x) noexcept nogil:
+    if floating is float:
+        return tanhf(x)
+    else:
+        return tanh(x)
+
+
+cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,
+                    Py_ssize_t m, int act) noexcept nogil
+cdef void _act_grad(const floating* A, floating* delta, Py_ssize_t n,
+                    Py_ssize_t m, int act) noexcept nogil
+cdef double _loss_delta(const floating* P, const floating* Y,
+                        const floating* sw, const Py_ssize_t* rows,
+                        Py_ssize_t row0, Py_ssize_t n, Py_ssize_t m, int loss,
+                        floating* delta, double* sw_sum) noexcept nogil
+cdef void _bias_grad(const floating* delta, Py_ssize_t n, Py_ssize_t m,
+                     floating sw_sum, floating* out) noexcept nogil
+cdef void _l2_grad(floating* grad_W, const floating* W, Py_ssize_t size,
+                   floating alpha, floating sw_sum) noexcept nogil
+cdef double _sq_norm(const floating* W, Py_ssize_t size) noexcept nogil
+cdef void _gather_rows(const floating* X, Py_ssize_t n_features,
+                       const Py_ssize_t* rows, Py_ssize_t row0, Py_ssize_t n,
+                       floating* out) noexcept nogil
+cdef void _csr_forward(const floating* data, const Py_ssize_t* indices,
+                       const Py_ssize_t* indptr, const Py_ssize_t* rows,
+                       Py_ssize_t row0, Py_ssize_t n, const floating* W,
+                       Py_ssize_t fan_out, floating* out) noexcept nogil
+cdef void _csr_grad(const floating* data, const Py_ssize_t* indices,
+                    const Py_ssize_t* indptr, const Py_ssize_t* rows,
+                    Py_ssize_t row0, Py_ssize_t n, const floating* delta,
+                    Py_ssize_t fan_in, Py_ssize_t fan_out,
+                    floating* out) noexcept nogil

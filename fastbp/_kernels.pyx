@@ -1,0 +1,357 @@
+"""Compiled building blocks of the forward and backward passes.
+
+Each ``cdef`` core works on raw pointers into buffers the caller has checked;
+each ``def`` wrapper checks shapes, releases the GIL once and calls its core.
+Every wrapper has a NumPy twin of the same name in ``fastbp._reference``.
+"""
+from cython cimport floating
+from libc.string cimport memset
+
+ACTIVATIONS = {"identity": IDENTITY, "logistic": LOGISTIC, "tanh": TANH,
+               "relu": RELU, "softmax": SOFTMAX, "exp": EXP}
+LOSSES = {"squared_error": SQUARED_ERROR, "log_loss": LOG_LOSS,
+          "binary_log_loss": BINARY_LOG_LOSS, "poisson": POISSON}
+
+
+cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,
+                    Py_ssize_t m, int act) noexcept nogil:
+    """Z[i, :] = act(Z[i, :] + b) in place; softmax is row-wise."""
+    cdef Py_ssize_t i, j
+    cdef floating* z
+    cdef floating v, mx
+    for i in range(n):
+        z = Z + i * m
+        if act == RELU:
+            for j in range(m):
+                v = z[j] + b[j]
+                z[j] = 0 if v < 0 else v  # NaN passes through, as np.maximum
+        elif act == TANH:
+            for j in range(m):
+                z[j] = _tanh(z[j] + b[j])
+        elif act == LOGISTIC:
+            for j in range(m):
+                z[j] = _logistic(z[j] + b[j])
+        elif act == EXP:
+            for j in range(m):
+                z[j] = _exp(z[j] + b[j])
+        elif act == SOFTMAX:
+            # Subtract the row maximum so exp never overflows.
+            for j in range(m):
+                z[j] = z[j] + b[j]
+            mx = z[0]
+            for j in range(1, m):
+                if z[j] > mx:
+                    mx = z[j]
+            v = 0
+            for j in range(m):
+                z[j] = _exp(z[j] - mx)
+                v = v + z[j]
+            for j in range(m):
+                z[j] = z[j] / v
+        else:
+            for j in range(m):
+                z[j] = z[j] + b[j]
+
+
+cdef void _act_grad(const floating* A, floating* delta, Py_ssize_t n,
+                    Py_ssize_t m, int act) noexcept nogil:
+    """delta *= act'(Z), written through the activation A = act(Z)."""
+    cdef Py_ssize_t i, size = n * m
+    if act == RELU:
+        for i in range(size):
+            if A[i] == 0:
+                delta[i] = 0
+    elif act == TANH:
+        for i in range(size):
+            delta[i] = delta[i] * (1 - A[i] * A[i])
+    elif act == LOGISTIC:
+        for i in range(size):
+            delta[i] = delta[i] * A[i] * (1 - A[i])
+
+
+cdef double _loss_delta(const floating* P, const floating* Y,
+                        const floating* sw, const Py_ssize_t* rows,
+                        Py_ssize_t row0, Py_ssize_t n, Py_ssize_t m, int loss,
+                        floating* delta, double* sw_sum) noexcept nogil:
+    """Return the (weighted mean) data loss of a batch; write its output delta.
+
+    Row r of the batch is sample rows[row0 + r] (row0 + r when rows is NULL)
+    of Y and sw. With the canonical link of each loss the output delta is
+    (P - Y) * sw. Logs are taken of P clipped to [eps, 1 - eps].
+    """
+    cdef Py_ssize_t r, k, row
+    cdef double total = 0, acc, w = 1, wsum = 0, y, p, q
+    cdef double eps = 1.1920928955078125e-07 if floating is float \
+        else 2.220446049250313e-16
+    cdef const floating* y_row
+    cdef const floating* p_row
+    cdef floating* d_row
+    for r in range(n):
+        row = rows[row0 + r] if rows != NULL else row0 + r
+        if sw != NULL:
+            w = sw[row]
+        wsum += w
+        y_row = Y + row * m
+        p_row = P + r * m
+        d_row = delta + r * m
+        acc = 0
+        for k in range(m):
+            d_row[k] = p_row[k] - y_row[k]
+            if sw != NULL:
+                d_row[k] = d_row[k] * <floating> w
+            y = y_row[k]
+            p = p_row[k]
+            if loss == SQUARED_ERROR:
+                acc += (y - p) * (y - p)
+            elif loss == POISSON:
+                acc += p - y
+                if y != 0:
+                    acc += y * log(y / p)
+            else:
+                q = eps if p < eps else (1 - eps if p > 1 - eps else p)
+                if y != 0:
+                    acc += y * log(q)
+                if loss == BINARY_LOG_LOSS and y != 1:
+                    acc += (1 - y) * log(1 - q)
+        total += w * acc
+    sw_sum[0] = wsum
+    total /= wsum
+    if loss == SQUARED_ERROR:
+        return 0.5 * total / m
+    if loss == POISSON:
+        return total
+    return -total
+
+
+cdef void _bias_grad(const floating* delta, Py_ssize_t n, Py_ssize_t m,
+                     floating sw_sum, floating* out) noexcept nogil:
+    """out = delta.sum(axis=0) / sw_sum, summing rows in order as NumPy does."""
+    cdef Py_ssize_t i, j
+    for j in range(m):
+        out[j] = 0
+    for i in range(n):
+        for j in range(m):
+            out[j] = out[j] + delta[i * m + j]
+    for j in range(m):
+        out[j] = out[j] / sw_sum
+
+
+cdef void _l2_grad(floating* grad_W, const floating* W, Py_ssize_t size,
+                   floating alpha, floating sw_sum) noexcept nogil:
+    """grad_W = (grad_W + alpha * W) / sw_sum."""
+    cdef Py_ssize_t i
+    for i in range(size):
+        grad_W[i] = (grad_W[i] + alpha * W[i]) / sw_sum
+
+
+cdef double _sq_norm(const floating* W, Py_ssize_t size) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double s = 0
+    for i in range(size):
+        s += <double> W[i] * W[i]
+    return s
+
+
+cdef void _gather_rows(const floating* X, Py_ssize_t n_features,
+                       const Py_ssize_t* rows, Py_ssize_t row0, Py_ssize_t n,
+                       floating* out) noexcept nogil:
+    """out[r, :] = X[rows[row0 + r], :]."""
+    cdef Py_ssize_t r, j
+    cdef const floating* x
+    for r in range(n):
+        x = X + rows[row0 + r] * n_features
+        for j in range(n_features):
+            out[r * n_features + j] = x[j]
+
+
+cdef void _csr_forward(const floating* data, const Py_ssize_t* indices,
+                       const Py_ssize_t* indptr, const Py_ssize_t* rows,
+                       Py_ssize_t row0, Py_ssize_t n, const floating* W,
+                       Py_ssize_t fan_out, floating* out) noexcept nogil:
+    """out = X[rows] @ W for CSR X, touching only the stored entries."""
+    cdef Py_ssize_t r, p, j, row
+    cdef floating v
+    cdef floating* o
+    cdef const floating* w
+    memset(out, 0, n * fan_out * sizeof(floating))
+    for r in range(n):
+        row = rows[row0 + r] if rows != NULL else row0 + r
+        o = out + r * fan_out
+        for p in range(indptr[row], indptr[row + 1]):
+            v = data[p]
+            w = W + indices[p] * fan_out
+            for j in range(fan_out):
+                o[j] = o[j] + v * w[j]
+
+
+cdef void _csr_grad(const floating* data, const Py_ssize_t* indices,
+                    const Py_ssize_t* indptr, const Py_ssize_t* rows,
+                    Py_ssize_t row0, Py_ssize_t n, const floating* delta,
+                    Py_ssize_t fan_in, Py_ssize_t fan_out,
+                    floating* out) noexcept nogil:
+    """out = X[rows].T @ delta for CSR X."""
+    cdef Py_ssize_t r, p, j, row
+    cdef floating v
+    cdef floating* o
+    cdef const floating* d
+    memset(out, 0, fan_in * fan_out * sizeof(floating))
+    for r in range(n):
+        row = rows[row0 + r] if rows != NULL else row0 + r
+        d = delta + r * fan_out
+        for p in range(indptr[row], indptr[row + 1]):
+            v = data[p]
+            o = out + indices[p] * fan_out
+            for j in range(fan_out):
+                o[j] = o[j] + v * d[j]
+
+
+# ---------------------------------------------------------------------------
+# Python wrappers: check shapes, then one nogil call. Used by the tests.
+
+cdef inline void _same(Py_ssize_t a, Py_ssize_t b, str what) except *:
+    if a != b:
+        raise ValueError(f"{what}: {a} != {b}")
+
+
+cdef const Py_ssize_t* _rows_ptr(const Py_ssize_t[::1] rows, Py_ssize_t n_rows):
+    """Pointer to rows after checking each index is in [0, n_rows)."""
+    cdef Py_ssize_t i
+    if rows is None:
+        return NULL
+    for i in range(rows.shape[0]):
+        if rows[i] < 0 or rows[i] >= n_rows:
+            raise ValueError(f"row index {rows[i]} out of range")
+    return &rows[0] if rows.shape[0] else NULL
+
+
+def bias_act(floating[:, ::1] Z, const floating[::1] b, int act):
+    """Z = act(Z + b) in place. Twin: _reference.bias_act."""
+    _same(Z.shape[1], b.shape[0], "Z columns vs b")
+    if Z.shape[0] and Z.shape[1]:
+        with nogil:
+            _bias_act(&Z[0, 0], &b[0], Z.shape[0], Z.shape[1], act)
+
+
+def act_grad(const floating[:, ::1] A, floating[:, ::1] delta, int act):
+    """delta *= act'(Z) from A = act(Z), in place. Twin: _reference.act_grad."""
+    _same(A.shape[0], delta.shape[0], "A rows vs delta rows")
+    _same(A.shape[1], delta.shape[1], "A columns vs delta columns")
+    if A.shape[0] and A.shape[1]:
+        with nogil:
+            _act_grad(&A[0, 0], &delta[0, 0], A.shape[0], A.shape[1], act)
+
+
+def loss_delta(const floating[:, ::1] P, const floating[:, ::1] Y,
+               const floating[::1] sw, const Py_ssize_t[::1] rows, int loss,
+               floating[:, ::1] delta):
+    """Return (loss, sw_sum) of batch P against Y[rows]; write delta.
+
+    Twin: _reference.loss_delta.
+    """
+    cdef Py_ssize_t n = P.shape[0], m = P.shape[1]
+    cdef double out, sw_sum = 0
+    cdef const Py_ssize_t* rows_p = _rows_ptr(rows, Y.shape[0])
+    cdef const floating* sw_p = NULL
+    _same(Y.shape[1], m, "Y columns vs P columns")
+    _same(delta.shape[0], n, "delta rows vs P rows")
+    _same(delta.shape[1], m, "delta columns vs P columns")
+    _same(rows.shape[0] if rows is not None else Y.shape[0], n,
+          "batch rows vs P rows")
+    if sw is not None:
+        _same(sw.shape[0], Y.shape[0], "sample_weight vs Y rows")
+        sw_p = &sw[0]
+    if n == 0 or m == 0:
+        raise ValueError("empty batch")
+    with nogil:
+        out = _loss_delta(&P[0, 0], &Y[0, 0], sw_p, rows_p, 0, n, m, loss,
+                          &delta[0, 0], &sw_sum)
+    return out, sw_sum
+
+
+def bias_grad(const floating[:, ::1] delta, floating sw_sum, floating[::1] out):
+    """out = delta.sum(axis=0) / sw_sum. Twin: _reference.bias_grad."""
+    _same(delta.shape[1], out.shape[0], "delta columns vs out")
+    if delta.shape[1]:
+        with nogil:
+            _bias_grad(&delta[0, 0] if delta.shape[0] else NULL, delta.shape[0],
+                       delta.shape[1], sw_sum, &out[0])
+
+
+def l2_grad(floating[::1] grad_W, const floating[::1] W, floating alpha,
+            floating sw_sum):
+    """grad_W = (grad_W + alpha * W) / sw_sum. Twin: _reference.l2_grad."""
+    _same(grad_W.shape[0], W.shape[0], "grad_W vs W")
+    if W.shape[0]:
+        with nogil:
+            _l2_grad(&grad_W[0], &W[0], W.shape[0], alpha, sw_sum)
+
+
+def sq_norm(const floating[::1] W):
+    """Return sum(W ** 2) accumulated in double. Twin: _reference.sq_norm."""
+    cdef double out = 0
+    if W.shape[0]:
+        with nogil:
+            out = _sq_norm(&W[0], W.shape[0])
+    return out
+
+
+def gather_rows(const floating[:, ::1] X, const Py_ssize_t[::1] rows,
+                floating[:, ::1] out):
+    """out = X[rows]. Twin: _reference.gather_rows."""
+    cdef const Py_ssize_t* rows_p = _rows_ptr(rows, X.shape[0])
+    _same(out.shape[0], rows.shape[0], "out rows vs rows")
+    _same(out.shape[1], X.shape[1], "out columns vs X columns")
+    if rows.shape[0] and X.shape[1]:
+        with nogil:
+            _gather_rows(&X[0, 0], X.shape[1], rows_p, 0, rows.shape[0],
+                         &out[0, 0])
+
+
+cdef void _check_csr(const floating[::1] data, const Py_ssize_t[::1] indices,
+                     const Py_ssize_t[::1] indptr, Py_ssize_t n_cols) except *:
+    cdef Py_ssize_t i
+    _same(data.shape[0], indices.shape[0], "CSR data vs indices")
+    if indptr.shape[0] == 0 or indptr[0] != 0 \
+            or indptr[indptr.shape[0] - 1] != data.shape[0]:
+        raise ValueError("CSR indptr must run from 0 to nnz")
+    for i in range(indptr.shape[0] - 1):
+        if indptr[i + 1] < indptr[i]:
+            raise ValueError("CSR indptr must not decrease")
+    for i in range(indices.shape[0]):
+        if indices[i] < 0 or indices[i] >= n_cols:
+            raise ValueError("CSR column index out of range")
+
+
+def csr_forward(const floating[::1] data, const Py_ssize_t[::1] indices,
+                const Py_ssize_t[::1] indptr, const Py_ssize_t[::1] rows,
+                const floating[:, ::1] W, floating[:, ::1] out):
+    """out = X[rows] @ W for CSR X. Twin: _reference.csr_forward."""
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef Py_ssize_t n = rows.shape[0] if rows is not None else n_rows
+    _check_csr(data, indices, indptr, W.shape[0])
+    cdef const Py_ssize_t* rows_p = _rows_ptr(rows, n_rows)
+    _same(out.shape[0], n, "out rows vs batch rows")
+    _same(out.shape[1], W.shape[1], "out columns vs W columns")
+    if n and W.shape[1]:
+        with nogil:
+            _csr_forward(&data[0] if data.shape[0] else NULL,
+                         &indices[0] if data.shape[0] else NULL, &indptr[0],
+                         rows_p, 0, n, &W[0, 0], W.shape[1], &out[0, 0])
+
+
+def csr_grad(const floating[::1] data, const Py_ssize_t[::1] indices,
+             const Py_ssize_t[::1] indptr, const Py_ssize_t[::1] rows,
+             const floating[:, ::1] delta, floating[:, ::1] out):
+    """out = X[rows].T @ delta for CSR X. Twin: _reference.csr_grad."""
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef Py_ssize_t n = rows.shape[0] if rows is not None else n_rows
+    _check_csr(data, indices, indptr, out.shape[0])
+    cdef const Py_ssize_t* rows_p = _rows_ptr(rows, n_rows)
+    _same(delta.shape[0], n, "delta rows vs batch rows")
+    _same(out.shape[1], delta.shape[1], "out columns vs delta columns")
+    if out.shape[0] and out.shape[1]:
+        with nogil:
+            _csr_grad(&data[0] if data.shape[0] else NULL,
+                      &indices[0] if data.shape[0] else NULL, &indptr[0],
+                      rows_p, 0, n, &delta[0, 0] if n else NULL, out.shape[0],
+                      out.shape[1], &out[0, 0])

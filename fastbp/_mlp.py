@@ -1,0 +1,1200 @@
+"""Drop-in replacements for scikit-learn's MLPClassifier and MLPRegressor.
+
+The estimators validate, encode labels and drive training once per epoch;
+the epoch itself (every minibatch) runs in ``fastbp._epoch`` with the GIL
+released, or in its NumPy twin ``fastbp._reference`` with backend="numpy".
+"""
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.optimize
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_array, check_random_state, column_or_1d, shuffle
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import type_of_target, unique_labels
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from fastbp import _epoch, _reference
+from fastbp._network import glorot_init, make_plan, pack, unpack
+from fastbp._optimizers import SOLVERS
+
+_STOCHASTIC_SOLVERS = ("sgd", "adam")
+_BACKENDS = {"cython": _epoch, "numpy": _reference}
+# Rows per forward pass at predict time: bounds the workspace, keeps BLAS busy.
+_PREDICT_ROWS = 1024
+
+
+def _interval(lo, hi, closed, integral=False):
+    """A check that a number lies in an interval; returns (check, text)."""
+    kind = Integral if integral else Real
+
+    def check(v):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, kind):
+            return False
+        above = v >= lo if closed in ("left", "both") else v > lo
+        below = v <= hi if closed in ("right", "both") else v < hi
+        return above and below
+
+    left = "[" if closed in ("left", "both") else "("
+    right = "]" if closed in ("right", "both") else ")"
+    what = "an int" if integral else "a float"
+    return check, f"{what} in the range {left}{lo}, {hi}{right}"
+
+
+def _options(*values):
+    def check(v):
+        return isinstance(v, str) and v in values
+
+    return check, "a str among {%s}" % ", ".join(repr(v) for v in sorted(values))
+
+
+def _boolean():
+    return (lambda v: isinstance(v, (bool, np.bool_))), "an instance of 'bool'"
+
+
+def _any_of(*rules):
+    def check(v):
+        return any(c(v) for c, _ in rules)
+
+    return check, " or ".join(text for _, text in rules)
+
+
+_INF = float("inf")
+_PARAMETER_RULES = {
+    "hidden_layer_sizes": (
+        lambda v: isinstance(v, Integral) and not isinstance(v, bool) or
+        hasattr(v, "__iter__") and not isinstance(v, str),
+        "an array-like or an int in the range [1, inf)",
+    ),
+    "activation": _options("identity", "logistic", "tanh", "relu"),
+    "solver": _options("lbfgs", "sgd", "adam"),
+    "alpha": _interval(0.0, _INF, "left"),
+    "batch_size": _any_of(_options("auto"), _interval(1, _INF, "left", True)),
+    "learning_rate": _options("constant", "invscaling", "adaptive"),
+    "learning_rate_init": _interval(0.0, _INF, "neither"),
+    "power_t": _interval(0.0, _INF, "left"),
+    "max_iter": _interval(1, _INF, "left", True),
+    "shuffle": _boolean(),
+    "random_state": (
+        lambda v: v is None or isinstance(v, (Integral, np.random.RandomState))
+        and not isinstance(v, bool),
+        "an int, a numpy.random.RandomState instance or None",
+    ),
+    "tol": _interval(0.0, _INF, "left"),
+    "verbose": (
+        lambda v: isinstance(v, (Integral, np.bool_)),
+        "an int or an instance of 'bool'",
+    ),
+    "warm_start": _boolean(),
+    "momentum": _interval(0.0, 1.0, "both"),
+    "nesterovs_momentum": _boolean(),
+    "early_stopping": _boolean(),
+    "validation_fraction": _interval(0.0, 1.0, "left"),
+    "beta_1": _interval(0.0, 1.0, "left"),
+    "beta_2": _interval(0.0, 1.0, "left"),
+    "epsilon": _interval(0.0, _INF, "neither"),
+    "n_iter_no_change": _any_of(
+        _interval(1, _INF, "left", True), ((lambda v: v == np.inf), "inf")
+    ),
+    "max_fun": _interval(1, _INF, "left", True),
+    "backend": _options(*_BACKENDS),
+    "loss": _options("squared_error", "poisson"),
+}
+
+
+class _BaseMLP(BaseEstimator):
+    """Shared machinery of MLPClassifier and MLPRegressor.
+
+    Subclasses define ``_validate_input``, ``_output_activation``,
+    ``_start_partial_fit``, ``_decode`` and ``_score_function``.
+    """
+
+    # ------------------------------------------------------------------
+    # parameters
+
+    def _check_params(self):
+        """Raise a ValueError (TypeError for a wrong type) naming a bad parameter."""
+        for name, value in self.get_params(deep=False).items():
+            check, allowed = _PARAMETER_RULES[name]
+            if not check(value):
+                error = TypeError if name == "hidden_layer_sizes" else ValueError
+                raise error(
+                    f"The {name!r} parameter of {type(self).__name__} must be "
+                    f"{allowed}. Got {value!r} instead."
+                )
+
+    def _hidden_sizes(self):
+        sizes = self.hidden_layer_sizes
+        if not hasattr(sizes, "__iter__"):
+            sizes = [sizes]
+        sizes = list(sizes)
+        if not all(
+            isinstance(s, Integral) and not isinstance(s, bool) for s in sizes
+        ):
+            raise ValueError(
+                f"hidden_layer_sizes must hold integers, got {self.hidden_layer_sizes}."
+            )
+        if any(s <= 0 for s in sizes):
+            raise ValueError("hidden_layer_sizes must be > 0, got %s." % sizes)
+        return [int(s) for s in sizes]
+
+    # ------------------------------------------------------------------
+    # data
+
+    def _backend(self):
+        return _BACKENDS[self.backend]
+
+    @staticmethod
+    def _as_kernel_input(X, dtype):
+        """(dense, csr) pair the kernels take: one of them is None."""
+        if sp.issparse(X):
+            X = sp.csr_matrix(X, dtype=dtype)
+            if not np.isfinite(X.data).all():
+                raise ValueError("Input X contains NaN or infinity.")
+            csr = (
+                np.ascontiguousarray(X.data, dtype=dtype),
+                np.ascontiguousarray(X.indices, dtype=np.intp),
+                np.ascontiguousarray(X.indptr, dtype=np.intp),
+            )
+            return None, csr
+        return np.ascontiguousarray(X, dtype=dtype), None
+
+    def _check_sample_weight(self, sample_weight, n_samples, dtype):
+        if sample_weight is None:
+            return None
+        if isinstance(sample_weight, Real):
+            sample_weight = np.full(n_samples, sample_weight, dtype=dtype)
+        sample_weight = check_array(
+            sample_weight, ensure_2d=False, dtype=dtype, input_name="sample_weight"
+        )
+        if sample_weight.ndim != 1:
+            raise ValueError(
+                "Sample weights must be 1D array or scalar, got "
+                f"{sample_weight.ndim}D array. Expected either a scalar value "
+                f"or a 1D array of length {n_samples}."
+            )
+        if sample_weight.shape != (n_samples,):
+            raise ValueError(
+                f"sample_weight.shape == {sample_weight.shape}, "
+                f"expected {(n_samples,)}!"
+            )
+        if np.any(sample_weight < 0):
+            raise ValueError("Negative values in data passed to `sample_weight`.")
+        if not np.any(sample_weight > 0):
+            raise ValueError("Sample weights must contain at least one non-zero number.")
+        return np.ascontiguousarray(sample_weight)
+
+    # ------------------------------------------------------------------
+    # fitting
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to data matrix X and target(s) y.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            The target values (class labels in classification, real numbers in
+            regression).
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        self : object
+            Returns a trained MLP model.
+        """
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    def _fit(self, X, y, sample_weight, incremental, classes=None):
+        self._check_params()
+        # Train on copies and commit at the end: a failed fit leaves the
+        # previous model exactly as it was.
+        before = dict(self.__dict__)
+        try:
+            if incremental:
+                self._start_partial_fit(y, classes)
+            self._fit_committed(X, y, sample_weight, incremental)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+        return self
+
+    def _fit_committed(self, X, y, sample_weight, incremental):
+        hidden = self._hidden_sizes()
+        first_pass = not hasattr(self, "coefs_") or (
+            not self.warm_start and not incremental
+        )
+        X, Y = self._validate_input(X, y, incremental, reset=first_pass)
+        dtype = X.dtype if first_pass else self.coefs_[0].dtype
+        n_samples, n_features = X.shape
+        sample_weight = self._check_sample_weight(sample_weight, n_samples, dtype)
+        units = [n_features] + hidden + [Y.shape[1]]
+        random_state = check_random_state(self.random_state)
+
+        if first_pass:
+            self.n_iter_ = 0
+            self.t_ = 0
+            self.n_outputs_ = Y.shape[1]
+            self.n_layers_ = len(units)
+            self.out_activation_ = self._output_activation(Y)
+            flat = glorot_init(units, self.activation, random_state, dtype)
+            if self.solver in _STOCHASTIC_SOLVERS:
+                self.loss_curve_ = []
+                self._no_improvement_count = 0
+                if self.early_stopping:
+                    self.validation_scores_ = []
+                    self.best_validation_score_ = -np.inf
+                    self.best_loss_ = None
+                else:
+                    self.best_loss_ = np.inf
+                    self.validation_scores_ = None
+                    self.best_validation_score_ = None
+        else:
+            old_units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+            if old_units != units:
+                raise ValueError(
+                    f"The network has layer sizes {old_units} but this fit needs "
+                    f"{units}; refit without warm_start to change the architecture."
+                )
+            flat = pack(self.coefs_, self.intercepts_, dtype)
+            if self.solver in _STOCHASTIC_SOLVERS:
+                self._start_bookkeeping(incremental)
+
+        Y = np.ascontiguousarray(Y, dtype=dtype)
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self._fit_stochastic(
+                X, Y, sample_weight, units, flat, random_state, incremental
+            )
+        else:
+            self._fit_lbfgs(X, Y, sample_weight, units, flat)
+        self._set_params_flat(flat, units)
+
+    def _start_bookkeeping(self, incremental):
+        """Continue or restart the history a warm or incremental fit builds on."""
+        # Histories live on; lists are copied so a failed fit cannot touch them.
+        self.loss_curve_ = list(getattr(self, "loss_curve_", None) or [])
+        if self.early_stopping:
+            self.validation_scores_ = list(
+                getattr(self, "validation_scores_", None) or []
+            )
+        else:
+            self.validation_scores_ = None
+        if incremental and hasattr(self, "_no_improvement_count"):
+            return
+        # A new (warm-started) fit starts its patience afresh, unlike
+        # scikit-learn, whose old best score could stop it at once.
+        self._no_improvement_count = 0
+        if self.early_stopping:
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.best_loss_ = np.inf
+            self.best_validation_score_ = None
+
+    def _set_params_flat(self, flat, units):
+        self._flat = flat
+        self.coefs_, self.intercepts_ = unpack(flat, units)
+
+    def _loss_name(self):
+        if self.out_activation_ == "logistic":
+            return "binary_log_loss"
+        return self.loss
+
+    def _plan(self, units, rows, gather):
+        return make_plan(
+            units,
+            self.activation,
+            self.out_activation_,
+            self._loss_name(),
+            rows,
+            gather,
+        )
+
+    def _batch_size(self, n_samples):
+        if self.batch_size == "auto":
+            return min(200, n_samples)
+        if self.batch_size > n_samples:
+            warnings.warn(
+                "Got `batch_size` less than 1 or larger than "
+                "sample size. It is going to be clipped"
+            )
+        return int(np.clip(self.batch_size, 1, n_samples))
+
+    def _new_optimizer(self, n_params, dtype):
+        n_state = 2 * n_params if self.solver == "adam" else n_params
+        return {
+            "solver": self.solver,
+            "state": np.zeros(n_state, dtype=dtype),
+            "learning_rate": float(self.learning_rate_init),
+            "step": 0,
+        }
+
+    def _fit_stochastic(
+        self, X, Y, sample_weight, units, flat, random_state, incremental
+    ):
+        optimizer = getattr(self, "_optimizer", None)
+        if (
+            not incremental
+            or optimizer is None
+            or optimizer["solver"] != self.solver
+            or optimizer["state"].dtype != flat.dtype
+            or optimizer["state"].size != flat.size * (1 + (self.solver == "adam"))
+        ):
+            optimizer = self._new_optimizer(flat.size, flat.dtype)
+        else:
+            optimizer = dict(optimizer, state=optimizer["state"].copy())
+
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        if self.early_stopping:
+            X, Y, sample_weight, val = self._split_validation(
+                X, Y, sample_weight, random_state
+            )
+        else:
+            val = None
+        n_samples = X.shape[0]
+        batch_size = self._batch_size(n_samples)
+        X_dense, csr = self._as_kernel_input(X, flat.dtype)
+        plan = self._plan(units, batch_size, gather=self.shuffle and csr is None)
+        work = np.empty(plan.work_size, dtype=flat.dtype)
+        grad = np.empty_like(flat)
+        order = np.arange(n_samples, dtype=np.intp)
+        best = flat.copy() if self.early_stopping else None
+        backend = self._backend()
+
+        self.n_iter_ = 0
+        try:
+            for _ in range(self.max_iter):
+                if self.shuffle:
+                    order = shuffle(order, random_state=random_state)
+                loss_sum, optimizer["step"] = backend.run_epoch(
+                    plan, X_dense, csr, Y, sample_weight,
+                    order if self.shuffle else None, batch_size,
+                    flat, grad, work, optimizer["state"], SOLVERS[self.solver],
+                    optimizer["learning_rate"], self.momentum,
+                    self.nesterovs_momentum, self.beta_1, self.beta_2,
+                    self.epsilon, self.alpha, optimizer["step"],
+                )
+                self.n_iter_ += 1
+                self.loss_ = loss_sum / n_samples
+                self.t_ += n_samples
+                self.loss_curve_.append(self.loss_)
+                if not (np.isfinite(self.loss_) and backend.all_finite(flat)):
+                    self._diverged(
+                        f"the training loss is {self.loss_}",
+                        optimizer["learning_rate"],
+                    )
+                if self.verbose:
+                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+
+                if self._update_no_improvement_count(val, flat, units):
+                    best[:] = flat
+                if self.solver == "sgd" and self.learning_rate == "invscaling":
+                    optimizer["learning_rate"] = (
+                        float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
+                    )
+                if self._no_improvement_count > self.n_iter_no_change:
+                    if self._stop_or_slow_down(optimizer):
+                        break
+                    self._no_improvement_count = 0
+                if incremental:
+                    break
+                if self.n_iter_ == self.max_iter:
+                    warnings.warn(
+                        "Stochastic Optimizer: Maximum iterations (%d) "
+                        "reached and the optimization hasn't converged yet."
+                        % self.max_iter,
+                        ConvergenceWarning,
+                    )
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+            if not backend.all_finite(flat):
+                raise ValueError(
+                    "Training was interrupted and the weights are not finite; "
+                    "the previous model is kept."
+                ) from None
+        if self.early_stopping:
+            flat[:] = best
+        self._optimizer = optimizer
+
+    def _diverged(self, what, learning_rate):
+        rate = "" if learning_rate is None else f" ({learning_rate:g})"
+        raise ValueError(
+            f"Training diverged at iteration {self.n_iter_}: {what}; the solver "
+            f"produced non-finite values. The learning rate{rate} may be too "
+            "high, or the input data "
+            "may contain large values and need to be preprocessed (for example "
+            "with sklearn.preprocessing.StandardScaler). The previous model, if "
+            "any, is kept."
+        )
+
+    def _stop_or_slow_down(self, optimizer):
+        """After n_iter_no_change epochs without progress: stop, or cut the rate."""
+        subject = "Validation score" if self.early_stopping else "Training loss"
+        msg = "%s did not improve more than tol=%f for %d consecutive epochs." % (
+            subject,
+            self.tol,
+            self.n_iter_no_change,
+        )
+        if self.solver != "sgd" or self.learning_rate != "adaptive":
+            if self.verbose:
+                print(msg + " Stopping.")
+            return True
+        if optimizer["learning_rate"] <= 1e-6:
+            if self.verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        optimizer["learning_rate"] /= 5.0
+        if self.verbose:
+            print(msg + " Setting learning rate to %f" % optimizer["learning_rate"])
+        return False
+
+    def _split_validation(self, X, Y, sample_weight, random_state):
+        """Hold out validation_fraction of the data, as scikit-learn does.
+
+        Returns X, Y, sample_weight of the training part and the validation
+        triple (X_val, y_val decoded as predict returns it, sw_val).
+        """
+        # Multilabel targets are not stratified.
+        stratify = Y if self._is_classifier() and self.n_outputs_ == 1 else None
+        arrays = [X, Y] + ([] if sample_weight is None else [sample_weight])
+        parts = train_test_split(
+            *arrays,
+            random_state=random_state,
+            test_size=self.validation_fraction,
+            stratify=stratify,
+        ) + [None, None]
+        X, X_val, Y, Y_val, sw, sw_val = parts[:6]
+        if X_val.shape[0] < 2:
+            raise ValueError(
+                "The validation set is too small. Increase 'validation_fraction' "
+                "or the size of your dataset."
+            )
+        return X, Y, sw, (X_val, self._decode(Y_val), sw_val)
+
+    def _update_no_improvement_count(self, val, flat, units):
+        """Track progress; return True when the weights are the best so far."""
+        if val is None:
+            loss = self.loss_curve_[-1]
+            if loss > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if loss < self.best_loss_:
+                self.best_loss_ = loss
+            return False
+        X_val, y_val, sw_val = val
+        output = self._forward_output(X_val, flat, units)
+        if not np.isfinite(output).all():
+            self._diverged(
+                "the validation predictions are not finite", self.learning_rate_init
+            )
+        score = self._score_function(y_val, self._decode(output), sw_val)
+        self.validation_scores_.append(score)
+        if self.verbose:
+            print("Validation score: %f" % score)
+        if score < self.best_validation_score_ + self.tol:
+            self._no_improvement_count += 1
+        else:
+            self._no_improvement_count = 0
+        if score > self.best_validation_score_:
+            self.best_validation_score_ = score
+            return True
+        return False
+
+    def _fit_lbfgs(self, X, Y, sample_weight, units, flat):
+        X_dense, csr = self._as_kernel_input(X, flat.dtype)
+        plan = self._plan(units, X.shape[0], gather=False)
+        work = np.empty(plan.work_size, dtype=flat.dtype)
+        grad = np.empty_like(flat)
+        backend = self._backend()
+
+        def loss_grad(x):
+            flat[:] = x
+            loss = backend.loss_grad(
+                plan, X_dense, csr, Y, sample_weight, flat, grad, work, self.alpha
+            )
+            return loss, grad.astype(np.float64)
+
+        last = {"x": flat.copy(), "nit": 0, "fun": np.nan}
+
+        def callback(intermediate_result):
+            last["x"] = intermediate_result.x.copy()
+            last["nit"] += 1
+            last["fun"] = intermediate_result.fun
+            if self.verbose:
+                print("Iteration %d, loss = %.8f" % (last["nit"], last["fun"]))
+
+        try:
+            result = scipy.optimize.minimize(
+                loss_grad,
+                flat.astype(np.float64),
+                method="L-BFGS-B",
+                jac=True,
+                callback=callback,
+                options={"maxfun": self.max_fun, "maxiter": self.max_iter,
+                         "gtol": self.tol},
+            )
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+            flat[:] = last["x"]
+            self.n_iter_ = last["nit"]
+            self.loss_ = last["fun"]
+        else:
+            self.n_iter_ = min(result.nit, self.max_iter)
+            if result.status != 0:
+                msg = (
+                    f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
+                    f"(status={result.status}):\n{result.message}\n"
+                )
+                if self.n_iter_ == self.max_iter:
+                    msg += (
+                        "\nIncrease the number of iterations to improve the "
+                        f"convergence (max_iter={self.max_iter})."
+                    )
+                msg += (
+                    "\nYou might also want to scale the data as shown in:\n"
+                    "    https://scikit-learn.org/stable/modules/preprocessing.html"
+                )
+                warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+            self.loss_ = float(result.fun)
+            flat[:] = result.x
+        if not (np.isfinite(self.loss_) and backend.all_finite(flat)):
+            self._diverged(f"the training loss is {self.loss_}", None)
+
+    # ------------------------------------------------------------------
+    # prediction
+
+    def _forward_output(self, X, flat=None, units=None):
+        """Output-layer activations for validated X."""
+        if flat is None:
+            flat = self._flat_params()
+            units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+        X_dense, csr = self._as_kernel_input(X, flat.dtype)
+        n_samples = X.shape[0]
+        plan = self._plan(units, max(1, min(n_samples, _PREDICT_ROWS)), False)
+        work = np.empty(plan.work_size, dtype=flat.dtype)
+        out = np.empty((n_samples, units[-1]), dtype=flat.dtype)
+        self._backend().forward(plan, X_dense, csr, flat, work, out)
+        return out
+
+    def _flat_params(self):
+        """The flat buffer behind coefs_ and intercepts_.
+
+        In-place edits of coefs_[i] are edits of the buffer; if an entry was
+        replaced by another array, a new buffer is packed from the lists.
+        """
+        flat = getattr(self, "_flat", None)
+        if flat is not None and all(
+            a.base is flat for a in self.coefs_ + self.intercepts_
+        ):
+            return flat
+        return pack(self.coefs_, self.intercepts_, self.coefs_[0].dtype)
+
+    def __getstate__(self):
+        # coefs_ and intercepts_ carry the weights; the buffer is rebuilt.
+        state = super().__getstate__()
+        state.pop("_flat", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "coefs_" in state:
+            units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+            self._set_params_flat(self._flat_params(), units)
+
+    def _validated_output(self, X):
+        check_is_fitted(self)
+        X = validate_data(
+            self, X, accept_sparse=["csr", "csc"], reset=False,
+            dtype=(np.float64, np.float32),
+        )
+        return self._forward_output(X)
+
+    def _check_solver(self):
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise AttributeError(
+                "partial_fit is only available for stochastic"
+                " optimizers. %s is not stochastic." % self.solver
+            )
+        return True
+
+    def _is_classifier(self):
+        return isinstance(self, ClassifierMixin)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+_PARAMETERS_DOC = """
+    hidden_layer_sizes : array-like of shape(n_layers - 2,), default=(100,)
+        The ith element represents the number of neurons in the ith
+        hidden layer.
+
+    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
+        Activation function for the hidden layer: 'identity' f(x) = x,
+        'logistic' f(x) = 1 / (1 + exp(-x)), 'tanh' f(x) = tanh(x),
+        'relu' f(x) = max(0, x).
+
+    solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
+        The solver for weight optimization: 'lbfgs' (scipy's L-BFGS-B on the
+        full batch), 'sgd' (stochastic gradient descent with momentum) or
+        'adam' (Kingma & Ba, 2014).
+
+    alpha : float, default=0.0001
+        Strength of the L2 regularization term. The L2 regularization term
+        is divided by the sample size when added to the loss.
+
+    batch_size : int, default='auto'
+        Size of minibatches for stochastic optimizers. When set to "auto",
+        `batch_size=min(200, n_samples)`.
+
+    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
+        Learning rate schedule for weight updates, used by solver='sgd' only:
+        'constant' keeps learning_rate_init; 'invscaling' uses
+        learning_rate_init / pow(t, power_t) after each epoch (t counts the
+        samples seen); 'adaptive' divides the rate by 5 each time
+        n_iter_no_change consecutive epochs fail to improve by tol.
+
+    learning_rate_init : float, default=0.001
+        The initial learning rate (sgd and adam).
+
+    power_t : float, default=0.5
+        The exponent for inverse scaling learning rate (sgd, invscaling).
+
+    max_iter : int, default=200
+        Maximum number of iterations: epochs for stochastic solvers, L-BFGS
+        iterations for lbfgs.
+
+    shuffle : bool, default=True
+        Whether to shuffle samples in each iteration (stochastic solvers).
+
+    random_state : int, RandomState instance, default=None
+        Determines the weight and bias initialization, the train-validation
+        split with early stopping, and batch sampling. Consumed in
+        scikit-learn's order, so the same seed gives the same training.
+
+    tol : float, default=1e-4
+        Tolerance for the optimization. When the loss or score is not
+        improving by at least tol for n_iter_no_change consecutive
+        iterations, convergence is reached and training stops (unless
+        learning_rate is 'adaptive'). For lbfgs, the gradient tolerance.
+
+    verbose : bool, default=False
+        Whether to print progress messages to stdout.
+
+    warm_start : bool, default=False
+        When set to True, reuse the solution of the previous call to fit as
+        initialization. Unlike scikit-learn, the new fit starts its
+        patience and best-score bookkeeping afresh.
+
+    momentum : float, default=0.9
+        Momentum for gradient descent update, between 0 and 1 (sgd).
+
+    nesterovs_momentum : bool, default=True
+        Whether to use Nesterov's momentum (sgd, momentum > 0).
+
+    early_stopping : bool, default=False
+        Whether to hold out validation_fraction of the training data and stop
+        when the validation score has not improved by at least tol for
+        n_iter_no_change consecutive epochs; the best weights are restored.
+        Stratified for single-output classification. Stochastic solvers only.
+
+    validation_fraction : float, default=0.1
+        The proportion of training data to set aside as validation set for
+        early stopping.
+
+    beta_1 : float, default=0.9
+        Exponential decay rate for estimates of first moment vector in adam,
+        should be in [0, 1).
+
+    beta_2 : float, default=0.999
+        Exponential decay rate for estimates of second moment vector in adam,
+        should be in [0, 1).
+
+    epsilon : float, default=1e-8
+        Value for numerical stability in adam.
+
+    n_iter_no_change : int, default=10
+        Maximum number of epochs to not meet tol improvement (stochastic
+        solvers).
+
+    max_fun : int, default=15000
+        Maximum number of loss function calls (lbfgs only).
+
+    backend : {'cython', 'numpy'}, default='cython'
+        Where the epoch runs: the compiled engine, or its pure-NumPy twin
+        (the same algorithm, for checking and benchmarking). Not in
+        scikit-learn.
+"""
+
+_ATTRIBUTES_DOC = """
+    loss_ : float
+        The current loss computed with the loss function.
+
+    best_loss_ : float or None
+        The minimum loss reached by the solver throughout fitting; None with
+        early_stopping. Stochastic solvers only.
+
+    loss_curve_ : list of shape (`n_iter_`,)
+        The loss at the end of each training step (stochastic solvers).
+
+    validation_scores_ : list of shape (`n_iter_`,) or None
+        The score at each iteration on a held-out validation set
+        (early_stopping only, else None).
+
+    best_validation_score_ : float or None
+        The best validation score (early_stopping only, else None).
+
+    t_ : int
+        The number of training samples seen by the solver during fitting.
+
+    coefs_ : list of shape (n_layers - 1,)
+        coefs_[i] is the (fan_in, fan_out) weight matrix of layer i: a view
+        into one flat parameter buffer.
+
+    intercepts_ : list of shape (n_layers - 1,)
+        intercepts_[i] is the bias vector of layer i + 1 (also a view).
+
+    n_features_in_ : int
+        Number of features seen during fit.
+
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during fit, when X has string column names.
+
+    n_iter_ : int
+        The number of iterations the solver has run.
+
+    n_layers_ : int
+        Number of layers.
+
+    n_outputs_ : int
+        Number of outputs.
+
+    out_activation_ : str
+        Name of the output activation function.
+"""
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    __doc__ = (
+        """Multi-layer Perceptron classifier, trained by compiled backpropagation.
+
+    A drop-in replacement for ``sklearn.neural_network.MLPClassifier``: the
+    same parameters, defaults, attributes and training trajectory for the same
+    random_state, with the whole epoch running in compiled code. It optimizes
+    the log-loss with L-BFGS, SGD or Adam.
+
+    Parameters
+    ----------"""
+        + _PARAMETERS_DOC
+        + """
+    Attributes
+    ----------
+    classes_ : ndarray or list of ndarray of shape (n_classes,)
+        Class labels for each output.
+"""
+        + _ATTRIBUTES_DOC
+        + """
+    See Also
+    --------
+    MLPRegressor : Multi-layer Perceptron regressor.
+    sklearn.neural_network.MLPClassifier : The estimator this one replaces.
+
+    Notes
+    -----
+    float32 input trains and predicts in float32; anything else in float64.
+    Sparse CSR/CSC input is used as is in the first layer's products.
+
+    Examples
+    --------
+    >>> from fastbp import MLPClassifier
+    >>> from sklearn.datasets import make_classification
+    >>> X, y = make_classification(n_samples=100, random_state=1)
+    >>> clf = MLPClassifier(random_state=1, max_iter=300).fit(X, y)
+    >>> clf.predict(X[:3]).shape
+    (3,)
+    """
+    )
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        backend="cython",
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.backend = backend
+
+    loss = "log_loss"
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            accept_sparse=["csr", "csc"],
+            multi_output=True,
+            dtype=(np.float64, np.float32),
+            reset=reset,
+        )
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same "
+                        "classes as in the previous call to fit. Previously "
+                        f"got {self.classes_}, `y` has {classes}"
+                    )
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(
+                    "`y` has classes not in `self.classes_`. "
+                    f"`self.classes_` has {self.classes_}. 'y' has {classes}."
+                )
+        Y = self._label_binarizer.transform(y)
+        return X, Y.reshape(Y.shape[0], -1)
+
+    def _output_activation(self, Y):
+        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    def _start_partial_fit(self, y, classes):
+        if getattr(self, "classes_", None) is None and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+        if classes is None:
+            return
+        if getattr(self, "classes_", None) is not None:
+            if not np.array_equal(self.classes_, unique_labels(classes)):
+                raise ValueError(
+                    "`classes=%r` is not the same as on last call "
+                    "to partial_fit, was: %r" % (classes, self.classes_)
+                )
+            return
+        self.classes_ = unique_labels(classes)
+        self._label_binarizer = LabelBinarizer()
+        if type_of_target(y).startswith("multilabel"):
+            self._label_binarizer.fit(y)
+        else:
+            self._label_binarizer.fit(classes)
+
+    def _decode(self, output):
+        if self.n_outputs_ == 1:
+            output = output.ravel()
+        return self._label_binarizer.inverse_transform(output)
+
+    def _score_function(self, y, y_pred, sample_weight):
+        return accuracy_score(y, y_pred, sample_weight=sample_weight)
+
+    def predict(self, X):
+        """Predict using the multi-layer perceptron classifier.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            The predicted classes.
+        """
+        return self._decode(self._validated_output(X))
+
+    @available_if(lambda est: est._check_solver())
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """Update the model with a single iteration over the given data.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+
+        y : array-like of shape (n_samples,)
+            The target values.
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        classes : array of shape (n_classes,), default=None
+            Classes across all calls to partial_fit; required on the first
+            call and optional afterwards. y need not contain all of them.
+
+        Returns
+        -------
+        self : object
+            Trained MLP model.
+        """
+        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
+
+    def predict_log_proba(self, X):
+        """Return the log of probability estimates.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+
+        Returns
+        -------
+        log_y_prob : ndarray of shape (n_samples, n_classes)
+            log(predict_proba(X)), classes ordered as in `classes_`.
+        """
+        y_prob = self.predict_proba(X)
+        return np.log(y_prob, out=y_prob)
+
+    def predict_proba(self, X):
+        """Probability estimates.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+
+        Returns
+        -------
+        y_prob : ndarray of shape (n_samples, n_classes)
+            The predicted probability of the sample for each class in the
+            model, where classes are ordered as they are in `classes_`.
+        """
+        y_pred = self._validated_output(X)
+        if self.n_outputs_ == 1:
+            p = y_pred.ravel()
+            return np.vstack([1 - p, p]).T
+        return y_pred
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    __doc__ = (
+        """Multi-layer Perceptron regressor, trained by compiled backpropagation.
+
+    A drop-in replacement for ``sklearn.neural_network.MLPRegressor``: the
+    same parameters, defaults, attributes and training trajectory for the same
+    random_state, with the whole epoch running in compiled code. It optimizes
+    the squared error (or the Poisson deviance) with L-BFGS, SGD or Adam.
+
+    Parameters
+    ----------
+    loss : {'squared_error', 'poisson'}, default='squared_error'
+        The loss: half the squared error with an identity output, or half
+        the Poisson deviance with an exp output (y must be non-negative).
+"""
+        + _PARAMETERS_DOC
+        + """
+    Attributes
+    ----------"""
+        + _ATTRIBUTES_DOC
+        + """
+    See Also
+    --------
+    MLPClassifier : Multi-layer Perceptron classifier.
+    sklearn.neural_network.MLPRegressor : The estimator this one replaces.
+
+    Notes
+    -----
+    Unlike scikit-learn's, ``partial_fit`` is absent with solver='lbfgs'
+    (scikit-learn's check is broken and silently runs a full fit), and
+    negative targets with loss='poisson' raise a ValueError.
+
+    Examples
+    --------
+    >>> from fastbp import MLPRegressor
+    >>> from sklearn.datasets import make_regression
+    >>> X, y = make_regression(n_samples=200, n_features=20, random_state=1)
+    >>> regr = MLPRegressor(random_state=1, max_iter=2000, tol=0.1).fit(X, y)
+    >>> regr.predict(X[:2]).shape
+    (2,)
+    """
+    )
+
+    def __init__(
+        self,
+        loss="squared_error",
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        backend="cython",
+    ):
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.backend = backend
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            accept_sparse=["csr", "csc"],
+            multi_output=True,
+            y_numeric=True,
+            dtype=(np.float64, np.float32),
+            reset=reset,
+        )
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError(
+                "Some value(s) of y are negative which is not allowed for "
+                "Poisson regression (loss='poisson')."
+            )
+        return X, y.reshape(y.shape[0], -1)
+
+    def _output_activation(self, Y):
+        return "exp" if self.loss == "poisson" else "identity"
+
+    def _start_partial_fit(self, y, classes):
+        pass
+
+    def _decode(self, output):
+        return output.ravel() if output.shape[1] == 1 else output
+
+    def _score_function(self, y, y_pred, sample_weight):
+        return r2_score(y, y_pred, sample_weight=sample_weight)
+
+    def predict(self, X):
+        """Predict using the multi-layer perceptron model.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            The predicted values.
+        """
+        return self._decode(self._validated_output(X))
+
+    @available_if(lambda est: est._check_solver())
+    def partial_fit(self, X, y, sample_weight=None):
+        """Update the model with a single iteration over the given data.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            The target values.
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        self : object
+            Trained MLP model.
+        """
+        return self._fit(X, y, sample_weight, incremental=True)

@@ -1,0 +1,215 @@
+"""Pure-NumPy twin of every compiled function: test oracle and benchmark baseline.
+
+Each function has the name, arguments and ``out`` convention of its compiled
+counterpart in ``_blas``, ``_kernels``, ``_optimizers`` or ``_epoch``, and is
+written as textbook NumPy. ``backend="numpy"`` trains with ``run_epoch``,
+``loss_grad`` and ``forward`` from here.
+"""
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import expit, xlogy
+
+from fastbp._network import unpack
+
+# Codes, as in _kernels.pxd and _optimizers.pxd.
+IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP = range(6)
+SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON = range(4)
+SGD, ADAM = range(2)
+
+
+def gemm(trans_a, trans_b, alpha, A, B, beta, out):
+    A = A.T if trans_a else A
+    B = B.T if trans_b else B
+    out[...] = alpha * (A @ B) + beta * out
+
+
+def bias_act(Z, b, act):
+    Z += b
+    if act == RELU:
+        np.maximum(Z, 0, out=Z)
+    elif act == TANH:
+        np.tanh(Z, out=Z)
+    elif act == LOGISTIC:
+        expit(Z, out=Z)
+    elif act == EXP:
+        np.exp(Z, out=Z)
+    elif act == SOFTMAX:
+        Z -= Z.max(axis=1, keepdims=True)
+        np.exp(Z, out=Z)
+        Z /= Z.sum(axis=1, keepdims=True)
+
+
+def act_grad(A, delta, act):
+    if act == RELU:
+        delta[A == 0] = 0
+    elif act == TANH:
+        delta *= 1 - A**2
+    elif act == LOGISTIC:
+        delta *= A * (1 - A)
+
+
+def loss_delta(P, Y, sw, rows, loss, delta):
+    Y = Y if rows is None else Y[rows]
+    w = np.ones(len(Y)) if sw is None else (sw if rows is None else sw[rows])
+    delta[...] = P - Y
+    if sw is not None:
+        delta *= w[:, None]
+    P = P.astype(np.float64)
+    Y = Y.astype(np.float64)
+    if loss == SQUARED_ERROR:
+        per_sample = 0.5 * ((Y - P) ** 2).mean(axis=1)
+    elif loss == POISSON:
+        per_sample = (xlogy(Y, Y / P) - Y + P).sum(axis=1)
+    else:
+        eps = np.finfo(delta.dtype).eps
+        Q = np.clip(P, eps, 1 - eps)
+        terms = xlogy(Y, Q)
+        if loss == BINARY_LOG_LOSS:
+            terms += xlogy(1 - Y, 1 - Q)
+        per_sample = -terms.sum(axis=1)
+    return float(np.average(per_sample, weights=w)), float(w.sum())
+
+
+def bias_grad(delta, sw_sum, out):
+    out[...] = delta.sum(axis=0) / out.dtype.type(sw_sum)
+
+
+def l2_grad(grad_W, W, alpha, sw_sum):
+    grad_W += W.dtype.type(alpha) * W
+    grad_W /= W.dtype.type(sw_sum)
+
+
+def sq_norm(W):
+    W = W.astype(np.float64)
+    return float(W @ W)
+
+
+def gather_rows(X, rows, out):
+    out[...] = X[rows]
+
+
+def _csr(data, indices, indptr, n_cols):
+    return sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, n_cols))
+
+
+def csr_forward(data, indices, indptr, rows, W, out):
+    X = _csr(data, indices, indptr, W.shape[0])
+    X = X if rows is None else X[rows]
+    out[...] = X @ W
+
+
+def csr_grad(data, indices, indptr, rows, delta, out):
+    X = _csr(data, indices, indptr, out.shape[0])
+    X = X if rows is None else X[rows]
+    out[...] = X.T @ delta
+
+
+def sgd_step(params, grad, velocity, lr, momentum, nesterov):
+    velocity[...] = momentum * velocity - lr * grad
+    if nesterov:
+        params += momentum * velocity - lr * grad
+    else:
+        params += velocity
+
+
+def adam_step(params, grad, m, v, t, lr, beta1, beta2, eps):
+    if t < 1:
+        raise ValueError("Adam steps count from t=1")
+    m[...] = beta1 * m + (1 - beta1) * grad
+    v[...] = beta2 * v + (1 - beta2) * grad**2
+    step_size = lr * np.sqrt(1 - beta2**t) / (1 - beta1**t)
+    params += -step_size * m / (np.sqrt(v) + eps)
+
+
+def _layers(plan, params):
+    coefs, intercepts = unpack(params, [int(u) for u in plan.units])
+    return coefs, intercepts
+
+
+def _input(X, csr, n_features):
+    return X if csr is None else _csr(*csr, n_features)
+
+
+def _forward_layers(plan, X, coefs, intercepts):
+    """Activations of every layer for the rows of X (dense or sparse)."""
+    activations = [X]
+    for i, (W, b) in enumerate(zip(coefs, intercepts)):
+        Z = np.asarray(X @ W if i == 0 else activations[-1] @ W)
+        last = i == len(coefs) - 1
+        bias_act(Z, b, plan.out_act if last else plan.hidden_act)
+        activations.append(Z)
+    return activations
+
+
+def _backprop(plan, X, Y, sw, coefs, intercepts, alpha):
+    """Loss of the batch (with the L2 term) and its gradient lists."""
+    activations = _forward_layers(plan, X, coefs, intercepts)
+    delta = np.empty_like(activations[-1])
+    loss, sw_sum = loss_delta(activations[-1], Y, sw, None, plan.loss, delta)
+    loss += 0.5 * alpha * sum(sq_norm(W.ravel()) for W in coefs) / sw_sum
+    grad_W, grad_b = [None] * len(coefs), [None] * len(coefs)
+    for i in range(len(coefs) - 1, -1, -1):
+        g = np.asarray(activations[i].T @ delta)
+        l2_grad(g.ravel(), coefs[i].ravel(), alpha, sw_sum)
+        grad_W[i] = g
+        grad_b[i] = np.empty(delta.shape[1], dtype=delta.dtype)
+        bias_grad(delta, sw_sum, grad_b[i])
+        if i > 0:
+            delta = delta @ coefs[i].T
+            act_grad(activations[i], delta, plan.hidden_act)
+    return loss, grad_W, grad_b
+
+
+def _flat(grad_W, grad_b):
+    return np.concatenate([g.ravel() for g in grad_W + grad_b])
+
+
+def run_epoch(plan, X, csr, Y, sample_weight, order, batch_size, params, grad,
+              work, state, solver, lr, momentum, nesterov, beta_1, beta_2,
+              epsilon, alpha, step):
+    """One epoch of minibatch training, as _epoch.run_epoch."""
+    coefs, intercepts = _layers(plan, params)
+    X = _input(X, csr, int(plan.units[0]))
+    n_samples = X.shape[0]
+    order = np.arange(n_samples) if order is None else order
+    n_params = params.size
+    loss_sum = 0.0
+    dtype = params.dtype.type
+    for start in range(0, n_samples, batch_size):
+        rows = order[start : start + batch_size]
+        sw = None if sample_weight is None else sample_weight[rows]
+        loss, grad_W, grad_b = _backprop(
+            plan, X[rows], Y[rows], sw, coefs, intercepts, alpha
+        )
+        loss_sum += len(rows) * loss
+        grad[...] = _flat(grad_W, grad_b)
+        if solver == SGD:
+            sgd_step(params, grad, state, dtype(lr), dtype(momentum), nesterov)
+        else:
+            step += 1
+            adam_step(params, grad, state[:n_params], state[n_params:], step,
+                      lr, dtype(beta_1), dtype(beta_2), dtype(epsilon))
+    return loss_sum, step
+
+
+def loss_grad(plan, X, csr, Y, sample_weight, params, grad, work, alpha):
+    """Full-batch loss with the L2 term; its gradient into grad."""
+    coefs, intercepts = _layers(plan, params)
+    X = _input(X, csr, int(plan.units[0]))
+    loss, grad_W, grad_b = _backprop(
+        plan, X, Y, sample_weight, coefs, intercepts, alpha
+    )
+    grad[...] = _flat(grad_W, grad_b)
+    return loss
+
+
+def forward(plan, X, csr, params, work, out):
+    """Network output for every row of X into out."""
+    coefs, intercepts = _layers(plan, params)
+    X = _input(X, csr, int(plan.units[0]))
+    out[...] = _forward_layers(plan, X, coefs, intercepts)[-1]
+
+
+def all_finite(a):
+    return bool(np.isfinite(a).all())
