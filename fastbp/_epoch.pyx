@@ -251,7 +251,7 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
     ----------
     plan : Plan
         Layout from ``fastbp._network.make_plan``.
-    X : ndarray of shape (n_samples, n_features), or None when csr is given
+    X : ndarray of shape (n_samples, n_features); (0, n_features) with csr
     csr : (data, indices, indptr) of CSR input with intp indices, or None
     Y : ndarray of shape (n_samples, n_outputs)
     sample_weight : ndarray of shape (n_samples,) or None

@@ -153,7 +153,11 @@ class _BaseMLP(BaseEstimator):
 
     @staticmethod
     def _as_kernel_input(X, dtype):
-        """(dense, csr) pair the kernels take: one of them is None."""
+        """(dense, csr) pair the kernels take.
+
+        For sparse X, dense is an empty (0, n_features) array: it carries the
+        dtype the compiled functions dispatch on.
+        """
         if sp.issparse(X):
             X = sp.csr_matrix(X, dtype=dtype)
             if not np.isfinite(X.data).all():
@@ -163,7 +167,7 @@ class _BaseMLP(BaseEstimator):
                 np.ascontiguousarray(X.indices, dtype=np.intp),
                 np.ascontiguousarray(X.indptr, dtype=np.intp),
             )
-            return None, csr
+            return np.empty((0, X.shape[1]), dtype=dtype), csr
         return np.ascontiguousarray(X, dtype=dtype), None
 
     def _check_sample_weight(self, sample_weight, n_samples, dtype):
