@@ -39,4 +39,6 @@ extensions = [
     for name in MODULES
 ]
 
-setup(ext_modules=cythonize(extensions, compiler_directives=directives))
+# force: the C files depend on the directives, which timestamps do not see,
+# so switching between the debug and release builds must regenerate them.
+setup(ext_modules=cythonize(extensions, compiler_directives=directives, force=True))

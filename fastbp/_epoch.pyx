@@ -19,6 +19,17 @@ from fastbp._optimizers cimport (
     ADAM, SGD, _adam_step, _sgd_step, adam_step_size,
 )
 
+cdef extern from *:
+    """
+    #ifndef FASTBP_DEBUG
+    #define FASTBP_DEBUG 0
+    #endif
+    """
+    int FASTBP_DEBUG
+
+# True in the debug build (FASTBP_CYTHON_DEBUG=1): bounds checks are on.
+DEBUG_BUILD = bool(FASTBP_DEBUG)
+
 
 cdef struct Net:
     Py_ssize_t n_layers
@@ -71,6 +82,12 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
     if not (a.coef_off.shape[0] == a.bias_off.shape[0] == a.act_off.shape[0]
             == a.delta_off.shape[0] == L):
         raise ValueError("plan offsets must have one entry per layer")
+    if n_params != plan.n_params:
+        raise ValueError(f"parameter buffer has length {n_params}, the plan "
+                         f"{plan.n_params}")
+    if work_size < plan.work_size:
+        raise ValueError(f"workspace has length {work_size}, the plan needs "
+                         f"{plan.work_size}")
     if not 0 < rows_needed <= plan.max_rows:
         raise ValueError(f"passes of {rows_needed} rows do not fit a plan for "
                          f"{plan.max_rows}")

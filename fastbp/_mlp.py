@@ -396,10 +396,7 @@ class _BaseMLP(BaseEstimator):
                 self.t_ += n_samples
                 self.loss_curve_.append(self.loss_)
                 if not (np.isfinite(self.loss_) and backend.all_finite(flat)):
-                    self._diverged(
-                        f"the training loss is {self.loss_}",
-                        optimizer["learning_rate"],
-                    )
+                    self._diverged(optimizer["learning_rate"])
                 if self.verbose:
                     print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
 
@@ -433,15 +430,19 @@ class _BaseMLP(BaseEstimator):
             flat[:] = best
         self._optimizer = optimizer
 
-    def _diverged(self, what, learning_rate):
+    def _diverged(self, learning_rate, what=None):
+        if what is None:
+            what = (
+                f"the training loss is {self.loss_}"
+                if not np.isfinite(self.loss_)
+                else "the solver produced non-finite parameter weights"
+            )
         rate = "" if learning_rate is None else f" ({learning_rate:g})"
         raise ValueError(
-            f"Training diverged at iteration {self.n_iter_}: {what}; the solver "
-            f"produced non-finite values. The learning rate{rate} may be too "
-            "high, or the input data "
-            "may contain large values and need to be preprocessed (for example "
-            "with sklearn.preprocessing.StandardScaler). The previous model, if "
-            "any, is kept."
+            f"Training diverged at iteration {self.n_iter_}: {what}. The learning "
+            f"rate{rate} may be too high, or the input data may contain large "
+            "values and need scaling (for example with StandardScaler). The "
+            "previous model, if any, is kept."
         )
 
     def _stop_or_slow_down(self, optimizer):
@@ -503,7 +504,8 @@ class _BaseMLP(BaseEstimator):
         output = self._forward_output(X_val, flat, units)
         if not np.isfinite(output).all():
             self._diverged(
-                "the validation predictions are not finite", self.learning_rate_init
+                self.learning_rate_init,
+                what="the validation predictions are not finite",
             )
         score = self._score_function(y_val, self._decode(output), sw_val)
         self.validation_scores_.append(score)
@@ -576,7 +578,7 @@ class _BaseMLP(BaseEstimator):
             self.loss_ = float(result.fun)
             flat[:] = result.x
         if not (np.isfinite(self.loss_) and backend.all_finite(flat)):
-            self._diverged(f"the training loss is {self.loss_}", None)
+            self._diverged(None)
 
     # ------------------------------------------------------------------
     # prediction

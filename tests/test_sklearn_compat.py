@@ -1,0 +1,45 @@
+"""scikit-learn's own estimator checks, on several settings of each estimator."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from fastbp import MLPClassifier, MLPRegressor
+
+# Each solver and both backends; the checks themselves also feed float32.
+# No check is expected to fail. (early_stopping is left out: on the checks'
+# 10-sample datasets its validation split is too small, for scikit-learn's
+# MLP too; test_mlp.py covers it.)
+ESTIMATORS = [
+    MLPClassifier(hidden_layer_sizes=(32,), max_iter=100),
+    MLPClassifier(hidden_layer_sizes=(32, 8), solver="sgd", learning_rate_init=0.05,
+                  max_iter=100),
+    MLPClassifier(hidden_layer_sizes=(16,), solver="lbfgs", max_iter=100),
+    MLPRegressor(hidden_layer_sizes=(32,), max_iter=200),
+    MLPRegressor(hidden_layer_sizes=(16,), solver="lbfgs", max_iter=100),
+    MLPRegressor(hidden_layer_sizes=(32,), solver="sgd", activation="tanh",
+                 max_iter=100, backend="numpy"),
+]
+
+
+@parametrize_with_checks(ESTIMATORS)
+def test_sklearn_compatible_estimator(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+@pytest.mark.parametrize("cls", [MLPClassifier, MLPRegressor])
+def test_float32_estimator_checks_dtype(cls):
+    # The checks above feed float64; float32 must stay float32 end to end.
+    rng = np.random.RandomState(0)
+    X = rng.randn(30, 4).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = cls(hidden_layer_sizes=(5,), max_iter=5, random_state=0).fit(X, y)
+    assert est.predict(X).dtype == (np.int64 if cls is MLPClassifier else np.float32)
+    assert all(c.dtype == np.float32 for c in est.coefs_)
