@@ -1,0 +1,527 @@
+"""Compiled kernels against their NumPy twins, hand-worked values, safety."""
+
+import copy
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import RTOL
+from numpy.testing import assert_allclose
+
+from fastbp import _kernels, _reference
+
+ACT = _kernels.ACTIVATIONS
+LOSS = _kernels.LOSSES
+# Values are O(1); atol covers entries that cancel to nearly zero.
+ATOL = {np.float32: 1e-6, np.float64: 1e-12}
+# expf/softmax in float32: libm and NumPy's SIMD exp differ by a few ulps.
+ATOL_EXP = {np.float32: 1e-5, np.float64: 1e-12}
+N_ROWS = [1, 7, None]  # None: a random batch size drawn from the seed
+
+
+def _intp(a):
+    return np.asarray(a, dtype=np.intp)
+
+
+def _softmax(Z):
+    E = np.exp(Z - Z.max(axis=1, keepdims=True))
+    return E / E.sum(axis=1, keepdims=True)
+
+
+def _random_csr(rng, n_rows, n_cols, dtype):
+    """CSR with intp indices as the estimators pass it; row 0 stores nothing."""
+    D = rng.randn(n_rows, n_cols) * (rng.rand(n_rows, n_cols) < 0.5)
+    if n_rows > 1:
+        D[0] = 0
+    X = sp.csr_matrix(D.astype(dtype))
+    return X.data, _intp(X.indices), _intp(X.indptr)
+
+
+# ---------------------------------------------------------------------------
+# Argument makers: make(rng, dtype, n) -> args of the compiled function and
+# its twin, n the batch rows.
+
+
+def _bias_act(act):
+    def make(rng, dtype, n):
+        m = rng.randint(2, 7)
+        Z = 3 * rng.randn(n, m)
+        b = rng.randn(m)
+        return Z.astype(dtype), b.astype(dtype), ACT[act]
+
+    return make
+
+
+def _act_grad(act):
+    def make(rng, dtype, n):
+        m = rng.randint(1, 7)
+        A = 2 * rng.randn(n, m)
+        if act == "relu":
+            A = np.maximum(A, 0)
+        elif act == "tanh":
+            A = np.tanh(A)
+        elif act in ("logistic", "softmax"):
+            A = 1 / (1 + np.exp(-A))
+        elif act == "exp":
+            A = np.exp(A)
+        delta = rng.randn(n, m)
+        return A.astype(dtype), delta.astype(dtype), ACT[act]
+
+    return make
+
+
+def _loss_targets(rng, loss, n, m):
+    """(P, Y) valid for the loss: probabilities, one-hot, counts."""
+    if loss == "squared_error":
+        return rng.randn(n, m), rng.randn(n, m)
+    if loss == "log_loss":
+        P = _softmax(2 * rng.randn(n, m))
+        return P, np.eye(m)[rng.randint(m, size=n)]
+    if loss == "binary_log_loss":
+        P = 1 / (1 + np.exp(-2 * rng.randn(n, m)))
+        return P, rng.randint(2, size=(n, m)).astype(float)
+    return np.exp(rng.randn(n, m)), rng.poisson(1.5, size=(n, m)).astype(float)
+
+
+def _loss_delta(loss, weighted, subset):
+    def make(rng, dtype, n):
+        m = rng.randint(2, 5)
+        n_y = n + 3 if subset else n
+        P, _ = _loss_targets(rng, loss, n, m)
+        _, Y = _loss_targets(rng, loss, n_y, m)
+        sw = rng.uniform(0.2, 3.0, n_y).astype(dtype) if weighted else None
+        rows = _intp(rng.randint(n_y, size=n)) if subset else None
+        delta = rng.randn(n, m).astype(dtype)  # must be overwritten
+        return P.astype(dtype), Y.astype(dtype), sw, rows, LOSS[loss], delta
+
+    return make
+
+
+def _bias_grad(rng, dtype, n):
+    m = rng.randint(1, 7)
+    delta = rng.randn(n, m).astype(dtype)
+    out = rng.randn(m).astype(dtype)
+    return delta, rng.uniform(0.5, 40.0), out
+
+
+def _l2_grad(rng, dtype, n):
+    size = n * rng.randint(1, 5)
+    grad_W = rng.randn(size).astype(dtype)
+    W = rng.randn(size).astype(dtype)
+    return grad_W, W, rng.uniform(0, 2), rng.uniform(0.5, 40.0)
+
+
+def _sq_norm(rng, dtype, n):
+    return (rng.randn(n * rng.randint(1, 5)).astype(dtype),)
+
+
+def _gather_rows(rng, dtype, n):
+    n_x, n_features = rng.randint(1, 12), rng.randint(1, 6)
+    X = rng.randn(n_x, n_features).astype(dtype)
+    rows = _intp(rng.randint(n_x, size=n))
+    out = rng.randn(n, n_features).astype(dtype)
+    return X, rows, out
+
+
+def _csr_forward(subset):
+    def make(rng, dtype, n):
+        fan_in, fan_out = rng.randint(1, 8), rng.randint(1, 5)
+        n_x = n + 4 if subset else n
+        data, indices, indptr = _random_csr(rng, n_x, fan_in, dtype)
+        rows = _intp(rng.randint(n_x, size=n)) if subset else None
+        W = rng.randn(fan_in, fan_out).astype(dtype)
+        out = rng.randn(n, fan_out).astype(dtype)
+        return data, indices, indptr, rows, W, out
+
+    return make
+
+
+def _csr_grad(subset):
+    def make(rng, dtype, n):
+        fan_in, fan_out = rng.randint(1, 8), rng.randint(1, 5)
+        n_x = n + 4 if subset else n
+        data, indices, indptr = _random_csr(rng, n_x, fan_in, dtype)
+        rows = _intp(rng.randint(n_x, size=n)) if subset else None
+        delta = rng.randn(n, fan_out).astype(dtype)
+        out = rng.randn(fan_in, fan_out).astype(dtype)
+        return data, indices, indptr, rows, delta, out
+
+    return make
+
+
+CASES = (
+    [(f"bias_act-{a}", "bias_act", _bias_act(a)) for a in ACT]
+    + [(f"act_grad-{a}", "act_grad", _act_grad(a)) for a in ACT]
+    + [
+        (
+            f"loss_delta-{loss}{'-sw' if w else ''}{'-rows' if r else ''}",
+            "loss_delta",
+            _loss_delta(loss, w, r),
+        )
+        for loss in LOSS
+        for w in (False, True)
+        for r in (False, True)
+    ]
+    + [
+        ("bias_grad", "bias_grad", _bias_grad),
+        ("l2_grad", "l2_grad", _l2_grad),
+        ("sq_norm", "sq_norm", _sq_norm),
+        ("gather_rows", "gather_rows", _gather_rows),
+        ("csr_forward", "csr_forward", _csr_forward(False)),
+        ("csr_forward-rows", "csr_forward", _csr_forward(True)),
+        ("csr_grad", "csr_grad", _csr_grad(False)),
+        ("csr_grad-rows", "csr_grad", _csr_grad(True)),
+    ]
+)
+
+
+def test_table_covers_every_kernel():
+    compiled = {
+        name
+        for name in dir(_kernels)
+        if callable(getattr(_kernels, name)) and not name.startswith("_")
+    }
+    assert compiled == {name for _, name, _ in CASES}
+    assert {c for c, _, _ in CASES if c.startswith("bias_act")} == {
+        f"bias_act-{a}" for a in ACT
+    }
+
+
+@pytest.mark.parametrize("n_rows", N_ROWS, ids=["1row", "7rows", "random"])
+@pytest.mark.parametrize(
+    "name, make_args", [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_compiled_equals_twin(name, make_args, dtype, seed, n_rows):
+    rng = np.random.RandomState(seed)
+    n = rng.randint(2, 40) if n_rows is None else n_rows
+    args = make_args(rng, dtype, n)
+    got_args, want_args = copy.deepcopy(args), copy.deepcopy(args)
+    got = getattr(_kernels, name)(*got_args)
+    want = getattr(_reference, name)(*want_args)
+    atol = (ATOL_EXP if name == "bias_act" else ATOL)[dtype]
+    if want is None:
+        assert got is None
+    else:
+        assert_allclose(np.asarray(got), np.asarray(want), rtol=RTOL[dtype], atol=atol)
+    for before, g, w in zip(args, got_args, want_args, strict=True):
+        if isinstance(before, np.ndarray):
+            assert g.dtype == before.dtype and g.shape == before.shape
+            assert_allclose(g, w, rtol=RTOL[dtype], atol=atol)
+
+
+# ---------------------------------------------------------------------------
+# Values worked out by hand.
+
+
+def _bias_act_rows(rows, act, dtype, b=None):
+    Z = np.array(rows, dtype=dtype)
+    b = np.zeros(Z.shape[1], dtype=dtype) if b is None else np.array(b, dtype)
+    _kernels.bias_act(Z, b, ACT[act])
+    return Z
+
+
+def test_bias_act_hand_values(dtype):
+    tol = {"rtol": RTOL[dtype], "atol": ATOL_EXP[dtype]}
+    # softmax(0, log 2) = (1, 2) / 3
+    assert_allclose(
+        _bias_act_rows([[0, np.log(2)]], "softmax", dtype), [[1 / 3, 2 / 3]], **tol
+    )
+    # bias first, then the row-wise softmax: (log 3, 0) -> (3, 1) / 4, (0, 0) -> 1/2
+    assert_allclose(
+        _bias_act_rows([[0, 0], [-np.log(3), 0]], "softmax", dtype, b=[np.log(3), 0]),
+        [[3 / 4, 1 / 4], [1 / 2, 1 / 2]],
+        **tol,
+    )
+    assert_allclose(
+        _bias_act_rows([[0, np.log(3)]], "logistic", dtype), [[0.5, 0.75]], **tol
+    )  # 1 / (1 + 1/3) = 3/4
+    assert_allclose(
+        _bias_act_rows([[0, np.log(3)]], "tanh", dtype), [[0, 0.8]], **tol
+    )  # (3 - 1/3) / (3 + 1/3) = 4/5
+    assert_allclose(
+        _bias_act_rows([[-1, 2, 0.5]], "relu", dtype, b=[0, 0, -1]), [[0, 2, 0]], **tol
+    )
+    assert_allclose(_bias_act_rows([[np.log(3), 0]], "exp", dtype), [[3, 1]], **tol)
+    assert_allclose(
+        _bias_act_rows([[1, 2]], "identity", dtype, b=[0.5, -2]), [[1.5, 0]], **tol
+    )
+
+
+def test_act_grad_hand_values(dtype):
+    A = np.array([[0.5, 0.0, 0.25]], dtype=dtype)
+    expected = {
+        "logistic": [[2 * 0.25, 0, 2 * 0.1875]],  # A (1 - A)
+        "tanh": [[2 * 0.75, 2, 2 * 0.9375]],  # 1 - A^2
+        "relu": [[2, 0, 2]],  # zero where A == 0
+        "identity": [[2, 2, 2]],
+    }
+    for act, want in expected.items():
+        delta = np.full((1, 3), 2, dtype=dtype)
+        _kernels.act_grad(A, delta, ACT[act])
+        assert_allclose(delta, want, rtol=RTOL[dtype], err_msg=act)
+
+
+def _loss(P, Y, loss, dtype, sw=None, rows=None):
+    P = np.array(P, dtype=dtype)
+    Y = np.array(Y, dtype=dtype)
+    sw = None if sw is None else np.array(sw, dtype=dtype)
+    delta = np.full(P.shape, np.nan, dtype=dtype)
+    value, sw_sum = _kernels.loss_delta(P, Y, sw, rows, LOSS[loss], delta)
+    return value, sw_sum, delta
+
+
+def test_loss_delta_hand_values(dtype):
+    rtol = RTOL[dtype]
+    # binary log loss of p = 0.5 is log 2 whatever the label
+    value, sw_sum, delta = _loss([[0.5], [0.5]], [[0], [1]], "binary_log_loss", dtype)
+    assert_allclose(value, np.log(2), rtol=rtol)
+    assert sw_sum == 2
+    assert_allclose(delta, [[0.5], [-0.5]], rtol=rtol)
+    # categorical: -log 0.75; only the true class counts
+    value, _, delta = _loss([[0.25, 0.75]], [[0, 1]], "log_loss", dtype)
+    assert_allclose(value, -np.log(0.75), rtol=rtol)
+    assert_allclose(delta, [[0.25, -0.25]], rtol=rtol)
+    # squared error: 0.5 * mean over outputs of (1^2, 3^2) = 2.5
+    value, _, delta = _loss([[1, 3]], [[0, 0]], "squared_error", dtype)
+    assert_allclose(value, 2.5, rtol=rtol)
+    assert_allclose(delta, [[1, 3]], rtol=rtol)
+    # half Poisson deviance y log(y / p) - y + p, summed over outputs:
+    # (y=1, p=2): log(1/2) - 1 + 2 = 1 - log 2;  (y=0, p=1): p = 1
+    value, _, delta = _loss([[2, 1]], [[1, 0]], "poisson", dtype)
+    assert_allclose(value, 1 - np.log(2) + 1, rtol=rtol)
+    assert_allclose(delta, [[1, 1]], rtol=rtol)
+
+
+def test_loss_delta_weights_and_rows_hand_values(dtype):
+    rtol = RTOL[dtype]
+    Y = [[0], [1], [2]]
+    rows = _intp([2, 0])  # batch row 0 is sample 2, batch row 1 is sample 0
+    P = [[1], [3]]  # errors -1 and 3
+    value, sw_sum, delta = _loss(P, Y, "squared_error", dtype, rows=rows)
+    assert_allclose(value, 0.5 * (1 + 9) / 2, rtol=rtol)
+    assert sw_sum == 2
+    assert_allclose(delta, [[-1], [3]], rtol=rtol)
+    # weights of samples 2 and 0 are 3 and 1
+    value, sw_sum, delta = _loss(P, Y, "squared_error", dtype, sw=[1, 5, 3], rows=rows)
+    assert_allclose(value, 0.5 * (3 * 1 + 1 * 9) / 4, rtol=rtol)
+    assert_allclose(sw_sum, 4, rtol=rtol)
+    assert_allclose(delta, [[-3], [3]], rtol=rtol)
+
+
+def test_small_kernels_hand_values(dtype):
+    rtol = RTOL[dtype]
+    out = np.empty(2, dtype=dtype)
+    _kernels.bias_grad(np.array([[1, 2], [3, 4]], dtype=dtype), 2.0, out)
+    assert_allclose(out, [2, 3], rtol=rtol)  # column sums (4, 6) / 2
+    grad_W = np.array([1, 2], dtype=dtype)
+    _kernels.l2_grad(grad_W, np.array([3, 4], dtype=dtype), 0.5, 2.0)
+    assert_allclose(grad_W, [(1 + 1.5) / 2, (2 + 2) / 2], rtol=rtol)
+    assert _kernels.sq_norm(np.array([3, 4], dtype=dtype)) == 25
+    assert _kernels.sq_norm(np.array([], dtype=dtype)) == 0
+    X = np.arange(6, dtype=dtype).reshape(3, 2)
+    out = np.empty((3, 2), dtype=dtype)
+    _kernels.gather_rows(X, _intp([2, 0, 2]), out)
+    assert_allclose(out, [[4, 5], [0, 1], [4, 5]])
+
+
+def test_csr_hand_values(dtype):
+    # X = [[1, 0, 2], [0, 0, 0], [0, 3, 0]]
+    data = np.array([1, 2, 3], dtype=dtype)
+    indices, indptr = _intp([0, 2, 1]), _intp([0, 2, 2, 3])
+    W = np.array([[1, 1], [10, 0], [100, -1]], dtype=dtype)
+    out = np.full((3, 2), np.nan, dtype=dtype)
+    _kernels.csr_forward(data, indices, indptr, None, W, out)
+    assert_allclose(out, [[201, -1], [0, 0], [30, 0]])
+    out = np.full((2, 2), np.nan, dtype=dtype)
+    _kernels.csr_forward(data, indices, indptr, _intp([2, 1]), W, out)
+    assert_allclose(out, [[30, 0], [0, 0]])
+    # X[[2, 0]].T @ delta, rows of delta (1, 2) and (5, 7)
+    delta = np.array([[1, 2], [5, 7]], dtype=dtype)
+    out = np.full((3, 2), np.nan, dtype=dtype)
+    _kernels.csr_grad(data, indices, indptr, _intp([2, 0]), delta, out)
+    assert_allclose(out, [[5, 7], [3, 6], [10, 14]])
+
+
+# ---------------------------------------------------------------------------
+# Numerical safety.
+
+
+def test_softmax_large_logits(dtype):
+    Z = _bias_act_rows([[1000, 0], [-1000, -1000], [0, 1000]], "softmax", dtype)
+    assert np.isfinite(Z).all()
+    assert_allclose(Z, [[1, 0], [0.5, 0.5], [0, 1]], atol=ATOL[dtype])
+
+
+def test_logistic_extremes(dtype):
+    Z = _bias_act_rows([[-1000, 1000, 0]], "logistic", dtype)
+    assert not np.isnan(Z).any()
+    assert Z[0, 0] == 0 and Z[0, 1] == 1 and Z[0, 2] == 0.5
+
+
+@pytest.mark.parametrize("loss", ["log_loss", "binary_log_loss"])
+def test_log_loss_clips_probabilities(dtype, loss):
+    eps = np.finfo(dtype).eps
+    if loss == "log_loss":
+        P, Y = [[0, 1], [1, 0]], [[1, 0], [1, 0]]
+        # -(log eps + log(1 - eps)) / 2: the clipped 0 and the clipped 1
+        want = -(np.log(eps) + np.log1p(-eps)) / 2
+    else:
+        P, Y = [[0], [1], [1]], [[1], [0], [1]]
+        # each wrong certain prediction costs -log eps, the right one ~ eps
+        want = -(2 * np.log(eps) + np.log1p(-eps)) / 3
+    value, _, delta = _loss(P, Y, loss, dtype)
+    assert np.isfinite(value) and np.isfinite(delta).all()
+    assert_allclose(value, want, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Bad input raises ValueError.
+
+
+def _z(*shape):
+    return np.zeros(shape)
+
+
+CSR_OK = (np.array([1.0, 2.0, 3.0]), _intp([0, 3, 1]), _intp([0, 2, 2, 3]))
+MALFORMED_CSR = {
+    "indptr-not-from-0": (CSR_OK[0], CSR_OK[1], _intp([1, 2, 2, 3]), "from 0"),
+    "indptr-not-to-nnz": (CSR_OK[0], CSR_OK[1], _intp([0, 2, 2, 4]), "to nnz"),
+    "indptr-empty": (CSR_OK[0], CSR_OK[1], _intp([]), "from 0"),
+    "indptr-decreasing": (CSR_OK[0], CSR_OK[1], _intp([0, 2, 1, 3]), "decrease"),
+    "indices-length": (CSR_OK[0], _intp([0, 3]), CSR_OK[2], "data vs indices"),
+    "column-too-large": (CSR_OK[0], _intp([0, 4, 1]), CSR_OK[2], "column index"),
+    "column-negative": (CSR_OK[0], _intp([0, -1, 1]), CSR_OK[2], "column index"),
+}
+
+
+@pytest.mark.parametrize("kernel", ["csr_forward", "csr_grad"])
+@pytest.mark.parametrize("case", list(MALFORMED_CSR))
+def test_malformed_csr_raises(kernel, case):
+    data, indices, indptr, match = MALFORMED_CSR[case]
+    n = max(len(indptr) - 1, 0)
+    if kernel == "csr_forward":
+        args = (None, _z(4, 2), _z(n, 2))
+    else:
+        args = (None, _z(n, 2), _z(4, 2))
+    with pytest.raises(ValueError, match=match):
+        getattr(_kernels, kernel)(data, indices, indptr, *args)
+
+
+BAD_CALLS = {
+    "bias_act-b": (lambda: _kernels.bias_act(_z(2, 3), _z(4), 0), "Z columns"),
+    "act_grad-rows": (lambda: _kernels.act_grad(_z(2, 3), _z(3, 3), 1), "rows"),
+    "act_grad-cols": (lambda: _kernels.act_grad(_z(2, 3), _z(2, 4), 1), "columns"),
+    "loss_delta-Y-cols": (
+        lambda: _kernels.loss_delta(_z(2, 3), _z(2, 4), None, None, 0, _z(2, 3)),
+        "Y columns",
+    ),
+    "loss_delta-Y-rows": (
+        lambda: _kernels.loss_delta(_z(2, 3), _z(3, 3), None, None, 0, _z(2, 3)),
+        "batch rows",
+    ),
+    "loss_delta-delta-rows": (
+        lambda: _kernels.loss_delta(_z(2, 3), _z(2, 3), None, None, 0, _z(1, 3)),
+        "delta rows",
+    ),
+    "loss_delta-delta-cols": (
+        lambda: _kernels.loss_delta(_z(2, 3), _z(2, 3), None, None, 0, _z(2, 2)),
+        "delta columns",
+    ),
+    "loss_delta-rows-length": (
+        lambda: _kernels.loss_delta(
+            _z(2, 3), _z(5, 3), None, _intp([0, 1, 2]), 0, _z(2, 3)
+        ),
+        "batch rows",
+    ),
+    "loss_delta-row-too-large": (
+        lambda: _kernels.loss_delta(
+            _z(2, 3), _z(5, 3), None, _intp([0, 5]), 0, _z(2, 3)
+        ),
+        "out of range",
+    ),
+    "loss_delta-row-negative": (
+        lambda: _kernels.loss_delta(
+            _z(2, 3), _z(5, 3), None, _intp([-1, 0]), 0, _z(2, 3)
+        ),
+        "out of range",
+    ),
+    "loss_delta-sw-length": (
+        lambda: _kernels.loss_delta(
+            _z(2, 3), _z(5, 3), _z(2), _intp([0, 4]), 0, _z(2, 3)
+        ),
+        "sample_weight",
+    ),
+    "loss_delta-empty": (
+        lambda: _kernels.loss_delta(_z(0, 3), _z(0, 3), None, None, 0, _z(0, 3)),
+        "empty batch",
+    ),
+    "bias_grad-out": (lambda: _kernels.bias_grad(_z(2, 3), 1.0, _z(2)), "out"),
+    "l2_grad-length": (lambda: _kernels.l2_grad(_z(3), _z(4), 1.0, 1.0), "grad_W"),
+    "gather_rows-out-rows": (
+        lambda: _kernels.gather_rows(_z(4, 2), _intp([0, 1]), _z(3, 2)),
+        "out rows",
+    ),
+    "gather_rows-out-cols": (
+        lambda: _kernels.gather_rows(_z(4, 2), _intp([0, 1]), _z(2, 3)),
+        "out columns",
+    ),
+    "gather_rows-row-too-large": (
+        lambda: _kernels.gather_rows(_z(4, 2), _intp([0, 4]), _z(2, 2)),
+        "out of range",
+    ),
+    "gather_rows-row-negative": (
+        lambda: _kernels.gather_rows(_z(4, 2), _intp([-1, 0]), _z(2, 2)),
+        "out of range",
+    ),
+    "csr_forward-W-rows": (  # column 3 is out of range for a W of 3 rows
+        lambda: _kernels.csr_forward(*CSR_OK, None, _z(3, 2), _z(3, 2)),
+        "column index",
+    ),
+    "csr_forward-out-rows": (
+        lambda: _kernels.csr_forward(*CSR_OK, None, _z(4, 2), _z(2, 2)),
+        "out rows",
+    ),
+    "csr_forward-out-cols": (
+        lambda: _kernels.csr_forward(*CSR_OK, None, _z(4, 2), _z(3, 3)),
+        "out columns",
+    ),
+    "csr_forward-row-too-large": (
+        lambda: _kernels.csr_forward(*CSR_OK, _intp([3]), _z(4, 2), _z(1, 2)),
+        "out of range",
+    ),
+    "csr_forward-row-negative": (
+        lambda: _kernels.csr_forward(*CSR_OK, _intp([-1]), _z(4, 2), _z(1, 2)),
+        "out of range",
+    ),
+    "csr_forward-rows-vs-out": (
+        lambda: _kernels.csr_forward(*CSR_OK, _intp([0, 1]), _z(4, 2), _z(3, 2)),
+        "out rows",
+    ),
+    "csr_grad-out-rows": (  # out has fan_in rows: column 3 does not fit 3
+        lambda: _kernels.csr_grad(*CSR_OK, None, _z(3, 2), _z(3, 2)),
+        "column index",
+    ),
+    "csr_grad-delta-rows": (
+        lambda: _kernels.csr_grad(*CSR_OK, None, _z(2, 2), _z(4, 2)),
+        "delta rows",
+    ),
+    "csr_grad-cols": (
+        lambda: _kernels.csr_grad(*CSR_OK, None, _z(3, 2), _z(4, 3)),
+        "out columns",
+    ),
+    "csr_grad-row-too-large": (
+        lambda: _kernels.csr_grad(*CSR_OK, _intp([0, 3]), _z(2, 2), _z(4, 2)),
+        "out of range",
+    ),
+    "csr_grad-row-negative": (
+        lambda: _kernels.csr_grad(*CSR_OK, _intp([-1]), _z(1, 2), _z(4, 2)),
+        "out of range",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CALLS))
+def test_bad_input_raises(case):
+    call, match = BAD_CALLS[case]
+    with pytest.raises(ValueError, match=match):
+        call()
