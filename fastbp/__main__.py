@@ -16,7 +16,12 @@ from sklearn.neural_network import MLPClassifier as SklearnMLP
 
 from fastbp import MLPClassifier
 
-SETTINGS = dict(hidden_layer_sizes=(100,), batch_size=32, max_iter=30, random_state=0)
+SETTINGS = {
+    "hidden_layer_sizes": (100,),
+    "batch_size": 32,
+    "max_iter": 30,
+    "random_state": 0,
+}
 REPEATS = 3
 
 
@@ -44,7 +49,7 @@ def main():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for name, cls in [("fastbp", MLPClassifier), ("scikit-learn", SklearnMLP)]:
-            seconds, model = _time_fit(lambda: cls(**SETTINGS), X_train, y_train)
+            seconds, model = _time_fit(lambda c=cls: c(**SETTINGS), X_train, y_train)
             rows.append((name, model.score(X_test, y_test), seconds, model.loss_))
     print(f"{'':14}{'accuracy':>10}{'fit time':>12}{'final loss':>14}")
     for name, acc, seconds, loss in rows:

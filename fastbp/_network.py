@@ -7,6 +7,7 @@ clipping, L-BFGS and best-weight snapshots all work on one array.
 """
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -57,7 +58,7 @@ class Plan:
 def param_offsets(units):
     """Offsets of coefficients and intercepts in the flat buffer, and its length."""
     units = list(units)
-    sizes = [a * b for a, b in zip(units[:-1], units[1:])] + units[1:]
+    sizes = [a * b for a, b in pairwise(units)] + units[1:]
     ends = np.cumsum([0] + sizes)
     n_layers = len(units) - 1
     coef_off = ends[:n_layers].astype(np.intp)
@@ -99,7 +100,7 @@ def unpack(flat, units):
     """Views of flat as (coefs, intercepts) lists, in scikit-learn's shapes."""
     coef_off, bias_off, _ = param_offsets(units)
     coefs, intercepts = [], []
-    for i, (fan_in, fan_out) in enumerate(zip(units[:-1], units[1:])):
+    for i, (fan_in, fan_out) in enumerate(pairwise(units)):
         start = coef_off[i]
         coefs.append(flat[start : start + fan_in * fan_out].reshape(fan_in, fan_out))
         intercepts.append(flat[bias_off[i] : bias_off[i] + fan_out])
@@ -121,7 +122,7 @@ def glorot_init(units, activation, random_state, dtype):
     """
     factor = 2.0 if activation == "logistic" else 6.0
     coefs, intercepts = [], []
-    for fan_in, fan_out in zip(units[:-1], units[1:]):
+    for fan_in, fan_out in pairwise(units):
         bound = np.sqrt(factor / (fan_in + fan_out))
         coefs.append(random_state.uniform(-bound, bound, (fan_in, fan_out)))
         intercepts.append(random_state.uniform(-bound, bound, fan_out))

@@ -7,7 +7,6 @@ from numpy.testing import assert_allclose
 
 from fastbp import _blas, _reference
 
-
 TRANS = [(False, False), (True, False), (False, True), (True, True)]
 TRANS_IDS = ["NN", "TN", "NT", "TT"]
 # (m, n, k): 1-row, 1-column, 1-deep and 0-deep products next to the seeds'
