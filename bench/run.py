@@ -1,0 +1,638 @@
+"""Benchmark fastbp against its NumPy twin, scikit-learn and (if installed) PyTorch.
+
+    python bench/run.py [--quick] [--threads 1 2] [--out DIR] [--only NAME ...]
+
+Every contender trains the same network for the same number of epochs in one
+process, interleaved (A B C A B C ...), with BLAS/OpenMP threads pinned to the
+same count. Times are medians over repeats; ratios are medians of per-repeat
+ratios. Writes results.md, results.json and results.png into DIR (default
+bench/results/). bench/README.md says what each column means.
+"""
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from statistics import median
+
+import numpy as np
+import scipy.sparse as sp
+import sklearn
+from sklearn import neural_network as sk_nn
+from sklearn.datasets import load_digits, make_classification, make_regression
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import shuffle
+from threadpoolctl import threadpool_limits
+
+try:
+    import fastbp
+except ImportError:  # run from a checkout without PYTHONPATH
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import fastbp
+
+HERE = Path(__file__).resolve().parent
+SEED = 0
+GEMM_N = (2048, 1024)  # matrix size of the peak measurement: full, quick
+REPEATS = (5, 3)  # full, quick
+warnings.simplefilter("ignore", ConvergenceWarning)
+warnings.filterwarnings("ignore", message=".*[Ss]parse.*")  # torch beta notices
+
+
+# ----------------------------------------------------------------------------
+# data
+
+
+def digits(n):
+    X, y = load_digits(return_X_y=True)
+    return X[:n] / 16.0, y[:n]
+
+
+def classification(d, dtype=np.float64):
+    def make(n):
+        X, y = make_classification(
+            n_samples=n, n_features=d, n_informative=d // 2, random_state=SEED
+        )
+        return X.astype(dtype), y
+
+    return make
+
+
+def regression(n, d=40):
+    X, y = make_regression(n_samples=n, n_features=d, noise=10.0, random_state=SEED)
+    return (X - X.mean(0)) / X.std(0), (y - y.mean()) / y.std()
+
+
+def sparse_binary(n, d=5000, density=0.01):
+    X = sp.random(n, d, density=density, format="csr", random_state=SEED)
+    score = X @ np.random.RandomState(SEED).randn(d)
+    return X, (score > np.median(score)).astype(int)
+
+
+# ----------------------------------------------------------------------------
+# workloads: one row each
+
+
+@dataclass
+class Workload:
+    """One benchmark row; (full, quick) pairs give its size in each mode."""
+
+    name: str
+    data: Callable  # n_samples -> (X, y)
+    n: tuple  # samples
+    epochs: tuple
+    task: str  # "clf" or "reg"
+    params: dict  # MLP parameters; the shared ones come from estimator_params
+    numpy_epochs: int | None = None  # the NumPy twin runs fewer, timed per epoch
+    predict: dict | None = None  # a predict workload: fit_rows, single_calls
+
+
+def sgd(batch, hidden=(64,), **kw):
+    return {"solver": "sgd", "momentum": 0.9, "nesterovs_momentum": True,
+            "batch_size": batch, "hidden_layer_sizes": hidden, **kw}
+
+
+def adam(batch, hidden=(64,), **kw):
+    return {"solver": "adam", "batch_size": batch, "hidden_layer_sizes": hidden,
+            **kw}
+
+
+WORKLOADS = [
+    Workload("digits adam b200", digits, (1797, 1797), (20, 5), "clf",
+             adam(200, (100,))),
+    Workload("sgd b32", classification(50), (20000, 4000), (5, 1), "clf", sgd(32)),
+    Workload("sgd b32 f32", classification(50, np.float32), (20000, 4000), (5, 1),
+             "clf", sgd(32)),
+    Workload("online sgd b1", classification(20), (5000, 500), (2, 1), "clf",
+             sgd(1, (32,)), numpy_epochs=1),
+    Workload("wide adam b256", classification(256), (20000, 2000), (3, 1), "clf",
+             adam(256, (512, 256))),
+    Workload("wide adam b256 f32", classification(256, np.float32), (20000, 2000),
+             (3, 1), "clf", adam(256, (512, 256))),
+    Workload("regression tanh b64", regression, (20000, 4000), (5, 1), "reg",
+             adam(64, (128, 64), activation="tanh")),
+    Workload("sparse 1% b64", sparse_binary, (20000, 1500), (2, 1), "clf", adam(64)),
+    Workload("predict", classification(50), (100000, 20000), (5, 2), "clf",
+             adam(200), predict={"fit_rows": 2000, "single_calls": 200}),
+]
+
+
+def estimator_params(w, epochs):
+    """Exactly `epochs` epochs (no early stop), the same seed for everyone."""
+    return {**w.params, "max_iter": epochs, "tol": 0.0,
+            "n_iter_no_change": 10**9, "random_state": SEED}
+
+
+def epochs_for(w, name, quick):
+    epochs = w.epochs[quick]
+    if name == "numpy" and w.numpy_epochs:
+        epochs = min(epochs, w.numpy_epochs)
+    return epochs
+
+
+# ----------------------------------------------------------------------------
+# contenders: each makes an estimator with fit(X, y), loss_, n_iter_, predict(X)
+
+
+def load_torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+class TorchMLP:
+    """The same MLP in PyTorch CPU: a plain minibatch loop, the same optimizer.
+
+    Initial weights and each epoch's sample order are drawn from the seed as
+    scikit-learn draws them, and the loss with its L2 term is scikit-learn's,
+    so the final loss is comparable. PyTorch's Adam adds epsilon after the
+    bias correction, so Adam runs drift slightly from scikit-learn's.
+    Tensors keep X's dtype (float64 unless the workload is float32).
+    """
+
+    def __init__(self, task, hidden_layer_sizes, activation="relu", solver="adam",
+                 alpha=1e-4, batch_size=200, learning_rate_init=1e-3,
+                 max_iter=200, momentum=0.9, nesterovs_momentum=True,
+                 random_state=0, **ignored):
+        self.task, self.hidden, self.activation = task, hidden_layer_sizes, activation
+        self.solver, self.alpha, self.batch_size = solver, alpha, batch_size
+        self.lr, self.max_iter, self.random_state = (learning_rate_init, max_iter,
+                                                     random_state)
+        self.momentum, self.nesterov = momentum, nesterovs_momentum
+
+    def _targets(self, y):
+        """Targets as tensors and the matching data loss, as scikit-learn's."""
+        torch, F = self.torch, self.torch.nn.functional
+        if self.task == "reg":
+            self.n_out = 1
+            Y = np.asarray(y, self.dtype).reshape(-1, 1)
+            return torch.from_numpy(Y), lambda out, t: 0.5 * F.mse_loss(out, t)
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        if len(self.classes_) == 2:
+            self.n_out = 1
+            Y = codes.astype(self.dtype).reshape(-1, 1)
+            return torch.from_numpy(Y), F.binary_cross_entropy_with_logits
+        self.n_out = len(self.classes_)
+        return torch.from_numpy(codes.astype(np.int64)), F.cross_entropy
+
+    def _init(self, n_features, rng):
+        """scikit-learn's Glorot-uniform init, drawn in its order."""
+        units = [n_features, *self.hidden, self.n_out]
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        self.weights, self.biases = [], []
+        for fan_in, fan_out in pairwise(units):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            W = rng.uniform(-bound, bound, (fan_in, fan_out)).astype(self.dtype)
+            b = rng.uniform(-bound, bound, fan_out).astype(self.dtype)
+            self.weights.append(self.torch.from_numpy(W).requires_grad_())
+            self.biases.append(self.torch.from_numpy(b).requires_grad_())
+
+    def _forward(self, A):
+        torch = self.torch
+        act = {"relu": torch.relu, "tanh": torch.tanh, "logistic": torch.sigmoid,
+               "identity": lambda Z: Z}[self.activation]
+        for i, (W, b) in enumerate(zip(self.weights, self.biases)):
+            A = A @ W + b
+            if i < len(self.weights) - 1:
+                A = act(A)
+        return A  # logits, or the regression output
+
+    def _rows(self, X, idx):
+        torch = self.torch
+        if not sp.issparse(X):
+            return X.index_select(0, torch.from_numpy(idx))
+        B = X[idx]
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(B.indptr.astype(np.int64)),
+            torch.from_numpy(B.indices.astype(np.int64)),
+            torch.from_numpy(B.data), size=B.shape)
+
+    def fit(self, X, y):
+        torch = self.torch = load_torch()
+        self.dtype = X.dtype
+        X = X.tocsr() if sp.issparse(X) else torch.from_numpy(X)
+        Y, data_loss = self._targets(y)
+        rng = np.random.RandomState(self.random_state)
+        self._init(X.shape[1], rng)
+        params = self.weights + self.biases
+        if self.solver == "sgd":
+            opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum,
+                                  nesterov=self.nesterov)
+        else:
+            opt = torch.optim.Adam(params, lr=self.lr, eps=1e-8)
+        n, batch = X.shape[0], min(self.batch_size, X.shape[0])
+        order = np.arange(n)
+        for _ in range(self.max_iter):
+            order = shuffle(order, random_state=rng)
+            total = 0.0
+            for start in range(0, n, batch):
+                idx = order[start:start + batch]
+                loss = data_loss(self._forward(self._rows(X, idx)),
+                                 Y.index_select(0, torch.from_numpy(idx)))
+                l2 = sum((W * W).sum() for W in self.weights)
+                loss = loss + 0.5 * self.alpha * l2 / len(idx)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+            self.loss_ = total / n
+        self.n_iter_ = self.max_iter
+        return self
+
+    def predict(self, X):
+        with self.torch.no_grad():
+            X = np.ascontiguousarray(X, self.dtype)
+            out = self._forward(self.torch.from_numpy(X)).numpy()
+        if self.task == "reg":
+            return out.ravel()
+        if self.n_out == 1:
+            return self.classes_[(out.ravel() > 0).astype(int)]
+        return self.classes_[out.argmax(1)]
+
+
+def make_fastbp(w, params, backend="cython"):
+    cls = {"clf": fastbp.MLPClassifier, "reg": fastbp.MLPRegressor}[w.task]
+    return cls(**params, backend=backend)
+
+
+CONTENDERS = {
+    "fastbp": make_fastbp,
+    "numpy": lambda w, params: make_fastbp(w, params, backend="numpy"),
+    "sklearn": lambda w, params: {"clf": sk_nn.MLPClassifier,
+                                  "reg": sk_nn.MLPRegressor}[w.task](**params),
+    "torch": lambda w, params: TorchMLP(w.task, **params),
+}
+MEMORY_CONTENDERS = ["fastbp", "numpy", "sklearn"]
+
+
+# ----------------------------------------------------------------------------
+# measuring
+
+
+def timed(fn, *args):
+    """(seconds, result) of one call, with the cyclic GC off as in timeit."""
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        out = fn(*args)
+        return time.perf_counter() - t0, out
+    finally:
+        gc.enable()
+
+
+def gemm_peak(dtype, n, repeats=3):
+    """Best FLOP/s of an n x n NumPy matmul at the current thread limit."""
+    rng = np.random.RandomState(SEED)
+    A, B = (rng.rand(n, n).astype(dtype) for _ in range(2))
+    out = np.empty_like(A)
+    np.matmul(A, B, out=out)  # warm-up
+    return 2.0 * n**3 / min(timed(np.matmul, A, B, out)[0] for _ in range(repeats))
+
+
+def layer_units(w, X, y):
+    n_out = len(np.unique(y)) if w.task == "clf" else 1
+    return [X.shape[1], *w.params["hidden_layer_sizes"], 1 if n_out <= 2 else n_out]
+
+
+def flops(X, units, per_sample):
+    """per_sample * sum(fan_in * fan_out) * n_samples; sparse X: nnz, not n*d."""
+    pairs = [a * b for a, b in pairwise(units)]
+    first = X.nnz * units[1] if sp.issparse(X) else X.shape[0] * pairs[0]
+    return per_sample * (first + X.shape[0] * sum(pairs[1:]))
+
+
+def bench_train(w, X, y, names, repeats, quick):
+    """Interleaved fits: seconds per epoch per repeat, final losses, epochs."""
+    epochs = {name: epochs_for(w, name, quick) for name in names}
+    for name in names:  # warm-up: lazy imports and first-call costs
+        CONTENDERS[name](w, estimator_params(w, 1)).fit(X[:256], y[:256])
+    secs, loss = {name: [] for name in names}, {}
+    for _ in range(repeats):
+        for name in names:
+            est = CONTENDERS[name](w, estimator_params(w, epochs[name]))
+            secs[name].append(timed(est.fit, X, y)[0] / epochs[name])
+            assert est.n_iter_ == epochs[name], (w.name, name, est.n_iter_)
+            loss[name] = float(est.loss_)
+    return secs, loss, epochs
+
+
+def bench_predict(w, X, y, names, repeats, quick):
+    """Interleaved bulk predict seconds and single-row latencies."""
+    rows, calls = w.predict["fit_rows"], w.predict["single_calls"]
+    params = estimator_params(w, w.epochs[quick])
+    models = {name: CONTENDERS[name](w, params).fit(X[:rows], y[:rows])
+              for name in names}
+    for model in models.values():  # warm-up
+        model.predict(X[:1000])
+    bulk, single = {name: [] for name in names}, {name: [] for name in names}
+    for _ in range(repeats):
+        for name, model in models.items():
+            bulk[name].append(timed(model.predict, X)[0])
+            single[name] += [timed(model.predict, X[:1])[0] for _ in range(calls)]
+    labels = models["fastbp"].predict(X)
+    agree = {name: float(np.mean(m.predict(X) == labels))
+             for name, m in models.items()}
+    return bulk, single, agree
+
+
+def _status_kib(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key))
+
+
+def reset_peak_rss():
+    """Start a new peak-RSS window; return the resident bytes now.
+
+    Linux: writing 5 to /proc/self/clear_refs resets VmHWM to the current RSS.
+    Elsewhere the window is the whole process (ru_maxrss).
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _status_kib("VmRSS:") * 1024
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def peak_rss():
+    """Peak resident bytes since reset_peak_rss (VmHWM, else ru_maxrss).
+
+    Not ru_maxrss on Linux: it carries the parent's RSS across fork/exec.
+    """
+    try:
+        return _status_kib("VmHWM:") * 1024
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def memory_child(workload, name, xpath, ypath, threads):
+    """In a fresh interpreter: print the RSS growth of one one-epoch fit."""
+    w = next(w for w in WORKLOADS if w.name == workload)
+    X = sp.load_npz(xpath) if xpath.endswith(".npz") else np.load(xpath)
+    y = np.load(ypath)
+    est = CONTENDERS[name](w, estimator_params(w, 1))
+    gc.collect()
+    before = reset_peak_rss()
+    with threadpool_limits(int(threads)):
+        est.fit(X, y)
+    print(peak_rss() - before)
+
+
+def bench_memory(w, X, y, threads):
+    """Peak RSS growth of a fit, per contender, each in a fresh process.
+
+    The child loads X from disk and measures from just before fit, so the
+    peak is the fit's own, not the data maker's.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        xpath = os.path.join(tmp, "X.npz" if sp.issparse(X) else "X.npy")
+        ypath = os.path.join(tmp, "y.npy")
+        if sp.issparse(X):
+            sp.save_npz(xpath, X)
+        else:
+            np.save(xpath, X)
+        np.save(ypath, y)
+        growth = {}
+        for name in MEMORY_CONTENDERS:
+            cmd = [sys.executable, __file__, "--memory-child", w.name, name, xpath,
+                   ypath, str(threads)]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            growth[name] = max(0, int(out.stdout.split()[-1]))
+    return growth
+
+
+def x_bytes(X):
+    if sp.issparse(X):
+        return X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
+    return X.nbytes
+
+
+def run_workload(w, threads, peak, names, repeats, quick, memory):
+    """Result rows (dicts) for one workload at the current thread limit."""
+    X, y = w.data(w.n[quick])
+    units = layer_units(w, X, y)
+    base = {"workload": w.name, "threads": threads, "n_samples": X.shape[0],
+            "units": units, "dtype": X.dtype.name}
+    if w.predict:
+        bulk, single, agree = bench_predict(w, X, y, names, repeats, quick)
+        limit = flops(X, units, 2) / peak[X.dtype.name]
+        t_bulk = {k: median(v) for k, v in bulk.items()}
+        t_one = {k: median(v) for k, v in single.items()}
+        return [
+            {**base, "kind": "predict", "workload": f"predict {X.shape[0]} rows",
+             "time": t_bulk, "limit": limit, "share": limit / t_bulk["fastbp"],
+             "ratio": median_ratios(bulk), "agree": agree,
+             "raw": bulk},
+            {**base, "kind": "predict", "workload": "predict 1 row", "time": t_one,
+             "ratio": {k: v / t_one["fastbp"] for k, v in t_one.items()}},
+        ]
+    secs, loss, epochs = bench_train(w, X, y, names, repeats, quick)
+    limit = flops(X, units, 6) / peak[X.dtype.name]
+    t_med = {k: median(v) for k, v in secs.items()}
+    row = {**base, "kind": "train", "epochs": epochs, "time": t_med, "limit": limit,
+           "share": limit / t_med["fastbp"], "ratio": median_ratios(secs),
+           "loss": loss, "raw": secs,
+           "loss_rel_diff": abs(loss["sklearn"] / loss["fastbp"] - 1)}
+    if memory:
+        row["memory"] = {"x_bytes": x_bytes(X),
+                         "growth": bench_memory(w, X, y, threads)}
+    return [row]
+
+
+def median_ratios(secs):
+    """Median over repeats of (contender time / fastbp time) in the same repeat."""
+    return {n: median(a / b for a, b in zip(v, secs["fastbp"]))
+            for n, v in secs.items()}
+
+
+# ----------------------------------------------------------------------------
+# reporting
+
+
+def fmt_time(s):
+    if s is None:
+        return "—"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if s >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s / 1e-9:.3g} ns"
+
+
+def fmt(x, spec=".3g", suffix=""):
+    return "—" if x is None else f"{x:{spec}}{suffix}"
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+
+
+def markdown(report):
+    names = report["contenders"]
+    others = names[1:]
+    rows = report["rows"]
+    train = [r for r in rows if r["kind"] == "train"]
+    predict = [r for r in rows if r["kind"] == "predict"]
+    peaks = ", ".join(f"{t} thr: {p['float64'] / 1e9:.1f} GFLOP/s f64, "
+                      f"{p['float32'] / 1e9:.1f} f32"
+                      for t, p in report["peak"].items())
+    out = [f"# fastbp benchmark ({'quick' if report['quick'] else 'full'})", "",
+           report["machine"], "",
+           f"GEMM peak (NumPy matmul {report['gemm_n']}²): {peaks}", ""]
+
+    def speed(r):
+        return ([fmt_time(r["time"].get(n)) for n in names]
+                + [fmt(r["ratio"].get(n), ".1f", "×") for n in others]
+                + [fmt_time(r.get("limit")),
+                   fmt(r.get("share") and 100 * r["share"], ".0f", "%")])
+
+    speed_cols = [*names, *(f"{n}/fastbp" for n in others), "FLOP limit",
+                  "fastbp at limit"]
+    out += ["## Training: time per epoch (median)", ""]
+    out += table(["workload", "thr", "epochs", *speed_cols], [
+        [r["workload"], r["threads"], str(r["epochs"]["fastbp"]) + "".join(
+            f" ({n} {e})" for n, e in r["epochs"].items()
+            if e != r["epochs"]["fastbp"]), *speed(r)] for r in train])
+
+    def loss(r, n):
+        ep = r["epochs"].get(n)
+        short = f" ({ep} ep)" if ep is not None and ep != r["epochs"]["fastbp"] else ""
+        return fmt(r["loss"].get(n), ".6g") + short
+
+    out += ["", "## Training: final loss after equal work", ""]
+    out += table(["workload", "thr", *names, "sklearn vs fastbp rel. diff"], [
+        [r["workload"], r["threads"], *(loss(r, n) for n in names),
+         fmt(r["loss_rel_diff"], ".1e")] for r in train])
+    if predict:
+        out += ["", "## Predict (median)", ""]
+        out += table(["call", "thr", *speed_cols],
+                     [[r["workload"], r["threads"], *speed(r)] for r in predict])
+        agree = ", ".join(f"{n} {100 * a:.2f}%"
+                          for n, a in predict[0]["agree"].items() if n != "fastbp")
+        out += ["", f"Labels equal to fastbp's on the {predict[0]['n_samples']} "
+                f"rows: {agree}."]
+    mem = [r for r in train if "memory" in r]
+    if mem:
+        out += ["", "## Peak RSS growth during a one-epoch fit (fresh process each)",
+                ""]
+        out += table(["workload", "X size",
+                      *(f"{n} {c}" for n in MEMORY_CONTENDERS for c in ("MB", "/ X"))],
+                     [[r["workload"], f"{r['memory']['x_bytes'] / 2**20:.1f} MB",
+                       *(f"{g / d:.{p}f}" for g in r["memory"]["growth"].values()
+                         for d, p in ((2**20, 1), (r["memory"]["x_bytes"], 2)))]
+                      for r in mem])
+    return "\n".join(out + ["", *report["notes"]]) + "\n"
+
+
+def chart(report, path):
+    """Each contender's time relative to fastbp, log scale; None or a note."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no chart (pip install matplotlib)."
+    threads = report["threads"]
+    others = report["contenders"][1:]
+    fig, axes = plt.subplots(1, len(threads), figsize=(6 * len(threads), 6),
+                             sharey=True, squeeze=False)
+    for ax, t in zip(axes[0], threads):
+        rows = [r for r in report["rows"] if r["threads"] == t]
+        y = np.arange(len(rows))
+        height = 0.8 / len(others)
+        for k, name in enumerate(others):
+            ax.barh(y + k * height, [r["ratio"][name] for r in rows], height,
+                    label=f"{name} time / fastbp time")
+        ax.axvline(1.0, color="k", lw=1)
+        ax.set_xscale("log")
+        ax.set_yticks(y + 0.4 - height / 2, [r["workload"] for r in rows])
+        ax.invert_yaxis()
+        ax.set_title(f"{t} thread{'s' * (t > 1)}: right of 1 = fastbp faster")
+        ax.grid(axis="x", which="both", alpha=0.3)
+    axes[0][0].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+# ----------------------------------------------------------------------------
+# driver
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer samples, epochs and repeats (under 2 minutes)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--repeats", type=int, help="override the repeat count")
+    ap.add_argument("--only", nargs="+", help="workloads whose name contains one")
+    args = ap.parse_args(argv)
+    quick = args.quick
+    repeats = args.repeats or REPEATS[quick]
+    torch = load_torch()
+    names = ["fastbp", "numpy", "sklearn"] + (["torch"] if torch else [])
+    notes = [] if torch else ["PyTorch is not installed: no torch column."]
+    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
+               f"{platform.python_version()}, NumPy {np.__version__}, scikit-learn "
+               f"{sklearn.__version__}, fastbp {fastbp.__version__}"
+               + (f", torch {torch.__version__}" if torch else "")
+               + f"; {repeats} repeats; load average at start "
+               + "/".join(f"{x:.1f}" for x in os.getloadavg()))
+    report = {"quick": quick, "contenders": names, "machine": machine,
+              "threads": args.threads, "gemm_n": GEMM_N[quick], "peak": {},
+              "rows": [], "notes": notes}
+    start = time.perf_counter()
+    for threads in args.threads:
+        if torch:
+            torch.set_num_threads(threads)
+        with threadpool_limits(threads):
+            peak = {np.dtype(d).name: gemm_peak(d, GEMM_N[quick])
+                    for d in (np.float64, np.float32)}
+            report["peak"][threads] = peak
+            for w in WORKLOADS:
+                if args.only and not any(s in w.name for s in args.only):
+                    continue
+                print(f"[{time.perf_counter() - start:5.0f} s] {threads} thread(s): "
+                      f"{w.name}", flush=True)
+                report["rows"] += run_workload(
+                    w, threads, peak, names, repeats, quick,
+                    memory=not quick and threads == args.threads[0])
+    if any(len(set(r["epochs"].values())) > 1
+           for r in report["rows"] if r["kind"] == "train"):
+        notes.append("(k ep) / (numpy k): that contender ran k epochs only (the "
+                     "NumPy twin is slow at batch size 1); time is per epoch.")
+    if quick:
+        notes.append("Quick mode: fewer samples, epochs and repeats, a smaller GEMM "
+                     "for the peak, no memory measurement.")
+    notes.append(f"Total benchmark time: {time.perf_counter() - start:.0f} s.")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = markdown(report)
+    png_note = chart(report, args.out / "results.png")
+    text += f"{png_note}\n" if png_note else ""
+    (args.out / "results.md").write_text(text)
+    (args.out / "results.json").write_text(json.dumps(report, indent=1))
+    print(text)
+    print(f"wrote results.md, results.json{'' if png_note else ', results.png'} "
+          f"in {args.out}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--memory-child"]:
+        memory_child(*sys.argv[2:])
+    else:
+        main()
