@@ -159,9 +159,7 @@ class _BaseMLP(BaseEstimator):
         dtype the compiled functions dispatch on.
         """
         if sp.issparse(X):
-            X = sp.csr_matrix(X, dtype=dtype)
-            if not np.isfinite(X.data).all():
-                raise ValueError("Input X contains NaN or infinity.")
+            X = sp.csr_matrix(X, dtype=dtype)  # validate_data checked finiteness
             csr = (
                 np.ascontiguousarray(X.data, dtype=dtype),
                 np.ascontiguousarray(X.indices, dtype=np.intp),

@@ -359,6 +359,10 @@ def test_bad_y_and_predict_input_raise():
         clf.predict(X[:, :3])
     with pytest.raises(ValueError, match="NaN"):
         clf.predict(np.full_like(X, np.nan))
+    X_nan = X.copy()
+    X_nan[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        MLPClassifier(max_iter=2).fit(sp.csr_matrix(X_nan), y)
     with pytest.raises(ValueError, match="classes must be passed on the first"):
         MLPClassifier().partial_fit(X, y)
     pf = MLPClassifier((4,)).partial_fit(X, y, classes=[0, 1, 2])
