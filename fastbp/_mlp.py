@@ -264,7 +264,7 @@ class _BaseMLP(BaseEstimator):
                     self.validation_scores_ = None
                     self.best_validation_score_ = None
         else:
-            old_units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+            old_units = self._fitted_units()
             if old_units != units:
                 raise ValueError(
                     f"The network has layer sizes {old_units} but this fit needs "
@@ -347,13 +347,9 @@ class _BaseMLP(BaseEstimator):
         self, X, Y, sample_weight, units, flat, random_state, incremental
     ):
         optimizer = getattr(self, "_optimizer", None)
-        if (
-            not incremental
-            or optimizer is None
-            or optimizer["solver"] != self.solver
-            or optimizer["state"].dtype != flat.dtype
-            or optimizer["state"].size != flat.size * (1 + (self.solver == "adam"))
-        ):
+        # Same widths and dtype as before are checked in _fit_committed, so a
+        # kept state always fits flat.
+        if not incremental or optimizer is None or optimizer["solver"] != self.solver:
             optimizer = self._new_optimizer(flat.size, flat.dtype)
         else:
             optimizer = dict(optimizer, state=optimizer["state"].copy())
@@ -585,7 +581,7 @@ class _BaseMLP(BaseEstimator):
         """Output-layer activations for validated X."""
         if flat is None:
             flat = self._flat_params()
-            units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+            units = self._fitted_units()
         X_dense, csr = self._as_kernel_input(X, flat.dtype)
         n_samples = X.shape[0]
         plan = self._plan(units, max(1, min(n_samples, _PREDICT_ROWS)), False)
@@ -593,6 +589,10 @@ class _BaseMLP(BaseEstimator):
         out = np.empty((n_samples, units[-1]), dtype=flat.dtype)
         self._backend().forward(plan, X_dense, csr, flat, work, out)
         return out
+
+    def _fitted_units(self):
+        """Layer widths of the fitted network, input first."""
+        return [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
 
     def _flat_params(self):
         """The flat buffer behind coefs_ and intercepts_.
@@ -616,8 +616,7 @@ class _BaseMLP(BaseEstimator):
     def __setstate__(self, state):
         super().__setstate__(state)
         if "coefs_" in state:
-            units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
-            self._set_params_flat(self._flat_params(), units)
+            self._set_params_flat(self._flat_params(), self._fitted_units())
 
     def _validated_output(self, X):
         check_is_fitted(self)
