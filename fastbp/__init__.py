@@ -1,7 +1,13 @@
 """fastbp: compiled backpropagation behind scikit-learn's MLP interface."""
 
-from fastbp._mlp import MLPClassifier, MLPRegressor
+from fastbp._mlp import FastbpVersionWarning, MLPClassifier, MLPRegressor
 from fastbp._onnx import to_onnx
+from fastbp._version import __version__
 
-__version__ = "0.1.0"
-__all__ = ["MLPClassifier", "MLPRegressor", "__version__", "to_onnx"]
+__all__ = [
+    "FastbpVersionWarning",
+    "MLPClassifier",
+    "MLPRegressor",
+    "__version__",
+    "to_onnx",
+]

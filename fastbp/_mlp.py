@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from fastbp import _epoch, _reference
 from fastbp._network import glorot_init, make_plan, pack, unpack
 from fastbp._optimizers import SOLVERS
+from fastbp._version import __version__
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 _BACKENDS = {"cython": _epoch, "numpy": _reference}
@@ -107,6 +108,10 @@ _PARAMETER_RULES = {
     "backend": _options(*_BACKENDS),
     "loss": _options("squared_error", "poisson"),
 }
+
+
+class FastbpVersionWarning(UserWarning):
+    """A model file written by another fastbp version was loaded."""
 
 
 class _BaseMLP(BaseEstimator):
@@ -611,9 +616,18 @@ class _BaseMLP(BaseEstimator):
         # coefs_ and intercepts_ carry the weights; the buffer is rebuilt.
         state = super().__getstate__()
         state.pop("_flat", None)
+        state["_fastbp_version"] = __version__
         return state
 
     def __setstate__(self, state):
+        saved = state.pop("_fastbp_version", "pre-0.1")
+        if saved != __version__:
+            warnings.warn(
+                f"Loading a {type(self).__name__} saved by fastbp {saved} with "
+                f"fastbp {__version__}: the fitted state may not be compatible.",
+                FastbpVersionWarning,
+                stacklevel=2,
+            )
         super().__setstate__(state)
         if "coefs_" in state:
             self._set_params_flat(self._flat_params(), self._fitted_units())
