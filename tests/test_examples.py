@@ -1,0 +1,55 @@
+"""The scripts in examples/ run and do what they claim (CI keeps them true)."""
+
+import importlib.util
+import pathlib
+import warnings
+
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # short fits: ConvergenceWarning
+        yield
+
+
+def test_examples_folder_is_covered():
+    scripts = {p.stem for p in EXAMPLES.glob("*.py")}
+    tested = {n[len("test_example_"):] for n in globals() if n.startswith("test_example_")}
+    assert scripts == tested
+
+
+def test_example_onnx_export():
+    pytest.importorskip("onnxruntime")
+    agree, gap = _load("onnx_export").main()
+    assert agree == 1.0 and gap < 1e-5
+
+
+def test_example_save_load_skops():
+    pytest.importorskip("skops")
+    untrusted, same = _load("save_load_skops").main()
+    assert untrusted == ["fastbp._mlp.MLPClassifier"] and same
+
+
+def test_example_search_dask():
+    """GridSearchCV(n_jobs=2) in processes, then on a 2-process LocalCluster."""
+    pytest.importorskip("distributed")
+    by_processes, on_dask = _load("search_dask").main()
+    assert on_dask.cv_results_["mean_test_score"] == pytest.approx(
+        by_processes.cv_results_["mean_test_score"], abs=1e-12)
+
+
+def test_example_search_optuna():
+    pytest.importorskip("optuna_integration")
+    search = _load("search_optuna").main(n_trials=4)
+    assert len(search.trials_) == 4 and search.best_score_ > 0.8
