@@ -1,0 +1,61 @@
+"""Displays render with the Agg backend and draw the fitted curves."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification
+
+from fastbp import MLPClassifier, MLPRegressor
+
+mpl = pytest.importorskip("matplotlib")
+mpl.use("Agg")
+plt = pytest.importorskip("matplotlib.pyplot")
+
+from fastbp.plotting import LearningRateDisplay, LossCurveDisplay  # noqa: E402
+
+X, y = make_classification(100, 5, random_state=0)
+
+
+def _fit(**params):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return MLPClassifier((4,), max_iter=7, random_state=0, **params).fit(X, y)
+
+
+def test_loss_curve_from_estimator_draws_the_loss_per_epoch():
+    clf = _fit()
+    disp = LossCurveDisplay.from_estimator(clf)
+    line = disp.lines_["training loss"]
+    np.testing.assert_array_equal(line.get_xdata(), np.arange(1, 8))
+    np.testing.assert_array_equal(line.get_ydata(), clf.loss_curve_)
+    assert disp.ax_.get_xlabel() == "epoch" and disp.ax_.get_ylabel() == "loss"
+    assert disp.ax_.get_title() == "MLPClassifier"
+    assert disp.figure_ is disp.ax_.figure
+    plt.close("all")
+
+
+def test_plot_on_given_axes_with_kwargs():
+    fig, ax = plt.subplots()
+    disp = LossCurveDisplay({"a": [3, 2, 1]}).plot(ax=ax, color="red")
+    assert disp.ax_ is ax and disp.figure_ is fig
+    assert disp.lines_["a"].get_color() == "red"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a"]
+    plt.close("all")
+
+
+def test_learning_rate_display_plot():
+    disp = LearningRateDisplay({"learning rate": [0.1, 0.05]}).plot()
+    assert disp.ax_.get_ylabel() == "learning rate"
+    np.testing.assert_array_equal(disp.lines_["learning rate"].get_ydata(),
+                                  [0.1, 0.05])
+    plt.close("all")
+
+
+def test_solver_without_curves_is_a_clear_error():
+    reg = MLPRegressor(solver="lbfgs", hidden_layer_sizes=(3,), max_iter=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reg.fit(X, y)
+    with pytest.raises(ValueError, match="recorded no loss_curve_"):
+        LossCurveDisplay.from_estimator(reg)
