@@ -12,6 +12,7 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.callback import CallbackSupportMixin, with_callbacks
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
@@ -22,11 +23,14 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fastbp import _epoch, _reference
+from fastbp._callbacks import FitTasks
 from fastbp._network import glorot_init, make_plan, pack, unpack
 from fastbp._optimizers import SOLVERS
 from fastbp._version import __version__
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
+# Attributes sklearn.callback keeps on the estimator for the length of a fit.
+_CALLBACK_STATE = ("_callback_fit_ctx", "_skl_callbacks_to_teardown")
 _BACKENDS = {"cython": _epoch, "numpy": _reference}
 # Rows per forward pass at predict time: bounds the workspace, keeps BLAS busy.
 _PREDICT_ROWS = 1024
@@ -114,7 +118,7 @@ class FastbpVersionWarning(UserWarning):
     """A model file written by another fastbp version was loaded."""
 
 
-class _BaseMLP(BaseEstimator):
+class _BaseMLP(CallbackSupportMixin, BaseEstimator):
     """Shared machinery of MLPClassifier and MLPRegressor.
 
     Subclasses define ``_validate_input``, ``_output_activation``,
@@ -223,6 +227,7 @@ class _BaseMLP(BaseEstimator):
         """
         return self._fit(X, y, sample_weight, incremental=False)
 
+    @with_callbacks
     def _fit(self, X, y, sample_weight, incremental, classes=None):
         self._check_params()
         # Train on copies and commit at the end: a failed fit leaves the
@@ -233,8 +238,12 @@ class _BaseMLP(BaseEstimator):
                 self._start_partial_fit(y, classes)
             self._fit_committed(X, y, sample_weight, incremental)
         except BaseException:
+            # The callback context stays until with_callbacks tears it down.
+            running = {
+                k: v for k, v in self.__dict__.items() if k in _CALLBACK_STATE
+            }
             self.__dict__.clear()
-            self.__dict__.update(before)
+            self.__dict__.update(before, **running)
             raise
         return self
 
@@ -281,12 +290,18 @@ class _BaseMLP(BaseEstimator):
 
         Y = np.ascontiguousarray(Y, dtype=dtype)
         if self.solver in _STOCHASTIC_SOLVERS:
+            tasks = FitTasks(self, X, y, sample_weight,
+                             1 if incremental else self.max_iter, "epoch")
             self._fit_stochastic(
-                X, Y, sample_weight, units, flat, random_state, incremental
+                X, Y, sample_weight, units, flat, random_state, incremental, tasks
             )
         else:
-            self._fit_lbfgs(X, Y, sample_weight, units, flat)
+            # One extra, empty subtask: scipy reports an iteration after it ran.
+            tasks = FitTasks(self, X, y, sample_weight, self.max_iter + 1,
+                             "iteration")
+            self._fit_lbfgs(X, Y, sample_weight, units, flat, tasks)
         self._set_params_flat(flat, units)
+        tasks.finish()
 
     def _start_bookkeeping(self, incremental):
         """Continue or restart the history a warm or incremental fit builds on."""
@@ -349,7 +364,7 @@ class _BaseMLP(BaseEstimator):
         }
 
     def _fit_stochastic(
-        self, X, Y, sample_weight, units, flat, random_state, incremental
+        self, X, Y, sample_weight, units, flat, random_state, incremental, tasks
     ):
         optimizer = getattr(self, "_optimizer", None)
         # Same widths and dtype as before are checked in _fit_committed, so a
@@ -380,6 +395,7 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_ = 0
         try:
             for _ in range(self.max_iter):
+                tasks.begin(flat, units)
                 if self.shuffle:
                     order = shuffle(order, random_state=random_state)
                 loss_sum, optimizer["step"] = backend.run_epoch(
@@ -401,6 +417,8 @@ class _BaseMLP(BaseEstimator):
 
                 if self._update_no_improvement_count(val, flat, units):
                     best[:] = flat
+                if tasks.end(flat, units):
+                    break
                 if self.solver == "sgd" and self.learning_rate == "invscaling":
                     optimizer["learning_rate"] = (
                         float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
@@ -519,7 +537,7 @@ class _BaseMLP(BaseEstimator):
             return True
         return False
 
-    def _fit_lbfgs(self, X, Y, sample_weight, units, flat):
+    def _fit_lbfgs(self, X, Y, sample_weight, units, flat, tasks):
         X_dense, csr = self._as_kernel_input(X, flat.dtype)
         plan = self._plan(units, X.shape[0], gather=False)
         work = np.empty(plan.work_size, dtype=flat.dtype)
@@ -533,7 +551,7 @@ class _BaseMLP(BaseEstimator):
             )
             return loss, grad.astype(np.float64)
 
-        last = {"x": flat.copy(), "nit": 0, "fun": np.nan}
+        last = {"x": flat.copy(), "nit": 0, "fun": np.nan, "stop": False}
 
         def callback(intermediate_result):
             last["x"] = intermediate_result.x.copy()
@@ -541,6 +559,13 @@ class _BaseMLP(BaseEstimator):
             last["fun"] = intermediate_result.fun
             if self.verbose:
                 print("Iteration %d, loss = %.8f" % (last["nit"], last["fun"]))
+            x = last["x"].astype(flat.dtype)
+            last["stop"] = tasks.end(x, units)
+            tasks.begin(x, units)
+            if last["stop"]:
+                raise StopIteration
+
+        tasks.begin(flat, units)
 
         try:
             result = scipy.optimize.minimize(
@@ -559,7 +584,7 @@ class _BaseMLP(BaseEstimator):
             self.loss_ = last["fun"]
         else:
             self.n_iter_ = min(result.nit, self.max_iter)
-            if result.status != 0:
+            if result.status != 0 and not last["stop"]:
                 msg = (
                     f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
                     f"(status={result.status}):\n{result.message}\n"
@@ -576,6 +601,7 @@ class _BaseMLP(BaseEstimator):
                 warnings.warn(msg, ConvergenceWarning, stacklevel=3)
             self.loss_ = float(result.fun)
             flat[:] = result.x
+        tasks.close_empty()
         if not (np.isfinite(self.loss_) and backend.all_finite(flat)):
             self._diverged(None)
 
