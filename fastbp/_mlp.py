@@ -19,6 +19,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_array, check_random_state, column_or_1d, shuffle
 from sklearn.utils.metaestimators import available_if
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -74,8 +75,8 @@ def _any_of(*rules):
 _INF = float("inf")
 _PARAMETER_RULES = {
     "hidden_layer_sizes": (
-        lambda v: isinstance(v, Integral) and not isinstance(v, bool) or
-        hasattr(v, "__iter__") and not isinstance(v, str),
+        lambda v: isinstance(v, Integral) and not isinstance(v, bool) and v >= 1
+        or hasattr(v, "__iter__") and not isinstance(v, str),
         "an array-like or an int in the range [1, inf)",
     ),
     "activation": _options("identity", "logistic", "tanh", "relu"),
@@ -88,14 +89,17 @@ _PARAMETER_RULES = {
     "max_iter": _interval(1, _INF, "left", True),
     "shuffle": _boolean(),
     "random_state": (
-        lambda v: v is None or isinstance(v, (Integral, np.random.RandomState))
-        and not isinstance(v, bool),
-        "an int, a numpy.random.RandomState instance or None",
+        lambda v: v is None or isinstance(v, np.random.RandomState)
+        or isinstance(v, Integral) and not isinstance(v, bool)
+        and 0 <= v <= 2**32 - 1,
+        "an int in the range [0, 4294967295], a numpy.random.RandomState "
+        "instance or None",
     ),
     "tol": _interval(0.0, _INF, "left"),
     "verbose": (
-        lambda v: isinstance(v, (Integral, np.bool_)),
-        "an int or an instance of 'bool'",
+        lambda v: isinstance(v, (bool, np.bool_))
+        or isinstance(v, Integral) and v >= 0,
+        "an int in the range [0, inf) or an instance of 'bool'",
     ),
     "warm_start": _boolean(),
     "momentum": _interval(0.0, 1.0, "both"),
@@ -129,12 +133,12 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
     # parameters
 
     def _check_params(self):
-        """Raise a ValueError (TypeError for a wrong type) naming a bad parameter."""
+        """Raise InvalidParameterError (a ValueError and a TypeError, as in
+        scikit-learn) naming a bad parameter."""
         for name, value in self.get_params(deep=False).items():
             check, allowed = _PARAMETER_RULES[name]
             if not check(value):
-                error = TypeError if name == "hidden_layer_sizes" else ValueError
-                raise error(
+                raise InvalidParameterError(
                     f"The {name!r} parameter of {type(self).__name__} must be "
                     f"{allowed}. Got {value!r} instead."
                 )
@@ -665,7 +669,14 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
                 self, X, accept_sparse=["csr", "csc"], reset=False,
                 dtype=(np.float64, np.float32),
             )
-        return self._forward_output(X)
+        out = self._forward_output(X)
+        if not self._backend().all_finite(out.reshape(-1)):
+            raise ValueError(
+                "The network's output is not finite for some rows of X: their "
+                f"values overflow the fitted {out.dtype} network. Scale X as "
+                "the training data was scaled (for example with StandardScaler)."
+            )
+        return out
 
     def _is_plain_input(self, X):
         """True for X that validate_data would pass through unchanged.
@@ -999,7 +1010,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return
         self.classes_ = unique_labels(classes)
         self._label_binarizer = LabelBinarizer()
-        if type_of_target(y).startswith("multilabel"):
+        if y is not None and type_of_target(y, input_name="y").startswith(
+            "multilabel"
+        ):
             self._label_binarizer.fit(y)
         else:
             self._label_binarizer.fit(classes)

@@ -68,9 +68,13 @@ def test_fast_path_never_skips_a_check():
         est.predict(X[:, :4])
     with pytest.raises(ValueError, match="minimum of 1 is required"):
         est.predict(X[:0])
-    # Finite values whose sum overflows go the slow way, and still predict.
-    huge = np.full((1, 5), 1e308)
-    assert est.predict_proba(huge).shape == (1, 2)
+    # Finite values whose sum overflows go the slow way: validation passes
+    # them, and the network's overflow is reported, never returned as NaN.
+    for huge in (np.full((2, 5), 1e308), np.array([[1e308, -1e308] * 2 + [1.0]])):
+        try:
+            assert np.isfinite(est.predict_proba(huge)).all()
+        except ValueError as e:
+            assert "output is not finite" in str(e)
     with pytest.warns(UserWarning, match="feature names"):
         pd = pytest.importorskip("pandas")
         named = MLPClassifier((4,), max_iter=5, random_state=0).fit(
