@@ -525,3 +525,22 @@ def test_bad_input_raises(case):
     call, match = BAD_CALLS[case]
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (257, 33)])
+def test_tanh_and_exp_are_numpys_bit_for_bit(dtype, shape):
+    # tanh and exp run through NumPy's own inner loops: the same bits as
+    # np.tanh / np.exp, which scikit-learn's MLP uses.
+    rng = np.random.RandomState(0)
+    Z = (rng.randn(*shape) * 4).astype(dtype)
+    b = rng.randn(shape[1]).astype(dtype)
+    for act, f in (("tanh", np.tanh), ("exp", np.exp)):
+        out = Z.copy()
+        _kernels.bias_act(out, b, ACT[act])
+        np.testing.assert_array_equal(out, f(Z + b))
+    out = Z.copy()
+    _kernels.bias_act(out, b, ACT["softmax"])
+    e = np.exp((Z + b) - (Z + b).max(axis=1, keepdims=True))
+    assert_allclose(out, e / e.sum(axis=1, keepdims=True),
+                    rtol=1e-6 if dtype == np.float32 else 1e-14)
