@@ -3,6 +3,7 @@
 import copy
 
 import numpy as np
+from scipy.special import expit
 import pytest
 import scipy.sparse as sp
 from conftest import RTOL
@@ -529,13 +530,13 @@ def test_bad_input_raises(case):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1, 1), (3, 7), (257, 33)])
-def test_tanh_and_exp_are_numpys_bit_for_bit(dtype, shape):
-    # tanh and exp run through NumPy's own inner loops: the same bits as
-    # np.tanh / np.exp, which scikit-learn's MLP uses.
+def test_tanh_exp_logistic_are_numpys_bit_for_bit(dtype, shape):
+    # They run through the inner loops of np.tanh, np.exp and
+    # scipy.special.expit, which scikit-learn's MLP uses: the same bits.
     rng = np.random.RandomState(0)
     Z = (rng.randn(*shape) * 4).astype(dtype)
     b = rng.randn(shape[1]).astype(dtype)
-    for act, f in (("tanh", np.tanh), ("exp", np.exp)):
+    for act, f in (("tanh", np.tanh), ("exp", np.exp), ("logistic", expit)):
         out = Z.copy()
         _kernels.bias_act(out, b, ACT[act])
         np.testing.assert_array_equal(out, f(Z + b))
