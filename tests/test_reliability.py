@@ -321,3 +321,77 @@ def test_huge_values_diverge_clearly_never_nan(cls, solver):
                 assert "not finite" in str(e)
             else:
                 assert np.isfinite(out).all()
+
+
+# ---------------------------------------------------------------------------
+# property-based: any shape, batch, dtype, layout, solver, activation either
+# trains to finite outputs or raises ValueError / TypeError, never crashes
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+LAYOUTS = ["C", "F", "strided", "sparse"]
+
+
+@st.composite
+def _problems(draw):
+    cls = draw(st.sampled_from(ESTIMATORS))
+    n_samples = draw(st.integers(1, 40))
+    n_features = draw(st.integers(1, 6))
+    rng = np.random.RandomState(draw(st.integers(0, 2**16)))
+    scale = 10.0 ** draw(st.integers(-3, 3))
+    dtype = draw(st.sampled_from([np.float64, np.float32, np.int64, np.int8, bool]))
+    X = (rng.randn(n_samples, n_features) * scale).astype(dtype)
+    layout = draw(st.sampled_from(LAYOUTS))
+    if layout == "F":
+        X = np.asfortranarray(X)
+    elif layout == "strided":
+        X = np.repeat(np.repeat(X, 2, axis=0), 3, axis=1)[::2, ::3]
+    elif layout == "sparse" and X.dtype != bool:
+        X = sp.csr_matrix(X * (rng.rand(*X.shape) < 0.5))
+    if cls is MLPClassifier:
+        y = rng.randint(draw(st.integers(1, 3)), size=n_samples)
+    else:
+        y = rng.randn(n_samples, draw(st.integers(1, 2)))
+        y = y[:, 0] if y.shape[1] == 1 else y
+    params = {
+        "hidden_layer_sizes": tuple(draw(st.lists(st.integers(1, 8), max_size=2))),
+        "activation": draw(st.sampled_from(["identity", "logistic", "tanh", "relu"])),
+        "solver": draw(st.sampled_from(["sgd", "adam", "lbfgs"])),
+        "batch_size": draw(st.sampled_from(["auto", 1, 3, 64])),
+        "max_iter": draw(st.integers(1, 4)),
+        "learning_rate_init": draw(st.sampled_from([1e-3, 0.1, 10.0])),
+        "early_stopping": draw(st.booleans()),
+        "shuffle": draw(st.booleans()),
+        "random_state": 0,
+    }
+    return cls, X, y, params
+
+
+@hypothesis.settings(max_examples=40, deadline=None, derandomize=True,
+                     suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.given(_problems())
+def test_property_fit_predict_finite_or_clean_error(problem):
+    cls, X, y, params = problem
+    est = cls(**params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            est.fit(X, y)
+        except (ValueError, TypeError):
+            assert not hasattr(est, "coefs_")
+            return
+        assert all(np.isfinite(a).all() for a in est.coefs_ + est.intercepts_)
+        try:
+            pred = est.predict(X)
+            proba = est.predict_proba(X) if cls is MLPClassifier else None
+        except ValueError as e:
+            assert "not finite" in str(e)
+            return
+    assert pred.shape[0] == X.shape[0]
+    if proba is None:
+        assert np.isfinite(pred).all()
+    else:
+        assert np.isfinite(proba).all()
+        np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-4)
+        assert set(np.unique(pred)) <= set(est.classes_)
