@@ -422,7 +422,10 @@ class _BaseMLP(BaseEstimator):
                         % self.max_iter,
                         ConvergenceWarning,
                     )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
+            # The compiled epoch stops between minibatches and tells how far
+            # Adam got; the weights are those of the last whole step.
+            optimizer["step"] = getattr(interrupt, "step", optimizer["step"])
             warnings.warn("Training interrupted by user.")
             if not backend.all_finite(flat):
                 raise ValueError(
