@@ -621,7 +621,8 @@ class _BaseMLP(BaseEstimator):
 
     def __getstate__(self):
         # coefs_ and intercepts_ carry the weights; the buffer is rebuilt.
-        state = super().__getstate__()
+        # A copy: object.__getstate__ returns the live __dict__ itself.
+        state = dict(super().__getstate__())
         state.pop("_flat", None)
         state["_fastbp_version"] = __version__
         return state

@@ -491,3 +491,107 @@ def test_interrupt_between_minibatches_keeps_state_consistent(monkeypatch):
     n_steps = est._optimizer["step"]
     assert est.n_iter_ * 400 <= n_steps < est.n_iter_ * 400 + 400
     assert np.isfinite(est.predict(X)).all()
+
+
+# ---------------------------------------------------------------------------
+# faults: a failed fit leaves the previous model exactly as it was
+
+
+def _fail_bad_input(est, X, y, monkeypatch):
+    return _with(X, (0, 0), np.nan), y, ValueError, "NaN"
+
+
+def _fail_divergence(est, X, y, monkeypatch):
+    est.set_params(learning_rate_init=1e12)
+    return X * 1e150, y, ValueError, "diverged"
+
+
+def _fail_interrupt_before_training(est, X, y, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    # After labels and validation were redone: they must be rolled back too.
+    monkeypatch.setattr(type(est), "_check_sample_weight", interrupted)
+    return X, y, KeyboardInterrupt, ""
+
+
+def _fail_interrupt_with_broken_weights(est, X, y, monkeypatch):
+    from fastbp import _epoch
+
+    def interrupted(*args):
+        args[7][:] = np.nan  # params
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_epoch, "run_epoch", interrupted)
+    return X, y, ValueError, "interrupted and the weights are not finite"
+
+
+FAILURES = {
+    "bad input": _fail_bad_input,
+    "divergence": _fail_divergence,
+    "interrupt before training": _fail_interrupt_before_training,
+    "interrupt with broken weights": _fail_interrupt_with_broken_weights,
+}
+
+
+@pytest.mark.parametrize("failure", list(FAILURES))
+@pytest.mark.parametrize("method", ["fit", "warm_start", "partial_fit"])
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_failed_fit_leaves_previous_model_untouched(cls, method, failure,
+                                                    monkeypatch):
+    import pickle
+
+    X, y = _data(cls, n_samples=40)
+    est = _small(cls, solver="sgd", max_iter=4, batch_size=5,
+                 warm_start=method == "warm_start")
+    if method == "partial_fit":
+        kwargs = {"classes": np.unique(y)} if cls is MLPClassifier else {}
+        for _ in range(3):
+            est.partial_fit(X, y, **kwargs)
+    else:
+        _quiet(est.fit, X, y)
+    saved = pickle.dumps(est)
+    flat = est._flat.copy()
+    attributes = set(vars(est))
+    predictions = est.predict(X)
+    params = est.get_params()
+
+    X_bad, y_bad, error, match = FAILURES[failure](est, X, y, monkeypatch)
+    call = est.partial_fit if method == "partial_fit" else est.fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(error, match=match):
+            call(X_bad, y_bad)
+    monkeypatch.undo()
+    est.set_params(**params)
+
+    assert set(vars(est)) == attributes
+    assert pickle.dumps(est) == saved  # every attribute, bit for bit
+    np.testing.assert_array_equal(est._flat, flat)
+    assert all(a.base is est._flat for a in est.coefs_ + est.intercepts_)
+    np.testing.assert_array_equal(est.predict(X), predictions)
+
+
+def test_pickling_does_not_touch_the_live_estimator():
+    import pickle
+
+    X, y = _data(MLPRegressor)
+    est = _quiet(_small(MLPRegressor).fit, X, y)
+    before = dict(vars(est))
+    pickle.dumps(est)
+    assert vars(est).keys() == before.keys()
+    assert all(vars(est)[k] is v for k, v in before.items())
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "adam"])
+def test_failed_lbfgs_and_adam_fits_keep_previous_model(solver):
+    import pickle
+
+    X, y = _data(MLPRegressor, n_samples=40)
+    est = _quiet(_small(MLPRegressor, solver=solver, warm_start=True).fit, X, y)
+    saved = pickle.dumps(est)
+    est.set_params(learning_rate_init=1e12)
+    with pytest.raises(ValueError, match="diverged"):
+        _quiet(est.fit, X * 1e150, y * 1e150)
+    est.set_params(learning_rate_init=0.001)
+    assert pickle.dumps(est) == saved
