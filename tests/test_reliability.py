@@ -595,3 +595,81 @@ def test_failed_lbfgs_and_adam_fits_keep_previous_model(solver):
         _quiet(est.fit, X * 1e150, y * 1e150)
     est.set_params(learning_rate_init=0.001)
     assert pickle.dumps(est) == saved
+
+
+# ---------------------------------------------------------------------------
+# threads: the GIL is released, so estimators are fitted and used from many
+# threads at once; results must be those of sequential runs, bit for bit
+
+
+def _assert_identical(a, b):
+    assert len(a.coefs_) == len(b.coefs_)
+    for p, q in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
+        assert p.dtype == q.dtype
+        np.testing.assert_array_equal(p, q)
+    assert a.loss_ == b.loss_ and a.n_iter_ == b.n_iter_
+    assert getattr(a, "loss_curve_", None) == getattr(b, "loss_curve_", None)
+
+
+THREAD_JOBS = [
+    (MLPClassifier, {"solver": "adam", "batch_size": 16, "random_state": 1}),
+    (MLPClassifier, {"solver": "sgd", "batch_size": 1, "random_state": 2,
+                     "early_stopping": True}),
+    (MLPRegressor, {"solver": "adam", "batch_size": 32, "random_state": 3,
+                    "activation": "tanh"}),
+    (MLPRegressor, {"solver": "lbfgs", "random_state": 4}),
+]
+
+
+def _thread_job(i):
+    cls, params = THREAD_JOBS[i]
+    X, y = _data(cls, n_samples=600, n_features=10, seed=i)
+    if i == 2:
+        X = sp.csr_matrix(X * (np.abs(X) > 0.5))  # sparse input too
+    return cls(hidden_layer_sizes=(32, 16), max_iter=8, **params), X, y
+
+
+def test_fits_in_threads_equal_sequential_fits():
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    jobs = [_thread_job(i) for i in range(len(THREAD_JOBS))]
+    sequential = [_quiet(est.fit, X, y) for est, X, y in
+                  (_thread_job(i) for i in range(len(THREAD_JOBS)))]
+    barrier = Barrier(len(jobs))
+
+    def fit(job):
+        est, X, y = job
+        barrier.wait()
+        return _quiet(est.fit, X, y)
+
+    for _ in range(2):
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            threaded = list(pool.map(fit, jobs))
+        for a, b in zip(threaded, sequential):
+            _assert_identical(a, b)
+        jobs = [_thread_job(i) for i in range(len(THREAD_JOBS))]
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_one_estimator_predicts_from_eight_threads(cls):
+    from concurrent.futures import ThreadPoolExecutor
+
+    X, y = _data(cls, n_samples=3000, n_features=10)
+    est = _quiet(_small(cls, hidden_layer_sizes=(32,), max_iter=5).fit, X, y)
+    methods = ["predict"] + (["predict_proba"] if cls is MLPClassifier else [])
+    chunks = [(m, s) for m in methods for s in
+              (slice(0, 3000), slice(5, 2500), slice(1000, 1001), slice(7, 2999, 2))]
+    expected = [getattr(est, m)(X[s]) for m, s in chunks]
+
+    def work(k):
+        out = []
+        for j in range(6):
+            m, s = chunks[(k + j) % len(chunks)]
+            out.append(((k + j) % len(chunks), getattr(est, m)(X[s])))
+        return out
+
+    with ThreadPoolExecutor(8) as pool:
+        for results in pool.map(work, range(8)):
+            for index, got in results:
+                np.testing.assert_array_equal(got, expected[index])
