@@ -673,3 +673,85 @@ def test_one_estimator_predicts_from_eight_threads(cls):
         for results in pool.map(work, range(8)):
             for index, got in results:
                 np.testing.assert_array_equal(got, expected[index])
+
+
+# ---------------------------------------------------------------------------
+# memory
+
+
+def _rss_bytes():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def test_repeated_fit_predict_partial_fit_does_not_grow():
+    import gc
+    import tracemalloc
+
+    X, y = make_classification_data(200, 20, 3)
+    Xr, yr = make_regression_data(200, 20)
+    X_sparse = sp.csr_matrix(X * (np.abs(X) > 1))
+
+    def cycle(i):
+        clf = MLPClassifier((8,), max_iter=1, random_state=i)
+        clf.fit(X if i % 2 else X_sparse, y)
+        clf.predict(X)
+        clf.predict_proba(X_sparse)
+        clf.partial_fit(X, y)
+        reg = MLPRegressor(hidden_layer_sizes=(8,), solver="lbfgs" if i % 3 == 0
+                           else "sgd", max_iter=1, random_state=i)
+        reg.fit(Xr, yr)
+        reg.predict(Xr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for i in range(20):  # warm-up: caches, lazy imports, allocator pools
+            cycle(i)
+        gc.collect()
+        rss_before = _rss_bytes()
+        tracemalloc.start()
+        try:
+            traced_before = tracemalloc.get_traced_memory()[0]
+            for i in range(200):
+                cycle(i)
+            gc.collect()
+            traced_growth = tracemalloc.get_traced_memory()[0] - traced_before
+        finally:
+            tracemalloc.stop()
+    rss_after = _rss_bytes()
+    # One leaked copy of X per cycle would be 200 * 32 kB = 6.4 MB.
+    assert traced_growth < 1 * 2**20, traced_growth
+    if rss_before is not None:
+        assert rss_after - rss_before < 24 * 2**20, rss_after - rss_before
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_training_memory_is_not_a_copy_of_X_per_epoch(early_stopping):
+    import gc
+    import tracemalloc
+
+    X, y = make_classification_data(20000, 50, 2)  # 8 MB of float64
+    peaks = []
+    for epochs in (1, 4):
+        clf = MLPClassifier((32,), max_iter=epochs, batch_size=32, random_state=0,
+                            early_stopping=early_stopping, n_iter_no_change=99)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            _quiet(clf.fit, X, y)
+            peaks.append(tracemalloc.get_traced_memory()[1] - base)
+        finally:
+            tracemalloc.stop()
+    # Peak extra memory: the validation split copies X once per fit (as in
+    # scikit-learn); otherwise only O(n_samples) index and target arrays and
+    # O(parameters + batch x width) buffers. More epochs cost nothing more.
+    limit = (1.35 if early_stopping else 0.25) * X.nbytes
+    assert max(peaks) < limit, (peaks, X.nbytes)
+    assert abs(peaks[1] - peaks[0]) < 0.02 * X.nbytes, peaks
