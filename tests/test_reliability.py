@@ -755,3 +755,126 @@ def test_training_memory_is_not_a_copy_of_X_per_epoch(early_stopping):
     limit = (1.35 if early_stopping else 0.25) * X.nbytes
     assert max(peaks) < limit, (peaks, X.nbytes)
     assert abs(peaks[1] - peaks[0]) < 0.02 * X.nbytes, peaks
+
+
+# ---------------------------------------------------------------------------
+# determinism
+
+DETERMINISM_CHILD = """
+import hashlib, sys, warnings
+import numpy as np
+from sklearn.datasets import make_classification
+import fastbp
+warnings.simplefilter("ignore")
+X, y = make_classification(400, 30, random_state=0)
+for solver in ("sgd", "adam", "lbfgs"):
+    for dtype in ("float64", "float32"):
+        est = fastbp.MLPClassifier((24, 12), solver=solver, batch_size=32,
+                                   max_iter=4, random_state=7)
+        est.fit(X.astype(dtype), y)
+        h = hashlib.sha256()
+        for a in est.coefs_ + est.intercepts_:
+            h.update(a.tobytes())
+        print(solver, dtype, h.hexdigest())
+"""
+
+
+def _digests(text):
+    return dict((" ".join(line.split()[:2]), line.split()[2])
+                for line in text.strip().splitlines())
+
+
+def test_same_random_state_is_bit_identical_run_after_run(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "child.py"
+    script.write_text(DETERMINISM_CHILD)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root, os.environ.get("PYTHONPATH", "")]))
+    # A fresh process, and twice this one after all the suite ran before.
+    runs = [subprocess.run([sys.executable, str(script)], capture_output=True,
+                           text=True, env=env, check=True, timeout=300).stdout]
+    import contextlib
+    import io
+
+    for _ in range(2):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(DETERMINISM_CHILD, "child", "exec"), {})
+        runs.append(out.getvalue())
+    digests = [_digests(r) for r in runs]
+    assert len(digests[0]) == 6
+    assert digests[0] == digests[1] == digests[2]
+
+
+def _fit_with_blas_threads(threads, solver, dtype):
+    from threadpoolctl import threadpool_limits
+
+    X, y = make_classification_data(2000, 200, 2)
+    with threadpool_limits(threads):
+        return _quiet(MLPClassifier((256, 128), solver=solver, batch_size=512,
+                                    max_iter=2, random_state=0).fit,
+                      X.astype(dtype), y)
+
+
+@pytest.mark.parametrize(
+    "solver, dtype, bitwise",
+    [("sgd", np.float64, True), ("adam", np.float64, True),
+     ("adam", np.float32, False), ("lbfgs", np.float64, False)],
+)
+def test_one_and_two_blas_threads(solver, dtype, bitwise):
+    """Bit-identical where BLAS splits products by output blocks (float64
+    minibatches); otherwise OpenBLAS may split a product's sum differently
+    with 2 threads (float32 kernels, full-batch products over n_samples), and
+    the results agree to rounding only (README: Guarantees)."""
+    pytest.importorskip("threadpoolctl")
+    one = _fit_with_blas_threads(1, solver, dtype)
+    two = _fit_with_blas_threads(2, solver, dtype)
+    for a, b in zip(one.coefs_ + one.intercepts_, two.coefs_ + two.intercepts_):
+        if bitwise:
+            np.testing.assert_array_equal(a, b)
+        else:
+            scale = max(np.abs(b).max(), 1e-3)
+            atol = (1e-3 if dtype == np.float32 else 1e-7) * scale
+            np.testing.assert_allclose(a, b, rtol=0, atol=atol)
+
+
+def test_compiled_epoch_releases_the_gil(monkeypatch):
+    """While one thread is inside run_epoch, this thread keeps running Python
+    code and sees the weights change step after step. Had the epoch held the
+    GIL, this thread would only run before and after it (no timing involved:
+    the count of distinct weight states observed is the evidence)."""
+    import threading
+
+    from fastbp import _epoch
+
+    compiled = _epoch.run_epoch
+    entered, returned = threading.Event(), threading.Event()
+    buffers = []
+
+    def observed(*args):
+        buffers.append(args[7])  # the flat parameter buffer, trained in place
+        entered.set()
+        try:
+            return compiled(*args)
+        finally:
+            returned.set()
+
+    monkeypatch.setattr(_epoch, "run_epoch", observed)
+    X, y = make_classification_data(6000, 100, 2)
+    est = MLPClassifier((256,), solver="sgd", batch_size=1, max_iter=1,
+                        random_state=0)
+    worker = threading.Thread(target=_quiet, args=(est.fit, X, y))
+    worker.start()
+    assert entered.wait(60)
+    states, last = 0, None
+    while not returned.is_set():
+        now = buffers[0][:64].tobytes()
+        states += now != last
+        last = now
+    worker.join()
+    assert states >= 5, states  # a held GIL allows 2 at most: before, after
+    assert est.n_iter_ == 1
