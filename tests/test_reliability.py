@@ -641,10 +641,12 @@ def test_fits_in_threads_equal_sequential_fits():
     def fit(job):
         est, X, y = job
         barrier.wait()
-        return _quiet(est.fit, X, y)
+        return est.fit(X, y)
 
     for _ in range(2):
-        with ThreadPoolExecutor(len(jobs)) as pool:
+        # Warning filters are process-wide: set them here, not per thread.
+        with warnings.catch_warnings(), ThreadPoolExecutor(len(jobs)) as pool:
+            warnings.simplefilter("ignore", ConvergenceWarning)
             threaded = list(pool.map(fit, jobs))
         for a, b in zip(threaded, sequential):
             _assert_identical(a, b)
@@ -867,14 +869,16 @@ def test_compiled_epoch_releases_the_gil(monkeypatch):
     X, y = make_classification_data(6000, 100, 2)
     est = MLPClassifier((256,), solver="sgd", batch_size=1, max_iter=1,
                         random_state=0)
-    worker = threading.Thread(target=_quiet, args=(est.fit, X, y))
-    worker.start()
-    assert entered.wait(60)
-    states, last = 0, None
-    while not returned.is_set():
-        now = buffers[0][:64].tobytes()
-        states += now != last
-        last = now
-    worker.join()
+    worker = threading.Thread(target=est.fit, args=(X, y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        worker.start()
+        assert entered.wait(60)
+        states, last = 0, None
+        while not returned.is_set():
+            now = buffers[0][:64].tobytes()
+            states += now != last
+            last = now
+        worker.join()
     assert states >= 5, states  # a held GIL allows 2 at most: before, after
     assert est.n_iter_ == 1
