@@ -440,7 +440,10 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
                         % self.max_iter,
                         ConvergenceWarning,
                     )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
+            # The compiled epoch stops between minibatches and tells how far
+            # Adam got; the weights are those of the last whole step.
+            optimizer["step"] = getattr(interrupt, "step", optimizer["step"])
             warnings.warn("Training interrupted by user.")
             if not backend.all_finite(flat):
                 raise ValueError(
@@ -644,7 +647,8 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
 
     def __getstate__(self):
         # coefs_ and intercepts_ carry the weights; the buffer is rebuilt.
-        state = super().__getstate__()
+        # A copy: object.__getstate__ returns the live __dict__ itself.
+        state = dict(super().__getstate__())
         state.pop("_flat", None)
         state["_fastbp_version"] = __version__
         return state
