@@ -23,10 +23,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fastbp import _epoch, _reference
 from fastbp._network import glorot_init, make_plan, pack, unpack
-from fastbp._optimizers import SOLVERS
+from fastbp._optimizers import SOLVERS, STATE_ARRAYS
 from fastbp._version import __version__
 
-_STOCHASTIC_SOLVERS = ("sgd", "adam")
+_STOCHASTIC_SOLVERS = tuple(SOLVERS)
 _BACKENDS = {"cython": _epoch, "numpy": _reference}
 # Rows per forward pass at predict time: bounds the workspace, keeps BLAS busy.
 _PREDICT_ROWS = 1024
@@ -75,7 +75,7 @@ _PARAMETER_RULES = {
         "an array-like or an int in the range [1, inf)",
     ),
     "activation": _options("identity", "logistic", "tanh", "relu"),
-    "solver": _options("lbfgs", "sgd", "adam"),
+    "solver": _options("lbfgs", *SOLVERS),
     "alpha": _interval(0.0, _INF, "left"),
     "batch_size": _any_of(_options("auto"), _interval(1, _INF, "left", True)),
     "learning_rate": _options("constant", "invscaling", "adaptive"),
@@ -105,6 +105,8 @@ _PARAMETER_RULES = {
         _interval(1, _INF, "left", True), ((lambda v: v == np.inf), "inf")
     ),
     "max_fun": _interval(1, _INF, "left", True),
+    "rho": _interval(0.0, 1.0, "left"),
+    "weight_decay": _interval(0.0, _INF, "left"),
     "backend": _options(*_BACKENDS),
     "loss": _options("squared_error", "poisson"),
 }
@@ -340,7 +342,7 @@ class _BaseMLP(BaseEstimator):
         return int(np.clip(self.batch_size, 1, n_samples))
 
     def _new_optimizer(self, n_params, dtype):
-        n_state = 2 * n_params if self.solver == "adam" else n_params
+        n_state = STATE_ARRAYS[self.solver] * n_params
         return {
             "solver": self.solver,
             "state": np.zeros(n_state, dtype=dtype),
@@ -389,6 +391,7 @@ class _BaseMLP(BaseEstimator):
                     optimizer["learning_rate"], self.momentum,
                     self.nesterovs_momentum, self.beta_1, self.beta_2,
                     self.epsilon, self.alpha, optimizer["step"],
+                    rho=self.rho, weight_decay=self.weight_decay,
                 )
                 self.n_iter_ += 1
                 self.loss_ = loss_sum / n_samples
@@ -667,10 +670,18 @@ _PARAMETERS_DOC = """
         'logistic' f(x) = 1 / (1 + exp(-x)), 'tanh' f(x) = tanh(x),
         'relu' f(x) = max(0, x).
 
-    solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
+    solver : {'lbfgs', 'sgd', 'adam', 'adagrad', 'rmsprop', 'adadelta', \
+'adamw', 'adamax', 'nadam'}, default='adam'
         The solver for weight optimization: 'lbfgs' (scipy's L-BFGS-B on the
         full batch), 'sgd' (stochastic gradient descent with momentum) or
-        'adam' (Kingma & Ba, 2014).
+        'adam' (Kingma & Ba, 2014), as in scikit-learn; and, stochastic and
+        compiled like them: 'adagrad' (Duchi et al., 2011), 'rmsprop'
+        (Tieleman & Hinton, 2012; decay rho), 'adadelta' (Zeiler, 2012;
+        decay rho, step scaled by learning_rate_init), 'adamw' (Loshchilov
+        & Hutter, 2019; decoupled weight_decay), 'adamax' (Kingma & Ba,
+        2015, sec. 7.1) and 'nadam' (Dozat, 2016, constant momentum beta_1).
+        Each rule's formula is in the docstring of its step function in
+        ``fastbp._optimizers``.
 
     alpha : float, default=0.0001
         Strength of the L2 regularization term. The L2 regularization term
@@ -736,15 +747,18 @@ _PARAMETERS_DOC = """
         early stopping.
 
     beta_1 : float, default=0.9
-        Exponential decay rate for estimates of first moment vector in adam,
-        should be in [0, 1).
+        Exponential decay rate for estimates of first moment vector in adam
+        (and adamw, adamax, nadam), should be in [0, 1).
 
     beta_2 : float, default=0.999
-        Exponential decay rate for estimates of second moment vector in adam,
-        should be in [0, 1).
+        Exponential decay rate for estimates of second moment vector in adam
+        (and adamw, nadam; adamax's infinity-norm decay), should be in
+        [0, 1).
 
     epsilon : float, default=1e-8
-        Value for numerical stability in adam.
+        Value for numerical stability in adam (and in every adaptive solver:
+        added to the root in the denominator; inside both roots for
+        adadelta).
 
     n_iter_no_change : int, default=10
         Maximum number of epochs to not meet tol improvement (stochastic
@@ -752,6 +766,17 @@ _PARAMETERS_DOC = """
 
     max_fun : int, default=15000
         Maximum number of loss function calls (lbfgs only).
+
+    rho : float, default=0.9
+        Decay rate of the running average of squared gradients in 'rmsprop'
+        and of squared gradients and updates in 'adadelta', in [0, 1).
+        0.9 is Hinton's RMSprop value (Keras's default) and PyTorch's
+        Adadelta default. Not in scikit-learn.
+
+    weight_decay : float, default=0.01
+        Decoupled weight decay of 'adamw' (PyTorch's default): each step
+        first multiplies every weight by 1 - lr * weight_decay. Other solvers
+        ignore it (alpha is their L2 penalty). Not in scikit-learn.
 
     backend : {'cython', 'numpy'}, default='cython'
         Where the epoch runs: the compiled engine, or its pure-NumPy twin
@@ -874,6 +899,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         epsilon=1e-8,
         n_iter_no_change=10,
         max_fun=15000,
+        rho=0.9,
+        weight_decay=0.01,
         backend="cython",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -899,6 +926,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.rho = rho
+        self.weight_decay = weight_decay
         self.backend = backend
 
     loss = "log_loss"
@@ -1119,6 +1148,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         epsilon=1e-8,
         n_iter_no_change=10,
         max_fun=15000,
+        rho=0.9,
+        weight_decay=0.01,
         backend="cython",
     ):
         self.loss = loss
@@ -1145,6 +1176,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.rho = rho
+        self.weight_decay = weight_decay
         self.backend = backend
 
     def _validate_input(self, X, y, incremental, reset):
