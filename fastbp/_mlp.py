@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from fastbp import _epoch, _reference
 from fastbp._network import glorot_init, make_plan, pack, unpack
 from fastbp._optimizers import SOLVERS, STATE_ARRAYS
+from fastbp._schedules import SCHEDULES, epoch_learning_rate
 from fastbp._version import __version__
 
 _STOCHASTIC_SOLVERS = tuple(SOLVERS)
@@ -78,7 +79,9 @@ _PARAMETER_RULES = {
     "solver": _options("lbfgs", *SOLVERS),
     "alpha": _interval(0.0, _INF, "left"),
     "batch_size": _any_of(_options("auto"), _interval(1, _INF, "left", True)),
-    "learning_rate": _options("constant", "invscaling", "adaptive"),
+    "learning_rate": _any_of(
+        _options(*SCHEDULES), (callable, "a callable (epoch, lr) -> lr")
+    ),
     "learning_rate_init": _interval(0.0, _INF, "neither"),
     "power_t": _interval(0.0, _INF, "left"),
     "max_iter": _interval(1, _INF, "left", True),
@@ -107,6 +110,13 @@ _PARAMETER_RULES = {
     "max_fun": _interval(1, _INF, "left", True),
     "rho": _interval(0.0, 1.0, "left"),
     "weight_decay": _interval(0.0, _INF, "left"),
+    "lr_step_size": _interval(1, _INF, "left", True),
+    "lr_gamma": _interval(0.0, 1.0, "right"),
+    "lr_min": _interval(0.0, _INF, "left"),
+    "lr_cycle": _any_of(((lambda v: v is None), "None"),
+                        _interval(1, _INF, "left", True)),
+    "lr_cycle_mult": _interval(1, _INF, "left", True),
+    "warmup_epochs": _interval(0, _INF, "left", True),
     "backend": _options(*_BACKENDS),
     "loss": _options("squared_error", "poisson"),
 }
@@ -261,6 +271,7 @@ class _BaseMLP(BaseEstimator):
             flat = glorot_init(units, self.activation, random_state, dtype)
             if self.solver in _STOCHASTIC_SOLVERS:
                 self.loss_curve_ = []
+                self.learning_rate_curve_ = []
                 self._no_improvement_count = 0
                 if self.early_stopping:
                     self.validation_scores_ = []
@@ -294,6 +305,9 @@ class _BaseMLP(BaseEstimator):
         """Continue or restart the history a warm or incremental fit builds on."""
         # Histories live on; lists are copied so a failed fit cannot touch them.
         self.loss_curve_ = list(getattr(self, "loss_curve_", None) or [])
+        self.learning_rate_curve_ = list(
+            getattr(self, "learning_rate_curve_", None) or []
+        )
         if self.early_stopping:
             self.validation_scores_ = list(
                 getattr(self, "validation_scores_", None) or []
@@ -348,6 +362,7 @@ class _BaseMLP(BaseEstimator):
             "state": np.zeros(n_state, dtype=dtype),
             "learning_rate": float(self.learning_rate_init),
             "step": 0,
+            "epoch": 0,
         }
 
     def _fit_stochastic(
@@ -384,6 +399,9 @@ class _BaseMLP(BaseEstimator):
             for _ in range(self.max_iter):
                 if self.shuffle:
                     order = shuffle(order, random_state=random_state)
+                optimizer["learning_rate"] = epoch_learning_rate(
+                    self, optimizer.get("epoch", 0), optimizer["learning_rate"]
+                )
                 loss_sum, optimizer["step"] = backend.run_epoch(
                     plan, X_dense, csr, Y, sample_weight,
                     order if self.shuffle else None, batch_size,
@@ -394,9 +412,11 @@ class _BaseMLP(BaseEstimator):
                     rho=self.rho, weight_decay=self.weight_decay,
                 )
                 self.n_iter_ += 1
+                optimizer["epoch"] = optimizer.get("epoch", 0) + 1
                 self.loss_ = loss_sum / n_samples
                 self.t_ += n_samples
                 self.loss_curve_.append(self.loss_)
+                self.learning_rate_curve_.append(optimizer["learning_rate"])
                 if not (np.isfinite(self.loss_) and backend.all_finite(flat)):
                     self._diverged(optimizer["learning_rate"])
                 if self.verbose:
@@ -404,10 +424,6 @@ class _BaseMLP(BaseEstimator):
 
                 if self._update_no_improvement_count(val, flat, units):
                     best[:] = flat
-                if self.solver == "sgd" and self.learning_rate == "invscaling":
-                    optimizer["learning_rate"] = (
-                        float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
-                    )
                 if self._no_improvement_count > self.n_iter_no_change:
                     if self._stop_or_slow_down(optimizer):
                         break
@@ -455,7 +471,7 @@ class _BaseMLP(BaseEstimator):
             self.tol,
             self.n_iter_no_change,
         )
-        if self.solver != "sgd" or self.learning_rate != "adaptive":
+        if self.solver == "adam" or self.learning_rate != "adaptive":
             if self.verbose:
                 print(msg + " Stopping.")
             return True
@@ -691,15 +707,24 @@ _PARAMETERS_DOC = """
         Size of minibatches for stochastic optimizers. When set to "auto",
         `batch_size=min(200, n_samples)`.
 
-    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
-        Learning rate schedule for weight updates, used by solver='sgd' only:
-        'constant' keeps learning_rate_init; 'invscaling' uses
-        learning_rate_init / pow(t, power_t) after each epoch (t counts the
-        samples seen); 'adaptive' divides the rate by 5 each time
-        n_iter_no_change consecutive epochs fail to improve by tol.
+    learning_rate : {'constant', 'invscaling', 'adaptive', 'step', \
+'exponential', 'cosine'} or callable, default='constant'
+        Learning rate schedule, one rate per epoch, for every stochastic
+        solver: 'constant' keeps learning_rate_init; 'invscaling' uses
+        learning_rate_init / pow(t + 1, power_t) after each epoch (t counts
+        the samples seen); 'adaptive' divides the rate by 5 each time
+        n_iter_no_change consecutive epochs fail to improve by tol. These
+        three are scikit-learn's; as there, solver='adam' ignores them.
+        Not in scikit-learn: 'step' (multiply by lr_gamma every
+        lr_step_size epochs), 'exponential' (by lr_gamma ** (1 /
+        lr_step_size) each epoch), 'cosine' (cosine annealing to lr_min,
+        with warm restarts when lr_cycle is set), or a callable
+        ``f(epoch, lr) -> lr`` given the epoch (from 0) and the previous
+        epoch's rate. See ``fastbp._schedules`` for the formulas. The rates
+        used are recorded in ``learning_rate_curve_``.
 
     learning_rate_init : float, default=0.001
-        The initial learning rate (sgd and adam).
+        The initial learning rate (every stochastic solver).
 
     power_t : float, default=0.5
         The exponent for inverse scaling learning rate (sgd, invscaling).
@@ -778,6 +803,31 @@ _PARAMETERS_DOC = """
         first multiplies every weight by 1 - lr * weight_decay. Other solvers
         ignore it (alpha is their L2 penalty). Not in scikit-learn.
 
+    lr_step_size : int, default=10
+        Epochs per decay by lr_gamma ('step' and 'exponential' schedules).
+        Not in scikit-learn.
+
+    lr_gamma : float, default=0.1
+        Decay factor in (0, 1] per lr_step_size epochs ('step',
+        'exponential'). Not in scikit-learn.
+
+    lr_min : float, default=0.0
+        The rate the 'cosine' schedule anneals to. Not in scikit-learn.
+
+    lr_cycle : int or None, default=None
+        'cosine' with warm restarts (SGDR): epochs of the first cycle. None:
+        a single annealing over max_iter - warmup_epochs epochs. Not in
+        scikit-learn.
+
+    lr_cycle_mult : int, default=1
+        Each warm-restart cycle is lr_cycle_mult times longer than the one
+        before ('cosine' with lr_cycle). Not in scikit-learn.
+
+    warmup_epochs : int, default=0
+        Linear warm-up before any schedule: epoch e < warmup_epochs uses
+        learning_rate_init * (e + 1) / (warmup_epochs + 1); the schedule
+        then starts from its own epoch 0. Not in scikit-learn.
+
     backend : {'cython', 'numpy'}, default='cython'
         Where the epoch runs: the compiled engine, or its pure-NumPy twin
         (the same algorithm, for checking and benchmarking). Not in
@@ -794,6 +844,10 @@ _ATTRIBUTES_DOC = """
 
     loss_curve_ : list of shape (`n_iter_`,)
         The loss at the end of each training step (stochastic solvers).
+
+    learning_rate_curve_ : list of shape (`n_iter_`,)
+        The learning rate each epoch used (stochastic solvers; continued by
+        partial_fit and warm_start like loss_curve_). Not in scikit-learn.
 
     validation_scores_ : list of shape (`n_iter_`,) or None
         The score at each iteration on a held-out validation set
@@ -901,6 +955,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         max_fun=15000,
         rho=0.9,
         weight_decay=0.01,
+        lr_step_size=10,
+        lr_gamma=0.1,
+        lr_min=0.0,
+        lr_cycle=None,
+        lr_cycle_mult=1,
+        warmup_epochs=0,
         backend="cython",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -928,6 +988,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.max_fun = max_fun
         self.rho = rho
         self.weight_decay = weight_decay
+        self.lr_step_size = lr_step_size
+        self.lr_gamma = lr_gamma
+        self.lr_min = lr_min
+        self.lr_cycle = lr_cycle
+        self.lr_cycle_mult = lr_cycle_mult
+        self.warmup_epochs = warmup_epochs
         self.backend = backend
 
     loss = "log_loss"
@@ -1150,6 +1216,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         max_fun=15000,
         rho=0.9,
         weight_decay=0.01,
+        lr_step_size=10,
+        lr_gamma=0.1,
+        lr_min=0.0,
+        lr_cycle=None,
+        lr_cycle_mult=1,
+        warmup_epochs=0,
         backend="cython",
     ):
         self.loss = loss
@@ -1178,6 +1250,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.max_fun = max_fun
         self.rho = rho
         self.weight_decay = weight_decay
+        self.lr_step_size = lr_step_size
+        self.lr_gamma = lr_gamma
+        self.lr_min = lr_min
+        self.lr_cycle = lr_cycle
+        self.lr_cycle_mult = lr_cycle_mult
+        self.warmup_epochs = warmup_epochs
         self.backend = backend
 
     def _validate_input(self, X, y, incremental, reset):
