@@ -117,6 +117,10 @@ _PARAMETER_RULES = {
                         _interval(1, _INF, "left", True)),
     "lr_cycle_mult": _interval(1, _INF, "left", True),
     "warmup_epochs": _interval(0, _INF, "left", True),
+    "clip_norm": _any_of(((lambda v: v is None), "None"),
+                         _interval(0.0, _INF, "neither")),
+    "clip_value": _any_of(((lambda v: v is None), "None"),
+                          _interval(0.0, _INF, "neither")),
     "backend": _options(*_BACKENDS),
     "loss": _options("squared_error", "poisson"),
 }
@@ -410,6 +414,8 @@ class _BaseMLP(BaseEstimator):
                     self.nesterovs_momentum, self.beta_1, self.beta_2,
                     self.epsilon, self.alpha, optimizer["step"],
                     rho=self.rho, weight_decay=self.weight_decay,
+                    clip_norm=self.clip_norm or 0.0,
+                    clip_value=self.clip_value or 0.0,
                 )
                 self.n_iter_ += 1
                 optimizer["epoch"] = optimizer.get("epoch", 0) + 1
@@ -828,6 +834,18 @@ _PARAMETERS_DOC = """
         learning_rate_init * (e + 1) / (warmup_epochs + 1); the schedule
         then starts from its own epoch 0. Not in scikit-learn.
 
+    clip_norm : float or None, default=None
+        Gradient clipping by global norm (stochastic solvers): when the L2
+        norm of a minibatch's whole gradient (every weight and intercept,
+        L2 term included) exceeds clip_norm, the gradient is scaled down to
+        norm clip_norm before the optimizer step. None: off. Not in
+        scikit-learn.
+
+    clip_value : float or None, default=None
+        Gradient clipping by value (stochastic solvers): each gradient entry
+        is clipped to [-clip_value, clip_value] before the step (and before
+        clip_norm when both are set). None: off. Not in scikit-learn.
+
     backend : {'cython', 'numpy'}, default='cython'
         Where the epoch runs: the compiled engine, or its pure-NumPy twin
         (the same algorithm, for checking and benchmarking). Not in
@@ -961,6 +979,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         lr_cycle=None,
         lr_cycle_mult=1,
         warmup_epochs=0,
+        clip_norm=None,
+        clip_value=None,
         backend="cython",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -994,6 +1014,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.lr_cycle = lr_cycle
         self.lr_cycle_mult = lr_cycle_mult
         self.warmup_epochs = warmup_epochs
+        self.clip_norm = clip_norm
+        self.clip_value = clip_value
         self.backend = backend
 
     loss = "log_loss"
@@ -1222,6 +1244,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         lr_cycle=None,
         lr_cycle_mult=1,
         warmup_epochs=0,
+        clip_norm=None,
+        clip_value=None,
         backend="cython",
     ):
         self.loss = loss
@@ -1256,6 +1280,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.lr_cycle = lr_cycle
         self.lr_cycle_mult = lr_cycle_mult
         self.warmup_epochs = warmup_epochs
+        self.clip_norm = clip_norm
+        self.clip_value = clip_value
         self.backend = backend
 
     def _validate_input(self, X, y, incremental, reset):
