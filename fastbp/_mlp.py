@@ -733,7 +733,8 @@ _PARAMETERS_DOC = """
         The initial learning rate (every stochastic solver).
 
     power_t : float, default=0.5
-        The exponent for inverse scaling learning rate (sgd, invscaling).
+        The exponent for inverse scaling learning rate (invscaling; every
+        stochastic solver but adam, which ignores it as in scikit-learn).
 
     max_iter : int, default=200
         Maximum number of iterations: epochs for stochastic solvers, L-BFGS
