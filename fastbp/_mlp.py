@@ -12,22 +12,27 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.callback import CallbackSupportMixin, with_callbacks
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_array, check_random_state, column_or_1d, shuffle
 from sklearn.utils.metaestimators import available_if
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fastbp import _epoch, _reference
+from fastbp._callbacks import FitTasks
 from fastbp._network import glorot_init, make_plan, pack, unpack
 from fastbp._optimizers import SOLVERS, STATE_ARRAYS
 from fastbp._schedules import SCHEDULES, epoch_learning_rate
 from fastbp._version import __version__
 
 _STOCHASTIC_SOLVERS = tuple(SOLVERS)
+# Attributes sklearn.callback keeps on the estimator for the length of a fit.
+_CALLBACK_STATE = ("_callback_fit_ctx", "_skl_callbacks_to_teardown")
 _BACKENDS = {"cython": _epoch, "numpy": _reference}
 # Rows per forward pass at predict time: bounds the workspace, keeps BLAS busy.
 _PREDICT_ROWS = 1024
@@ -71,8 +76,8 @@ def _any_of(*rules):
 _INF = float("inf")
 _PARAMETER_RULES = {
     "hidden_layer_sizes": (
-        lambda v: isinstance(v, Integral) and not isinstance(v, bool) or
-        hasattr(v, "__iter__") and not isinstance(v, str),
+        lambda v: isinstance(v, Integral) and not isinstance(v, bool) and v >= 1
+        or hasattr(v, "__iter__") and not isinstance(v, str),
         "an array-like or an int in the range [1, inf)",
     ),
     "activation": _options("identity", "logistic", "tanh", "relu"),
@@ -87,14 +92,17 @@ _PARAMETER_RULES = {
     "max_iter": _interval(1, _INF, "left", True),
     "shuffle": _boolean(),
     "random_state": (
-        lambda v: v is None or isinstance(v, (Integral, np.random.RandomState))
-        and not isinstance(v, bool),
-        "an int, a numpy.random.RandomState instance or None",
+        lambda v: v is None or isinstance(v, np.random.RandomState)
+        or isinstance(v, Integral) and not isinstance(v, bool)
+        and 0 <= v <= 2**32 - 1,
+        "an int in the range [0, 4294967295], a numpy.random.RandomState "
+        "instance or None",
     ),
     "tol": _interval(0.0, _INF, "left"),
     "verbose": (
-        lambda v: isinstance(v, (Integral, np.bool_)),
-        "an int or an instance of 'bool'",
+        lambda v: isinstance(v, (bool, np.bool_))
+        or isinstance(v, Integral) and v >= 0,
+        "an int in the range [0, inf) or an instance of 'bool'",
     ),
     "warm_start": _boolean(),
     "momentum": _interval(0.0, 1.0, "both"),
@@ -130,7 +138,7 @@ class FastbpVersionWarning(UserWarning):
     """A model file written by another fastbp version was loaded."""
 
 
-class _BaseMLP(BaseEstimator):
+class _BaseMLP(CallbackSupportMixin, BaseEstimator):
     """Shared machinery of MLPClassifier and MLPRegressor.
 
     Subclasses define ``_validate_input``, ``_output_activation``,
@@ -141,12 +149,12 @@ class _BaseMLP(BaseEstimator):
     # parameters
 
     def _check_params(self):
-        """Raise a ValueError (TypeError for a wrong type) naming a bad parameter."""
+        """Raise InvalidParameterError (a ValueError and a TypeError, as in
+        scikit-learn) naming a bad parameter."""
         for name, value in self.get_params(deep=False).items():
             check, allowed = _PARAMETER_RULES[name]
             if not check(value):
-                error = TypeError if name == "hidden_layer_sizes" else ValueError
-                raise error(
+                raise InvalidParameterError(
                     f"The {name!r} parameter of {type(self).__name__} must be "
                     f"{allowed}. Got {value!r} instead."
                 )
@@ -239,6 +247,7 @@ class _BaseMLP(BaseEstimator):
         """
         return self._fit(X, y, sample_weight, incremental=False)
 
+    @with_callbacks
     def _fit(self, X, y, sample_weight, incremental, classes=None):
         self._check_params()
         # Train on copies and commit at the end: a failed fit leaves the
@@ -249,8 +258,12 @@ class _BaseMLP(BaseEstimator):
                 self._start_partial_fit(y, classes)
             self._fit_committed(X, y, sample_weight, incremental)
         except BaseException:
+            # The callback context stays until with_callbacks tears it down.
+            running = {
+                k: v for k, v in self.__dict__.items() if k in _CALLBACK_STATE
+            }
             self.__dict__.clear()
-            self.__dict__.update(before)
+            self.__dict__.update(before, **running)
             raise
         return self
 
@@ -298,12 +311,18 @@ class _BaseMLP(BaseEstimator):
 
         Y = np.ascontiguousarray(Y, dtype=dtype)
         if self.solver in _STOCHASTIC_SOLVERS:
+            tasks = FitTasks(self, X, y, sample_weight,
+                             1 if incremental else self.max_iter, "epoch")
             self._fit_stochastic(
-                X, Y, sample_weight, units, flat, random_state, incremental
+                X, Y, sample_weight, units, flat, random_state, incremental, tasks
             )
         else:
-            self._fit_lbfgs(X, Y, sample_weight, units, flat)
+            # One extra, empty subtask: scipy reports an iteration after it ran.
+            tasks = FitTasks(self, X, y, sample_weight, self.max_iter + 1,
+                             "iteration")
+            self._fit_lbfgs(X, Y, sample_weight, units, flat, tasks)
         self._set_params_flat(flat, units)
+        tasks.finish()
 
     def _start_bookkeeping(self, incremental):
         """Continue or restart the history a warm or incremental fit builds on."""
@@ -370,7 +389,7 @@ class _BaseMLP(BaseEstimator):
         }
 
     def _fit_stochastic(
-        self, X, Y, sample_weight, units, flat, random_state, incremental
+        self, X, Y, sample_weight, units, flat, random_state, incremental, tasks
     ):
         optimizer = getattr(self, "_optimizer", None)
         # Same widths and dtype as before are checked in _fit_committed, so a
@@ -401,6 +420,7 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_ = 0
         try:
             for _ in range(self.max_iter):
+                tasks.begin(flat, units)
                 if self.shuffle:
                     order = shuffle(order, random_state=random_state)
                 optimizer["learning_rate"] = epoch_learning_rate(
@@ -430,6 +450,8 @@ class _BaseMLP(BaseEstimator):
 
                 if self._update_no_improvement_count(val, flat, units):
                     best[:] = flat
+                if tasks.end(flat, units):
+                    break
                 if self._no_improvement_count > self.n_iter_no_change:
                     if self._stop_or_slow_down(optimizer):
                         break
@@ -544,7 +566,7 @@ class _BaseMLP(BaseEstimator):
             return True
         return False
 
-    def _fit_lbfgs(self, X, Y, sample_weight, units, flat):
+    def _fit_lbfgs(self, X, Y, sample_weight, units, flat, tasks):
         X_dense, csr = self._as_kernel_input(X, flat.dtype)
         plan = self._plan(units, X.shape[0], gather=False)
         work = np.empty(plan.work_size, dtype=flat.dtype)
@@ -558,7 +580,7 @@ class _BaseMLP(BaseEstimator):
             )
             return loss, grad.astype(np.float64)
 
-        last = {"x": flat.copy(), "nit": 0, "fun": np.nan}
+        last = {"x": flat.copy(), "nit": 0, "fun": np.nan, "stop": False}
 
         def callback(intermediate_result):
             last["x"] = intermediate_result.x.copy()
@@ -566,6 +588,13 @@ class _BaseMLP(BaseEstimator):
             last["fun"] = intermediate_result.fun
             if self.verbose:
                 print("Iteration %d, loss = %.8f" % (last["nit"], last["fun"]))
+            x = last["x"].astype(flat.dtype)
+            last["stop"] = tasks.end(x, units)
+            tasks.begin(x, units)
+            if last["stop"]:
+                raise StopIteration
+
+        tasks.begin(flat, units)
 
         try:
             result = scipy.optimize.minimize(
@@ -584,7 +613,7 @@ class _BaseMLP(BaseEstimator):
             self.loss_ = last["fun"]
         else:
             self.n_iter_ = min(result.nit, self.max_iter)
-            if result.status != 0:
+            if result.status != 0 and not last["stop"]:
                 msg = (
                     f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
                     f"(status={result.status}):\n{result.message}\n"
@@ -601,6 +630,7 @@ class _BaseMLP(BaseEstimator):
                 warnings.warn(msg, ConvergenceWarning, stacklevel=3)
             self.loss_ = float(result.fun)
             flat[:] = result.x
+        tasks.close_empty()
         if not (np.isfinite(self.loss_) and backend.all_finite(flat)):
             self._diverged(None)
 
@@ -658,12 +688,39 @@ class _BaseMLP(BaseEstimator):
             self._set_params_flat(self._flat_params(), self._fitted_units())
 
     def _validated_output(self, X):
-        check_is_fitted(self)
-        X = validate_data(
-            self, X, accept_sparse=["csr", "csc"], reset=False,
-            dtype=(np.float64, np.float32),
+        if not self._is_plain_input(X):
+            check_is_fitted(self)
+            X = validate_data(
+                self, X, accept_sparse=["csr", "csc"], reset=False,
+                dtype=(np.float64, np.float32),
+            )
+        out = self._forward_output(X)
+        if not self._backend().all_finite(out.reshape(-1)):
+            raise ValueError(
+                "The network's output is not finite for some rows of X: their "
+                f"values overflow the fitted {out.dtype} network. Scale X as "
+                "the training data was scaled (for example with StandardScaler)."
+            )
+        return out
+
+    def _is_plain_input(self, X):
+        """True for X that validate_data would pass through unchanged.
+
+        That is a finite float ndarray of the fitted width for a model fitted
+        without feature names. Checking it directly costs a few microseconds;
+        validate_data dominates single-row predict otherwise. Anything else
+        (and a sum that overflows) takes the full validation.
+        """
+        return (
+            type(X) is np.ndarray
+            and X.ndim == 2
+            and X.dtype in (np.float64, np.float32)
+            and X.shape[0] > 0
+            and "coefs_" in self.__dict__
+            and "feature_names_in_" not in self.__dict__
+            and X.shape[1] == self.n_features_in_
+            and np.isfinite(X.sum())
         )
-        return self._forward_output(X)
 
     def _check_solver(self):
         if self.solver not in _STOCHASTIC_SOLVERS:
@@ -1071,12 +1128,21 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return
         self.classes_ = unique_labels(classes)
         self._label_binarizer = LabelBinarizer()
-        if type_of_target(y).startswith("multilabel"):
+        if y is not None and type_of_target(y, input_name="y").startswith(
+            "multilabel"
+        ):
             self._label_binarizer.fit(y)
         else:
             self._label_binarizer.fit(classes)
 
     def _decode(self, output):
+        # LabelBinarizer.inverse_transform's rules for the common cases,
+        # without its validation overhead (a fifth of single-row predict).
+        y_type = self._label_binarizer.y_type_
+        if y_type == "multiclass":
+            return self.classes_.take(output.argmax(axis=1), mode="clip")
+        if y_type == "binary" and len(self.classes_) == 2:
+            return self.classes_[(output.ravel() > 0.5).astype(int)]
         if self.n_outputs_ == 1:
             output = output.ravel()
         return self._label_binarizer.inverse_transform(output)
