@@ -275,9 +275,9 @@ cdef inline bint _counts_steps(int solver) noexcept nogil:
         or solver == NADAM
 
 
-cdef void _update(int solver, floating* params, const floating* grad,
-                  floating* state, Py_ssize_t P, Py_ssize_t t,
-                  const Hyper* h) noexcept nogil:
+cdef inline void _update(int solver, floating* params, const floating* grad,
+                         floating* state, Py_ssize_t P, Py_ssize_t t,
+                         const Hyper* h) noexcept nogil:
     """Step t (1-based; counted by the Adam family only) of the solver."""
     cdef double c_m, c_g, bc2
     if solver == SGD:
