@@ -16,7 +16,7 @@ from fastbp._network import unpack
 # Codes, as in _kernels.pxd and _optimizers.pxd.
 IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP = range(6)
 SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON = range(4)
-SGD, ADAM = range(2)
+SGD, ADAM, ADAGRAD, RMSPROP, ADADELTA, ADAMW, ADAMAX, NADAM = range(8)
 
 
 def gemm(trans_a, trans_b, alpha, A, B, beta, out):
@@ -123,6 +123,85 @@ def adam_step(params, grad, m, v, t, lr, beta1, beta2, eps):
     params += -step_size * m / (np.sqrt(v) + eps)
 
 
+def adagrad_step(params, grad, G, lr, eps):
+    G += grad**2
+    params -= lr * grad / (np.sqrt(G) + eps)
+
+
+def rmsprop_step(params, grad, v, lr, rho, eps):
+    v[...] = rho * v + (1 - rho) * grad**2
+    params -= lr * grad / (np.sqrt(v) + eps)
+
+
+def adadelta_step(params, grad, Eg2, Edx2, lr, rho, eps):
+    Eg2[...] = rho * Eg2 + (1 - rho) * grad**2
+    dx = np.sqrt(Edx2 + eps) / np.sqrt(Eg2 + eps) * grad
+    Edx2[...] = rho * Edx2 + (1 - rho) * dx**2
+    params -= lr * dx
+
+
+def adamw_step(params, grad, m, v, t, lr, beta1, beta2, eps, weight_decay):
+    if t < 1:
+        raise ValueError("AdamW steps count from t=1")
+    params *= 1 - lr * weight_decay
+    adam_step(params, grad, m, v, t, lr, beta1, beta2, eps)
+
+
+def adamax_step(params, grad, m, u, t, lr, beta1, beta2, eps):
+    if t < 1:
+        raise ValueError("Adamax steps count from t=1")
+    m[...] = beta1 * m + (1 - beta1) * grad
+    u[...] = np.maximum(beta2 * u, np.abs(grad))
+    params -= lr / (1 - beta1**t) * m / (u + eps)
+
+
+def nadam_step(params, grad, m, v, t, lr, beta1, beta2, eps):
+    if t < 1:
+        raise ValueError("Nadam steps count from t=1")
+    m[...] = beta1 * m + (1 - beta1) * grad
+    v[...] = beta2 * v + (1 - beta2) * grad**2
+    m_hat = beta1 * m / (1 - beta1 ** (t + 1)) + (1 - beta1) * grad / (1 - beta1**t)
+    v_hat = v / (1 - beta2**t)
+    params -= lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+def clip_gradient(grad, clip_norm, clip_value):
+    if clip_value > 0:
+        np.clip(grad, -clip_value, clip_value, out=grad)
+    if clip_norm > 0:
+        norm = np.linalg.norm(grad.astype(np.float64))
+        if norm > clip_norm:
+            grad *= grad.dtype.type(clip_norm / norm)
+
+
+# Flat state arrays per solver code, and the rules that count steps.
+_STATE_ARRAYS = {SGD: 1, ADAM: 2, ADAGRAD: 1, RMSPROP: 1, ADADELTA: 2, ADAMW: 2,
+                 ADAMAX: 2, NADAM: 2}
+_COUNTS_STEPS = {ADAM, ADAMW, ADAMAX, NADAM}
+
+
+def _update(solver, params, grad, state, step, lr, momentum, nesterov, beta_1,
+            beta_2, epsilon, rho, weight_decay):
+    """The solver's step over the flat buffer; state split into its arrays."""
+    dtype = params.dtype.type
+    arrays = np.split(state, _STATE_ARRAYS[solver])
+    if solver == SGD:
+        sgd_step(params, grad, *arrays, dtype(lr), dtype(momentum), nesterov)
+    elif solver == ADAGRAD:
+        adagrad_step(params, grad, *arrays, dtype(lr), dtype(epsilon))
+    elif solver == RMSPROP:
+        rmsprop_step(params, grad, *arrays, dtype(lr), dtype(rho), dtype(epsilon))
+    elif solver == ADADELTA:
+        adadelta_step(params, grad, *arrays, dtype(lr), dtype(rho), dtype(epsilon))
+    elif solver == ADAMW:
+        adamw_step(params, grad, *arrays, step, lr, dtype(beta_1), dtype(beta_2),
+                   dtype(epsilon), weight_decay)
+    else:
+        rule = {ADAM: adam_step, ADAMAX: adamax_step, NADAM: nadam_step}[solver]
+        rule(params, grad, *arrays, step, lr, dtype(beta_1), dtype(beta_2),
+             dtype(epsilon))
+
+
 def _layers(plan, params):
     coefs, intercepts = unpack(params, [int(u) for u in plan.units])
     return coefs, intercepts
@@ -168,15 +247,14 @@ def _flat(grad_W, grad_b):
 
 def run_epoch(plan, X, csr, Y, sample_weight, order, batch_size, params, grad,
               work, state, solver, lr, momentum, nesterov, beta_1, beta_2,
-              epsilon, alpha, step):
+              epsilon, alpha, step, rho=0.9, weight_decay=0.0, clip_norm=0.0,
+              clip_value=0.0):
     """One epoch of minibatch training, as _epoch.run_epoch."""
     coefs, intercepts = _layers(plan, params)
     X = _input(X, csr, int(plan.units[0]))
     n_samples = X.shape[0]
     order = np.arange(n_samples) if order is None else order
-    n_params = params.size
     loss_sum = 0.0
-    dtype = params.dtype.type
     for start in range(0, n_samples, batch_size):
         rows = order[start : start + batch_size]
         sw = None if sample_weight is None else sample_weight[rows]
@@ -185,12 +263,10 @@ def run_epoch(plan, X, csr, Y, sample_weight, order, batch_size, params, grad,
         )
         loss_sum += len(rows) * loss
         grad[...] = _flat(grad_W, grad_b)
-        if solver == SGD:
-            sgd_step(params, grad, state, dtype(lr), dtype(momentum), nesterov)
-        else:
-            step += 1
-            adam_step(params, grad, state[:n_params], state[n_params:], step,
-                      lr, dtype(beta_1), dtype(beta_2), dtype(epsilon))
+        clip_gradient(grad, clip_norm, clip_value)
+        step += solver in _COUNTS_STEPS
+        _update(solver, params, grad, state, step, lr, momentum, nesterov,
+                beta_1, beta_2, epsilon, rho, weight_decay)
     return loss_sum, step
 
 
