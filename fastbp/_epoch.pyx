@@ -13,7 +13,7 @@ from libc.string cimport memcpy
 from fastbp._blas cimport _gemm as gemm
 from fastbp._kernels cimport (
     SOFTMAX, _act_grad, _bias_act, _bias_grad, _csr_forward, _csr_grad,
-    _gather_rows, _l2_grad, _loss_delta, _sq_norm,
+    _gather_rows, _l2_grad, _loss_delta, _needs_preactivation, _sq_norm,
 )
 from fastbp._optimizers cimport (
     ADAM, SGD, _adam_step, _sgd_step, adam_step_size,
@@ -38,9 +38,10 @@ cdef struct Net:
     const Py_ssize_t* bias_off
     const Py_ssize_t* act_off
     const Py_ssize_t* delta_off
+    const Py_ssize_t* pre_off   # pre-activations (GELU, SiLU) or -1
+    const Py_ssize_t* acts      # activation code of each layer, output last
     Py_ssize_t gather_off
     Py_ssize_t max_rows
-    int hidden_act
     int out_act
     int loss
 
@@ -61,6 +62,7 @@ cdef struct Data:
 cdef class _Arrays:
     """Keeps the plan's index arrays alive while a Net points into them."""
     cdef const Py_ssize_t[::1] units, coef_off, bias_off, act_off, delta_off
+    cdef const Py_ssize_t[::1] pre_off, acts
 
 
 cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
@@ -73,6 +75,8 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
     a.bias_off = plan.bias_off
     a.act_off = plan.act_off
     a.delta_off = plan.delta_off
+    a.pre_off = plan.pre_off
+    a.acts = plan.acts
     L = a.units.shape[0] - 1
     if L < 1:
         raise ValueError("plan needs at least one layer")
@@ -80,7 +84,8 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
         if a.units[l] < 1:
             raise ValueError("plan layer widths must be positive")
     if not (a.coef_off.shape[0] == a.bias_off.shape[0] == a.act_off.shape[0]
-            == a.delta_off.shape[0] == L):
+            == a.delta_off.shape[0] == a.pre_off.shape[0] == a.acts.shape[0]
+            == L):
         raise ValueError("plan offsets must have one entry per layer")
     if n_params != plan.n_params:
         raise ValueError(f"parameter buffer has length {n_params}, the plan "
@@ -100,6 +105,11 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
                       "activations", "workspace")
         _check_region(a.delta_off[l], a.units[l + 1] * plan.max_rows,
                       work_size, "deltas", "workspace")
+        if _needs_preactivation(a.acts[l]) or a.pre_off[l] >= 0:
+            _check_region(a.pre_off[l], a.units[l + 1] * plan.max_rows,
+                          work_size, "pre-activations", "workspace")
+    if a.acts[L - 1] != plan.out_act:
+        raise ValueError("plan.acts must end with the output activation")
     if plan.gather_off >= 0:
         _check_region(plan.gather_off, a.units[0] * plan.max_rows, work_size,
                       "gather buffer", "workspace")
@@ -111,9 +121,10 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
     net.bias_off = &a.bias_off[0]
     net.act_off = &a.act_off[0]
     net.delta_off = &a.delta_off[0]
+    net.pre_off = &a.pre_off[0]
+    net.acts = &a.acts[0]
     net.gather_off = plan.gather_off
     net.max_rows = plan.max_rows
-    net.hidden_act = plan.hidden_act
     net.out_act = plan.out_act
     net.loss = plan.loss
     return a
@@ -201,8 +212,8 @@ cdef const floating* _forward(Net* net, Data* d, const floating* params,
         else:
             gemm(False, False, nb, fan_out, fan_in, 1, A, fan_in,
                  params + net.coef_off[l], fan_out, 0, Z, fan_out)
-        _bias_act(Z, params + net.bias_off[l], nb, fan_out,
-                  net.hidden_act if l < net.n_layers - 1 else net.out_act)
+        _bias_act(Z, params + net.bias_off[l], nb, fan_out, net.acts[l],
+                  work + net.pre_off[l] if net.pre_off[l] >= 0 else NULL)
         A = Z
     return A0
 
@@ -245,8 +256,10 @@ cdef double _backward(Net* net, Data* d, const floating* params,
             # No delta for the input layer: nothing would use it.
             gemm(False, True, nb, fan_in, fan_out, 1, delta, fan_out, W,
                  fan_out, 0, work + net.delta_off[l - 1], fan_in)
-            _act_grad(work + net.act_off[l - 1], work + net.delta_off[l - 1],
-                      nb, fan_in, net.hidden_act)
+            _act_grad(work + net.act_off[l - 1],
+                      work + net.pre_off[l - 1] if net.pre_off[l - 1] >= 0
+                      else NULL,
+                      work + net.delta_off[l - 1], nb, fan_in, net.acts[l - 1])
     return loss
 
 

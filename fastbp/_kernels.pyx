@@ -8,19 +8,51 @@ from cython cimport floating
 from libc.string cimport memset
 
 ACTIVATIONS = {"identity": IDENTITY, "logistic": LOGISTIC, "tanh": TANH,
-               "relu": RELU, "softmax": SOFTMAX, "exp": EXP}
+               "relu": RELU, "softmax": SOFTMAX, "exp": EXP,
+               "leaky_relu": LEAKY_RELU, "elu": ELU, "gelu": GELU,
+               "softplus": SOFTPLUS, "silu": SILU, "softsign": SOFTSIGN}
+# Codes whose derivative needs the pre-activation Z, not only act(Z).
+NEEDS_PREACTIVATION = frozenset([GELU, SILU])
+
+# 1 / sqrt(2) and 1 / sqrt(2 pi), for the exact GELU.
+cdef double _SQRT1_2 = 0.70710678118654752440
+cdef double _INV_SQRT_2PI = 0.39894228040143267794
 LOSSES = {"squared_error": SQUARED_ERROR, "log_loss": LOG_LOSS,
           "binary_log_loss": BINARY_LOG_LOSS, "poisson": POISSON}
 
 
+cdef inline floating _act_value(floating v, int act) noexcept nogil:
+    """act(v) for the element-wise activations added beyond scikit-learn's."""
+    if act == LEAKY_RELU:
+        return v if v > 0 else <floating> 0.01 * v
+    if act == ELU:
+        return v if v > 0 else _expm1(v)
+    if act == GELU:
+        return <floating> 0.5 * v * (1 + _erf(v * <floating> _SQRT1_2))
+    if act == SOFTPLUS:
+        # max(v, 0) + log1p(exp(-|v|)): no overflow, accurate for v << 0.
+        return (v if v > 0 else 0) + _log1p(_exp(-fabs(v)))
+    if act == SILU:
+        return v * _logistic(v)
+    if act == SOFTSIGN:
+        return v / (1 + fabs(v))
+    return v
+
+
 cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,
-                    Py_ssize_t m, int act) noexcept nogil:
-    """Z[i, :] = act(Z[i, :] + b) in place; softmax is row-wise."""
+                    Py_ssize_t m, int act, floating* pre) noexcept nogil:
+    """Z[i, :] = act(Z[i, :] + b) in place; softmax is row-wise.
+
+    When pre is not NULL, the pre-activation Z + b is also written there.
+    """
     cdef Py_ssize_t i, j
     cdef floating* z
     cdef floating v, mx
     for i in range(n):
         z = Z + i * m
+        if pre != NULL:
+            for j in range(m):
+                pre[i * m + j] = z[j] + b[j]
         if act == RELU:
             for j in range(m):
                 v = z[j] + b[j]
@@ -48,15 +80,22 @@ cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,
                 v = v + z[j]
             for j in range(m):
                 z[j] = z[j] / v
+        elif act >= LEAKY_RELU:
+            for j in range(m):
+                z[j] = _act_value(z[j] + b[j], act)
         else:
             for j in range(m):
                 z[j] = z[j] + b[j]
 
 
-cdef void _act_grad(const floating* A, floating* delta, Py_ssize_t n,
-                    Py_ssize_t m, int act) noexcept nogil:
-    """delta *= act'(Z), written through the activation A = act(Z)."""
+cdef void _act_grad(const floating* A, const floating* Z, floating* delta,
+                    Py_ssize_t n, Py_ssize_t m, int act) noexcept nogil:
+    """delta *= act'(Z), written through the activation A = act(Z).
+
+    Only GELU and SiLU read the pre-activation Z (NULL for the others).
+    """
     cdef Py_ssize_t i, size = n * m
+    cdef floating s, a
     if act == RELU:
         for i in range(size):
             if A[i] == 0:
@@ -67,6 +106,36 @@ cdef void _act_grad(const floating* A, floating* delta, Py_ssize_t n,
     elif act == LOGISTIC:
         for i in range(size):
             delta[i] = delta[i] * A[i] * (1 - A[i])
+    elif act == LEAKY_RELU:
+        for i in range(size):
+            if not A[i] > 0:
+                delta[i] = delta[i] * <floating> 0.01
+    elif act == ELU:
+        # For z <= 0: d/dz (exp(z) - 1) = exp(z) = A + 1.
+        for i in range(size):
+            if not A[i] > 0:
+                delta[i] = delta[i] * (A[i] + 1)
+    elif act == SOFTPLUS:
+        # logistic(z) = 1 - exp(-A), through expm1 for small A.
+        for i in range(size):
+            delta[i] = delta[i] * -_expm1(-A[i])
+    elif act == SOFTSIGN:
+        # 1 / (1 + |z|)^2 = (1 - |A|)^2.
+        for i in range(size):
+            a = 1 - fabs(A[i])
+            delta[i] = delta[i] * a * a
+    elif act == GELU:
+        # Phi(z) + z phi(z).
+        for i in range(size):
+            delta[i] = delta[i] * (
+                <floating> 0.5 * (1 + _erf(Z[i] * <floating> _SQRT1_2))
+                + Z[i] * <floating> _INV_SQRT_2PI
+                * _exp(<floating> -0.5 * Z[i] * Z[i]))
+    elif act == SILU:
+        # s + z s (1 - s), s = logistic(z).
+        for i in range(size):
+            s = _logistic(Z[i])
+            delta[i] = delta[i] * s * (1 + Z[i] * (1 - s))
 
 
 cdef double _loss_delta(const floating* P, const floating* Y,
@@ -224,21 +293,41 @@ cdef const Py_ssize_t* _rows_ptr(const Py_ssize_t[::1] rows, Py_ssize_t n_rows):
     return &rows[0] if rows.shape[0] else NULL
 
 
-def bias_act(floating[:, ::1] Z, const floating[::1] b, int act):
-    """Z = act(Z + b) in place. Twin: _reference.bias_act."""
+def bias_act(floating[:, ::1] Z, const floating[::1] b, int act,
+             floating[:, ::1] pre=None):
+    """Z = act(Z + b) in place; pre = Z + b when given. Twin: _reference.bias_act."""
+    cdef floating* pre_p = NULL
     _same(Z.shape[1], b.shape[0], "Z columns vs b")
+    if pre is not None:
+        _same(pre.shape[0], Z.shape[0], "pre rows vs Z rows")
+        _same(pre.shape[1], Z.shape[1], "pre columns vs Z columns")
     if Z.shape[0] and Z.shape[1]:
+        if pre is not None:
+            pre_p = &pre[0, 0]
         with nogil:
-            _bias_act(&Z[0, 0], &b[0], Z.shape[0], Z.shape[1], act)
+            _bias_act(&Z[0, 0], &b[0], Z.shape[0], Z.shape[1], act, pre_p)
 
 
-def act_grad(const floating[:, ::1] A, floating[:, ::1] delta, int act):
-    """delta *= act'(Z) from A = act(Z), in place. Twin: _reference.act_grad."""
+def act_grad(const floating[:, ::1] A, floating[:, ::1] delta, int act,
+             const floating[:, ::1] Z=None):
+    """delta *= act'(Z) from A = act(Z), in place. Twin: _reference.act_grad.
+
+    Z, the pre-activation, is required by the activations in
+    NEEDS_PREACTIVATION and ignored by the others.
+    """
+    cdef const floating* Z_p = NULL
     _same(A.shape[0], delta.shape[0], "A rows vs delta rows")
     _same(A.shape[1], delta.shape[1], "A columns vs delta columns")
+    if act in NEEDS_PREACTIVATION:
+        if Z is None:
+            raise ValueError("this activation's derivative needs Z")
+        _same(Z.shape[0], A.shape[0], "Z rows vs A rows")
+        _same(Z.shape[1], A.shape[1], "Z columns vs A columns")
     if A.shape[0] and A.shape[1]:
+        if act in NEEDS_PREACTIVATION:
+            Z_p = &Z[0, 0]
         with nogil:
-            _act_grad(&A[0, 0], &delta[0, 0], A.shape[0], A.shape[1], act)
+            _act_grad(&A[0, 0], Z_p, &delta[0, 0], A.shape[0], A.shape[1], act)
 
 
 def loss_delta(const floating[:, ::1] P, const floating[:, ::1] Y,

@@ -22,7 +22,13 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fastbp import _epoch, _reference
-from fastbp._network import glorot_init, make_plan, pack, unpack
+from fastbp._network import (
+    glorot_init,
+    hidden_activations,
+    make_plan,
+    pack,
+    unpack,
+)
 from fastbp._optimizers import SOLVERS
 from fastbp._version import __version__
 
@@ -67,6 +73,22 @@ def _any_of(*rules):
     return check, " or ".join(text for _, text in rules)
 
 
+def _one_or_per_layer(rule):
+    """The rule, or a list or tuple of values each following it."""
+    check, text = rule
+
+    def check_all(v):
+        if isinstance(v, (list, tuple)):
+            return all(check(x) for x in v)
+        return check(v)
+
+    return check_all, f"{text}, or a list or tuple of them (one per hidden layer)"
+
+
+_HIDDEN_ACTIVATIONS = (
+    "identity", "logistic", "tanh", "relu",
+    "leaky_relu", "elu", "gelu", "softplus", "silu", "softsign",
+)
 _INF = float("inf")
 _PARAMETER_RULES = {
     "hidden_layer_sizes": (
@@ -74,7 +96,7 @@ _PARAMETER_RULES = {
         hasattr(v, "__iter__") and not isinstance(v, str),
         "an array-like or an int in the range [1, inf)",
     ),
-    "activation": _options("identity", "logistic", "tanh", "relu"),
+    "activation": _one_or_per_layer(_options(*_HIDDEN_ACTIVATIONS)),
     "solver": _options("lbfgs", "sgd", "adam"),
     "alpha": _interval(0.0, _INF, "left"),
     "batch_size": _any_of(_options("auto"), _interval(1, _INF, "left", True)),
@@ -248,6 +270,7 @@ class _BaseMLP(BaseEstimator):
         n_samples, n_features = X.shape
         sample_weight = self._check_sample_weight(sample_weight, n_samples, dtype)
         units = [n_features] + hidden + [Y.shape[1]]
+        hidden_activations(self.activation, len(hidden))  # checks the length
         random_state = check_random_state(self.random_state)
 
         if first_pass:
@@ -662,10 +685,19 @@ _PARAMETERS_DOC = """
         The ith element represents the number of neurons in the ith
         hidden layer.
 
-    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
-        Activation function for the hidden layer: 'identity' f(x) = x,
+    activation : str or list of str, default='relu'
+        Activation function for the hidden layers: 'identity' f(x) = x,
         'logistic' f(x) = 1 / (1 + exp(-x)), 'tanh' f(x) = tanh(x),
-        'relu' f(x) = max(0, x).
+        'relu' f(x) = max(0, x) (scikit-learn's four), and beyond
+        scikit-learn: 'leaky_relu' f(x) = max(x, 0.01 x) (PyTorch's default
+        slope), 'elu' f(x) = x if x > 0 else exp(x) - 1 (alpha = 1), 'gelu'
+        f(x) = x Phi(x) with Phi the standard normal CDF (the exact erf form,
+        PyTorch's default, not the tanh approximation), 'softplus'
+        f(x) = log(1 + exp(x)), 'silu' (swish) f(x) = x / (1 + exp(-x)),
+        'softsign' f(x) = x / (1 + |x|). A list or tuple gives one name per
+        hidden layer (its length must be len(hidden_layer_sizes)); Glorot
+        initialisation then uses each layer's own activation, and the
+        output layer the last hidden layer's.
 
     solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
         The solver for weight optimization: 'lbfgs' (scipy's L-BFGS-B on the

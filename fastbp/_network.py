@@ -11,7 +11,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from fastbp._kernels import ACTIVATIONS, LOSSES
+from fastbp._kernels import ACTIVATIONS, LOSSES, NEEDS_PREACTIVATION
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,9 @@ class Plan:
     act_off, delta_off : ndarray of shape (n_layers,), intp
         Offsets in the workspace of each layer's activations and deltas,
         (max_rows, units[l + 1]) row-major.
+    pre_off : ndarray of shape (n_layers,), intp
+        Offsets of each layer's pre-activations, kept for the activations
+        whose derivative needs them (GELU, SiLU); -1 for the other layers.
     gather_off : int
         Offset of the (max_rows, units[0]) buffer that shuffled dense batches
         are gathered into; -1 when there is none.
@@ -37,8 +40,10 @@ class Plan:
         Most rows one pass handles (the batch size).
     work_size : int
         Length of the workspace.
-    hidden_act, out_act, loss : int
-        Codes of the hidden activation, output activation and loss.
+    acts : ndarray of shape (n_layers,), intp
+        Activation code of every layer, the output layer's last.
+    out_act, loss : int
+        Codes of the output activation and the loss.
     """
 
     units: np.ndarray
@@ -47,10 +52,11 @@ class Plan:
     n_params: int
     act_off: np.ndarray
     delta_off: np.ndarray
+    pre_off: np.ndarray
     gather_off: int
     max_rows: int
     work_size: int
-    hidden_act: int
+    acts: np.ndarray
     out_act: int
     loss: int
 
@@ -66,9 +72,28 @@ def param_offsets(units):
     return coef_off, bias_off, int(ends[-1])
 
 
+def hidden_activations(activation, n_hidden):
+    """The activation name of each hidden layer: one name, or one per layer."""
+    if isinstance(activation, str):
+        return [activation] * n_hidden
+    activation = list(activation)
+    if len(activation) != n_hidden:
+        raise ValueError(
+            f"The 'activation' parameter must be one name or one name per hidden "
+            f"layer; got {len(activation)} names for {n_hidden} hidden layers."
+        )
+    return activation
+
+
 def make_plan(units, hidden_activation, out_activation, loss, max_rows, gather):
-    """Lay out a network of the given widths for passes of up to max_rows rows."""
+    """Lay out a network of the given widths for passes of up to max_rows rows.
+
+    hidden_activation is one name for every hidden layer or a list of names,
+    one per hidden layer.
+    """
     units = np.asarray(units, dtype=np.intp)
+    names = hidden_activations(hidden_activation, len(units) - 2)
+    acts = np.array([ACTIVATIONS[a] for a in names + [out_activation]], np.intp)
     coef_off, bias_off, n_params = param_offsets(units)
     widths = units[1:] * max_rows
     starts = np.cumsum(np.concatenate([[0], widths, widths]))
@@ -80,6 +105,11 @@ def make_plan(units, hidden_activation, out_activation, loss, max_rows, gather):
     if gather:
         gather_off = work_size
         work_size += int(units[0]) * max_rows
+    pre_off = np.full(n_layers, -1, dtype=np.intp)
+    for i, code in enumerate(acts):
+        if code in NEEDS_PREACTIVATION:
+            pre_off[i] = work_size
+            work_size += int(units[i + 1]) * max_rows
     return Plan(
         units=units,
         coef_off=coef_off,
@@ -87,10 +117,11 @@ def make_plan(units, hidden_activation, out_activation, loss, max_rows, gather):
         n_params=n_params,
         act_off=act_off,
         delta_off=delta_off,
+        pre_off=pre_off,
         gather_off=gather_off,
         max_rows=int(max_rows),
         work_size=work_size,
-        hidden_act=ACTIVATIONS[hidden_activation],
+        acts=acts,
         out_act=ACTIVATIONS[out_activation],
         loss=LOSSES[loss],
     )
@@ -118,11 +149,15 @@ def glorot_init(units, activation, random_state, dtype):
 
     For each layer the coefficients are drawn, then the intercepts, from
     U(-b, b) with b = sqrt(factor / (fan_in + fan_out)); factor is 2 for the
-    logistic activation and 6 otherwise (Glorot & Bengio, 2010).
+    logistic activation and 6 otherwise (Glorot & Bengio, 2010). With one
+    activation per hidden layer, each layer uses its own activation's factor
+    and the output layer the last hidden layer's.
     """
-    factor = 2.0 if activation == "logistic" else 6.0
+    names = hidden_activations(activation, len(units) - 2)
+    names = names + names[-1:] if names else [activation] * (len(units) - 1)
     coefs, intercepts = [], []
-    for fan_in, fan_out in pairwise(units):
+    for (fan_in, fan_out), name in zip(pairwise(units), names, strict=True):
+        factor = 2.0 if name == "logistic" else 6.0
         bound = np.sqrt(factor / (fan_in + fan_out))
         coefs.append(random_state.uniform(-bound, bound, (fan_in, fan_out)))
         intercepts.append(random_state.uniform(-bound, bound, fan_out))

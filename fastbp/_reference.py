@@ -8,12 +8,13 @@ written as textbook NumPy. ``backend="numpy"`` trains with ``run_epoch``,
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.special import expit, xlogy
+from scipy.special import erf, expit, ndtr, xlogy
 
 from fastbp._network import unpack
 
 # Codes, as in _kernels.pxd and _optimizers.pxd.
 IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP = range(6)
+LEAKY_RELU, ELU, GELU, SOFTPLUS, SILU, SOFTSIGN = range(6, 12)
 SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON = range(4)
 SGD, ADAM = range(2)
 
@@ -24,8 +25,10 @@ def gemm(trans_a, trans_b, alpha, A, B, beta, out):
     out[...] = alpha * (A @ B) + beta * out
 
 
-def bias_act(Z, b, act):
+def bias_act(Z, b, act, pre=None):
     Z += b
+    if pre is not None:
+        pre[...] = Z
     if act == RELU:
         np.maximum(Z, 0, out=Z)
     elif act == TANH:
@@ -38,15 +41,46 @@ def bias_act(Z, b, act):
         Z -= Z.max(axis=1, keepdims=True)
         np.exp(Z, out=Z)
         Z /= Z.sum(axis=1, keepdims=True)
+    elif act == LEAKY_RELU:
+        Z[...] = np.where(Z > 0, Z, 0.01 * Z)
+    elif act == ELU:
+        Z[...] = np.where(Z > 0, Z, np.expm1(np.minimum(Z, 0)))
+    elif act == GELU:
+        Z[...] = 0.5 * Z * (1 + erf(Z / np.sqrt(2)))
+    elif act == SOFTPLUS:
+        np.logaddexp(0, Z, out=Z)
+    elif act == SILU:
+        Z *= expit(Z)
+    elif act == SOFTSIGN:
+        Z /= 1 + np.abs(Z)
 
 
-def act_grad(A, delta, act):
+def act_grad(A, delta, act, Z=None):
+    # The activations beyond scikit-learn's differentiate the pre-activation
+    # Z directly (the compiled kernel goes through A where it can).
     if act == RELU:
         delta[A == 0] = 0
     elif act == TANH:
         delta *= 1 - A**2
     elif act == LOGISTIC:
         delta *= A * (1 - A)
+    elif act >= LEAKY_RELU:
+        if Z is None:
+            raise ValueError("this activation's derivative needs Z")
+        Z = Z.astype(np.float64)
+        if act == LEAKY_RELU:
+            d = np.where(Z > 0, 1.0, 0.01)
+        elif act == ELU:
+            d = np.where(Z > 0, 1.0, np.exp(np.minimum(Z, 0)))
+        elif act == GELU:
+            d = ndtr(Z) + Z * np.exp(-0.5 * Z**2) / np.sqrt(2 * np.pi)
+        elif act == SOFTPLUS:
+            d = expit(Z)
+        elif act == SILU:
+            d = expit(Z) * (1 + Z * (1 - expit(Z)))
+        else:
+            d = 1 / (1 + np.abs(Z)) ** 2
+        delta *= d.astype(delta.dtype)
 
 
 def loss_delta(P, Y, sw, rows, loss, delta):
@@ -132,19 +166,19 @@ def _input(X, csr, n_features):
 
 
 def _forward_layers(plan, X, coefs, intercepts):
-    """Activations of every layer for the rows of X (dense or sparse)."""
-    activations = [X]
+    """Activations and pre-activations of every layer for the rows of X."""
+    activations, pre = [X], [None]
     for i, (W, b) in enumerate(zip(coefs, intercepts)):
         Z = np.asarray(X @ W if i == 0 else activations[-1] @ W)
-        last = i == len(coefs) - 1
-        bias_act(Z, b, plan.out_act if last else plan.hidden_act)
+        pre.append(np.empty_like(Z))
+        bias_act(Z, b, plan.acts[i], pre[-1])
         activations.append(Z)
-    return activations
+    return activations, pre
 
 
 def _backprop(plan, X, Y, sw, coefs, intercepts, alpha):
     """Loss of the batch (with the L2 term) and its gradient lists."""
-    activations = _forward_layers(plan, X, coefs, intercepts)
+    activations, pre = _forward_layers(plan, X, coefs, intercepts)
     delta = np.empty_like(activations[-1])
     loss, sw_sum = loss_delta(activations[-1], Y, sw, None, plan.loss, delta)
     loss += 0.5 * alpha * sum(sq_norm(W.ravel()) for W in coefs) / sw_sum
@@ -157,7 +191,7 @@ def _backprop(plan, X, Y, sw, coefs, intercepts, alpha):
         bias_grad(delta, sw_sum, grad_b[i])
         if i > 0:
             delta = delta @ coefs[i].T
-            act_grad(activations[i], delta, plan.hidden_act)
+            act_grad(activations[i], delta, plan.acts[i - 1], pre[i])
     return loss, grad_W, grad_b
 
 
@@ -208,7 +242,7 @@ def forward(plan, X, csr, params, work, out):
     """Network output for every row of X into out."""
     coefs, intercepts = _layers(plan, params)
     X = _input(X, csr, int(plan.units[0]))
-    out[...] = _forward_layers(plan, X, coefs, intercepts)[-1]
+    out[...] = _forward_layers(plan, X, coefs, intercepts)[0][-1]
 
 
 def all_finite(a):

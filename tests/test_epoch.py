@@ -15,6 +15,9 @@ from fastbp._network import glorot_init, make_plan, unpack
 SOLVERS = _optimizers.SOLVERS
 
 HIDDEN = ["identity", "logistic", "tanh", "relu"]
+# Beyond scikit-learn; gelu and silu keep pre-activations in the workspace.
+NEW_HIDDEN = ["leaky_relu", "elu", "gelu", "softplus", "silu", "softsign"]
+MIXED = ["gelu", "relu"]  # one activation per hidden layer
 # Output activation and loss of each estimator head.
 HEADS = {
     "softmax-log_loss": ("softmax", "log_loss"),
@@ -175,6 +178,17 @@ def test_run_epoch_networks(dtype, hidden, hidden_act, head, optimizer):
     assert not np.allclose(got["params"], problem.params)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("head", ["softmax-log_loss", "identity-squared_error"])
+@pytest.mark.parametrize("hidden_act", NEW_HIDDEN + [MIXED, MIXED[::-1]], ids=str)
+def test_run_epoch_new_activations(dtype, hidden_act, head, optimizer):
+    problem = make_problem(dtype, (5, 3), hidden_act, head, seed=1)
+    orders = _orders(problem, True, np.random.RandomState(2))
+    got = _epochs(_epoch, problem, orders, 5, optimizer)
+    want = _epochs(_reference, problem, orders, 5, optimizer)
+    _assert_epochs_match(got, want, dtype)
+
+
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "sw"])
 @pytest.mark.parametrize("batch_size", [1, 5, 13])
@@ -285,7 +299,7 @@ def _loss_grad(module, problem, alpha=0.01, params=None):
 
 
 @pytest.mark.parametrize("head", list(HEADS))
-@pytest.mark.parametrize("hidden_act", HIDDEN)
+@pytest.mark.parametrize("hidden_act", HIDDEN + NEW_HIDDEN)
 @pytest.mark.parametrize("hidden", NETS, ids=["1hidden", "2hidden"])
 def test_loss_grad_networks(dtype, hidden, hidden_act, head):
     problem = make_problem(
@@ -415,9 +429,12 @@ def _central_differences(problem, alpha, h=1e-6):
     return numeric
 
 
-FD_CASES = [(act, head, False) for act in HIDDEN for head in HEADS] + [
-    ("tanh", head, True) for head in HEADS
-]
+FD_CASES = (
+    [(act, head, False) for act in HIDDEN for head in HEADS]
+    + [("tanh", head, True) for head in HEADS]
+    + [(act, "softmax-log_loss", False) for act in NEW_HIDDEN]
+    + [(MIXED, "identity-squared_error", False), (MIXED[::-1], "exp-poisson", True)]
+)
 
 
 @pytest.mark.parametrize(
@@ -441,7 +458,7 @@ def test_gradient_matches_central_differences(hidden_act, head, sparse):
         n_out=n_out,
         seed=8,
     )
-    if hidden_act == "relu":
+    if hidden_act in ("relu", "leaky_relu"):
         # Every hidden unit stays on its side of the kink within +-h.
         assert min(np.abs(Z).min() for Z in _hidden_preactivations(problem)) > 1e-3
     _, grad = _loss_grad(_epoch, problem, alpha=0.05)

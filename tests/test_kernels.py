@@ -47,7 +47,8 @@ def _bias_act(act):
         m = rng.randint(2, 7)
         Z = 3 * rng.randn(n, m)
         b = rng.randn(m)
-        return Z.astype(dtype), b.astype(dtype), ACT[act]
+        pre = rng.randn(n, m).astype(dtype)  # must be overwritten
+        return Z.astype(dtype), b.astype(dtype), ACT[act], pre
 
     return make
 
@@ -55,17 +56,11 @@ def _bias_act(act):
 def _act_grad(act):
     def make(rng, dtype, n):
         m = rng.randint(1, 7)
-        A = 2 * rng.randn(n, m)
-        if act == "relu":
-            A = np.maximum(A, 0)
-        elif act == "tanh":
-            A = np.tanh(A)
-        elif act in ("logistic", "softmax"):
-            A = 1 / (1 + np.exp(-A))
-        elif act == "exp":
-            A = np.exp(A)
+        Z = (2 * rng.randn(n, m)).astype(dtype)
+        A = Z.copy()
+        _reference.bias_act(A, np.zeros(m, dtype), ACT[act])
         delta = rng.randn(n, m)
-        return A.astype(dtype), delta.astype(dtype), ACT[act]
+        return A, delta.astype(dtype), ACT[act], Z
 
     return make
 
@@ -245,6 +240,69 @@ def test_bias_act_hand_values(dtype):
     assert_allclose(
         _bias_act_rows([[1, 2]], "identity", dtype, b=[0.5, -2]), [[1.5, 0]], **tol
     )
+
+
+def test_new_activations_hand_values(dtype):
+    z = np.array([[-2.0, -0.5, 0.0, 1.5]])
+    expected = {
+        "leaky_relu": [[-0.02, -0.005, 0, 1.5]],
+        "elu": [[np.exp(-2) - 1, np.exp(-0.5) - 1, 0, 1.5]],
+        # z Phi(z): Phi(-2) = 0.022750131948179, Phi(-0.5) = 0.308537538725987,
+        # Phi(1.5) = 0.933192798731142.
+        "gelu": [[-2 * 0.022750131948179, -0.5 * 0.308537538725987, 0,
+                  1.5 * 0.933192798731142]],
+        "softplus": [[np.log1p(np.exp(-2)), np.log1p(np.exp(-0.5)), np.log(2),
+                      np.log1p(np.exp(1.5))]],
+        "silu": [[-2 / (1 + np.exp(2)), -0.5 / (1 + np.exp(0.5)), 0,
+                  1.5 / (1 + np.exp(-1.5))]],
+        "softsign": [[-2 / 3, -1 / 3, 0, 0.6]],
+    }
+    for act, want in expected.items():
+        got = _bias_act_rows(z, act, dtype)
+        assert_allclose(got, want, rtol=RTOL[dtype], atol=1e-7, err_msg=act)
+
+
+NEW_ACTIVATIONS = ["leaky_relu", "elu", "gelu", "softplus", "silu", "softsign"]
+
+
+@pytest.mark.parametrize("act", NEW_ACTIVATIONS + ["identity", "logistic", "tanh"])
+def test_act_grad_matches_central_differences(act):
+    # float64, points away from the kinks of leaky_relu and elu at 0;
+    # large |z| probes the tails (softplus saturation, gelu and silu decay).
+    rng = np.random.RandomState(0)
+    Z = np.r_[rng.uniform(-4, 4, 40), -30, -12, -1e-2, 1e-2, 12, 30][None, :]
+    Z = Z[:, np.abs(Z[0]) > 1e-3]
+    m = Z.shape[1]
+    zeros = np.zeros(m)
+
+    def f(V):
+        V = V.copy()
+        _kernels.bias_act(V, zeros, ACT[act])
+        return V
+
+    h = 1e-6
+    numeric = (f(Z + h) - f(Z - h)) / (2 * h)
+    A = f(Z)
+    delta = np.ones_like(Z)
+    _kernels.act_grad(A, delta, ACT[act], Z)
+    assert_allclose(delta, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("act", ["gelu", "silu"])
+def test_act_grad_needs_preactivation(act):
+    A = np.zeros((2, 3))
+    with pytest.raises(ValueError, match="needs Z"):
+        _kernels.act_grad(A, np.ones_like(A), ACT[act])
+    with pytest.raises(ValueError, match="Z rows"):
+        _kernels.act_grad(A, np.ones_like(A), ACT[act], np.zeros((1, 3)))
+
+
+def test_bias_act_writes_preactivation(dtype):
+    Z = np.array([[-1.0, 2.0]], dtype=dtype)
+    pre = np.full_like(Z, np.nan)
+    _kernels.bias_act(Z, np.array([0.5, -1.0], dtype=dtype), ACT["relu"], pre)
+    assert_allclose(pre, [[-0.5, 1.0]])
+    assert_allclose(Z, [[0.0, 1.0]])
 
 
 def test_act_grad_hand_values(dtype):

@@ -1,0 +1,83 @@
+"""Estimator features beyond scikit-learn: activations, transform, L1,
+class_weight, early-stopping controls."""
+
+import warnings
+
+import numpy as np
+import pytest
+from conftest import make_classification_data, make_regression_data
+from numpy.testing import assert_allclose
+from sklearn.exceptions import ConvergenceWarning
+
+from fastbp import MLPClassifier, MLPRegressor
+
+NEW_ACTIVATIONS = ["leaky_relu", "elu", "gelu", "softplus", "silu", "softsign"]
+
+
+def _fit(est, X, y, **fit_params):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return est.fit(X, y, **fit_params)
+
+
+# ---------------------------------------------------------------------------
+# Activations
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+@pytest.mark.parametrize(
+    "activation", NEW_ACTIVATIONS + [["gelu", "tanh"], ("relu", "silu")], ids=str
+)
+def test_new_and_per_layer_activations_fit_like_the_twin(activation, solver):
+    X, y = make_classification_data(seed=1)
+    # L-BFGS's line searches amplify rounding differences: fewer iterations.
+    params = dict(hidden_layer_sizes=(6, 4), activation=activation, solver=solver,
+                  learning_rate_init=0.02, random_state=0,
+                  max_iter=40 if solver == "adam" else 5)
+    ours = _fit(MLPClassifier(**params), X, y)
+    twin = _fit(MLPClassifier(backend="numpy", **params), X, y)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, twin.coefs_ + twin.intercepts_):
+        assert_allclose(a, b, rtol=1e-7, atol=1e-10)
+    assert_allclose(ours.loss_, twin.loss_, rtol=1e-9)
+    if solver == "adam":
+        assert ours.score(X, y) > 0.8  # it learns
+
+
+def test_per_layer_list_of_one_name_equals_the_name():
+    X, y = make_regression_data()
+    one = _fit(MLPRegressor(hidden_layer_sizes=(5, 3), activation="logistic", max_iter=20,
+                            random_state=0), X, y)
+    per_layer = _fit(MLPRegressor(hidden_layer_sizes=(5, 3),
+                                  activation=["logistic", "logistic"],
+                                  max_iter=20, random_state=0), X, y)
+    for a, b in zip(one.coefs_, per_layer.coefs_):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_per_layer_activations_are_applied_per_layer():
+    # Hand-built forward pass with each layer's own activation.
+    X, y = make_regression_data()
+    reg = _fit(MLPRegressor(hidden_layer_sizes=(5, 3), activation=["softsign", "elu"], max_iter=5,
+                            random_state=0), X, y)
+    (W1, W2, W3), (b1, b2, b3) = reg.coefs_, reg.intercepts_
+    Z1 = X @ W1 + b1
+    H1 = Z1 / (1 + np.abs(Z1))
+    Z2 = H1 @ W2 + b2
+    H2 = np.where(Z2 > 0, Z2, np.expm1(np.minimum(Z2, 0)))
+    assert_allclose(reg.predict(X), (H2 @ W3 + b3).ravel(), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "activation, match",
+    [
+        ("swish", "'activation' parameter"),
+        (["relu", "mish"], "'activation' parameter"),
+        (["relu"], "one name per hidden layer"),
+        (["relu", "tanh", "elu"], "one name per hidden layer"),
+    ],
+)
+@pytest.mark.parametrize("cls", [MLPClassifier, MLPRegressor])
+def test_bad_activations_raise(cls, activation, match):
+    X, y = make_classification_data()
+    with pytest.raises(ValueError, match=match):
+        cls(hidden_layer_sizes=(4, 3), activation=activation).fit(X, y)
