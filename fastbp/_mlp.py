@@ -11,7 +11,13 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.optimize
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    RegressorMixin,
+    TransformerMixin,
+)
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
@@ -136,7 +142,7 @@ class FastbpVersionWarning(UserWarning):
     """A model file written by another fastbp version was loaded."""
 
 
-class _BaseMLP(BaseEstimator):
+class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Shared machinery of MLPClassifier and MLPRegressor.
 
     Subclasses define ``_validate_input``, ``_output_activation``,
@@ -605,18 +611,57 @@ class _BaseMLP(BaseEstimator):
     # ------------------------------------------------------------------
     # prediction
 
-    def _forward_output(self, X, flat=None, units=None):
-        """Output-layer activations for validated X."""
+    def _forward_output(self, X, flat=None, units=None, plan=None):
+        """Output-layer activations for validated X (of plan's network if given)."""
         if flat is None:
             flat = self._flat_params()
             units = self._fitted_units()
         X_dense, csr = self._as_kernel_input(X, flat.dtype)
         n_samples = X.shape[0]
-        plan = self._plan(units, max(1, min(n_samples, _PREDICT_ROWS)), False)
+        rows = max(1, min(n_samples, _PREDICT_ROWS))
+        plan = plan(rows) if plan is not None else self._plan(units, rows, False)
         work = np.empty(plan.work_size, dtype=flat.dtype)
         out = np.empty((n_samples, units[-1]), dtype=flat.dtype)
         self._backend().forward(plan, X_dense, csr, flat, work, out)
         return out
+
+    def transform(self, X):
+        """The last hidden layer's activations: the learned features of X.
+
+        Lets a fitted network feed another estimator, for example as the
+        first step of a Pipeline; follows ``set_output``. Not in
+        scikit-learn.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_samples, hidden_layer_sizes[-1])
+            Activations of the last hidden layer, in the dtype of the weights.
+        """
+        check_is_fitted(self)
+        X = validate_data(
+            self, X, accept_sparse=["csr", "csc"], reset=False,
+            dtype=(np.float64, np.float32),
+        )
+        if len(self.coefs_) < 2:
+            raise ValueError(
+                "transform returns the last hidden layer's activations; this "
+                "network has no hidden layer (hidden_layer_sizes=())."
+            )
+        units = self._fitted_units()[:-1]
+        acts = hidden_activations(self.activation, len(units) - 1)
+        flat = pack(self.coefs_[:-1], self.intercepts_[:-1], self.coefs_[0].dtype)
+        return self._forward_output(X, flat, units, plan=lambda rows: make_plan(
+            units, acts[:-1], acts[-1], "squared_error", rows, False))
+
+    @property
+    def _n_features_out(self):
+        # Width of the last hidden layer: names for get_feature_names_out.
+        return self.coefs_[-1].shape[0]
 
     def _fitted_units(self):
         """Layer widths of the fitted network, input first."""

@@ -5,9 +5,13 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from conftest import make_classification_data, make_regression_data
 from numpy.testing import assert_allclose
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from fastbp import MLPClassifier, MLPRegressor
 
@@ -81,3 +85,74 @@ def test_bad_activations_raise(cls, activation, match):
     X, y = make_classification_data()
     with pytest.raises(ValueError, match=match):
         cls(hidden_layer_sizes=(4, 3), activation=activation).fit(X, y)
+
+
+# ---------------------------------------------------------------------------
+# transform: the last hidden layer's activations
+
+
+def _hidden_by_hand(est, X):
+    A = X
+    for W, b in zip(est.coefs_[:-1], est.intercepts_[:-1]):
+        Z = A @ W + b
+        A = {"relu": lambda Z: np.maximum(Z, 0), "tanh": np.tanh,
+             "silu": lambda Z: Z / (1 + np.exp(-Z))}[est.activation](Z)
+    return A
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "silu"])
+@pytest.mark.parametrize("cls", [MLPClassifier, MLPRegressor])
+def test_transform_is_last_hidden_layer(cls, activation):
+    X, y = make_classification_data()
+    est = _fit(cls(hidden_layer_sizes=(6, 4), activation=activation, max_iter=5,
+                   random_state=0), X, y)
+    H = est.transform(X)
+    assert H.shape == (len(X), 4)
+    assert_allclose(H, _hidden_by_hand(est, X), rtol=1e-12, atol=1e-14)
+    assert_allclose(est.transform(sp.csr_matrix(X)), H, rtol=1e-12, atol=1e-14)
+    H32 = est.transform(X.astype(np.float32))
+    assert H32.dtype == np.float64  # the weights' dtype
+    est32 = _fit(cls(hidden_layer_sizes=(3,), max_iter=5, random_state=0),
+                 X.astype(np.float32), y)
+    assert est32.transform(X).dtype == np.float32
+
+
+def test_transform_feeds_a_pipeline_and_follows_set_output():
+    pd = pytest.importorskip("pandas")
+    X, y = make_classification_data(n_samples=90)
+    pipe = make_pipeline(
+        StandardScaler(),
+        MLPClassifier(hidden_layer_sizes=(8,), max_iter=300, random_state=0),
+        LogisticRegression(),
+    )
+    _fit(pipe, X, y)
+    mlp = pipe[1]
+    np.testing.assert_array_equal(pipe[:2].transform(X),
+                                  mlp.transform(pipe[0].transform(X)))
+    assert pipe.score(X, y) > 0.8
+    mlp.set_output(transform="pandas")
+    frame = mlp.transform(pipe[0].transform(X))
+    assert isinstance(frame, pd.DataFrame)
+    assert list(frame.columns) == [f"mlpclassifier{i}" for i in range(8)]
+    assert list(mlp.get_feature_names_out()) == list(frame.columns)
+
+
+def test_transform_errors():
+    X, y = make_regression_data()
+    with pytest.raises(NotFittedError):
+        MLPRegressor().transform(X)
+    reg = _fit(MLPRegressor(hidden_layer_sizes=(), max_iter=5), X, y)
+    with pytest.raises(ValueError, match="no hidden layer"):
+        reg.transform(X)
+    reg = _fit(MLPRegressor(hidden_layer_sizes=(3,), max_iter=5), X, y)
+    with pytest.raises(ValueError, match="features"):
+        reg.transform(X[:, :2])
+
+
+def test_transform_uses_each_layers_activation():
+    X, y = make_regression_data()
+    reg = _fit(MLPRegressor(hidden_layer_sizes=(4, 3), activation=["tanh", "softsign"],
+                            max_iter=5, random_state=0), X, y)
+    (W1, W2, _), (b1, b2, _) = reg.coefs_, reg.intercepts_
+    Z = np.tanh(X @ W1 + b1) @ W2 + b2
+    assert_allclose(reg.transform(X), Z / (1 + np.abs(Z)), rtol=1e-12)
