@@ -13,7 +13,8 @@ from libc.string cimport memcpy
 from fastbp._blas cimport _gemm as gemm
 from fastbp._kernels cimport (
     SOFTMAX, _act_grad, _bias_act, _bias_grad, _csr_forward, _csr_grad,
-    _gather_rows, _l2_grad, _loss_delta, _needs_preactivation, _sq_norm,
+    _abs_sum, _gather_rows, _l1_grad, _l2_grad, _loss_delta,
+    _needs_preactivation, _sq_norm,
 )
 from fastbp._optimizers cimport (
     ADAM, SGD, _adam_step, _sgd_step, adam_step_size,
@@ -221,10 +222,14 @@ cdef const floating* _forward(Net* net, Data* d, const floating* params,
 cdef double _backward(Net* net, Data* d, const floating* params,
                       floating* grad, floating* work, const floating* A0,
                       const Py_ssize_t* rows, Py_ssize_t row0, Py_ssize_t nb,
-                      double alpha) noexcept nogil:
-    """Loss of the batch just forwarded (L2 term included); its gradient."""
+                      double alpha, double l1) noexcept nogil:
+    """Loss of the batch just forwarded (L2 and L1 terms included); its gradient.
+
+    Penalties on coefficients only, divided by the batch's sample-weight sum:
+    alpha / 2 ||W||^2 + l1 ||W||_1, subgradient l1 sign(W) (0 at W = 0).
+    """
     cdef Py_ssize_t l, L = net.n_layers, fan_in, fan_out
-    cdef double loss, sw_sum = 0, sq = 0
+    cdef double loss, sw_sum = 0, sq = 0, ab = 0
     cdef floating* delta
     cdef floating* grad_W
     cdef const floating* W
@@ -235,6 +240,11 @@ cdef double _backward(Net* net, Data* d, const floating* params,
     for l in range(L):
         sq += _sq_norm(params + net.coef_off[l], net.units[l] * net.units[l + 1])
     loss += 0.5 * alpha * sq / sw_sum
+    if l1 != 0:
+        for l in range(L):
+            ab += _abs_sum(params + net.coef_off[l],
+                           net.units[l] * net.units[l + 1])
+        loss += l1 * ab / sw_sum
     for l in range(L - 1, -1, -1):
         fan_in = net.units[l]
         fan_out = net.units[l + 1]
@@ -250,6 +260,9 @@ cdef double _backward(Net* net, Data* d, const floating* params,
                  delta, fan_out, 0, grad_W, fan_out)
         _l2_grad(grad_W, W, fan_in * fan_out, <floating> alpha,
                  <floating> sw_sum)
+        if l1 != 0:
+            _l1_grad(grad_W, W, fan_in * fan_out, <floating> l1,
+                     <floating> sw_sum)
         _bias_grad(delta, nb, fan_out, <floating> sw_sum,
                    grad + net.bias_off[l])
         if l > 0:
@@ -274,7 +287,7 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
               Py_ssize_t batch_size, floating[::1] params, floating[::1] grad,
               floating[::1] work, floating[::1] state, int solver, double lr,
               double momentum, bint nesterov, double beta_1, double beta_2,
-              double epsilon, double alpha, Py_ssize_t step):
+              double epsilon, double alpha, Py_ssize_t step, double l1=0.0):
     """One epoch of minibatch training, in place on params and state.
 
     Parameters
@@ -299,6 +312,8 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
     momentum, nesterov, beta_1, beta_2, epsilon, alpha : solver settings
     step : int
         Adam steps taken so far.
+    l1 : float
+        L1 penalty strength (coefficients only, like alpha).
 
     Returns
     -------
@@ -344,7 +359,8 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
             nb = min(batch_size, n - start)
             A0 = _forward(&net, &d, &params[0], &work[0], rows, start, nb)
             loss_sum += nb * _backward(&net, &d, &params[0], &grad[0],
-                                       &work[0], A0, rows, start, nb, alpha)
+                                       &work[0], A0, rows, start, nb, alpha,
+                                       l1)
             if solver == SGD:
                 _sgd_step(&params[0], &grad[0], &state[0], P, <floating> lr,
                           <floating> momentum, nesterov)
@@ -360,8 +376,9 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
 
 def loss_grad(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
               const floating[::1] sample_weight, floating[::1] params,
-              floating[::1] grad, floating[::1] work, double alpha):
-    """Full-batch loss (with the L2 term); its gradient into grad.
+              floating[::1] grad, floating[::1] work, double alpha,
+              double l1=0.0):
+    """Full-batch loss (with the L2 and L1 terms); its gradient into grad.
 
     The plan must hold all n_samples rows in one pass. Used by L-BFGS.
     """
@@ -383,7 +400,7 @@ def loss_grad(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
     with nogil:
         A0 = _forward(&net, &d, &params[0], &work[0], NULL, 0, d.n_samples)
         loss = _backward(&net, &d, &params[0], &grad[0], &work[0], A0, NULL,
-                         0, d.n_samples, alpha)
+                         0, d.n_samples, alpha, l1)
     return loss
 
 

@@ -98,6 +98,9 @@ cdef void _bias_grad(const floating* delta, Py_ssize_t n, Py_ssize_t m,
 cdef void _l2_grad(floating* grad_W, const floating* W, Py_ssize_t size,
                    floating alpha, floating sw_sum) noexcept nogil
 cdef double _sq_norm(const floating* W, Py_ssize_t size) noexcept nogil
+cdef void _l1_grad(floating* grad_W, const floating* W, Py_ssize_t size,
+                   floating l1, floating sw_sum) noexcept nogil
+cdef double _abs_sum(const floating* W, Py_ssize_t size) noexcept nogil
 cdef void _gather_rows(const floating* X, Py_ssize_t n_features,
                        const Py_ssize_t* rows, Py_ssize_t row0, Py_ssize_t n,
                        floating* out) noexcept nogil

@@ -221,6 +221,26 @@ cdef double _sq_norm(const floating* W, Py_ssize_t size) noexcept nogil:
     return s
 
 
+cdef void _l1_grad(floating* grad_W, const floating* W, Py_ssize_t size,
+                   floating l1, floating sw_sum) noexcept nogil:
+    """grad_W += l1 * sign(W) / sw_sum: the L1 subgradient, 0 where W == 0."""
+    cdef Py_ssize_t i
+    cdef floating step = l1 / sw_sum
+    for i in range(size):
+        if W[i] > 0:
+            grad_W[i] = grad_W[i] + step
+        elif W[i] < 0:
+            grad_W[i] = grad_W[i] - step
+
+
+cdef double _abs_sum(const floating* W, Py_ssize_t size) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double s = 0
+    for i in range(size):
+        s += fabs(W[i])
+    return s
+
+
 cdef void _gather_rows(const floating* X, Py_ssize_t n_features,
                        const Py_ssize_t* rows, Py_ssize_t row0, Py_ssize_t n,
                        floating* out) noexcept nogil:
@@ -381,6 +401,24 @@ def sq_norm(const floating[::1] W):
     if W.shape[0]:
         with nogil:
             out = _sq_norm(&W[0], W.shape[0])
+    return out
+
+
+def l1_grad(floating[::1] grad_W, const floating[::1] W, floating l1,
+            floating sw_sum):
+    """grad_W += l1 * sign(W) / sw_sum. Twin: _reference.l1_grad."""
+    _same(grad_W.shape[0], W.shape[0], "grad_W vs W")
+    if W.shape[0]:
+        with nogil:
+            _l1_grad(&grad_W[0], &W[0], W.shape[0], l1, sw_sum)
+
+
+def abs_sum(const floating[::1] W):
+    """Return sum(|W|) accumulated in double. Twin: _reference.abs_sum."""
+    cdef double out = 0
+    if W.shape[0]:
+        with nogil:
+            out = _abs_sum(&W[0], W.shape[0])
     return out
 
 

@@ -134,6 +134,7 @@ _PARAMETER_RULES = {
     ),
     "max_fun": _interval(1, _INF, "left", True),
     "backend": _options(*_BACKENDS),
+    "l1": _interval(0.0, _INF, "left"),
     "loss": _options("squared_error", "poisson"),
 }
 
@@ -417,7 +418,7 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
                     flat, grad, work, optimizer["state"], SOLVERS[self.solver],
                     optimizer["learning_rate"], self.momentum,
                     self.nesterovs_momentum, self.beta_1, self.beta_2,
-                    self.epsilon, self.alpha, optimizer["step"],
+                    self.epsilon, self.alpha, optimizer["step"], self.l1,
                 )
                 self.n_iter_ += 1
                 self.loss_ = loss_sum / n_samples
@@ -558,7 +559,8 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         def loss_grad(x):
             flat[:] = x
             loss = backend.loss_grad(
-                plan, X_dense, csr, Y, sample_weight, flat, grad, work, self.alpha
+                plan, X_dense, csr, Y, sample_weight, flat, grad, work, self.alpha,
+                self.l1,
             )
             return loss, grad.astype(np.float64)
 
@@ -834,6 +836,14 @@ _PARAMETERS_DOC = """
         Where the epoch runs: the compiled engine, or its pure-NumPy twin
         (the same algorithm, for checking and benchmarking). Not in
         scikit-learn.
+
+    l1 : float, default=0.0
+        Strength of the L1 regularization term on the coefficients (not the
+        intercepts), scaled as alpha is: each batch's loss gains
+        l1 * ||W||_1 / n (n the batch's sample-weight sum, as alpha's
+        alpha * ||W||^2 / (2 n)), whose subgradient l1 * sign(W) / n is 0 at
+        W = 0. Together with alpha: the elastic net. The reported loss
+        includes it. Not in scikit-learn.
 """
 
 _ATTRIBUTES_DOC = """
@@ -952,6 +962,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         n_iter_no_change=10,
         max_fun=15000,
         backend="cython",
+        l1=0.0,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -977,6 +988,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.backend = backend
+        self.l1 = l1
 
     loss = "log_loss"
 
@@ -1197,6 +1209,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         n_iter_no_change=10,
         max_fun=15000,
         backend="cython",
+        l1=0.0,
     ):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -1223,6 +1236,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.backend = backend
+        self.l1 = l1
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(

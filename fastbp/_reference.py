@@ -119,6 +119,14 @@ def sq_norm(W):
     return float(W @ W)
 
 
+def l1_grad(grad_W, W, l1, sw_sum):
+    grad_W += W.dtype.type(l1) / W.dtype.type(sw_sum) * np.sign(W)
+
+
+def abs_sum(W):
+    return float(np.abs(W.astype(np.float64)).sum())
+
+
 def gather_rows(X, rows, out):
     out[...] = X[rows]
 
@@ -176,16 +184,20 @@ def _forward_layers(plan, X, coefs, intercepts):
     return activations, pre
 
 
-def _backprop(plan, X, Y, sw, coefs, intercepts, alpha):
-    """Loss of the batch (with the L2 term) and its gradient lists."""
+def _backprop(plan, X, Y, sw, coefs, intercepts, alpha, l1=0.0):
+    """Loss of the batch (with the L2 and L1 terms) and its gradient lists."""
     activations, pre = _forward_layers(plan, X, coefs, intercepts)
     delta = np.empty_like(activations[-1])
     loss, sw_sum = loss_delta(activations[-1], Y, sw, None, plan.loss, delta)
     loss += 0.5 * alpha * sum(sq_norm(W.ravel()) for W in coefs) / sw_sum
+    if l1:
+        loss += l1 * sum(abs_sum(W.ravel()) for W in coefs) / sw_sum
     grad_W, grad_b = [None] * len(coefs), [None] * len(coefs)
     for i in range(len(coefs) - 1, -1, -1):
         g = np.asarray(activations[i].T @ delta)
         l2_grad(g.ravel(), coefs[i].ravel(), alpha, sw_sum)
+        if l1:
+            l1_grad(g.ravel(), coefs[i].ravel(), l1, sw_sum)
         grad_W[i] = g
         grad_b[i] = np.empty(delta.shape[1], dtype=delta.dtype)
         bias_grad(delta, sw_sum, grad_b[i])
@@ -201,7 +213,7 @@ def _flat(grad_W, grad_b):
 
 def run_epoch(plan, X, csr, Y, sample_weight, order, batch_size, params, grad,
               work, state, solver, lr, momentum, nesterov, beta_1, beta_2,
-              epsilon, alpha, step):
+              epsilon, alpha, step, l1=0.0):
     """One epoch of minibatch training, as _epoch.run_epoch."""
     coefs, intercepts = _layers(plan, params)
     X = _input(X, csr, int(plan.units[0]))
@@ -214,7 +226,7 @@ def run_epoch(plan, X, csr, Y, sample_weight, order, batch_size, params, grad,
         rows = order[start : start + batch_size]
         sw = None if sample_weight is None else sample_weight[rows]
         loss, grad_W, grad_b = _backprop(
-            plan, X[rows], Y[rows], sw, coefs, intercepts, alpha
+            plan, X[rows], Y[rows], sw, coefs, intercepts, alpha, l1
         )
         loss_sum += len(rows) * loss
         grad[...] = _flat(grad_W, grad_b)
@@ -227,12 +239,12 @@ def run_epoch(plan, X, csr, Y, sample_weight, order, batch_size, params, grad,
     return loss_sum, step
 
 
-def loss_grad(plan, X, csr, Y, sample_weight, params, grad, work, alpha):
-    """Full-batch loss with the L2 term; its gradient into grad."""
+def loss_grad(plan, X, csr, Y, sample_weight, params, grad, work, alpha, l1=0.0):
+    """Full-batch loss with the L2 and L1 terms; its gradient into grad."""
     coefs, intercepts = _layers(plan, params)
     X = _input(X, csr, int(plan.units[0]))
     loss, grad_W, grad_b = _backprop(
-        plan, X, Y, sample_weight, coefs, intercepts, alpha
+        plan, X, Y, sample_weight, coefs, intercepts, alpha, l1
     )
     grad[...] = _flat(grad_W, grad_b)
     return loss

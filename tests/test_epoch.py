@@ -809,3 +809,82 @@ def test_all_finite(dtype, values, finite):
     a = np.array(values, dtype=dtype)
     assert _epoch.all_finite(a) is finite
     assert _reference.all_finite(a) is finite
+
+
+# ---------------------------------------------------------------------------
+# L1 penalty (elastic net with alpha)
+
+
+def _loss_grad_l1(module, problem, alpha, l1, params=None):
+    params = problem.params.copy() if params is None else params
+    grad = np.full(problem.plan.n_params, np.nan, dtype=params.dtype)
+    work = np.full(problem.plan.work_size, np.nan, dtype=params.dtype)
+    loss = module.loss_grad(problem.plan, problem.X, problem.csr, problem.Y,
+                            problem.sw, params, grad, work, alpha, l1)
+    return loss, grad
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.05])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+def test_l1_gradient_matches_central_differences(sparse, alpha):
+    l1 = 0.3
+    problem = make_problem(np.float64, (4, 3), "tanh", "softmax-log_loss",
+                           max_rows=9, n_samples=9, gather=False, sparse=sparse,
+                           seed=8)
+    coefs, _ = unpack(problem.params, [int(u) for u in problem.plan.units])
+    h = 1e-6
+    # Away from the kink of |w| at 0.
+    assert min(np.abs(W).min() for W in coefs) > 10 * h
+    _, grad = _loss_grad_l1(_epoch, problem, alpha, l1)
+    numeric = np.empty_like(grad)
+    for i in range(grad.size):
+        plus, minus = problem.params.copy(), problem.params.copy()
+        plus[i] += h
+        minus[i] -= h
+        numeric[i] = (_loss_grad_l1(_epoch, problem, alpha, l1, plus)[0]
+                      - _loss_grad_l1(_epoch, problem, alpha, l1, minus)[0]) / (2 * h)
+    assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
+
+
+def test_l1_loss_and_gradient_by_hand(dtype):
+    # The L1 term adds l1 / sw_sum * sum|W| to the loss and l1 / sw_sum *
+    # sign(W) to the coefficient gradient only (0 where W == 0).
+    problem = make_problem(dtype, (5,), "relu", "identity-squared_error", seed=2,
+                           max_rows=13, gather=False)
+    params = problem.params.copy()
+    units = [int(u) for u in problem.plan.units]
+    coefs, _ = unpack(params, units)
+    coefs[0][0, :2] = 0
+    loss0, grad0 = _loss_grad_l1(_epoch, problem, 0.01, 0.0, params.copy())
+    loss1, grad1 = _loss_grad_l1(_epoch, problem, 0.01, 0.4, params.copy())
+    sw_sum = float(problem.sw.astype(np.float64).sum())
+    l1_norm = sum(np.abs(W.astype(np.float64)).sum() for W in coefs)
+    assert_allclose(loss1 - loss0, 0.4 * l1_norm / sw_sum, rtol=RTOL[dtype])
+    sign = np.zeros_like(params)
+    n_coef = sum(W.size for W in coefs)
+    sign[:n_coef] = np.sign(params[:n_coef])
+    assert_allclose(grad1 - grad0, 0.4 / sw_sum * sign, rtol=1e-3,
+                    atol=ATOL[dtype])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_run_epoch_l1_equals_twin(dtype, optimizer):
+    problem = make_problem(dtype, (5, 3), "relu", "softmax-log_loss", seed=1)
+    orders = _orders(problem, True, np.random.RandomState(2))
+    solver, lr, nesterov = OPTIMIZERS[optimizer]
+    results = []
+    for module in (_epoch, _reference):
+        params = problem.params.copy()
+        grad, work, state = _buffers(problem, solver)
+        step, losses = 0, []
+        for order in orders:
+            loss_sum, step = module.run_epoch(
+                problem.plan, problem.X, problem.csr, problem.Y, problem.sw, order,
+                5, params, grad, work, state, SOLVERS[solver], lr, MOMENTUM,
+                nesterov, BETA_1, BETA_2, EPSILON, 0.01, step, 0.2)
+            losses.append(loss_sum)
+        results.append({"losses": losses, "step": step, "params": params,
+                        "grad": grad, "state": state})
+    _assert_epochs_match(*results, dtype)
+    without = _epochs(_epoch, problem, orders, 5, optimizer)
+    assert not np.allclose(results[0]["params"], without["params"])

@@ -106,6 +106,14 @@ def _l2_grad(rng, dtype, n):
     return grad_W, W, rng.uniform(0, 2), rng.uniform(0.5, 40.0)
 
 
+def _l1_grad(rng, dtype, n):
+    size = n * rng.randint(1, 5)
+    grad_W = rng.randn(size).astype(dtype)
+    W = rng.randn(size).astype(dtype)
+    W[rng.rand(size) < 0.2] = 0  # the subgradient is 0 there
+    return grad_W, W, rng.uniform(0, 2), rng.uniform(0.5, 40.0)
+
+
 def _sq_norm(rng, dtype, n):
     return (rng.randn(n * rng.randint(1, 5)).astype(dtype),)
 
@@ -161,6 +169,8 @@ CASES = (
         ("bias_grad", "bias_grad", _bias_grad),
         ("l2_grad", "l2_grad", _l2_grad),
         ("sq_norm", "sq_norm", _sq_norm),
+        ("l1_grad", "l1_grad", _l1_grad),
+        ("abs_sum", "abs_sum", _sq_norm),
         ("gather_rows", "gather_rows", _gather_rows),
         ("csr_forward", "csr_forward", _csr_forward(False)),
         ("csr_forward-rows", "csr_forward", _csr_forward(True)),
@@ -303,6 +313,14 @@ def test_bias_act_writes_preactivation(dtype):
     _kernels.bias_act(Z, np.array([0.5, -1.0], dtype=dtype), ACT["relu"], pre)
     assert_allclose(pre, [[-0.5, 1.0]])
     assert_allclose(Z, [[0.0, 1.0]])
+
+
+def test_l1_hand_values(dtype):
+    W = np.array([-2.0, 0.0, 3.0], dtype=dtype)
+    grad = np.ones(3, dtype=dtype)
+    _kernels.l1_grad(grad, W, 0.5, 2.0)  # 0.5 / 2 * sign(W)
+    assert_allclose(grad, [0.75, 1.0, 1.25], rtol=RTOL[dtype])
+    assert _kernels.abs_sum(W) == 5.0
 
 
 def test_act_grad_hand_values(dtype):

@@ -156,3 +156,52 @@ def test_transform_uses_each_layers_activation():
     (W1, W2, _), (b1, b2, _) = reg.coefs_, reg.intercepts_
     Z = np.tanh(X @ W1 + b1) @ W2 + b2
     assert_allclose(reg.transform(X), Z / (1 + np.abs(Z)), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# L1 penalty
+
+
+def test_l1_gives_sparser_weights():
+    X, y = make_classification_data(n_samples=150, n_features=10)
+    params = dict(hidden_layer_sizes=(20,), solver="sgd", learning_rate_init=0.05,
+                  max_iter=150, random_state=0)
+    plain = _fit(MLPClassifier(**params), X, y)
+    lasso = _fit(MLPClassifier(l1=2.0, **params), X, y)
+
+    def small(est):
+        W = np.concatenate([c.ravel() for c in est.coefs_])
+        return np.mean(np.abs(W) < 1e-2)
+
+    assert small(lasso) > small(plain) + 0.2
+    assert lasso.score(X, y) > 0.7
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3])
+def test_l1_is_in_the_reported_loss(alpha):
+    # lbfgs's loss_ is the objective at the final weights: the data loss plus
+    # alpha / (2 n) ||W||^2 + l1 / n ||W||_1.
+    X, y = make_regression_data(n_samples=40)
+    reg = _fit(MLPRegressor(hidden_layer_sizes=(4,), solver="lbfgs", alpha=alpha,
+                            l1=0.5, max_iter=30, random_state=0), X, y)
+    n = len(X)
+    data = 0.5 * np.mean((reg.predict(X) - y) ** 2)
+    W = np.concatenate([c.ravel() for c in reg.coefs_])
+    want = data + alpha / (2 * n) * W @ W + 0.5 / n * np.abs(W).sum()
+    assert_allclose(reg.loss_, want, rtol=1e-9)
+
+
+def test_l1_zero_is_the_default_trajectory():
+    X, y = make_classification_data()
+    a = _fit(MLPClassifier(hidden_layer_sizes=(5,), max_iter=10, random_state=0), X, y)
+    b = _fit(MLPClassifier(hidden_layer_sizes=(5,), max_iter=10, random_state=0,
+                           l1=0.0), X, y)
+    for u, v in zip(a.coefs_, b.coefs_):
+        np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize("value", [-0.1, "big", None])
+def test_bad_l1_raises(value):
+    X, y = make_classification_data()
+    with pytest.raises(ValueError, match="'l1' parameter"):
+        MLPClassifier(l1=value).fit(X, y)
