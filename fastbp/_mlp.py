@@ -23,6 +23,7 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_array, check_random_state, column_or_1d, shuffle
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -135,6 +136,10 @@ _PARAMETER_RULES = {
     "max_fun": _interval(1, _INF, "left", True),
     "backend": _options(*_BACKENDS),
     "l1": _interval(0.0, _INF, "left"),
+    "class_weight": (
+        lambda v: v is None or isinstance(v, dict) or v == "balanced",
+        "a dict, a str among {'balanced'} or None",
+    ),
     "loss": _options("squared_error", "poisson"),
 }
 
@@ -276,6 +281,7 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         dtype = X.dtype if first_pass else self.coefs_[0].dtype
         n_samples, n_features = X.shape
         sample_weight = self._check_sample_weight(sample_weight, n_samples, dtype)
+        sample_weight = self._weigh_classes(Y, sample_weight, incremental, dtype)
         units = [n_features] + hidden + [Y.shape[1]]
         hidden_activations(self.activation, len(hidden))  # checks the length
         random_state = check_random_state(self.random_state)
@@ -317,6 +323,10 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         else:
             self._fit_lbfgs(X, Y, sample_weight, units, flat)
         self._set_params_flat(flat, units)
+
+    def _weigh_classes(self, Y, sample_weight, incremental, dtype):
+        """sample_weight times the class weights (classifier only)."""
+        return sample_weight
 
     def _start_bookkeeping(self, incremental):
         """Continue or restart the history a warm or incremental fit builds on."""
@@ -907,6 +917,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     ----------"""
         + _PARAMETERS_DOC
         + """
+    class_weight : dict, 'balanced' or None, default=None
+        Weights of the classes, as in LogisticRegression: a dict
+        {class_label: weight} (classes not in it weigh 1), or 'balanced' for
+        n_samples / (n_classes * np.bincount(y)) computed on the labels of
+        each fit. Multiplied into sample_weight. Single-output targets only;
+        partial_fit takes a dict only. Not in scikit-learn's MLP.
+
     Attributes
     ----------
     classes_ : ndarray or list of ndarray of shape (n_classes,)
@@ -963,6 +980,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         max_fun=15000,
         backend="cython",
         l1=0.0,
+        class_weight=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -989,6 +1007,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.max_fun = max_fun
         self.backend = backend
         self.l1 = l1
+        self.class_weight = class_weight
 
     loss = "log_loss"
 
@@ -1027,6 +1046,31 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _output_activation(self, Y):
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    def _weigh_classes(self, Y, sample_weight, incremental, dtype):
+        # As LogisticRegression: weights from compute_class_weight on this
+        # fit's labels, multiplied into sample_weight.
+        if self.class_weight is None:
+            return sample_weight
+        if self._label_binarizer.y_type_ == "multilabel-indicator":
+            raise ValueError("class_weight is not supported for multilabel targets.")
+        if incremental and self.class_weight == "balanced":
+            raise ValueError(
+                "class_weight 'balanced' is not supported for partial_fit: the "
+                "class frequencies of later batches are unknown. Pass a dict."
+            )
+        index = Y[:, 0].astype(np.intp) if Y.shape[1] == 1 else Y.argmax(axis=1)
+        weights = compute_class_weight(
+            self.class_weight, classes=self.classes_, y=self.classes_[index]
+        ).astype(dtype)[index]
+        if sample_weight is not None:
+            weights *= sample_weight
+        if not np.any(weights > 0):
+            raise ValueError(
+                "Sample weights times class weights must contain at least one "
+                "non-zero number."
+            )
+        return np.ascontiguousarray(weights)
 
     def _start_partial_fit(self, y, classes):
         if getattr(self, "classes_", None) is None and classes is None:

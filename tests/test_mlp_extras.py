@@ -205,3 +205,65 @@ def test_bad_l1_raises(value):
     X, y = make_classification_data()
     with pytest.raises(ValueError, match="'l1' parameter"):
         MLPClassifier(l1=value).fit(X, y)
+
+
+# ---------------------------------------------------------------------------
+# class_weight
+
+
+def _same_weights(a, b):
+    for u, v in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
+        assert_allclose(u, v, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_class_weight_equals_its_sample_weight(n_classes, solver):
+    X, y = make_classification_data(n_samples=70, n_classes=n_classes)
+    labels = np.array(["ant", "bee", "cat"])[y]
+    params = dict(hidden_layer_sizes=(5,), solver=solver, max_iter=10,
+                  random_state=0)
+    sw = np.random.RandomState(1).uniform(0.5, 2, len(y))
+    weights = {"ant": 3.0, "bee": 0.5}  # cat: 1
+    by_hand = np.array([weights.get(c, 1.0) for c in labels])
+    counts = np.bincount(y)
+    balanced = len(y) / (n_classes * counts[y])
+    for class_weight, per_sample in [(weights, by_hand), ("balanced", balanced)]:
+        ours = _fit(MLPClassifier(class_weight=class_weight, **params), X, labels,
+                    sample_weight=sw)
+        want = _fit(MLPClassifier(**params), X, labels,
+                    sample_weight=sw * per_sample)
+        _same_weights(ours, want)
+
+
+def test_class_weight_with_early_stopping_and_partial_fit():
+    X, y = make_classification_data(n_samples=80)
+    weights = {0: 2.0, 2: 0.25}
+    per_sample = np.array([weights.get(c, 1.0) for c in y])
+    params = dict(hidden_layer_sizes=(5,), max_iter=8, random_state=0,
+                  early_stopping=True)
+    _same_weights(_fit(MLPClassifier(class_weight=weights, **params), X, y),
+                  _fit(MLPClassifier(**params), X, y, sample_weight=per_sample))
+    ours = MLPClassifier(hidden_layer_sizes=(5,), random_state=0,
+                         class_weight=weights)
+    want = MLPClassifier(hidden_layer_sizes=(5,), random_state=0)
+    for part in (slice(0, 40), slice(40, 80)):
+        ours.partial_fit(X[part], y[part], classes=[0, 1, 2])
+        want.partial_fit(X[part], y[part], sample_weight=per_sample[part],
+                         classes=[0, 1, 2])
+    _same_weights(ours, want)
+
+
+def test_class_weight_errors():
+    X, y = make_classification_data()
+    with pytest.raises(ValueError, match="not in class"):
+        MLPClassifier(class_weight={0: 1.0, 7: 2.0}).fit(X, y)
+    with pytest.raises(ValueError, match="'class_weight' parameter"):
+        MLPClassifier(class_weight="uniform").fit(X, y)
+    with pytest.raises(ValueError, match="multilabel"):
+        MLPClassifier(class_weight="balanced").fit(X, np.c_[y == 0, y == 1])
+    with pytest.raises(ValueError, match="partial_fit"):
+        MLPClassifier(class_weight="balanced").partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="at least one non-zero"):
+        MLPClassifier(class_weight={0: 0, 1: 0, 2: 0}).fit(X, y)
+    assert "class_weight" not in MLPRegressor().get_params()
