@@ -28,7 +28,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from fastbp import _epoch, _reference
+from fastbp import _epoch, _kernels, _reference
 from fastbp._network import (
     glorot_init,
     hidden_activations,
@@ -136,6 +136,8 @@ _PARAMETER_RULES = {
     "max_fun": _interval(1, _INF, "left", True),
     "backend": _options(*_BACKENDS),
     "l1": _interval(0.0, _INF, "left"),
+    "early_stopping_metric": _options("score", "loss"),
+    "restore_best_weights": _boolean(),
     "class_weight": (
         lambda v: v is None or isinstance(v, dict) or v == "balanced",
         "a dict, a str among {'balanced'} or None",
@@ -235,7 +237,8 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
     # ------------------------------------------------------------------
     # fitting
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
+            sample_weight_val=None):
         """Fit the model to data matrix X and target(s) y.
 
         Parameters
@@ -250,14 +253,35 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         sample_weight : array-like of shape (n_samples,), default=None
             Sample weights.
 
+        X_val : {array-like, sparse matrix} of shape (n_val, n_features), \
+                default=None
+            A validation set for early stopping, used instead of holding out
+            validation_fraction of X (which then all trains). Needs
+            early_stopping=True, as in HistGradientBoosting. In a Pipeline,
+            ``Pipeline(..., transform_input=["X_val"])`` transforms it as X.
+            Not in scikit-learn's MLP.
+
+        y_val : array-like of shape (n_val,) or (n_val, n_outputs), default=None
+            Targets of X_val.
+
+        sample_weight_val : array-like of shape (n_val,), default=None
+            Sample weights of X_val (validation score and loss).
+
         Returns
         -------
         self : object
             Returns a trained MLP model.
         """
-        return self._fit(X, y, sample_weight, incremental=False)
+        val_set = None
+        if X_val is not None or y_val is not None:
+            if X_val is None or y_val is None:
+                raise ValueError("X_val and y_val must be passed together.")
+            val_set = (X_val, y_val, sample_weight_val)
+        elif sample_weight_val is not None:
+            raise ValueError("sample_weight_val is passed without X_val and y_val.")
+        return self._fit(X, y, sample_weight, incremental=False, val_set=val_set)
 
-    def _fit(self, X, y, sample_weight, incremental, classes=None):
+    def _fit(self, X, y, sample_weight, incremental, classes=None, val_set=None):
         self._check_params()
         # Train on copies and commit at the end: a failed fit leaves the
         # previous model exactly as it was.
@@ -265,14 +289,14 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         try:
             if incremental:
                 self._start_partial_fit(y, classes)
-            self._fit_committed(X, y, sample_weight, incremental)
+            self._fit_committed(X, y, sample_weight, incremental, val_set)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(before)
             raise
         return self
 
-    def _fit_committed(self, X, y, sample_weight, incremental):
+    def _fit_committed(self, X, y, sample_weight, incremental, val_set=None):
         hidden = self._hidden_sizes()
         first_pass = not hasattr(self, "coefs_") or (
             not self.warm_start and not incremental
@@ -284,6 +308,8 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         sample_weight = self._weigh_classes(Y, sample_weight, incremental, dtype)
         units = [n_features] + hidden + [Y.shape[1]]
         hidden_activations(self.activation, len(hidden))  # checks the length
+        if val_set is not None:
+            val_set = self._validate_val_set(*val_set, Y.shape[1], dtype)
         random_state = check_random_state(self.random_state)
 
         if first_pass:
@@ -296,14 +322,17 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
             if self.solver in _STOCHASTIC_SOLVERS:
                 self.loss_curve_ = []
                 self._no_improvement_count = 0
+                self.validation_loss_curve_ = [] if self.early_stopping else None
                 if self.early_stopping:
                     self.validation_scores_ = []
                     self.best_validation_score_ = -np.inf
+                    self.best_validation_loss_ = np.inf
                     self.best_loss_ = None
                 else:
                     self.best_loss_ = np.inf
                     self.validation_scores_ = None
                     self.best_validation_score_ = None
+                    self.best_validation_loss_ = None
         else:
             old_units = self._fitted_units()
             if old_units != units:
@@ -318,7 +347,8 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         Y = np.ascontiguousarray(Y, dtype=dtype)
         if self.solver in _STOCHASTIC_SOLVERS:
             self._fit_stochastic(
-                X, Y, sample_weight, units, flat, random_state, incremental
+                X, Y, sample_weight, units, flat, random_state, incremental,
+                val_set,
             )
         else:
             self._fit_lbfgs(X, Y, sample_weight, units, flat)
@@ -328,6 +358,28 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         """sample_weight times the class weights (classifier only)."""
         return sample_weight
 
+    def _validate_val_set(self, X_val, y_val, sample_weight_val, n_outputs, dtype):
+        """A user's validation set as the triple the early-stopping code takes."""
+        if not self.early_stopping or self.solver not in _STOCHASTIC_SOLVERS:
+            raise ValueError(
+                "X_val and y_val are passed to fit while early_stopping is False "
+                "or the solver is not stochastic; pass them with "
+                "early_stopping=True and solver 'sgd' or 'adam'."
+            )
+        X_val = validate_data(
+            self, X_val, accept_sparse=["csr", "csc"], reset=False,
+            dtype=(np.float64, np.float32),
+        )
+        Y_val = self._encode_targets(y_val)
+        Y_val = Y_val.reshape(Y_val.shape[0], -1)
+        if Y_val.shape != (X_val.shape[0], n_outputs):
+            raise ValueError(
+                f"y_val must have shape ({X_val.shape[0]}, {n_outputs}) or "
+                f"({X_val.shape[0]},) like y, got {np.shape(y_val)}."
+            )
+        sw_val = self._check_sample_weight(sample_weight_val, X_val.shape[0], dtype)
+        return X_val, Y_val, sw_val
+
     def _start_bookkeeping(self, incremental):
         """Continue or restart the history a warm or incremental fit builds on."""
         # Histories live on; lists are copied so a failed fit cannot touch them.
@@ -336,8 +388,12 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
             self.validation_scores_ = list(
                 getattr(self, "validation_scores_", None) or []
             )
+            self.validation_loss_curve_ = list(
+                getattr(self, "validation_loss_curve_", None) or []
+            )
         else:
             self.validation_scores_ = None
+            self.validation_loss_curve_ = None
         if incremental and hasattr(self, "_no_improvement_count"):
             return
         # A new (warm-started) fit starts its patience afresh, unlike
@@ -345,10 +401,12 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         self._no_improvement_count = 0
         if self.early_stopping:
             self.best_validation_score_ = -np.inf
+            self.best_validation_loss_ = np.inf
             self.best_loss_ = None
         else:
             self.best_loss_ = np.inf
             self.best_validation_score_ = None
+            self.best_validation_loss_ = None
 
     def _set_params_flat(self, flat, units):
         self._flat = flat
@@ -389,7 +447,8 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         }
 
     def _fit_stochastic(
-        self, X, Y, sample_weight, units, flat, random_state, incremental
+        self, X, Y, sample_weight, units, flat, random_state, incremental,
+        val_set=None,
     ):
         optimizer = getattr(self, "_optimizer", None)
         # Same widths and dtype as before are checked in _fit_committed, so a
@@ -401,12 +460,16 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
 
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
-        if self.early_stopping:
+        val = val_set
+        if val is None and self.early_stopping:
             X, Y, sample_weight, val = self._split_validation(
                 X, Y, sample_weight, random_state
             )
-        else:
-            val = None
+        if val is not None:
+            # Encoded targets for the loss, decoded ones for the score.
+            X_val, Y_val, sw_val = val
+            Y_val = np.ascontiguousarray(Y_val, dtype=flat.dtype)
+            val = (X_val, Y_val, self._decode(Y_val), sw_val)
         n_samples = X.shape[0]
         batch_size = self._batch_size(n_samples)
         X_dense, csr = self._as_kernel_input(X, flat.dtype)
@@ -414,7 +477,10 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         work = np.empty(plan.work_size, dtype=flat.dtype)
         grad = np.empty_like(flat)
         order = np.arange(n_samples, dtype=np.intp)
-        best = flat.copy() if self.early_stopping else None
+        keep_best = self.early_stopping or (
+            self.restore_best_weights and not incremental
+        )
+        best = flat.copy() if keep_best else None
         backend = self._backend()
 
         self.n_iter_ = 0
@@ -439,7 +505,7 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
                 if self.verbose:
                     print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
 
-                if self._update_no_improvement_count(val, flat, units):
+                if self._update_no_improvement_count(val, flat, units) and keep_best:
                     best[:] = flat
                 if self.solver == "sgd" and self.learning_rate == "invscaling":
                     optimizer["learning_rate"] = (
@@ -465,7 +531,7 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
                     "Training was interrupted and the weights are not finite; "
                     "the previous model is kept."
                 ) from None
-        if self.early_stopping:
+        if keep_best:
             flat[:] = best
         self._optimizer = optimizer
 
@@ -486,7 +552,9 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
 
     def _stop_or_slow_down(self, optimizer):
         """After n_iter_no_change epochs without progress: stop, or cut the rate."""
-        subject = "Validation score" if self.early_stopping else "Training loss"
+        subject = "Training loss"
+        if self.early_stopping:
+            subject = "Validation " + self.early_stopping_metric
         msg = "%s did not improve more than tol=%f for %d consecutive epochs." % (
             subject,
             self.tol,
@@ -509,7 +577,7 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         """Hold out validation_fraction of the data, as scikit-learn does.
 
         Returns X, Y, sample_weight of the training part and the validation
-        triple (X_val, y_val decoded as predict returns it, sw_val).
+        triple (X_val, Y_val, sw_val).
         """
         # Multilabel targets are not stratified.
         stratify = Y if self._is_classifier() and self.n_outputs_ == 1 else None
@@ -526,7 +594,7 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
                 "The validation set is too small. Increase 'validation_fraction' "
                 "or the size of your dataset."
             )
-        return X, Y, sw, (X_val, self._decode(Y_val), sw_val)
+        return X, Y, sw, (X_val, Y_val, sw_val)
 
     def _update_no_improvement_count(self, val, flat, units):
         """Track progress; return True when the weights are the best so far."""
@@ -536,10 +604,11 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
                 self._no_improvement_count += 1
             else:
                 self._no_improvement_count = 0
-            if loss < self.best_loss_:
+            improved = loss < self.best_loss_
+            if improved:
                 self.best_loss_ = loss
-            return False
-        X_val, y_val, sw_val = val
+            return improved
+        X_val, Y_val, y_val, sw_val = val
         output = self._forward_output(X_val, flat, units)
         if not np.isfinite(output).all():
             self._diverged(
@@ -548,14 +617,30 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
             )
         score = self._score_function(y_val, self._decode(output), sw_val)
         self.validation_scores_.append(score)
+        kernels = _kernels if self.backend == "cython" else _reference
+        val_loss, _ = kernels.loss_delta(
+            output, Y_val, sw_val, None, _kernels.LOSSES[self._loss_name()],
+            np.empty_like(output),
+        )
+        self.validation_loss_curve_.append(val_loss)
         if self.verbose:
             print("Validation score: %f" % score)
-        if score < self.best_validation_score_ + self.tol:
+        if self.early_stopping_metric == "loss":
+            if self.verbose:
+                print("Validation loss: %f" % val_loss)
+            # Stop and keep the best weights on the loss, as with the training
+            # loss; best_validation_score_ is still the best score seen.
+            self.best_validation_score_ = max(self.best_validation_score_, score)
+            value, best = -val_loss, -self.best_validation_loss_
+        else:
+            value, best = score, self.best_validation_score_
+        self.best_validation_loss_ = min(self.best_validation_loss_, val_loss)
+        if value < best + self.tol:
             self._no_improvement_count += 1
         else:
             self._no_improvement_count = 0
-        if score > self.best_validation_score_:
-            self.best_validation_score_ = score
+        if value > best:
+            self.best_validation_score_ = max(self.best_validation_score_, score)
             return True
         return False
 
@@ -815,8 +900,9 @@ _PARAMETERS_DOC = """
         Whether to use Nesterov's momentum (sgd, momentum > 0).
 
     early_stopping : bool, default=False
-        Whether to hold out validation_fraction of the training data and stop
-        when the validation score has not improved by at least tol for
+        Whether to hold out validation_fraction of the training data (or use
+        fit's X_val, y_val) and stop when the validation score (see
+        early_stopping_metric) has not improved by at least tol for
         n_iter_no_change consecutive epochs; the best weights are restored.
         Stratified for single-output classification. Stochastic solvers only.
 
@@ -854,6 +940,19 @@ _PARAMETERS_DOC = """
         alpha * ||W||^2 / (2 n)), whose subgradient l1 * sign(W) / n is 0 at
         W = 0. Together with alpha: the elastic net. The reported loss
         includes it. Not in scikit-learn.
+
+    early_stopping_metric : {'score', 'loss'}, default='score'
+        What early stopping watches on the validation set: 'score'
+        (scikit-learn's behaviour: accuracy or R^2 must improve by tol) or
+        'loss' (the validation loss must fall by tol); the weights of the
+        best epoch by that metric are restored. Not in scikit-learn.
+
+    restore_best_weights : bool, default=False
+        Without a validation set (early_stopping=False), restore at the end
+        of fit the weights at the end of the epoch with the lowest training
+        loss (scikit-learn keeps the last weights). With early_stopping the
+        best validation weights are always restored. fit only, not
+        partial_fit. Not in scikit-learn.
 """
 
 _ATTRIBUTES_DOC = """
@@ -873,6 +972,14 @@ _ATTRIBUTES_DOC = """
 
     best_validation_score_ : float or None
         The best validation score (early_stopping only, else None).
+
+    validation_loss_curve_ : list of shape (`n_iter_`,) or None
+        The loss on the validation set after each epoch (early_stopping
+        only, else None): the data term, without the alpha and l1 penalties,
+        weighted by the validation sample weights. Not in scikit-learn.
+
+    best_validation_loss_ : float or None
+        The lowest validation loss (early_stopping only, else None).
 
     t_ : int
         The number of training samples seen by the solver during fitting.
@@ -980,6 +1087,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         max_fun=15000,
         backend="cython",
         l1=0.0,
+        early_stopping_metric="score",
+        restore_best_weights=False,
         class_weight=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -1007,6 +1116,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.max_fun = max_fun
         self.backend = backend
         self.l1 = l1
+        self.early_stopping_metric = early_stopping_metric
+        self.restore_best_weights = restore_best_weights
         self.class_weight = class_weight
 
     loss = "log_loss"
@@ -1046,6 +1157,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _output_activation(self, Y):
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    def _encode_targets(self, y):
+        """Validation labels as the binarized targets the network fits."""
+        y = check_array(y, ensure_2d=False, dtype=None, input_name="y_val")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y)
+        unknown = np.setdiff1d(unique_labels(y), self.classes_)
+        if len(unknown):
+            raise ValueError(f"y_val has classes not in `self.classes_`: {unknown}.")
+        return self._label_binarizer.transform(y)
 
     def _weigh_classes(self, Y, sample_weight, incremental, dtype):
         # As LogisticRegression: weights from compute_class_weight on this
@@ -1254,6 +1375,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         max_fun=15000,
         backend="cython",
         l1=0.0,
+        early_stopping_metric="score",
+        restore_best_weights=False,
     ):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -1281,6 +1404,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.max_fun = max_fun
         self.backend = backend
         self.l1 = l1
+        self.early_stopping_metric = early_stopping_metric
+        self.restore_best_weights = restore_best_weights
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(
@@ -1304,6 +1429,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _output_activation(self, Y):
         return "exp" if self.loss == "poisson" else "identity"
+
+    def _encode_targets(self, y):
+        return check_array(
+            y, ensure_2d=False, dtype=(np.float64, np.float32), input_name="y_val"
+        )
 
     def _start_partial_fit(self, y, classes):
         pass

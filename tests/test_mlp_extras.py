@@ -6,11 +6,13 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import sklearn
 from conftest import make_classification_data, make_regression_data
 from numpy.testing import assert_allclose
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
+from sklearn.metrics import log_loss
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from fastbp import MLPClassifier, MLPRegressor
@@ -267,3 +269,151 @@ def test_class_weight_errors():
     with pytest.raises(ValueError, match="at least one non-zero"):
         MLPClassifier(class_weight={0: 0, 1: 0, 2: 0}).fit(X, y)
     assert "class_weight" not in MLPRegressor().get_params()
+
+
+# ---------------------------------------------------------------------------
+# Early-stopping controls: validation loss, metric, user validation set,
+# restoring the best weights on the training loss
+
+
+def _split(X, y, n_val=30):
+    return X[:-n_val], y[:-n_val], X[-n_val:], y[-n_val:]
+
+
+def test_validation_loss_curve_is_the_validation_loss():
+    X, y = make_classification_data(n_samples=120)
+    X_tr, y_tr, X_val, y_val = _split(X, y)
+    sw_val = np.random.RandomState(0).uniform(0.5, 2, len(y_val))
+    clf = _fit(MLPClassifier(hidden_layer_sizes=(6,), early_stopping=True,
+                             max_iter=1, random_state=0), X_tr, y_tr,
+               X_val=X_val, y_val=y_val, sample_weight_val=sw_val)
+    # One epoch: the kept weights are that epoch's; its validation loss is
+    # the weighted log-loss of predict_proba (data term only).
+    assert_allclose(clf.validation_loss_curve_,
+                    [log_loss(y_val, clf.predict_proba(X_val), sample_weight=sw_val)],
+                    rtol=1e-10)
+    assert_allclose(clf.validation_scores_,
+                    [clf.score(X_val, y_val, sample_weight=sw_val)])
+    reg = _fit(MLPRegressor(hidden_layer_sizes=(6,), early_stopping=True,
+                            max_iter=1, random_state=0), X_tr, X_tr[:, 0],
+               X_val=X_val, y_val=X_val[:, 0])
+    half_mse = 0.5 * np.mean((reg.predict(X_val) - X_val[:, 0]) ** 2)
+    assert_allclose(reg.validation_loss_curve_, [half_mse], rtol=1e-10)
+    # Recorded every epoch with the held-out split too; None without one.
+    clf = _fit(MLPClassifier(hidden_layer_sizes=(6,), early_stopping=True,
+                             max_iter=15, n_iter_no_change=100, random_state=0),
+               X, y)
+    assert len(clf.validation_loss_curve_) == clf.n_iter_ == 15
+    assert clf.best_validation_loss_ == min(clf.validation_loss_curve_)
+    clf = _fit(MLPClassifier(hidden_layer_sizes=(6,), max_iter=3), X, y)
+    assert clf.validation_loss_curve_ is None and clf.best_validation_loss_ is None
+
+
+def _stop_epoch(curve, tol, patience):
+    """Epochs run by scikit-learn's rule applied to a curve to minimise."""
+    best, count = np.inf, 0
+    for epoch, value in enumerate(curve, 1):
+        count = count + 1 if value > best - tol else 0
+        best = min(best, value)
+        if count > patience:
+            return epoch
+    return len(curve)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_early_stopping_on_validation_loss(backend):
+    X, y = make_classification_data(n_samples=150)
+    X_tr, y_tr, X_val, y_val = _split(X, y, 50)
+    clf = _fit(MLPClassifier(hidden_layer_sizes=(20,), early_stopping=True,
+                             early_stopping_metric="loss", learning_rate_init=0.05,
+                             n_iter_no_change=3, max_iter=200, random_state=0,
+                             backend=backend),
+               X_tr, y_tr, X_val=X_val, y_val=y_val)
+    curve = clf.validation_loss_curve_
+    assert clf.n_iter_ < 200  # it overfits, then stops
+    assert clf.n_iter_ == _stop_epoch(curve, clf.tol, 3) == len(curve)
+    # The kept weights are those of the lowest validation loss.
+    assert_allclose(log_loss(y_val, clf.predict_proba(X_val)), min(curve),
+                    rtol=1e-10)
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    # The score metric (the default) stops on the score instead.
+    by_score = _fit(clf.set_params(early_stopping_metric="score"), X_tr, y_tr,
+                    X_val=X_val, y_val=y_val)
+    assert by_score.n_iter_ == _stop_epoch(-np.array(by_score.validation_scores_),
+                                           by_score.tol, 3)
+
+
+def test_user_validation_set_replaces_the_split():
+    X, y = make_classification_data(n_samples=120)
+    X_tr, y_tr, X_val, y_val = _split(X, y)
+    clf = _fit(MLPClassifier(hidden_layer_sizes=(6,), early_stopping=True,
+                             max_iter=5, n_iter_no_change=100, random_state=0),
+               X_tr, y_tr, X_val=X_val, y_val=y_val)
+    assert clf.t_ == 5 * len(X_tr)  # every training sample trains
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert_allclose(clf.score(X_val, y_val), clf.best_validation_score_)
+
+
+def test_user_validation_set_errors():
+    X, y = make_classification_data()
+    X_tr, y_tr, X_val, y_val = _split(X, y)
+    clf = MLPClassifier(hidden_layer_sizes=(3,), early_stopping=True, max_iter=2)
+    with pytest.raises(ValueError, match="early_stopping is False"):
+        MLPClassifier(max_iter=2).fit(X_tr, y_tr, X_val=X_val, y_val=y_val)
+    with pytest.raises(ValueError, match="not stochastic"):
+        MLPClassifier(solver="lbfgs", early_stopping=True).fit(
+            X_tr, y_tr, X_val=X_val, y_val=y_val)
+    with pytest.raises(ValueError, match="together"):
+        clf.fit(X_tr, y_tr, X_val=X_val)
+    with pytest.raises(ValueError, match="without X_val"):
+        clf.fit(X_tr, y_tr, sample_weight_val=np.ones(len(y_val)))
+    with pytest.raises(ValueError, match="classes not in"):
+        clf.fit(X_tr, y_tr, X_val=X_val, y_val=y_val + 5)
+    with pytest.raises(ValueError, match="features"):
+        clf.fit(X_tr, y_tr, X_val=X_val[:, :2], y_val=y_val)
+    with pytest.raises(ValueError, match="y_val must have shape"):
+        clf.fit(X_tr, y_tr, X_val=X_val, y_val=y_val[:3])
+    with pytest.raises(ValueError, match="'early_stopping_metric' parameter"):
+        MLPClassifier(early_stopping_metric="accuracy").fit(X, y)
+    with pytest.raises(ValueError, match="'restore_best_weights' parameter"):
+        MLPClassifier(restore_best_weights=1).fit(X, y)
+
+
+def test_validation_set_routes_through_a_pipeline():
+    X, y = make_classification_data(n_samples=120)
+    X_tr, y_tr, X_val, y_val = _split(X, y)
+    params = dict(hidden_layer_sizes=(6,), early_stopping=True, max_iter=8,
+                  random_state=0)
+    with sklearn.config_context(enable_metadata_routing=True):
+        mlp = MLPClassifier(**params).set_fit_request(X_val=True, y_val=True)
+        pipe = Pipeline([("scale", StandardScaler()), ("mlp", mlp)],
+                        transform_input=["X_val"])
+        _fit(pipe, X_tr, y_tr, X_val=X_val, y_val=y_val)
+    scaler = StandardScaler().fit(X_tr)
+    direct = _fit(MLPClassifier(**params), scaler.transform(X_tr), y_tr,
+                  X_val=scaler.transform(X_val), y_val=y_val)
+    _same_weights(pipe[-1], direct)
+    assert_allclose(pipe[-1].validation_scores_, direct.validation_scores_)
+
+
+def test_restore_best_weights_on_the_training_loss():
+    X, y = make_classification_data(n_samples=100)
+    # A learning rate that makes the training loss rise: stop at epoch 10,
+    # lowest loss at the end of epoch 4.
+    params = dict(hidden_layer_sizes=(8,), solver="sgd", learning_rate_init=2.0,
+                  batch_size=20, n_iter_no_change=5, tol=0.0, random_state=0)
+    clf = _fit(MLPClassifier(restore_best_weights=True, max_iter=30, **params),
+               X, y)
+    best = int(np.argmin(clf.loss_curve_))
+    assert 0 < best < clf.n_iter_ - 1
+    # The same seed replays the same first epochs: stop after best + 1.
+    at_best = _fit(MLPClassifier(max_iter=best + 1, **params), X, y)
+    _same_weights(clf, at_best)
+    plain = _fit(MLPClassifier(max_iter=30, **params), X, y)
+    assert plain.n_iter_ == clf.n_iter_
+    assert not np.allclose(plain.coefs_[0], clf.coefs_[0])
+    # partial_fit is untouched (one epoch per call).
+    a = MLPClassifier(restore_best_weights=True, **params).partial_fit(
+        X, y, classes=[0, 1, 2])
+    b = MLPClassifier(**params).partial_fit(X, y, classes=[0, 1, 2])
+    _same_weights(a, b)
