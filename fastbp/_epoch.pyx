@@ -13,8 +13,8 @@ from libc.string cimport memcpy
 from fastbp._blas cimport _gemm as gemm
 from fastbp._kernels cimport (
     SOFTMAX, _act_grad, _bias_act, _bias_grad, _csr_forward, _csr_grad,
-    _abs_sum, _gather_rows, _l1_grad, _l2_grad, _loss_delta,
-    _needs_preactivation, _sq_norm,
+    _abs_sum, _dropout_backward, _dropout_forward, _gather_rows, _l1_grad,
+    _l2_grad, _loss_delta, _needs_preactivation, _sq_norm,
 )
 from fastbp._optimizers cimport (
     ADAM, SGD, _adam_step, _sgd_step, adam_step_size,
@@ -41,6 +41,11 @@ cdef struct Net:
     const Py_ssize_t* delta_off
     const Py_ssize_t* pre_off   # pre-activations (GELU, SiLU) or -1
     const Py_ssize_t* acts      # activation code of each layer, output last
+    const double* drop          # dropout rate of each layer (0: none)
+    const Py_ssize_t* mask_off  # dropout masks or -1
+    const Py_ssize_t* drop_col  # first column in the dropout counter space
+    Py_ssize_t drop_width
+    unsigned long long seed     # dropout seed of this epoch
     Py_ssize_t gather_off
     Py_ssize_t max_rows
     int out_act
@@ -63,7 +68,8 @@ cdef struct Data:
 cdef class _Arrays:
     """Keeps the plan's index arrays alive while a Net points into them."""
     cdef const Py_ssize_t[::1] units, coef_off, bias_off, act_off, delta_off
-    cdef const Py_ssize_t[::1] pre_off, acts
+    cdef const Py_ssize_t[::1] pre_off, acts, mask_off, drop_col
+    cdef const double[::1] drop
 
 
 cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
@@ -78,6 +84,9 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
     a.delta_off = plan.delta_off
     a.pre_off = plan.pre_off
     a.acts = plan.acts
+    a.drop = plan.drop
+    a.mask_off = plan.mask_off
+    a.drop_col = plan.drop_col
     L = a.units.shape[0] - 1
     if L < 1:
         raise ValueError("plan needs at least one layer")
@@ -86,6 +95,7 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
             raise ValueError("plan layer widths must be positive")
     if not (a.coef_off.shape[0] == a.bias_off.shape[0] == a.act_off.shape[0]
             == a.delta_off.shape[0] == a.pre_off.shape[0] == a.acts.shape[0]
+            == a.drop.shape[0] == a.mask_off.shape[0] == a.drop_col.shape[0]
             == L):
         raise ValueError("plan offsets must have one entry per layer")
     if n_params != plan.n_params:
@@ -109,6 +119,15 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
         if _needs_preactivation(a.acts[l]) or a.pre_off[l] >= 0:
             _check_region(a.pre_off[l], a.units[l + 1] * plan.max_rows,
                           work_size, "pre-activations", "workspace")
+    for l in range(L):
+        if not 0 <= a.drop[l] < 1 or (l == L - 1 and a.drop[l] != 0):
+            raise ValueError("dropout rates must be in [0, 1), 0 for the output")
+        if a.drop[l] > 0:
+            _check_region(a.mask_off[l], a.units[l + 1] * plan.max_rows,
+                          work_size, "dropout masks", "workspace")
+            if a.drop_col[l] < 0 or a.drop_col[l] + a.units[l + 1] \
+                    > plan.drop_width:
+                raise ValueError("dropout columns overrun drop_width")
     if a.acts[L - 1] != plan.out_act:
         raise ValueError("plan.acts must end with the output activation")
     if plan.gather_off >= 0:
@@ -124,6 +143,11 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
     net.delta_off = &a.delta_off[0]
     net.pre_off = &a.pre_off[0]
     net.acts = &a.acts[0]
+    net.drop = &a.drop[0]
+    net.mask_off = &a.mask_off[0]
+    net.drop_col = &a.drop_col[0]
+    net.drop_width = plan.drop_width
+    net.seed = 0
     net.gather_off = plan.gather_off
     net.max_rows = plan.max_rows
     net.out_act = plan.out_act
@@ -185,8 +209,12 @@ cdef void _set_data(Data* d, const floating[:, ::1] X, const floating[::1] data,
 
 cdef const floating* _forward(Net* net, Data* d, const floating* params,
                               floating* work, const Py_ssize_t* rows,
-                              Py_ssize_t row0, Py_ssize_t nb) noexcept nogil:
+                              Py_ssize_t row0, Py_ssize_t nb,
+                              bint training) noexcept nogil:
     """Forward pass of rows row0 .. row0 + nb (through rows when not NULL).
+
+    In training, hidden layers with a dropout rate are masked (inverted
+    dropout, masks from net.seed and the rows' positions row0 + r).
 
     Activations land in the workspace; returns the dense input rows used
     (NULL for sparse input), which the backward pass needs.
@@ -215,6 +243,10 @@ cdef const floating* _forward(Net* net, Data* d, const floating* params,
                  params + net.coef_off[l], fan_out, 0, Z, fan_out)
         _bias_act(Z, params + net.bias_off[l], nb, fan_out, net.acts[l],
                   work + net.pre_off[l] if net.pre_off[l] >= 0 else NULL)
+        if training and net.drop[l] > 0:
+            _dropout_forward(Z, work + net.mask_off[l], nb, fan_out,
+                             net.drop[l], net.seed, row0, net.drop_col[l],
+                             net.drop_width)
         A = Z
     return A0
 
@@ -269,6 +301,12 @@ cdef double _backward(Net* net, Data* d, const floating* params,
             # No delta for the input layer: nothing would use it.
             gemm(False, True, nb, fan_in, fan_out, 1, delta, fan_out, W,
                  fan_out, 0, work + net.delta_off[l - 1], fan_in)
+            if net.drop[l - 1] > 0:
+                # Always after a training forward: its masks are in place.
+                _dropout_backward(work + net.act_off[l - 1],
+                                  work + net.mask_off[l - 1],
+                                  work + net.delta_off[l - 1], nb * fan_in,
+                                  net.drop[l - 1])
             _act_grad(work + net.act_off[l - 1],
                       work + net.pre_off[l - 1] if net.pre_off[l - 1] >= 0
                       else NULL,
@@ -287,7 +325,8 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
               Py_ssize_t batch_size, floating[::1] params, floating[::1] grad,
               floating[::1] work, floating[::1] state, int solver, double lr,
               double momentum, bint nesterov, double beta_1, double beta_2,
-              double epsilon, double alpha, Py_ssize_t step, double l1=0.0):
+              double epsilon, double alpha, Py_ssize_t step, double l1=0.0,
+              unsigned long long seed=0):
     """One epoch of minibatch training, in place on params and state.
 
     Parameters
@@ -314,6 +353,8 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
         Adam steps taken so far.
     l1 : float
         L1 penalty strength (coefficients only, like alpha).
+    seed : int in [0, 2**64)
+        Dropout seed of the epoch (unused without dropout in the plan).
 
     Returns
     -------
@@ -353,11 +394,12 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
     if solver != SGD and solver != ADAM:
         raise ValueError(f"unknown solver code {solver}")
     _set_data(&d, X, data, indices, indptr, Y, sample_weight)
+    net.seed = seed
     with nogil:
         start = 0
         while start < n:
             nb = min(batch_size, n - start)
-            A0 = _forward(&net, &d, &params[0], &work[0], rows, start, nb)
+            A0 = _forward(&net, &d, &params[0], &work[0], rows, start, nb, True)
             loss_sum += nb * _backward(&net, &d, &params[0], &grad[0],
                                        &work[0], A0, rows, start, nb, alpha,
                                        l1)
@@ -377,8 +419,11 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
 def loss_grad(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
               const floating[::1] sample_weight, floating[::1] params,
               floating[::1] grad, floating[::1] work, double alpha,
-              double l1=0.0):
+              double l1=0.0, unsigned long long seed=0):
     """Full-batch loss (with the L2 and L1 terms); its gradient into grad.
+
+    With dropout in the plan, the masks of seed apply (a fixed mask: the
+    gradient is that of the loss with those units dropped).
 
     The plan must hold all n_samples rows in one pass. Used by L-BFGS.
     """
@@ -397,8 +442,10 @@ def loss_grad(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
         raise ValueError("loss_grad needs targets")
     _check_flat(grad.shape[0], params.shape[0], "grad")
     _set_data(&d, X, data, indices, indptr, Y, sample_weight)
+    net.seed = seed
     with nogil:
-        A0 = _forward(&net, &d, &params[0], &work[0], NULL, 0, d.n_samples)
+        A0 = _forward(&net, &d, &params[0], &work[0], NULL, 0, d.n_samples,
+                      True)
         loss = _backward(&net, &d, &params[0], &grad[0], &work[0], A0, NULL,
                          0, d.n_samples, alpha, l1)
     return loss
@@ -427,7 +474,7 @@ def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
         start = 0
         while start < d.n_samples:
             nb = min(net.max_rows, d.n_samples - start)
-            _forward(&net, &d, &params[0], &work[0], NULL, start, nb)
+            _forward(&net, &d, &params[0], &work[0], NULL, start, nb, False)
             memcpy(&out[start, 0], &work[net.act_off[L - 1]],
                    nb * n_out * sizeof(floating))
             start += nb

@@ -101,6 +101,12 @@ cdef double _sq_norm(const floating* W, Py_ssize_t size) noexcept nogil
 cdef void _l1_grad(floating* grad_W, const floating* W, Py_ssize_t size,
                    floating l1, floating sw_sum) noexcept nogil
 cdef double _abs_sum(const floating* W, Py_ssize_t size) noexcept nogil
+cdef void _dropout_forward(floating* A, floating* mask, Py_ssize_t n,
+                           Py_ssize_t m, double rate, unsigned long long seed,
+                           Py_ssize_t row0, Py_ssize_t col0,
+                           Py_ssize_t width) noexcept nogil
+cdef void _dropout_backward(floating* A, const floating* mask, floating* delta,
+                            Py_ssize_t size, double rate) noexcept nogil
 cdef void _gather_rows(const floating* X, Py_ssize_t n_features,
                        const Py_ssize_t* rows, Py_ssize_t row0, Py_ssize_t n,
                        floating* out) noexcept nogil

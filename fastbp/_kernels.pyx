@@ -241,6 +241,53 @@ cdef double _abs_sum(const floating* W, Py_ssize_t size) noexcept nogil:
     return s
 
 
+cdef inline double _uniform(unsigned long long seed,
+                            unsigned long long counter) noexcept nogil:
+    """A uniform [0, 1) number from (seed, counter): the SplitMix64 mix
+    (Steele, Lea & Flood, 2014) of seed + (counter + 1) * golden ratio, top 53
+    bits. Counter-based, so any batch's mask is reproducible on its own."""
+    cdef unsigned long long z = seed + (counter + 1) * 0x9E3779B97F4A7C15ULL
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+    z = z ^ (z >> 31)
+    return <double> (z >> 11) * 1.1102230246251565e-16  # 2**-53
+
+
+cdef void _dropout_forward(floating* A, floating* mask, Py_ssize_t n,
+                           Py_ssize_t m, double rate, unsigned long long seed,
+                           Py_ssize_t row0, Py_ssize_t col0,
+                           Py_ssize_t width) noexcept nogil:
+    """Inverted dropout in place: A *= mask, mask 1 / (1 - rate) or 0.
+
+    Unit j of batch row r is dropped when the uniform number of counter
+    (row0 + r) * width + col0 + j is below rate.
+    """
+    cdef Py_ssize_t r, j
+    cdef floating scale = <floating> (1.0 / (1.0 - rate))
+    cdef unsigned long long base
+    for r in range(n):
+        base = <unsigned long long> ((row0 + r) * width + col0)
+        for j in range(m):
+            if _uniform(seed, base + j) < rate:
+                mask[r * m + j] = 0
+            else:
+                mask[r * m + j] = scale
+            A[r * m + j] = A[r * m + j] * mask[r * m + j]
+
+
+cdef void _dropout_backward(floating* A, const floating* mask, floating* delta,
+                            Py_ssize_t size, double rate) noexcept nogil:
+    """delta *= mask; A *= 1 - rate, undoing the forward scaling for act'.
+
+    Where a unit was dropped delta becomes 0, so A's value there is moot.
+    """
+    cdef Py_ssize_t i
+    cdef floating keep = <floating> (1.0 - rate)
+    for i in range(size):
+        delta[i] = delta[i] * mask[i]
+        A[i] = A[i] * keep
+
+
 cdef void _gather_rows(const floating* X, Py_ssize_t n_features,
                        const Py_ssize_t* rows, Py_ssize_t row0, Py_ssize_t n,
                        floating* out) noexcept nogil:
@@ -420,6 +467,35 @@ def abs_sum(const floating[::1] W):
         with nogil:
             out = _abs_sum(&W[0], W.shape[0])
     return out
+
+
+def dropout_forward(floating[:, ::1] A, floating[:, ::1] mask, double rate,
+                    unsigned long long seed, Py_ssize_t row0, Py_ssize_t col0,
+                    Py_ssize_t width):
+    """Inverted dropout of A in place, mask written. Twin: _reference.dropout_forward."""
+    _same(mask.shape[0], A.shape[0], "mask rows vs A rows")
+    _same(mask.shape[1], A.shape[1], "mask columns vs A columns")
+    if not 0 <= rate < 1:
+        raise ValueError("dropout rate must be in [0, 1)")
+    if row0 < 0 or col0 < 0 or col0 + A.shape[1] > width:
+        raise ValueError("dropout counters out of range")
+    if A.shape[0] and A.shape[1]:
+        with nogil:
+            _dropout_forward(&A[0, 0], &mask[0, 0], A.shape[0], A.shape[1],
+                             rate, seed, row0, col0, width)
+
+
+def dropout_backward(floating[:, ::1] A, const floating[:, ::1] mask,
+                     floating[:, ::1] delta, double rate):
+    """delta *= mask, A *= 1 - rate. Twin: _reference.dropout_backward."""
+    _same(mask.shape[0], A.shape[0], "mask rows vs A rows")
+    _same(mask.shape[1], A.shape[1], "mask columns vs A columns")
+    _same(delta.shape[0], A.shape[0], "delta rows vs A rows")
+    _same(delta.shape[1], A.shape[1], "delta columns vs A columns")
+    if A.shape[0] and A.shape[1]:
+        with nogil:
+            _dropout_backward(&A[0, 0], &mask[0, 0], &delta[0, 0],
+                              A.shape[0] * A.shape[1], rate)
 
 
 def gather_rows(const floating[:, ::1] X, const Py_ssize_t[::1] rows,

@@ -32,6 +32,7 @@ from fastbp import _epoch, _kernels, _reference
 from fastbp._network import (
     glorot_init,
     hidden_activations,
+    hidden_dropout,
     make_plan,
     pack,
     unpack,
@@ -41,6 +42,8 @@ from fastbp._version import __version__
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 _BACKENDS = {"cython": _epoch, "numpy": _reference}
+# Dropout seeds are drawn from [0, _SEED_END).
+_SEED_END = np.iinfo(np.int64).max
 # Rows per forward pass at predict time: bounds the workspace, keeps BLAS busy.
 _PREDICT_ROWS = 1024
 
@@ -138,6 +141,7 @@ _PARAMETER_RULES = {
     "l1": _interval(0.0, _INF, "left"),
     "early_stopping_metric": _options("score", "loss"),
     "restore_best_weights": _boolean(),
+    "dropout": _one_or_per_layer(_interval(0.0, 1.0, "left")),
     "class_weight": (
         lambda v: v is None or isinstance(v, dict) or v == "balanced",
         "a dict, a str among {'balanced'} or None",
@@ -308,6 +312,13 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         sample_weight = self._weigh_classes(Y, sample_weight, incremental, dtype)
         units = [n_features] + hidden + [Y.shape[1]]
         hidden_activations(self.activation, len(hidden))  # checks the length
+        if any(hidden_dropout(self.dropout, len(hidden))) and (
+            self.solver not in _STOCHASTIC_SOLVERS
+        ):
+            raise ValueError(
+                "dropout needs a stochastic solver ('sgd' or 'adam'): it makes "
+                "the loss random, which L-BFGS cannot minimise."
+            )
         if val_set is not None:
             val_set = self._validate_val_set(*val_set, Y.shape[1], dtype)
         random_state = check_random_state(self.random_state)
@@ -417,7 +428,7 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
             return "binary_log_loss"
         return self.loss
 
-    def _plan(self, units, rows, gather):
+    def _plan(self, units, rows, gather, dropout=0.0):
         return make_plan(
             units,
             self.activation,
@@ -425,6 +436,7 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
             self._loss_name(),
             rows,
             gather,
+            dropout,
         )
 
     def _batch_size(self, n_samples):
@@ -473,7 +485,9 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         n_samples = X.shape[0]
         batch_size = self._batch_size(n_samples)
         X_dense, csr = self._as_kernel_input(X, flat.dtype)
-        plan = self._plan(units, batch_size, gather=self.shuffle and csr is None)
+        plan = self._plan(units, batch_size, gather=self.shuffle and csr is None,
+                          dropout=self.dropout)
+        use_dropout = plan.drop.any()
         work = np.empty(plan.work_size, dtype=flat.dtype)
         grad = np.empty_like(flat)
         order = np.arange(n_samples, dtype=np.intp)
@@ -488,13 +502,16 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
             for _ in range(self.max_iter):
                 if self.shuffle:
                     order = shuffle(order, random_state=random_state)
+                # Drawn only with dropout: the default trajectory is untouched.
+                seed = int(random_state.randint(_SEED_END, dtype=np.int64)) \
+                    if use_dropout else 0
                 loss_sum, optimizer["step"] = backend.run_epoch(
                     plan, X_dense, csr, Y, sample_weight,
                     order if self.shuffle else None, batch_size,
                     flat, grad, work, optimizer["state"], SOLVERS[self.solver],
                     optimizer["learning_rate"], self.momentum,
                     self.nesterovs_momentum, self.beta_1, self.beta_2,
-                    self.epsilon, self.alpha, optimizer["step"], self.l1,
+                    self.epsilon, self.alpha, optimizer["step"], self.l1, seed,
                 )
                 self.n_iter_ += 1
                 self.loss_ = loss_sum / n_samples
@@ -953,6 +970,15 @@ _PARAMETERS_DOC = """
         loss (scikit-learn keeps the last weights). With early_stopping the
         best validation weights are always restored. fit only, not
         partial_fit. Not in scikit-learn.
+
+    dropout : float or list of float, default=0.0
+        Inverted dropout on the hidden layers' activations in training: each
+        unit is zeroed with this probability and the kept ones are scaled by
+        1 / (1 - dropout), so predict (which never drops) needs no rescaling.
+        One rate for every hidden layer, or a list with one per hidden
+        layer. The masks are reproducible from random_state (one seed drawn
+        per epoch, only when dropout is on). Stochastic solvers only. Not in
+        scikit-learn.
 """
 
 _ATTRIBUTES_DOC = """
@@ -1089,6 +1115,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         l1=0.0,
         early_stopping_metric="score",
         restore_best_weights=False,
+        dropout=0.0,
         class_weight=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -1118,6 +1145,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.l1 = l1
         self.early_stopping_metric = early_stopping_metric
         self.restore_best_weights = restore_best_weights
+        self.dropout = dropout
         self.class_weight = class_weight
 
     loss = "log_loss"
@@ -1377,6 +1405,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         l1=0.0,
         early_stopping_metric="score",
         restore_best_weights=False,
+        dropout=0.0,
     ):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -1406,6 +1435,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.l1 = l1
         self.early_stopping_metric = early_stopping_metric
         self.restore_best_weights = restore_best_weights
+        self.dropout = dropout
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(

@@ -42,6 +42,15 @@ class Plan:
         Length of the workspace.
     acts : ndarray of shape (n_layers,), intp
         Activation code of every layer, the output layer's last.
+    drop : ndarray of shape (n_layers,), float64
+        Inverted-dropout rate of each layer's activations in training (0 for
+        the output layer and for layers without dropout).
+    mask_off : ndarray of shape (n_layers,), intp
+        Offsets of the dropout masks (max_rows, units[l + 1]); -1 where
+        drop is 0.
+    drop_col : ndarray of shape (n_layers,), intp
+        First column of each layer in the dropout counter space, whose rows
+        are drop_width wide (the hidden widths side by side).
     out_act, loss : int
         Codes of the output activation and the loss.
     """
@@ -57,6 +66,10 @@ class Plan:
     max_rows: int
     work_size: int
     acts: np.ndarray
+    drop: np.ndarray
+    mask_off: np.ndarray
+    drop_col: np.ndarray
+    drop_width: int
     out_act: int
     loss: int
 
@@ -85,11 +98,24 @@ def hidden_activations(activation, n_hidden):
     return activation
 
 
-def make_plan(units, hidden_activation, out_activation, loss, max_rows, gather):
+def hidden_dropout(dropout, n_hidden):
+    """The dropout rate of each hidden layer: one rate, or one per layer."""
+    if not isinstance(dropout, (list, tuple)):
+        return [float(dropout)] * n_hidden
+    if len(dropout) != n_hidden:
+        raise ValueError(
+            f"The 'dropout' parameter must be one rate or one rate per hidden "
+            f"layer; got {len(dropout)} rates for {n_hidden} hidden layers."
+        )
+    return [float(r) for r in dropout]
+
+
+def make_plan(units, hidden_activation, out_activation, loss, max_rows, gather,
+              dropout=0.0):
     """Lay out a network of the given widths for passes of up to max_rows rows.
 
     hidden_activation is one name for every hidden layer or a list of names,
-    one per hidden layer.
+    one per hidden layer; dropout likewise one rate or one per hidden layer.
     """
     units = np.asarray(units, dtype=np.intp)
     names = hidden_activations(hidden_activation, len(units) - 2)
@@ -110,6 +136,14 @@ def make_plan(units, hidden_activation, out_activation, loss, max_rows, gather):
         if code in NEEDS_PREACTIVATION:
             pre_off[i] = work_size
             work_size += int(units[i + 1]) * max_rows
+    drop = np.array(hidden_dropout(dropout, n_layers - 1) + [0.0])
+    if not all(0 <= r < 1 for r in drop):
+        raise ValueError(f"dropout rates must be in [0, 1), got {dropout!r}.")
+    mask_off = np.full(n_layers, -1, dtype=np.intp)
+    for i in np.flatnonzero(drop):
+        mask_off[i] = work_size
+        work_size += int(units[i + 1]) * max_rows
+    drop_col = np.concatenate([[0], np.cumsum(units[1:-1])]).astype(np.intp)
     return Plan(
         units=units,
         coef_off=coef_off,
@@ -122,6 +156,10 @@ def make_plan(units, hidden_activation, out_activation, loss, max_rows, gather):
         max_rows=int(max_rows),
         work_size=work_size,
         acts=acts,
+        drop=drop,
+        mask_off=mask_off,
+        drop_col=drop_col,
+        drop_width=int(drop_col[-1]),
         out_act=ACTIVATIONS[out_activation],
         loss=LOSSES[loss],
     )

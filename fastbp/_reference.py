@@ -127,6 +127,34 @@ def abs_sum(W):
     return float(np.abs(W.astype(np.float64)).sum())
 
 
+def _uniform(seed, counter):
+    """SplitMix64 of seed + (counter + 1) * golden ratio, top 53 bits."""
+    u64 = np.uint64
+    z = u64(seed) + (counter + u64(1)) * u64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> u64(30))) * u64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> u64(27))) * u64(0x94D049BB133111EB)
+    z = z ^ (z >> u64(31))
+    return (z >> u64(11)).astype(np.float64) * 2.0**-53
+
+
+def dropout_mask(shape, rate, seed, row0, col0, width, dtype):
+    n, m = shape
+    rows = np.arange(row0, row0 + n, dtype=np.uint64)[:, None]
+    cols = np.arange(col0, col0 + m, dtype=np.uint64)[None, :]
+    u = _uniform(seed, rows * np.uint64(width) + cols)
+    return np.where(u < rate, 0, 1 / (1 - rate)).astype(dtype)
+
+
+def dropout_forward(A, mask, rate, seed, row0, col0, width):
+    mask[...] = dropout_mask(A.shape, rate, seed, row0, col0, width, A.dtype)
+    A *= mask
+
+
+def dropout_backward(A, mask, delta, rate):
+    delta *= mask
+    A *= A.dtype.type(1 - rate)
+
+
 def gather_rows(X, rows, out):
     out[...] = X[rows]
 
@@ -173,20 +201,33 @@ def _input(X, csr, n_features):
     return X if csr is None else _csr(*csr, n_features)
 
 
-def _forward_layers(plan, X, coefs, intercepts):
-    """Activations and pre-activations of every layer for the rows of X."""
-    activations, pre = [X], [None]
+def _forward_layers(plan, X, coefs, intercepts, seed=None, row0=0):
+    """Activations (after dropout), pre-activations, the activations before
+    dropout and the dropout masks (None where none) of every layer.
+
+    Dropout applies in training, when a seed is given; the mask of batch row
+    r is that of position row0 + r in the epoch.
+    """
+    activations, pre, undropped, masks = [X], [None], [X], [None]
     for i, (W, b) in enumerate(zip(coefs, intercepts)):
         Z = np.asarray(X @ W if i == 0 else activations[-1] @ W)
         pre.append(np.empty_like(Z))
         bias_act(Z, b, plan.acts[i], pre[-1])
+        undropped.append(Z)
+        masks.append(None)
+        if seed is not None and plan.drop[i] > 0:
+            masks[-1] = dropout_mask(Z.shape, plan.drop[i], seed, row0,
+                                     plan.drop_col[i], plan.drop_width, Z.dtype)
+            Z = Z * masks[-1]
         activations.append(Z)
-    return activations, pre
+    return activations, pre, undropped, masks
 
 
-def _backprop(plan, X, Y, sw, coefs, intercepts, alpha, l1=0.0):
+def _backprop(plan, X, Y, sw, coefs, intercepts, alpha, l1=0.0, seed=0, row0=0):
     """Loss of the batch (with the L2 and L1 terms) and its gradient lists."""
-    activations, pre = _forward_layers(plan, X, coefs, intercepts)
+    activations, pre, undropped, masks = _forward_layers(
+        plan, X, coefs, intercepts, seed, row0
+    )
     delta = np.empty_like(activations[-1])
     loss, sw_sum = loss_delta(activations[-1], Y, sw, None, plan.loss, delta)
     loss += 0.5 * alpha * sum(sq_norm(W.ravel()) for W in coefs) / sw_sum
@@ -203,7 +244,9 @@ def _backprop(plan, X, Y, sw, coefs, intercepts, alpha, l1=0.0):
         bias_grad(delta, sw_sum, grad_b[i])
         if i > 0:
             delta = delta @ coefs[i].T
-            act_grad(activations[i], delta, plan.acts[i - 1], pre[i])
+            if masks[i] is not None:
+                delta *= masks[i]
+            act_grad(undropped[i], delta, plan.acts[i - 1], pre[i])
     return loss, grad_W, grad_b
 
 
@@ -213,7 +256,7 @@ def _flat(grad_W, grad_b):
 
 def run_epoch(plan, X, csr, Y, sample_weight, order, batch_size, params, grad,
               work, state, solver, lr, momentum, nesterov, beta_1, beta_2,
-              epsilon, alpha, step, l1=0.0):
+              epsilon, alpha, step, l1=0.0, seed=0):
     """One epoch of minibatch training, as _epoch.run_epoch."""
     coefs, intercepts = _layers(plan, params)
     X = _input(X, csr, int(plan.units[0]))
@@ -226,7 +269,7 @@ def run_epoch(plan, X, csr, Y, sample_weight, order, batch_size, params, grad,
         rows = order[start : start + batch_size]
         sw = None if sample_weight is None else sample_weight[rows]
         loss, grad_W, grad_b = _backprop(
-            plan, X[rows], Y[rows], sw, coefs, intercepts, alpha, l1
+            plan, X[rows], Y[rows], sw, coefs, intercepts, alpha, l1, seed, start
         )
         loss_sum += len(rows) * loss
         grad[...] = _flat(grad_W, grad_b)
@@ -239,12 +282,13 @@ def run_epoch(plan, X, csr, Y, sample_weight, order, batch_size, params, grad,
     return loss_sum, step
 
 
-def loss_grad(plan, X, csr, Y, sample_weight, params, grad, work, alpha, l1=0.0):
+def loss_grad(plan, X, csr, Y, sample_weight, params, grad, work, alpha, l1=0.0,
+              seed=0):
     """Full-batch loss with the L2 and L1 terms; its gradient into grad."""
     coefs, intercepts = _layers(plan, params)
     X = _input(X, csr, int(plan.units[0]))
     loss, grad_W, grad_b = _backprop(
-        plan, X, Y, sample_weight, coefs, intercepts, alpha, l1
+        plan, X, Y, sample_weight, coefs, intercepts, alpha, l1, seed
     )
     grad[...] = _flat(grad_W, grad_b)
     return loss
@@ -254,7 +298,7 @@ def forward(plan, X, csr, params, work, out):
     """Network output for every row of X into out."""
     coefs, intercepts = _layers(plan, params)
     X = _input(X, csr, int(plan.units[0]))
-    out[...] = _forward_layers(plan, X, coefs, intercepts)[0][-1]
+    out[...] = _forward_layers(plan, X, coefs, intercepts)[0][-1]  # no dropout
 
 
 def all_finite(a):

@@ -888,3 +888,94 @@ def test_run_epoch_l1_equals_twin(dtype, optimizer):
     _assert_epochs_match(*results, dtype)
     without = _epochs(_epoch, problem, orders, 5, optimizer)
     assert not np.allclose(results[0]["params"], without["params"])
+
+
+# ---------------------------------------------------------------------------
+# Inverted dropout on hidden layers
+
+
+def _dropout_problem(dtype, hidden_act, dropout, sparse=False, **kwargs):
+    problem = make_problem(dtype, (6, 5), hidden_act, "softmax-log_loss",
+                           sparse=sparse, gather=not sparse, **kwargs)
+    plan = make_plan(problem.plan.units, hidden_act, "softmax", "log_loss",
+                     problem.plan.max_rows, not sparse, dropout)
+    return dataclasses.replace(problem, plan=plan)
+
+
+def _epochs_seeded(module, problem, orders, seeds, optimizer="adam"):
+    solver, lr, nesterov = OPTIMIZERS[optimizer]
+    params = problem.params.copy()
+    grad, work, state = _buffers(problem, solver)
+    step, losses = 0, []
+    for order, seed in zip(orders, seeds):
+        loss_sum, step = module.run_epoch(
+            problem.plan, problem.X, problem.csr, problem.Y, problem.sw, order, 5,
+            params, grad, work, state, SOLVERS[solver], lr, MOMENTUM, nesterov,
+            BETA_1, BETA_2, EPSILON, 0.01, step, 0.0, seed)
+        losses.append(loss_sum)
+    return {"losses": losses, "step": step, "params": params, "grad": grad,
+            "state": state}
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+@pytest.mark.parametrize("dropout", [0.4, [0.5, 0.0], [0.0, 0.25]], ids=str)
+@pytest.mark.parametrize("hidden_act", ["relu", "tanh", "gelu"])
+def test_run_epoch_dropout_equals_twin(dtype, hidden_act, dropout, sparse):
+    problem = _dropout_problem(dtype, hidden_act, dropout, sparse, seed=1)
+    orders = _orders(problem, True, np.random.RandomState(2))
+    seeds = [2**63 + 5, 17]
+    got = _epochs_seeded(_epoch, problem, orders, seeds)
+    want = _epochs_seeded(_reference, problem, orders, seeds)
+    _assert_epochs_match(got, want, dtype)
+    # Dropout changes the trajectory; another seed changes it again.
+    plain = _epochs(_epoch, problem, orders, 5, "adam")
+    assert not np.allclose(got["params"], plain["params"])
+    other = _epochs_seeded(_epoch, problem, orders, [1, 2])
+    assert not np.allclose(got["params"], other["params"])
+
+
+def _loss_grad_seeded(problem, params, seed):
+    grad = np.full(problem.plan.n_params, np.nan)
+    work = np.full(problem.plan.work_size, np.nan)
+    loss = _epoch.loss_grad(problem.plan, problem.X, problem.csr, problem.Y,
+                            problem.sw, params, grad, work, 0.05, 0.0, seed)
+    return loss, grad
+
+
+@pytest.mark.parametrize("hidden_act", ["tanh", "logistic", "gelu", "softplus"])
+def test_dropout_gradient_matches_central_differences(hidden_act):
+    # With a fixed mask (a fixed seed) the loss is a smooth function of the
+    # parameters; its gradient is what backward computes.
+    problem = _dropout_problem(np.float64, hidden_act, [0.5, 0.3], max_rows=9,
+                               n_samples=9, seed=8)
+    seed = 99
+    _, grad = _loss_grad_seeded(problem, problem.params.copy(), seed)
+    h = 1e-6
+    numeric = np.empty_like(grad)
+    for i in range(grad.size):
+        plus, minus = problem.params.copy(), problem.params.copy()
+        plus[i] += h
+        minus[i] -= h
+        numeric[i] = (_loss_grad_seeded(problem, plus, seed)[0]
+                      - _loss_grad_seeded(problem, minus, seed)[0]) / (2 * h)
+    assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
+    # Another mask, another gradient.
+    other = _loss_grad_seeded(problem, problem.params.copy(), seed + 1)[1]
+    assert not np.allclose(grad, other)
+    want = _reference.loss_grad(problem.plan, problem.X, problem.csr, problem.Y,
+                                problem.sw, problem.params.copy(),
+                                np.empty_like(grad), None, 0.05, 0.0, seed)
+    assert_allclose(_loss_grad_seeded(problem, problem.params.copy(), seed)[0],
+                    want, rtol=1e-12)
+
+
+def test_forward_ignores_dropout(dtype):
+    problem = _dropout_problem(dtype, "relu", 0.5)
+    plain = make_plan(problem.plan.units, "relu", "softmax", "log_loss", 5, False)
+    outs = []
+    for plan in (problem.plan, plain):
+        out = np.empty((problem.n_samples, 3), dtype=dtype)
+        _epoch.forward(plan, problem.X, None, problem.params,
+                       np.empty(plan.work_size, dtype), out)
+        outs.append(out)
+    np.testing.assert_array_equal(*outs)

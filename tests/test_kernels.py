@@ -114,6 +114,23 @@ def _l1_grad(rng, dtype, n):
     return grad_W, W, rng.uniform(0, 2), rng.uniform(0.5, 40.0)
 
 
+def _dropout_forward(rng, dtype, n):
+    m = rng.randint(1, 7)
+    col0 = rng.randint(0, 4)
+    A = rng.randn(n, m).astype(dtype)
+    mask = rng.randn(n, m).astype(dtype)  # must be overwritten
+    return (A, mask, rng.uniform(0, 0.9), int(rng.randint(2**62)) * 3,
+            rng.randint(0, 50), col0, col0 + m + rng.randint(0, 4))
+
+
+def _dropout_backward(rng, dtype, n):
+    m = rng.randint(1, 7)
+    rate = rng.uniform(0, 0.9)
+    mask = np.where(rng.rand(n, m) < rate, 0, 1 / (1 - rate)).astype(dtype)
+    A = rng.randn(n, m).astype(dtype) * mask
+    return A, mask, rng.randn(n, m).astype(dtype), rate
+
+
 def _sq_norm(rng, dtype, n):
     return (rng.randn(n * rng.randint(1, 5)).astype(dtype),)
 
@@ -171,6 +188,8 @@ CASES = (
         ("sq_norm", "sq_norm", _sq_norm),
         ("l1_grad", "l1_grad", _l1_grad),
         ("abs_sum", "abs_sum", _sq_norm),
+        ("dropout_forward", "dropout_forward", _dropout_forward),
+        ("dropout_backward", "dropout_backward", _dropout_backward),
         ("gather_rows", "gather_rows", _gather_rows),
         ("csr_forward", "csr_forward", _csr_forward(False)),
         ("csr_forward-rows", "csr_forward", _csr_forward(True)),
@@ -321,6 +340,29 @@ def test_l1_hand_values(dtype):
     _kernels.l1_grad(grad, W, 0.5, 2.0)  # 0.5 / 2 * sign(W)
     assert_allclose(grad, [0.75, 1.0, 1.25], rtol=RTOL[dtype])
     assert _kernels.abs_sum(W) == 5.0
+
+
+def test_dropout_masks(dtype):
+    # Masks are 0 or 1 / (1 - rate), drop about rate of the units, depend only
+    # on (seed, counter): a batch's rows equal the same rows of a larger pass.
+    rate, seed, width = 0.3, 12345, 40
+    A = np.ones((500, 40), dtype=dtype)
+    mask = np.empty_like(A)
+    _kernels.dropout_forward(A, mask, rate, seed, 0, 0, width)
+    assert set(np.unique(mask)) == {0, dtype(1 / 0.7)}
+    assert abs(np.mean(mask == 0) - rate) < 0.02
+    np.testing.assert_array_equal(A, mask)
+    part = np.ones((7, 15), dtype=dtype)
+    part_mask = np.empty_like(part)
+    _kernels.dropout_forward(part, part_mask, rate, seed, 100, 20, width)
+    np.testing.assert_array_equal(part_mask, mask[100:107, 20:35])
+    other = np.ones_like(A)
+    _kernels.dropout_forward(other, np.empty_like(A), rate, seed + 1, 0, 0, width)
+    assert np.mean(other != A) > 0.2
+    with pytest.raises(ValueError, match="rate"):
+        _kernels.dropout_forward(A, mask, 1.0, seed, 0, 0, width)
+    with pytest.raises(ValueError, match="counters"):
+        _kernels.dropout_forward(A, mask, rate, seed, 0, 1, width)
 
 
 def test_act_grad_hand_values(dtype):

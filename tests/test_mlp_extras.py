@@ -12,6 +12,7 @@ from numpy.testing import assert_allclose
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
+from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -417,3 +418,61 @@ def test_restore_best_weights_on_the_training_loss():
         X, y, classes=[0, 1, 2])
     b = MLPClassifier(**params).partial_fit(X, y, classes=[0, 1, 2])
     _same_weights(a, b)
+
+
+# ---------------------------------------------------------------------------
+# Dropout
+
+
+@pytest.mark.parametrize("dropout", [0.3, [0.5, 0.0]], ids=str)
+def test_dropout_fits_like_the_twin_and_is_reproducible(dropout):
+    X, y = make_classification_data(n_samples=90)
+    params = dict(hidden_layer_sizes=(12, 6), dropout=dropout, max_iter=10,
+                  learning_rate_init=0.01, random_state=0)
+    ours = _fit(MLPClassifier(**params), X, y)
+    _same_weights(ours, _fit(MLPClassifier(**params), X, y))  # same seed
+    twin = _fit(MLPClassifier(backend="numpy", **params), X, y)
+    for a, b in zip(ours.coefs_, twin.coefs_):
+        assert_allclose(a, b, rtol=1e-8, atol=1e-11)
+    plain = _fit(MLPClassifier(**dict(params, dropout=0.0)), X, y)
+    assert not np.allclose(ours.coefs_[0], plain.coefs_[0])
+    other = _fit(MLPClassifier(**dict(params, random_state=1)), X, y)
+    assert not np.allclose(ours.coefs_[0], other.coefs_[0])
+
+
+def test_dropout_is_off_at_predict():
+    X, y = make_classification_data()
+    clf = _fit(MLPClassifier(hidden_layer_sizes=(8,), dropout=0.5, max_iter=5,
+                             random_state=0), X, y)
+    H = np.maximum(X @ clf.coefs_[0] + clf.intercepts_[0], 0)
+    Z = H @ clf.coefs_[1] + clf.intercepts_[1]
+    P = np.exp(Z - Z.max(axis=1, keepdims=True))
+    assert_allclose(clf.predict_proba(X), P / P.sum(axis=1, keepdims=True),
+                    rtol=1e-10)
+    np.testing.assert_array_equal(clf.transform(X), clf.transform(X))
+
+
+def test_dropout_errors():
+    X, y = make_classification_data()
+    for bad in (1.0, -0.1, [0.2, 1.5], "half"):
+        with pytest.raises(ValueError, match="'dropout' parameter"):
+            MLPClassifier(hidden_layer_sizes=(4, 3), dropout=bad).fit(X, y)
+    with pytest.raises(ValueError, match="one rate per hidden layer"):
+        MLPClassifier(hidden_layer_sizes=(4, 3), dropout=[0.2]).fit(X, y)
+    with pytest.raises(ValueError, match="stochastic solver"):
+        MLPRegressor(solver="lbfgs", dropout=0.2).fit(X, y)
+
+
+def test_grid_search_over_solver_activation_dropout_on_a_pipeline():
+    X, y = make_classification_data(n_samples=90)
+    pipe = make_pipeline(StandardScaler(),
+                         MLPClassifier(hidden_layer_sizes=(8,), max_iter=30,
+                                       random_state=0))
+    grid = {"mlpclassifier__solver": ["sgd", "adam"],
+            "mlpclassifier__activation": ["relu", "gelu", ["silu"]],
+            "mlpclassifier__dropout": [0.0, 0.2]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search = GridSearchCV(pipe, grid, cv=3).fit(X, y)
+    assert len(search.cv_results_["params"]) == 12
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
