@@ -10,9 +10,10 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from fastbp import MLPClassifier, MLPRegressor
 
 # Each solver and both backends; the checks themselves also feed float32.
-# Only dropout's sample-weight equivalence checks are expected to fail. (early_stopping is left out: on the checks'
-# 10-sample datasets its validation split is too small, for scikit-learn's
-# MLP too; test_mlp.py covers it.)
+# Only dropout's sample-weight equivalence checks are expected to fail.
+# (early_stopping is left out: on the checks' 10-sample datasets its
+# validation split is too small, for scikit-learn's MLP too; test_mlp.py
+# covers it.)
 ESTIMATORS = [
     MLPClassifier(hidden_layer_sizes=(32,), max_iter=100),
     MLPClassifier(hidden_layer_sizes=(32, 8), solver="sgd", learning_rate_init=0.05,
