@@ -28,6 +28,7 @@ from fastbp._blas cimport _gemm as gemm
 from fastbp._epoch cimport (
     Data, Net, _backward, _check_data, _forward, _read_plan, _set_data,
 )
+from fastbp._kernels import ACTIVATIONS
 from fastbp._kernels cimport (
     BINARY_LOG_LOSS, EXP, IDENTITY, LOG_LOSS, LOGISTIC, POISSON, RELU, SOFTMAX,
     SQUARED_ERROR, TANH, _act_grad, _bias_grad, _csr_forward, _csr_grad,
@@ -37,6 +38,7 @@ from fastbp._kernels cimport (
 # Hidden activations and (output, loss) heads the curvature code knows: each
 # loss is paired with its canonical link, so the output delta is P - Y.
 HIDDEN_ACTIVATIONS = (IDENTITY, LOGISTIC, TANH, RELU)
+_ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
 HEADS = ((SOFTMAX, LOG_LOSS), (LOGISTIC, BINARY_LOG_LOSS),
          (IDENTITY, SQUARED_ERROR), (EXP, POISSON))
 
@@ -127,7 +129,7 @@ cdef void _r_pass(Net* net, Data* d, const floating* params,
         if l < L - 1:
             for i in range(n * fan_out):
                 R2[i] = RZ[i]
-            _act_grad(work + net.act_off[l], R2, n, fan_out, net.hidden_act)
+            _act_grad(work + net.act_off[l], NULL, R2, n, fan_out, net.acts[l])
         else:
             _output_r(work + net.act_off[l], RZ, sw, n, fan_out, net.out_act,
                       R2)
@@ -156,12 +158,12 @@ cdef void _r_pass(Net* net, Data* d, const floating* params,
                  params + net.coef_off[l], fan_out, 0, RD_prev, fan_in)
             gemm(False, True, n, fan_in, fan_out, 1, work + net.delta_off[l],
                  fan_out, v + net.coef_off[l], fan_out, 1, RD_prev, fan_in)
-            _act_grad(work + net.act_off[l - 1], RD_prev, n, fan_in,
-                      net.hidden_act)
+            _act_grad(work + net.act_off[l - 1], NULL, RD_prev, n, fan_in,
+                      net.acts[l - 1])
             _curvature_term(work + net.act_off[l - 1],
                             work + net.delta_off[l - 1],
                             rwork + net.act_off[l - 1], RD_prev, n * fan_in,
-                            net.hidden_act)
+                            net.acts[l - 1])
 
 
 cdef void _output_grad_rows(const floating* P, Py_ssize_t n, Py_ssize_t m,
@@ -194,7 +196,7 @@ cdef void _jacobian(Net* net, Data* d, const floating* params, floating* work,
     """out[r, k, :] = d output[row0 + r, k] / d X[row0 + r, :], r < nb."""
     cdef Py_ssize_t l, k, L = net.n_layers, m = net.units[L]
     cdef Py_ssize_t F = net.units[0], fan_in, fan_out
-    _forward(net, d, params, work, NULL, row0, nb)
+    _forward(net, d, params, work, NULL, row0, nb, False)
     for k in range(m):
         _output_grad_rows(work + net.act_off[L - 1], nb, m, k, net.out_act,
                           work + net.delta_off[L - 1])
@@ -204,17 +206,25 @@ cdef void _jacobian(Net* net, Data* d, const floating* params, floating* work,
             gemm(False, True, nb, fan_in, fan_out, 1, work + net.delta_off[l],
                  fan_out, params + net.coef_off[l], fan_out, 0,
                  work + net.delta_off[l - 1], fan_in)
-            _act_grad(work + net.act_off[l - 1], work + net.delta_off[l - 1],
-                      nb, fan_in, net.hidden_act)
+            _act_grad(work + net.act_off[l - 1],
+                      work + net.pre_off[l - 1] if net.pre_off[l - 1] >= 0
+                      else NULL,
+                      work + net.delta_off[l - 1], nb, fan_in, net.acts[l - 1])
         gemm(False, True, nb, F, net.units[1], 1, work + net.delta_off[0],
              net.units[1], params + net.coef_off[0], net.units[1], 0,
              out + k * F, m * F)
 
 
-cdef void _check_codes(Net* net) except *:
-    if net.hidden_act not in HIDDEN_ACTIVATIONS:
-        raise ValueError(f"no second derivatives for hidden activation code "
-                         f"{net.hidden_act}")
+cdef void _check_codes(Net* net, bint second_order) except *:
+    cdef Py_ssize_t l
+    for l in range(net.n_layers - 1):
+        if second_order and net.acts[l] not in HIDDEN_ACTIVATIONS:
+            raise ValueError(
+                f"Hessian-vector products support the hidden activations "
+                f"identity, logistic, tanh and relu; layer {l + 1} has "
+                f"{_ACTIVATION_NAMES[net.acts[l]]!r}.")
+        if net.drop[l] != 0:
+            raise ValueError("the curvature tools take a plan without dropout")
     if (net.out_act, net.loss) not in HEADS:
         raise ValueError(f"output activation code {net.out_act} with loss code "
                          f"{net.loss} is not a canonical pair")
@@ -269,7 +279,7 @@ def hessian_vector_product(plan, const floating[:, ::1] X, csr,
     cdef const Py_ssize_t[::1] indices = None, indptr = None
     n_samples = csr[2].shape[0] - 1 if csr is not None else X.shape[0]
     arrays = _read_plan(plan, &net, P, work.shape[0], n_samples)
-    _check_codes(&net)
+    _check_codes(&net, True)
     _check_data(&d, &net, X, csr, Y, sample_weight)
     if csr is not None:
         data, indices, indptr = csr
@@ -289,10 +299,11 @@ def hessian_vector_product(plan, const floating[:, ::1] X, csr,
         for i in range(d.n_samples):
             sw_sum += sample_weight[i]
     with nogil:
-        A0 = _forward(&net, &d, &params[0], &work[0], NULL, 0, d.n_samples)
+        A0 = _forward(&net, &d, &params[0], &work[0], NULL, 0, d.n_samples,
+                      False)
         # The gradient lands in out first, then H v overwrites all of it.
         loss = _backward(&net, &d, &params[0], &out[0], &work[0], A0, NULL, 0,
-                         d.n_samples, alpha)
+                         d.n_samples, alpha, 0)
         _r_pass(&net, &d, &params[0], &v[0], &out[0], &work[0], &rwork[0], A0,
                 alpha, sw_sum)
     return loss
@@ -321,7 +332,7 @@ def jacobian(plan, const floating[:, ::1] X, csr, const floating[::1] params,
     cdef const Py_ssize_t[::1] indices = None, indptr = None
     arrays = _read_plan(plan, &net, params.shape[0], work.shape[0],
                         plan.max_rows)
-    _check_codes(&net)
+    _check_codes(&net, False)
     _check_data(&d, &net, X, csr, None, None)
     if csr is not None:
         data, indices, indptr = csr

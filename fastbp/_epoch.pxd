@@ -11,9 +11,15 @@ cdef struct Net:
     const Py_ssize_t* bias_off
     const Py_ssize_t* act_off
     const Py_ssize_t* delta_off
+    const Py_ssize_t* pre_off   # pre-activations (GELU, SiLU) or -1
+    const Py_ssize_t* acts      # activation code of each layer, output last
+    const double* drop          # dropout rate of each layer (0: none)
+    const Py_ssize_t* mask_off  # dropout masks or -1
+    const Py_ssize_t* drop_col  # first column in the dropout counter space
+    Py_ssize_t drop_width
+    unsigned long long seed     # dropout seed of this epoch
     Py_ssize_t gather_off
     Py_ssize_t max_rows
-    int hidden_act
     int out_act
     int loss
 
@@ -33,6 +39,8 @@ cdef struct Data:
 
 cdef class _Arrays:
     cdef const Py_ssize_t[::1] units, coef_off, bias_off, act_off, delta_off
+    cdef const Py_ssize_t[::1] pre_off, acts, mask_off, drop_col
+    cdef const double[::1] drop
 
 
 cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
@@ -44,8 +52,9 @@ cdef void _set_data(Data* d, const floating[:, ::1] X, const floating[::1] data,
                     const floating[:, ::1] Y, const floating[::1] sw)
 cdef const floating* _forward(Net* net, Data* d, const floating* params,
                               floating* work, const Py_ssize_t* rows,
-                              Py_ssize_t row0, Py_ssize_t nb) noexcept nogil
+                              Py_ssize_t row0, Py_ssize_t nb,
+                              bint training) noexcept nogil
 cdef double _backward(Net* net, Data* d, const floating* params,
                       floating* grad, floating* work, const floating* A0,
                       const Py_ssize_t* rows, Py_ssize_t row0, Py_ssize_t nb,
-                      double alpha) noexcept nogil
+                      double alpha, double l1) noexcept nogil

@@ -16,7 +16,8 @@ from libc.string cimport memcpy
 from fastbp._blas cimport _gemm as gemm
 from fastbp._kernels cimport (
     SOFTMAX, _act_grad, _bias_act, _bias_grad, _csr_forward, _csr_grad,
-    _gather_rows, _l2_grad, _loss_delta, _sq_norm,
+    _abs_sum, _dropout_backward, _dropout_forward, _gather_rows, _l1_grad,
+    _l2_grad, _loss_delta, _needs_preactivation, _sq_norm,
 )
 from fastbp._optimizers cimport (
     ADADELTA, ADAGRAD, ADAM, ADAMAX, ADAMW, NADAM, RMSPROP, SGD,
@@ -60,6 +61,11 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
     a.bias_off = plan.bias_off
     a.act_off = plan.act_off
     a.delta_off = plan.delta_off
+    a.pre_off = plan.pre_off
+    a.acts = plan.acts
+    a.drop = plan.drop
+    a.mask_off = plan.mask_off
+    a.drop_col = plan.drop_col
     L = a.units.shape[0] - 1
     if L < 1:
         raise ValueError("plan needs at least one layer")
@@ -67,7 +73,9 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
         if a.units[l] < 1:
             raise ValueError("plan layer widths must be positive")
     if not (a.coef_off.shape[0] == a.bias_off.shape[0] == a.act_off.shape[0]
-            == a.delta_off.shape[0] == L):
+            == a.delta_off.shape[0] == a.pre_off.shape[0] == a.acts.shape[0]
+            == a.drop.shape[0] == a.mask_off.shape[0] == a.drop_col.shape[0]
+            == L):
         raise ValueError("plan offsets must have one entry per layer")
     if n_params != plan.n_params:
         raise ValueError(f"parameter buffer has length {n_params}, the plan "
@@ -87,6 +95,20 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
                       "activations", "workspace")
         _check_region(a.delta_off[l], a.units[l + 1] * plan.max_rows,
                       work_size, "deltas", "workspace")
+        if _needs_preactivation(a.acts[l]) or a.pre_off[l] >= 0:
+            _check_region(a.pre_off[l], a.units[l + 1] * plan.max_rows,
+                          work_size, "pre-activations", "workspace")
+    for l in range(L):
+        if not 0 <= a.drop[l] < 1 or (l == L - 1 and a.drop[l] != 0):
+            raise ValueError("dropout rates must be in [0, 1), 0 for the output")
+        if a.drop[l] > 0:
+            _check_region(a.mask_off[l], a.units[l + 1] * plan.max_rows,
+                          work_size, "dropout masks", "workspace")
+            if a.drop_col[l] < 0 or a.drop_col[l] + a.units[l + 1] \
+                    > plan.drop_width:
+                raise ValueError("dropout columns overrun drop_width")
+    if a.acts[L - 1] != plan.out_act:
+        raise ValueError("plan.acts must end with the output activation")
     if plan.gather_off >= 0:
         _check_region(plan.gather_off, a.units[0] * plan.max_rows, work_size,
                       "gather buffer", "workspace")
@@ -98,9 +120,15 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
     net.bias_off = &a.bias_off[0]
     net.act_off = &a.act_off[0]
     net.delta_off = &a.delta_off[0]
+    net.pre_off = &a.pre_off[0]
+    net.acts = &a.acts[0]
+    net.drop = &a.drop[0]
+    net.mask_off = &a.mask_off[0]
+    net.drop_col = &a.drop_col[0]
+    net.drop_width = plan.drop_width
+    net.seed = 0
     net.gather_off = plan.gather_off
     net.max_rows = plan.max_rows
-    net.hidden_act = plan.hidden_act
     net.out_act = plan.out_act
     net.loss = plan.loss
     return a
@@ -160,8 +188,12 @@ cdef void _set_data(Data* d, const floating[:, ::1] X, const floating[::1] data,
 
 cdef const floating* _forward(Net* net, Data* d, const floating* params,
                               floating* work, const Py_ssize_t* rows,
-                              Py_ssize_t row0, Py_ssize_t nb) noexcept nogil:
+                              Py_ssize_t row0, Py_ssize_t nb,
+                              bint training) noexcept nogil:
     """Forward pass of rows row0 .. row0 + nb (through rows when not NULL).
+
+    In training, hidden layers with a dropout rate are masked (inverted
+    dropout, masks from net.seed and the rows' positions row0 + r).
 
     Activations land in the workspace; returns the dense input rows used
     (NULL for sparse input), which the backward pass needs.
@@ -188,8 +220,12 @@ cdef const floating* _forward(Net* net, Data* d, const floating* params,
         else:
             gemm(False, False, nb, fan_out, fan_in, 1, A, fan_in,
                  params + net.coef_off[l], fan_out, 0, Z, fan_out)
-        _bias_act(Z, params + net.bias_off[l], nb, fan_out,
-                  net.hidden_act if l < net.n_layers - 1 else net.out_act)
+        _bias_act(Z, params + net.bias_off[l], nb, fan_out, net.acts[l],
+                  work + net.pre_off[l] if net.pre_off[l] >= 0 else NULL)
+        if training and net.drop[l] > 0:
+            _dropout_forward(Z, work + net.mask_off[l], nb, fan_out,
+                             net.drop[l], net.seed, row0, net.drop_col[l],
+                             net.drop_width)
         A = Z
     return A0
 
@@ -197,10 +233,14 @@ cdef const floating* _forward(Net* net, Data* d, const floating* params,
 cdef double _backward(Net* net, Data* d, const floating* params,
                       floating* grad, floating* work, const floating* A0,
                       const Py_ssize_t* rows, Py_ssize_t row0, Py_ssize_t nb,
-                      double alpha) noexcept nogil:
-    """Loss of the batch just forwarded (L2 term included); its gradient."""
+                      double alpha, double l1) noexcept nogil:
+    """Loss of the batch just forwarded (L2 and L1 terms included); its gradient.
+
+    Penalties on coefficients only, divided by the batch's sample-weight sum:
+    alpha / 2 ||W||^2 + l1 ||W||_1, subgradient l1 sign(W) (0 at W = 0).
+    """
     cdef Py_ssize_t l, L = net.n_layers, fan_in, fan_out
-    cdef double loss, sw_sum = 0, sq = 0
+    cdef double loss, sw_sum = 0, sq = 0, ab = 0
     cdef floating* delta
     cdef floating* grad_W
     cdef const floating* W
@@ -211,6 +251,11 @@ cdef double _backward(Net* net, Data* d, const floating* params,
     for l in range(L):
         sq += _sq_norm(params + net.coef_off[l], net.units[l] * net.units[l + 1])
     loss += 0.5 * alpha * sq / sw_sum
+    if l1 != 0:
+        for l in range(L):
+            ab += _abs_sum(params + net.coef_off[l],
+                           net.units[l] * net.units[l + 1])
+        loss += l1 * ab / sw_sum
     for l in range(L - 1, -1, -1):
         fan_in = net.units[l]
         fan_out = net.units[l + 1]
@@ -226,14 +271,25 @@ cdef double _backward(Net* net, Data* d, const floating* params,
                  delta, fan_out, 0, grad_W, fan_out)
         _l2_grad(grad_W, W, fan_in * fan_out, <floating> alpha,
                  <floating> sw_sum)
+        if l1 != 0:
+            _l1_grad(grad_W, W, fan_in * fan_out, <floating> l1,
+                     <floating> sw_sum)
         _bias_grad(delta, nb, fan_out, <floating> sw_sum,
                    grad + net.bias_off[l])
         if l > 0:
             # No delta for the input layer: nothing would use it.
             gemm(False, True, nb, fan_in, fan_out, 1, delta, fan_out, W,
                  fan_out, 0, work + net.delta_off[l - 1], fan_in)
-            _act_grad(work + net.act_off[l - 1], work + net.delta_off[l - 1],
-                      nb, fan_in, net.hidden_act)
+            if net.drop[l - 1] > 0:
+                # Always after a training forward: its masks are in place.
+                _dropout_backward(work + net.act_off[l - 1],
+                                  work + net.mask_off[l - 1],
+                                  work + net.delta_off[l - 1], nb * fan_in,
+                                  net.drop[l - 1])
+            _act_grad(work + net.act_off[l - 1],
+                      work + net.pre_off[l - 1] if net.pre_off[l - 1] >= 0
+                      else NULL,
+                      work + net.delta_off[l - 1], nb, fan_in, net.acts[l - 1])
     return loss
 
 
@@ -311,7 +367,8 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
               double momentum, bint nesterov, double beta_1, double beta_2,
               double epsilon, double alpha, Py_ssize_t step, double rho=0.9,
               double weight_decay=0.0, double clip_norm=0.0,
-              double clip_value=0.0):
+              double clip_value=0.0, double l1=0.0,
+              unsigned long long seed=0):
     """One epoch of minibatch training, in place on params and state.
 
     Parameters
@@ -342,6 +399,10 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
     clip_norm, clip_value : float
         Gradient clipping per minibatch before the step, 0 for off (see
         ``_optimizers.clip_gradient``).
+    l1 : float
+        L1 penalty strength (coefficients only, like alpha).
+    seed : int in [0, 2**64)
+        Dropout seed of the epoch (unused without dropout in the plan).
 
     Returns
     -------
@@ -397,13 +458,15 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
               epsilon=epsilon, rho=rho, weight_decay=weight_decay,
               nesterov=nesterov)
     _set_data(&d, X, data, indices, indptr, Y, sample_weight)
+    net.seed = seed
     with nogil:
         start = 0
         while start < n:
             nb = min(batch_size, n - start)
-            A0 = _forward(&net, &d, &params[0], &work[0], rows, start, nb)
+            A0 = _forward(&net, &d, &params[0], &work[0], rows, start, nb, True)
             loss_sum += nb * _backward(&net, &d, &params[0], &grad[0],
-                                       &work[0], A0, rows, start, nb, alpha)
+                                       &work[0], A0, rows, start, nb, alpha,
+                                       l1)
             if clip_norm > 0 or clip_value > 0:
                 _clip_gradient(&grad[0], P, clip_norm, clip_value)
             if _counts_steps(solver):
@@ -430,8 +493,12 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
 
 def loss_grad(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
               const floating[::1] sample_weight, floating[::1] params,
-              floating[::1] grad, floating[::1] work, double alpha):
-    """Full-batch loss (with the L2 term); its gradient into grad.
+              floating[::1] grad, floating[::1] work, double alpha,
+              double l1=0.0, unsigned long long seed=0):
+    """Full-batch loss (with the L2 and L1 terms); its gradient into grad.
+
+    With dropout in the plan, the masks of seed apply (a fixed mask: the
+    gradient is that of the loss with those units dropped).
 
     The plan must hold all n_samples rows in one pass. Used by L-BFGS.
     """
@@ -450,10 +517,12 @@ def loss_grad(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
         raise ValueError("loss_grad needs targets")
     _check_flat(grad.shape[0], params.shape[0], "grad")
     _set_data(&d, X, data, indices, indptr, Y, sample_weight)
+    net.seed = seed
     with nogil:
-        A0 = _forward(&net, &d, &params[0], &work[0], NULL, 0, d.n_samples)
+        A0 = _forward(&net, &d, &params[0], &work[0], NULL, 0, d.n_samples,
+                      True)
         loss = _backward(&net, &d, &params[0], &grad[0], &work[0], A0, NULL,
-                         0, d.n_samples, alpha)
+                         0, d.n_samples, alpha, l1)
     return loss
 
 
@@ -480,7 +549,7 @@ def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
         start = 0
         while start < d.n_samples:
             nb = min(net.max_rows, d.n_samples - start)
-            _forward(&net, &d, &params[0], &work[0], NULL, start, nb)
+            _forward(&net, &d, &params[0], &work[0], NULL, start, nb, False)
             memcpy(&out[start, 0], &work[net.act_off[L - 1]],
                    nb * n_out * sizeof(floating))
             start += nb

@@ -1,7 +1,9 @@
 # Kernel cores shared by _epoch.pyx: pointer-based, noexcept nogil.
 # Callers validate every size before calling (see _epoch._check_layout).
 from cython cimport floating
-from libc.math cimport exp, expf, log, logf
+from libc.math cimport (
+    erf, erff, exp, expf, expm1, expm1f, fabs, log, log1p, log1pf, logf,
+)
 
 # Activation and output codes; fastbp._network maps names to these.
 cdef enum:
@@ -11,6 +13,12 @@ cdef enum:
     RELU = 3
     SOFTMAX = 4
     EXP = 5
+    LEAKY_RELU = 6    # slope 0.01 below 0, as PyTorch's default
+    ELU = 7           # alpha = 1
+    GELU = 8          # exact: z * Phi(z), Phi the standard normal CDF
+    SOFTPLUS = 9
+    SILU = 10         # swish: z * logistic(z)
+    SOFTSIGN = 11
 
 # Loss codes.
 cdef enum:
@@ -43,10 +51,36 @@ cdef inline floating _logistic(floating x) noexcept nogil:
     return e / (1 + e)
 
 
+cdef inline floating _expm1(floating x) noexcept nogil:
+    if floating is float:
+        return expm1f(x)
+    else:
+        return expm1(x)
+
+
+cdef inline floating _log1p(floating x) noexcept nogil:
+    if floating is float:
+        return log1pf(x)
+    else:
+        return log1p(x)
+
+
+cdef inline floating _erf(floating x) noexcept nogil:
+    if floating is float:
+        return erff(x)
+    else:
+        return erf(x)
+
+
+cdef inline bint _needs_preactivation(int act) noexcept nogil:
+    # Derivatives that cannot be recovered from the activation alone.
+    return act == GELU or act == SILU
+
+
 cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,
-                    Py_ssize_t m, int act) noexcept nogil
-cdef void _act_grad(const floating* A, floating* delta, Py_ssize_t n,
-                    Py_ssize_t m, int act) noexcept nogil
+                    Py_ssize_t m, int act, floating* pre) noexcept nogil
+cdef void _act_grad(const floating* A, const floating* Z, floating* delta,
+                    Py_ssize_t n, Py_ssize_t m, int act) noexcept nogil
 cdef double _loss_delta(const floating* P, const floating* Y,
                         const floating* sw, const Py_ssize_t* rows,
                         Py_ssize_t row0, Py_ssize_t n, Py_ssize_t m, int loss,
@@ -56,6 +90,15 @@ cdef void _bias_grad(const floating* delta, Py_ssize_t n, Py_ssize_t m,
 cdef void _l2_grad(floating* grad_W, const floating* W, Py_ssize_t size,
                    floating alpha, floating sw_sum) noexcept nogil
 cdef double _sq_norm(const floating* W, Py_ssize_t size) noexcept nogil
+cdef void _l1_grad(floating* grad_W, const floating* W, Py_ssize_t size,
+                   floating l1, floating sw_sum) noexcept nogil
+cdef double _abs_sum(const floating* W, Py_ssize_t size) noexcept nogil
+cdef void _dropout_forward(floating* A, floating* mask, Py_ssize_t n,
+                           Py_ssize_t m, double rate, unsigned long long seed,
+                           Py_ssize_t row0, Py_ssize_t col0,
+                           Py_ssize_t width) noexcept nogil
+cdef void _dropout_backward(floating* A, const floating* mask, floating* delta,
+                            Py_ssize_t size, double rate) noexcept nogil
 cdef void _gather_rows(const floating* X, Py_ssize_t n_features,
                        const Py_ssize_t* rows, Py_ssize_t row0, Py_ssize_t n,
                        floating* out) noexcept nogil

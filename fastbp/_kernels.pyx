@@ -6,13 +6,21 @@ Every wrapper has a NumPy twin of the same name in ``fastbp._reference``.
 """
 cimport numpy as cnp
 from cython cimport floating
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 import numpy as np
 import scipy.special
 
 ACTIVATIONS = {"identity": IDENTITY, "logistic": LOGISTIC, "tanh": TANH,
-               "relu": RELU, "softmax": SOFTMAX, "exp": EXP}
+               "relu": RELU, "softmax": SOFTMAX, "exp": EXP,
+               "leaky_relu": LEAKY_RELU, "elu": ELU, "gelu": GELU,
+               "softplus": SOFTPLUS, "silu": SILU, "softsign": SOFTSIGN}
+# Codes whose derivative needs the pre-activation Z, not only act(Z).
+NEEDS_PREACTIVATION = frozenset([GELU, SILU])
+
+# 1 / sqrt(2) and 1 / sqrt(2 pi), for the exact GELU.
+cdef double _SQRT1_2 = 0.70710678118654752440
+cdef double _INV_SQRT_2PI = 0.39894228040143267794
 LOSSES = {"squared_error": SQUARED_ERROR, "log_loss": LOG_LOSS,
           "binary_log_loss": BINARY_LOG_LOSS, "poisson": POISSON}
 
@@ -65,9 +73,30 @@ cdef inline void _numpy_loop(floating* z, Py_ssize_t size, _Loop f32,
         f64.fn(args, dims, steps, f64.data)
 
 
+cdef inline floating _act_value(floating v, int act) noexcept nogil:
+    """act(v) for the element-wise activations added beyond scikit-learn's."""
+    if act == LEAKY_RELU:
+        return v if v > 0 else <floating> 0.01 * v
+    if act == ELU:
+        return v if v > 0 else _expm1(v)
+    if act == GELU:
+        return <floating> 0.5 * v * (1 + _erf(v * <floating> _SQRT1_2))
+    if act == SOFTPLUS:
+        # max(v, 0) + log1p(exp(-|v|)): no overflow, accurate for v << 0.
+        return (v if v > 0 else 0) + _log1p(_exp(-fabs(v)))
+    if act == SILU:
+        return v * _logistic(v)
+    if act == SOFTSIGN:
+        return v / (1 + fabs(v))
+    return v
+
+
 cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,
-                    Py_ssize_t m, int act) noexcept nogil:
-    """Z[i, :] = act(Z[i, :] + b) in place; softmax is row-wise."""
+                    Py_ssize_t m, int act, floating* pre) noexcept nogil:
+    """Z[i, :] = act(Z[i, :] + b) in place; softmax is row-wise.
+
+    When pre is not NULL, the pre-activation Z + b is also written there.
+    """
     cdef Py_ssize_t i, j
     cdef floating* z
     cdef floating v, mx
@@ -76,6 +105,8 @@ cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,
             z = Z + i * m
             for j in range(m):
                 z[j] = z[j] + b[j]
+        if pre != NULL:
+            memcpy(pre, Z, n * m * sizeof(floating))
         if act == TANH:
             _numpy_loop(Z, n * m, _TANH_F, _TANH_D)
         elif act == EXP:
@@ -85,6 +116,9 @@ cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,
         return
     for i in range(n):
         z = Z + i * m
+        if pre != NULL:
+            for j in range(m):
+                pre[i * m + j] = z[j] + b[j]
         if act == RELU:
             for j in range(m):
                 v = z[j] + b[j]
@@ -105,15 +139,22 @@ cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,
                 v = v + z[j]
             for j in range(m):
                 z[j] = z[j] / v
+        elif act >= LEAKY_RELU:
+            for j in range(m):
+                z[j] = _act_value(z[j] + b[j], act)
         else:
             for j in range(m):
                 z[j] = z[j] + b[j]
 
 
-cdef void _act_grad(const floating* A, floating* delta, Py_ssize_t n,
-                    Py_ssize_t m, int act) noexcept nogil:
-    """delta *= act'(Z), written through the activation A = act(Z)."""
+cdef void _act_grad(const floating* A, const floating* Z, floating* delta,
+                    Py_ssize_t n, Py_ssize_t m, int act) noexcept nogil:
+    """delta *= act'(Z), written through the activation A = act(Z).
+
+    Only GELU and SiLU read the pre-activation Z (NULL for the others).
+    """
     cdef Py_ssize_t i, size = n * m
+    cdef floating s, a
     if act == RELU:
         for i in range(size):
             if A[i] == 0:
@@ -124,6 +165,36 @@ cdef void _act_grad(const floating* A, floating* delta, Py_ssize_t n,
     elif act == LOGISTIC:
         for i in range(size):
             delta[i] = delta[i] * A[i] * (1 - A[i])
+    elif act == LEAKY_RELU:
+        for i in range(size):
+            if not A[i] > 0:
+                delta[i] = delta[i] * <floating> 0.01
+    elif act == ELU:
+        # For z <= 0: d/dz (exp(z) - 1) = exp(z) = A + 1.
+        for i in range(size):
+            if not A[i] > 0:
+                delta[i] = delta[i] * (A[i] + 1)
+    elif act == SOFTPLUS:
+        # logistic(z) = 1 - exp(-A), through expm1 for small A.
+        for i in range(size):
+            delta[i] = delta[i] * -_expm1(-A[i])
+    elif act == SOFTSIGN:
+        # 1 / (1 + |z|)^2 = (1 - |A|)^2.
+        for i in range(size):
+            a = 1 - fabs(A[i])
+            delta[i] = delta[i] * a * a
+    elif act == GELU:
+        # Phi(z) + z phi(z).
+        for i in range(size):
+            delta[i] = delta[i] * (
+                <floating> 0.5 * (1 + _erf(Z[i] * <floating> _SQRT1_2))
+                + Z[i] * <floating> _INV_SQRT_2PI
+                * _exp(<floating> -0.5 * Z[i] * Z[i]))
+    elif act == SILU:
+        # s + z s (1 - s), s = logistic(z).
+        for i in range(size):
+            s = _logistic(Z[i])
+            delta[i] = delta[i] * s * (1 + Z[i] * (1 - s))
 
 
 cdef double _loss_delta(const floating* P, const floating* Y,
@@ -209,6 +280,73 @@ cdef double _sq_norm(const floating* W, Py_ssize_t size) noexcept nogil:
     return s
 
 
+cdef void _l1_grad(floating* grad_W, const floating* W, Py_ssize_t size,
+                   floating l1, floating sw_sum) noexcept nogil:
+    """grad_W += l1 * sign(W) / sw_sum: the L1 subgradient, 0 where W == 0."""
+    cdef Py_ssize_t i
+    cdef floating step = l1 / sw_sum
+    for i in range(size):
+        if W[i] > 0:
+            grad_W[i] = grad_W[i] + step
+        elif W[i] < 0:
+            grad_W[i] = grad_W[i] - step
+
+
+cdef double _abs_sum(const floating* W, Py_ssize_t size) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double s = 0
+    for i in range(size):
+        s += fabs(W[i])
+    return s
+
+
+cdef inline double _uniform(unsigned long long seed,
+                            unsigned long long counter) noexcept nogil:
+    """A uniform [0, 1) number from (seed, counter): the SplitMix64 mix
+    (Steele, Lea & Flood, 2014) of seed + (counter + 1) * golden ratio, top 53
+    bits. Counter-based, so any batch's mask is reproducible on its own."""
+    cdef unsigned long long z = seed + (counter + 1) * 0x9E3779B97F4A7C15ULL
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+    z = z ^ (z >> 31)
+    return <double> (z >> 11) * 1.1102230246251565e-16  # 2**-53
+
+
+cdef void _dropout_forward(floating* A, floating* mask, Py_ssize_t n,
+                           Py_ssize_t m, double rate, unsigned long long seed,
+                           Py_ssize_t row0, Py_ssize_t col0,
+                           Py_ssize_t width) noexcept nogil:
+    """Inverted dropout in place: A *= mask, mask 1 / (1 - rate) or 0.
+
+    Unit j of batch row r is dropped when the uniform number of counter
+    (row0 + r) * width + col0 + j is below rate.
+    """
+    cdef Py_ssize_t r, j
+    cdef floating scale = <floating> (1.0 / (1.0 - rate))
+    cdef unsigned long long base
+    for r in range(n):
+        base = <unsigned long long> ((row0 + r) * width + col0)
+        for j in range(m):
+            if _uniform(seed, base + j) < rate:
+                mask[r * m + j] = 0
+            else:
+                mask[r * m + j] = scale
+            A[r * m + j] = A[r * m + j] * mask[r * m + j]
+
+
+cdef void _dropout_backward(floating* A, const floating* mask, floating* delta,
+                            Py_ssize_t size, double rate) noexcept nogil:
+    """delta *= mask; A *= 1 - rate, undoing the forward scaling for act'.
+
+    Where a unit was dropped delta becomes 0, so A's value there is moot.
+    """
+    cdef Py_ssize_t i
+    cdef floating keep = <floating> (1.0 - rate)
+    for i in range(size):
+        delta[i] = delta[i] * mask[i]
+        A[i] = A[i] * keep
+
+
 cdef void _gather_rows(const floating* X, Py_ssize_t n_features,
                        const Py_ssize_t* rows, Py_ssize_t row0, Py_ssize_t n,
                        floating* out) noexcept nogil:
@@ -281,21 +419,41 @@ cdef const Py_ssize_t* _rows_ptr(const Py_ssize_t[::1] rows, Py_ssize_t n_rows):
     return &rows[0] if rows.shape[0] else NULL
 
 
-def bias_act(floating[:, ::1] Z, const floating[::1] b, int act):
-    """Z = act(Z + b) in place. Twin: _reference.bias_act."""
+def bias_act(floating[:, ::1] Z, const floating[::1] b, int act,
+             floating[:, ::1] pre=None):
+    """Z = act(Z + b) in place; pre = Z + b when given. Twin: _reference.bias_act."""
+    cdef floating* pre_p = NULL
     _same(Z.shape[1], b.shape[0], "Z columns vs b")
+    if pre is not None:
+        _same(pre.shape[0], Z.shape[0], "pre rows vs Z rows")
+        _same(pre.shape[1], Z.shape[1], "pre columns vs Z columns")
     if Z.shape[0] and Z.shape[1]:
+        if pre is not None:
+            pre_p = &pre[0, 0]
         with nogil:
-            _bias_act(&Z[0, 0], &b[0], Z.shape[0], Z.shape[1], act)
+            _bias_act(&Z[0, 0], &b[0], Z.shape[0], Z.shape[1], act, pre_p)
 
 
-def act_grad(const floating[:, ::1] A, floating[:, ::1] delta, int act):
-    """delta *= act'(Z) from A = act(Z), in place. Twin: _reference.act_grad."""
+def act_grad(const floating[:, ::1] A, floating[:, ::1] delta, int act,
+             const floating[:, ::1] Z=None):
+    """delta *= act'(Z) from A = act(Z), in place. Twin: _reference.act_grad.
+
+    Z, the pre-activation, is required by the activations in
+    NEEDS_PREACTIVATION and ignored by the others.
+    """
+    cdef const floating* Z_p = NULL
     _same(A.shape[0], delta.shape[0], "A rows vs delta rows")
     _same(A.shape[1], delta.shape[1], "A columns vs delta columns")
+    if act in NEEDS_PREACTIVATION:
+        if Z is None:
+            raise ValueError("this activation's derivative needs Z")
+        _same(Z.shape[0], A.shape[0], "Z rows vs A rows")
+        _same(Z.shape[1], A.shape[1], "Z columns vs A columns")
     if A.shape[0] and A.shape[1]:
+        if act in NEEDS_PREACTIVATION:
+            Z_p = &Z[0, 0]
         with nogil:
-            _act_grad(&A[0, 0], &delta[0, 0], A.shape[0], A.shape[1], act)
+            _act_grad(&A[0, 0], Z_p, &delta[0, 0], A.shape[0], A.shape[1], act)
 
 
 def loss_delta(const floating[:, ::1] P, const floating[:, ::1] Y,
@@ -350,6 +508,53 @@ def sq_norm(const floating[::1] W):
         with nogil:
             out = _sq_norm(&W[0], W.shape[0])
     return out
+
+
+def l1_grad(floating[::1] grad_W, const floating[::1] W, floating l1,
+            floating sw_sum):
+    """grad_W += l1 * sign(W) / sw_sum. Twin: _reference.l1_grad."""
+    _same(grad_W.shape[0], W.shape[0], "grad_W vs W")
+    if W.shape[0]:
+        with nogil:
+            _l1_grad(&grad_W[0], &W[0], W.shape[0], l1, sw_sum)
+
+
+def abs_sum(const floating[::1] W):
+    """Return sum(|W|) accumulated in double. Twin: _reference.abs_sum."""
+    cdef double out = 0
+    if W.shape[0]:
+        with nogil:
+            out = _abs_sum(&W[0], W.shape[0])
+    return out
+
+
+def dropout_forward(floating[:, ::1] A, floating[:, ::1] mask, double rate,
+                    unsigned long long seed, Py_ssize_t row0, Py_ssize_t col0,
+                    Py_ssize_t width):
+    """Inverted dropout of A in place, mask written. Twin: _reference.dropout_forward."""
+    _same(mask.shape[0], A.shape[0], "mask rows vs A rows")
+    _same(mask.shape[1], A.shape[1], "mask columns vs A columns")
+    if not 0 <= rate < 1:
+        raise ValueError("dropout rate must be in [0, 1)")
+    if row0 < 0 or col0 < 0 or col0 + A.shape[1] > width:
+        raise ValueError("dropout counters out of range")
+    if A.shape[0] and A.shape[1]:
+        with nogil:
+            _dropout_forward(&A[0, 0], &mask[0, 0], A.shape[0], A.shape[1],
+                             rate, seed, row0, col0, width)
+
+
+def dropout_backward(floating[:, ::1] A, const floating[:, ::1] mask,
+                     floating[:, ::1] delta, double rate):
+    """delta *= mask, A *= 1 - rate. Twin: _reference.dropout_backward."""
+    _same(mask.shape[0], A.shape[0], "mask rows vs A rows")
+    _same(mask.shape[1], A.shape[1], "mask columns vs A columns")
+    _same(delta.shape[0], A.shape[0], "delta rows vs A rows")
+    _same(delta.shape[1], A.shape[1], "delta columns vs A columns")
+    if A.shape[0] and A.shape[1]:
+        with nogil:
+            _dropout_backward(&A[0, 0], &mask[0, 0], &delta[0, 0],
+                              A.shape[0] * A.shape[1], rate)
 
 
 def gather_rows(const floating[:, ::1] X, const Py_ssize_t[::1] rows,

@@ -11,21 +11,35 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.optimize
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    RegressorMixin,
+    TransformerMixin,
+)
 from sklearn.callback import CallbackSupportMixin, with_callbacks
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_array, check_random_state, column_or_1d, shuffle
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from fastbp import _epoch, _reference
+from fastbp import _epoch, _kernels, _reference
 from fastbp._callbacks import FitTasks
-from fastbp._network import glorot_init, make_plan, pack, unpack
+from fastbp._network import (
+    glorot_init,
+    hidden_activations,
+    hidden_dropout,
+    make_plan,
+    pack,
+    unpack,
+)
 from fastbp._optimizers import SOLVERS, STATE_ARRAYS
 from fastbp._schedules import SCHEDULES, epoch_learning_rate
 from fastbp._second_order import SecondOrderMixin
@@ -35,6 +49,8 @@ _STOCHASTIC_SOLVERS = tuple(SOLVERS)
 # Attributes sklearn.callback keeps on the estimator for the length of a fit.
 _CALLBACK_STATE = ("_callback_fit_ctx", "_skl_callbacks_to_teardown")
 _BACKENDS = {"cython": _epoch, "numpy": _reference}
+# Dropout seeds are drawn from [0, _SEED_END).
+_SEED_END = np.iinfo(np.int64).max
 # Rows per forward pass at predict time: bounds the workspace, keeps BLAS busy.
 _PREDICT_ROWS = 1024
 
@@ -74,6 +90,22 @@ def _any_of(*rules):
     return check, " or ".join(text for _, text in rules)
 
 
+def _one_or_per_layer(rule):
+    """The rule, or a list or tuple of values each following it."""
+    check, text = rule
+
+    def check_all(v):
+        if isinstance(v, (list, tuple)):
+            return all(check(x) for x in v)
+        return check(v)
+
+    return check_all, f"{text}, or a list or tuple of them (one per hidden layer)"
+
+
+_HIDDEN_ACTIVATIONS = (
+    "identity", "logistic", "tanh", "relu",
+    "leaky_relu", "elu", "gelu", "softplus", "silu", "softsign",
+)
 _INF = float("inf")
 _PARAMETER_RULES = {
     "hidden_layer_sizes": (
@@ -81,7 +113,7 @@ _PARAMETER_RULES = {
         or hasattr(v, "__iter__") and not isinstance(v, str),
         "an array-like or an int in the range [1, inf)",
     ),
-    "activation": _options("identity", "logistic", "tanh", "relu"),
+    "activation": _one_or_per_layer(_options(*_HIDDEN_ACTIVATIONS)),
     "solver": _options("lbfgs", "newton", *SOLVERS),
     "alpha": _interval(0.0, _INF, "left"),
     "batch_size": _any_of(_options("auto"), _interval(1, _INF, "left", True)),
@@ -131,6 +163,14 @@ _PARAMETER_RULES = {
     "clip_value": _any_of(((lambda v: v is None), "None"),
                           _interval(0.0, _INF, "neither")),
     "backend": _options(*_BACKENDS),
+    "l1": _interval(0.0, _INF, "left"),
+    "early_stopping_metric": _options("score", "loss"),
+    "restore_best_weights": _boolean(),
+    "dropout": _one_or_per_layer(_interval(0.0, 1.0, "left")),
+    "class_weight": (
+        lambda v: v is None or isinstance(v, dict) or v == "balanced",
+        "a dict, a str among {'balanced'} or None",
+    ),
     "loss": _options("squared_error", "poisson"),
 }
 
@@ -139,7 +179,8 @@ class FastbpVersionWarning(UserWarning):
     """A model file written by another fastbp version was loaded."""
 
 
-class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
+class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
+               ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Shared machinery of MLPClassifier and MLPRegressor.
 
     Subclasses define ``_validate_input``, ``_output_activation``,
@@ -226,7 +267,8 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
     # ------------------------------------------------------------------
     # fitting
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
+            sample_weight_val=None):
         """Fit the model to data matrix X and target(s) y.
 
         Parameters
@@ -241,15 +283,36 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
         sample_weight : array-like of shape (n_samples,), default=None
             Sample weights.
 
+        X_val : {array-like, sparse matrix} of shape (n_val, n_features), \
+                default=None
+            A validation set for early stopping, used instead of holding out
+            validation_fraction of X (which then all trains). Needs
+            early_stopping=True, as in HistGradientBoosting. In a Pipeline,
+            ``Pipeline(..., transform_input=["X_val"])`` transforms it as X.
+            Not in scikit-learn's MLP.
+
+        y_val : array-like of shape (n_val,) or (n_val, n_outputs), default=None
+            Targets of X_val.
+
+        sample_weight_val : array-like of shape (n_val,), default=None
+            Sample weights of X_val (validation score and loss).
+
         Returns
         -------
         self : object
             Returns a trained MLP model.
         """
-        return self._fit(X, y, sample_weight, incremental=False)
+        val_set = None
+        if X_val is not None or y_val is not None:
+            if X_val is None or y_val is None:
+                raise ValueError("X_val and y_val must be passed together.")
+            val_set = (X_val, y_val, sample_weight_val)
+        elif sample_weight_val is not None:
+            raise ValueError("sample_weight_val is passed without X_val and y_val.")
+        return self._fit(X, y, sample_weight, incremental=False, val_set=val_set)
 
     @with_callbacks
-    def _fit(self, X, y, sample_weight, incremental, classes=None):
+    def _fit(self, X, y, sample_weight, incremental, classes=None, val_set=None):
         self._check_params()
         # Train on copies and commit at the end: a failed fit leaves the
         # previous model exactly as it was.
@@ -257,7 +320,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
         try:
             if incremental:
                 self._start_partial_fit(y, classes)
-            self._fit_committed(X, y, sample_weight, incremental)
+            self._fit_committed(X, y, sample_weight, incremental, val_set)
         except BaseException:
             # The callback context stays until with_callbacks tears it down.
             running = {
@@ -268,7 +331,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
             raise
         return self
 
-    def _fit_committed(self, X, y, sample_weight, incremental):
+    def _fit_committed(self, X, y, sample_weight, incremental, val_set=None):
         hidden = self._hidden_sizes()
         first_pass = not hasattr(self, "coefs_") or (
             not self.warm_start and not incremental
@@ -277,7 +340,18 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
         dtype = X.dtype if first_pass else self.coefs_[0].dtype
         n_samples, n_features = X.shape
         sample_weight = self._check_sample_weight(sample_weight, n_samples, dtype)
+        sample_weight = self._weigh_classes(Y, sample_weight, incremental, dtype)
         units = [n_features] + hidden + [Y.shape[1]]
+        hidden_activations(self.activation, len(hidden))  # checks the length
+        if any(hidden_dropout(self.dropout, len(hidden))) and (
+            self.solver not in _STOCHASTIC_SOLVERS
+        ):
+            raise ValueError(
+                "dropout needs a stochastic solver (not lbfgs or newton): it makes "
+                "the loss random, which full-batch solvers cannot minimise."
+            )
+        if val_set is not None:
+            val_set = self._validate_val_set(*val_set, Y.shape[1], dtype)
         random_state = check_random_state(self.random_state)
 
         if first_pass:
@@ -291,14 +365,17 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
                 self.loss_curve_ = []
                 self.learning_rate_curve_ = []
                 self._no_improvement_count = 0
+                self.validation_loss_curve_ = [] if self.early_stopping else None
                 if self.early_stopping:
                     self.validation_scores_ = []
                     self.best_validation_score_ = -np.inf
+                    self.best_validation_loss_ = np.inf
                     self.best_loss_ = None
                 else:
                     self.best_loss_ = np.inf
                     self.validation_scores_ = None
                     self.best_validation_score_ = None
+                    self.best_validation_loss_ = None
         else:
             old_units = self._fitted_units()
             if old_units != units:
@@ -315,7 +392,8 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
             tasks = FitTasks(self, X, y, sample_weight,
                              1 if incremental else self.max_iter, "epoch")
             self._fit_stochastic(
-                X, Y, sample_weight, units, flat, random_state, incremental, tasks
+                X, Y, sample_weight, units, flat, random_state, incremental,
+                tasks, val_set,
             )
         else:
             # One extra, empty subtask: scipy reports an iteration after it ran.
@@ -324,6 +402,32 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
             self._fit_full_batch(X, Y, sample_weight, units, flat, tasks)
         self._set_params_flat(flat, units)
         tasks.finish()
+
+    def _weigh_classes(self, Y, sample_weight, incremental, dtype):
+        """sample_weight times the class weights (classifier only)."""
+        return sample_weight
+
+    def _validate_val_set(self, X_val, y_val, sample_weight_val, n_outputs, dtype):
+        """A user's validation set as the triple the early-stopping code takes."""
+        if not self.early_stopping or self.solver not in _STOCHASTIC_SOLVERS:
+            raise ValueError(
+                "X_val and y_val are passed to fit while early_stopping is False "
+                "or the solver is not stochastic; pass them with "
+                "early_stopping=True and solver 'sgd' or 'adam'."
+            )
+        X_val = validate_data(
+            self, X_val, accept_sparse=["csr", "csc"], reset=False,
+            dtype=(np.float64, np.float32),
+        )
+        Y_val = self._encode_targets(y_val)
+        Y_val = Y_val.reshape(Y_val.shape[0], -1)
+        if Y_val.shape != (X_val.shape[0], n_outputs):
+            raise ValueError(
+                f"y_val must have shape ({X_val.shape[0]}, {n_outputs}) or "
+                f"({X_val.shape[0]},) like y, got {np.shape(y_val)}."
+            )
+        sw_val = self._check_sample_weight(sample_weight_val, X_val.shape[0], dtype)
+        return X_val, Y_val, sw_val
 
     def _start_bookkeeping(self, incremental):
         """Continue or restart the history a warm or incremental fit builds on."""
@@ -336,8 +440,12 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
             self.validation_scores_ = list(
                 getattr(self, "validation_scores_", None) or []
             )
+            self.validation_loss_curve_ = list(
+                getattr(self, "validation_loss_curve_", None) or []
+            )
         else:
             self.validation_scores_ = None
+            self.validation_loss_curve_ = None
         if incremental and hasattr(self, "_no_improvement_count"):
             return
         # A new (warm-started) fit starts its patience afresh, unlike
@@ -345,10 +453,12 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
         self._no_improvement_count = 0
         if self.early_stopping:
             self.best_validation_score_ = -np.inf
+            self.best_validation_loss_ = np.inf
             self.best_loss_ = None
         else:
             self.best_loss_ = np.inf
             self.best_validation_score_ = None
+            self.best_validation_loss_ = None
 
     def _set_params_flat(self, flat, units):
         self._flat = flat
@@ -359,7 +469,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
             return "binary_log_loss"
         return self.loss
 
-    def _plan(self, units, rows, gather):
+    def _plan(self, units, rows, gather, dropout=0.0):
         return make_plan(
             units,
             self.activation,
@@ -367,6 +477,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
             self._loss_name(),
             rows,
             gather,
+            dropout,
         )
 
     def _batch_size(self, n_samples):
@@ -390,7 +501,8 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
         }
 
     def _fit_stochastic(
-        self, X, Y, sample_weight, units, flat, random_state, incremental, tasks
+        self, X, Y, sample_weight, units, flat, random_state, incremental,
+        tasks, val_set=None,
     ):
         optimizer = getattr(self, "_optimizer", None)
         # Same widths and dtype as before are checked in _fit_committed, so a
@@ -402,20 +514,29 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
 
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
-        if self.early_stopping:
+        val = val_set
+        if val is None and self.early_stopping:
             X, Y, sample_weight, val = self._split_validation(
                 X, Y, sample_weight, random_state
             )
-        else:
-            val = None
+        if val is not None:
+            # Encoded targets for the loss, decoded ones for the score.
+            X_val, Y_val, sw_val = val
+            Y_val = np.ascontiguousarray(Y_val, dtype=flat.dtype)
+            val = (X_val, Y_val, self._decode(Y_val), sw_val)
         n_samples = X.shape[0]
         batch_size = self._batch_size(n_samples)
         X_dense, csr = self._as_kernel_input(X, flat.dtype)
-        plan = self._plan(units, batch_size, gather=self.shuffle and csr is None)
+        plan = self._plan(units, batch_size, gather=self.shuffle and csr is None,
+                          dropout=self.dropout)
+        use_dropout = plan.drop.any()
         work = np.empty(plan.work_size, dtype=flat.dtype)
         grad = np.empty_like(flat)
         order = np.arange(n_samples, dtype=np.intp)
-        best = flat.copy() if self.early_stopping else None
+        keep_best = self.early_stopping or (
+            self.restore_best_weights and not incremental
+        )
+        best = flat.copy() if keep_best else None
         backend = self._backend()
 
         self.n_iter_ = 0
@@ -427,6 +548,9 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
                 optimizer["learning_rate"] = epoch_learning_rate(
                     self, optimizer.get("epoch", 0), optimizer["learning_rate"]
                 )
+                # Drawn only with dropout: the default trajectory is untouched.
+                seed = int(random_state.randint(_SEED_END, dtype=np.int64)) \
+                    if use_dropout else 0
                 loss_sum, optimizer["step"] = backend.run_epoch(
                     plan, X_dense, csr, Y, sample_weight,
                     order if self.shuffle else None, batch_size,
@@ -436,7 +560,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
                     self.epsilon, self.alpha, optimizer["step"],
                     rho=self.rho, weight_decay=self.weight_decay,
                     clip_norm=self.clip_norm or 0.0,
-                    clip_value=self.clip_value or 0.0,
+                    clip_value=self.clip_value or 0.0, l1=self.l1, seed=seed,
                 )
                 self.n_iter_ += 1
                 optimizer["epoch"] = optimizer.get("epoch", 0) + 1
@@ -449,7 +573,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
                 if self.verbose:
                     print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
 
-                if self._update_no_improvement_count(val, flat, units):
+                if self._update_no_improvement_count(val, flat, units) and keep_best:
                     best[:] = flat
                 if tasks.end(flat, units):
                     break
@@ -476,7 +600,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
                     "Training was interrupted and the weights are not finite; "
                     "the previous model is kept."
                 ) from None
-        if self.early_stopping:
+        if keep_best:
             flat[:] = best
         self._optimizer = optimizer
 
@@ -497,7 +621,9 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
 
     def _stop_or_slow_down(self, optimizer):
         """After n_iter_no_change epochs without progress: stop, or cut the rate."""
-        subject = "Validation score" if self.early_stopping else "Training loss"
+        subject = "Training loss"
+        if self.early_stopping:
+            subject = "Validation " + self.early_stopping_metric
         msg = "%s did not improve more than tol=%f for %d consecutive epochs." % (
             subject,
             self.tol,
@@ -520,7 +646,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
         """Hold out validation_fraction of the data, as scikit-learn does.
 
         Returns X, Y, sample_weight of the training part and the validation
-        triple (X_val, y_val decoded as predict returns it, sw_val).
+        triple (X_val, Y_val, sw_val).
         """
         # Multilabel targets are not stratified.
         stratify = Y if self._is_classifier() and self.n_outputs_ == 1 else None
@@ -537,7 +663,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
                 "The validation set is too small. Increase 'validation_fraction' "
                 "or the size of your dataset."
             )
-        return X, Y, sw, (X_val, self._decode(Y_val), sw_val)
+        return X, Y, sw, (X_val, Y_val, sw_val)
 
     def _update_no_improvement_count(self, val, flat, units):
         """Track progress; return True when the weights are the best so far."""
@@ -547,10 +673,11 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
                 self._no_improvement_count += 1
             else:
                 self._no_improvement_count = 0
-            if loss < self.best_loss_:
+            improved = loss < self.best_loss_
+            if improved:
                 self.best_loss_ = loss
-            return False
-        X_val, y_val, sw_val = val
+            return improved
+        X_val, Y_val, y_val, sw_val = val
         output = self._forward_output(X_val, flat, units)
         if not np.isfinite(output).all():
             self._diverged(
@@ -559,14 +686,30 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
             )
         score = self._score_function(y_val, self._decode(output), sw_val)
         self.validation_scores_.append(score)
+        kernels = _kernels if self.backend == "cython" else _reference
+        val_loss, _ = kernels.loss_delta(
+            output, Y_val, sw_val, None, _kernels.LOSSES[self._loss_name()],
+            np.empty_like(output),
+        )
+        self.validation_loss_curve_.append(val_loss)
         if self.verbose:
             print("Validation score: %f" % score)
-        if score < self.best_validation_score_ + self.tol:
+        if self.early_stopping_metric == "loss":
+            if self.verbose:
+                print("Validation loss: %f" % val_loss)
+            # Stop and keep the best weights on the loss, as with the training
+            # loss; best_validation_score_ is still the best score seen.
+            self.best_validation_score_ = max(self.best_validation_score_, score)
+            value, best = -val_loss, -self.best_validation_loss_
+        else:
+            value, best = score, self.best_validation_score_
+        self.best_validation_loss_ = min(self.best_validation_loss_, val_loss)
+        if value < best + self.tol:
             self._no_improvement_count += 1
         else:
             self._no_improvement_count = 0
-        if score > self.best_validation_score_:
-            self.best_validation_score_ = score
+        if value > best:
+            self.best_validation_score_ = max(self.best_validation_score_, score)
             return True
         return False
 
@@ -652,7 +795,8 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
         def loss_grad(x):
             flat[:] = x
             loss = backend.loss_grad(
-                plan, X_dense, csr, Y, sample_weight, flat, grad, work, self.alpha
+                plan, X_dense, csr, Y, sample_weight, flat, grad, work, self.alpha,
+                self.l1,
             )
             return loss, grad.astype(np.float64)
 
@@ -661,18 +805,57 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
     # ------------------------------------------------------------------
     # prediction
 
-    def _forward_output(self, X, flat=None, units=None):
-        """Output-layer activations for validated X."""
+    def _forward_output(self, X, flat=None, units=None, plan=None):
+        """Output-layer activations for validated X (of plan's network if given)."""
         if flat is None:
             flat = self._flat_params()
             units = self._fitted_units()
         X_dense, csr = self._as_kernel_input(X, flat.dtype)
         n_samples = X.shape[0]
-        plan = self._plan(units, max(1, min(n_samples, _PREDICT_ROWS)), False)
+        rows = max(1, min(n_samples, _PREDICT_ROWS))
+        plan = plan(rows) if plan is not None else self._plan(units, rows, False)
         work = np.empty(plan.work_size, dtype=flat.dtype)
         out = np.empty((n_samples, units[-1]), dtype=flat.dtype)
         self._backend().forward(plan, X_dense, csr, flat, work, out)
         return out
+
+    def transform(self, X):
+        """The last hidden layer's activations: the learned features of X.
+
+        Lets a fitted network feed another estimator, for example as the
+        first step of a Pipeline; follows ``set_output``. Not in
+        scikit-learn.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_samples, hidden_layer_sizes[-1])
+            Activations of the last hidden layer, in the dtype of the weights.
+        """
+        check_is_fitted(self)
+        X = validate_data(
+            self, X, accept_sparse=["csr", "csc"], reset=False,
+            dtype=(np.float64, np.float32),
+        )
+        if len(self.coefs_) < 2:
+            raise ValueError(
+                "transform returns the last hidden layer's activations; this "
+                "network has no hidden layer (hidden_layer_sizes=())."
+            )
+        units = self._fitted_units()[:-1]
+        acts = hidden_activations(self.activation, len(units) - 1)
+        flat = pack(self.coefs_[:-1], self.intercepts_[:-1], self.coefs_[0].dtype)
+        return self._forward_output(X, flat, units, plan=lambda rows: make_plan(
+            units, acts[:-1], acts[-1], "squared_error", rows, False))
+
+    @property
+    def _n_features_out(self):
+        # Width of the last hidden layer: names for get_feature_names_out.
+        return self.coefs_[-1].shape[0]
 
     def _fitted_units(self):
         """Layer widths of the fitted network, input first."""
@@ -769,10 +952,19 @@ _PARAMETERS_DOC = """
         The ith element represents the number of neurons in the ith
         hidden layer.
 
-    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
-        Activation function for the hidden layer: 'identity' f(x) = x,
+    activation : str or list of str, default='relu'
+        Activation function for the hidden layers: 'identity' f(x) = x,
         'logistic' f(x) = 1 / (1 + exp(-x)), 'tanh' f(x) = tanh(x),
-        'relu' f(x) = max(0, x).
+        'relu' f(x) = max(0, x) (scikit-learn's four), and beyond
+        scikit-learn: 'leaky_relu' f(x) = max(x, 0.01 x) (PyTorch's default
+        slope), 'elu' f(x) = x if x > 0 else exp(x) - 1 (alpha = 1), 'gelu'
+        f(x) = x Phi(x) with Phi the standard normal CDF (the exact erf form,
+        PyTorch's default, not the tanh approximation), 'softplus'
+        f(x) = log(1 + exp(x)), 'silu' (swish) f(x) = x / (1 + exp(-x)),
+        'softsign' f(x) = x / (1 + |x|). A list or tuple gives one name per
+        hidden layer (its length must be len(hidden_layer_sizes)); Glorot
+        initialisation then uses each layer's own activation, and the
+        output layer the last hidden layer's.
 
     solver : {'lbfgs', 'sgd', 'adam', 'adagrad', 'rmsprop', 'adadelta', \
 'adamw', 'adamax', 'nadam', 'newton'}, default='adam'
@@ -854,8 +1046,9 @@ _PARAMETERS_DOC = """
         Whether to use Nesterov's momentum (sgd, momentum > 0).
 
     early_stopping : bool, default=False
-        Whether to hold out validation_fraction of the training data and stop
-        when the validation score has not improved by at least tol for
+        Whether to hold out validation_fraction of the training data (or use
+        fit's X_val, y_val) and stop when the validation score (see
+        early_stopping_metric) has not improved by at least tol for
         n_iter_no_change consecutive epochs; the best weights are restored.
         Stratified for single-output classification. Stochastic solvers only.
 
@@ -936,6 +1129,36 @@ _PARAMETERS_DOC = """
         Where the epoch runs: the compiled engine, or its pure-NumPy twin
         (the same algorithm, for checking and benchmarking). Not in
         scikit-learn.
+
+    l1 : float, default=0.0
+        Strength of the L1 regularization term on the coefficients (not the
+        intercepts), scaled as alpha is: each batch's loss gains
+        l1 * ||W||_1 / n (n the batch's sample-weight sum, as alpha's
+        alpha * ||W||^2 / (2 n)), whose subgradient l1 * sign(W) / n is 0 at
+        W = 0. Together with alpha: the elastic net. The reported loss
+        includes it. Not in scikit-learn.
+
+    early_stopping_metric : {'score', 'loss'}, default='score'
+        What early stopping watches on the validation set: 'score'
+        (scikit-learn's behaviour: accuracy or R^2 must improve by tol) or
+        'loss' (the validation loss must fall by tol); the weights of the
+        best epoch by that metric are restored. Not in scikit-learn.
+
+    restore_best_weights : bool, default=False
+        Without a validation set (early_stopping=False), restore at the end
+        of fit the weights at the end of the epoch with the lowest training
+        loss (scikit-learn keeps the last weights). With early_stopping the
+        best validation weights are always restored. fit only, not
+        partial_fit. Not in scikit-learn.
+
+    dropout : float or list of float, default=0.0
+        Inverted dropout on the hidden layers' activations in training: each
+        unit is zeroed with this probability and the kept ones are scaled by
+        1 / (1 - dropout), so predict (which never drops) needs no rescaling.
+        One rate for every hidden layer, or a list with one per hidden
+        layer. The masks are reproducible from random_state (one seed drawn
+        per epoch, only when dropout is on). Stochastic solvers only. Not in
+        scikit-learn.
 """
 
 _ATTRIBUTES_DOC = """
@@ -960,6 +1183,14 @@ _ATTRIBUTES_DOC = """
 
     best_validation_score_ : float or None
         The best validation score (early_stopping only, else None).
+
+    validation_loss_curve_ : list of shape (`n_iter_`,) or None
+        The loss on the validation set after each epoch (early_stopping
+        only, else None): the data term, without the alpha and l1 penalties,
+        weighted by the validation sample weights. Not in scikit-learn.
+
+    best_validation_loss_ : float or None
+        The lowest validation loss (early_stopping only, else None).
 
     t_ : int
         The number of training samples seen by the solver during fitting.
@@ -1004,6 +1235,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     ----------"""
         + _PARAMETERS_DOC
         + """
+    class_weight : dict, 'balanced' or None, default=None
+        Weights of the classes, as in LogisticRegression: a dict
+        {class_label: weight} (classes not in it weigh 1), or 'balanced' for
+        n_samples / (n_classes * np.bincount(y)) computed on the labels of
+        each fit. Multiplied into sample_weight. Single-output targets only;
+        partial_fit takes a dict only. Not in scikit-learn's MLP.
+
     Attributes
     ----------
     classes_ : ndarray or list of ndarray of shape (n_classes,)
@@ -1069,6 +1307,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         clip_norm=None,
         clip_value=None,
         backend="cython",
+        l1=0.0,
+        early_stopping_metric="score",
+        restore_best_weights=False,
+        dropout=0.0,
+        class_weight=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -1104,6 +1347,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.clip_norm = clip_norm
         self.clip_value = clip_value
         self.backend = backend
+        self.l1 = l1
+        self.early_stopping_metric = early_stopping_metric
+        self.restore_best_weights = restore_best_weights
+        self.dropout = dropout
+        self.class_weight = class_weight
 
     loss = "log_loss"
 
@@ -1142,6 +1390,41 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _output_activation(self, Y):
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    def _encode_targets(self, y):
+        """Validation labels as the binarized targets the network fits."""
+        y = check_array(y, ensure_2d=False, dtype=None, input_name="y_val")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y)
+        unknown = np.setdiff1d(unique_labels(y), self.classes_)
+        if len(unknown):
+            raise ValueError(f"y_val has classes not in `self.classes_`: {unknown}.")
+        return self._label_binarizer.transform(y)
+
+    def _weigh_classes(self, Y, sample_weight, incremental, dtype):
+        # As LogisticRegression: weights from compute_class_weight on this
+        # fit's labels, multiplied into sample_weight.
+        if self.class_weight is None:
+            return sample_weight
+        if self._label_binarizer.y_type_ == "multilabel-indicator":
+            raise ValueError("class_weight is not supported for multilabel targets.")
+        if incremental and self.class_weight == "balanced":
+            raise ValueError(
+                "class_weight 'balanced' is not supported for partial_fit: the "
+                "class frequencies of later batches are unknown. Pass a dict."
+            )
+        index = Y[:, 0].astype(np.intp) if Y.shape[1] == 1 else Y.argmax(axis=1)
+        weights = compute_class_weight(
+            self.class_weight, classes=self.classes_, y=self.classes_[index]
+        ).astype(dtype)[index]
+        if sample_weight is not None:
+            weights *= sample_weight
+        if not np.any(weights > 0):
+            raise ValueError(
+                "Sample weights times class weights must contain at least one "
+                "non-zero number."
+            )
+        return np.ascontiguousarray(weights)
 
     def _start_partial_fit(self, y, classes):
         if getattr(self, "classes_", None) is None and classes is None:
@@ -1344,6 +1627,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         clip_norm=None,
         clip_value=None,
         backend="cython",
+        l1=0.0,
+        early_stopping_metric="score",
+        restore_best_weights=False,
+        dropout=0.0,
     ):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -1380,6 +1667,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.clip_norm = clip_norm
         self.clip_value = clip_value
         self.backend = backend
+        self.l1 = l1
+        self.early_stopping_metric = early_stopping_metric
+        self.restore_best_weights = restore_best_weights
+        self.dropout = dropout
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(
@@ -1403,6 +1694,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _output_activation(self, Y):
         return "exp" if self.loss == "poisson" else "identity"
+
+    def _encode_targets(self, y):
+        return check_array(
+            y, ensure_2d=False, dtype=(np.float64, np.float32), input_name="y_val"
+        )
 
     def _start_partial_fit(self, y, classes):
         pass

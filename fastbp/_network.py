@@ -12,7 +12,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from fastbp._kernels import ACTIVATIONS, LOSSES
+from fastbp._kernels import ACTIVATIONS, LOSSES, NEEDS_PREACTIVATION
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,9 @@ class Plan:
     act_off, delta_off : ndarray of shape (n_layers,), intp
         Offsets in the workspace of each layer's activations and deltas,
         (max_rows, units[l + 1]) row-major.
+    pre_off : ndarray of shape (n_layers,), intp
+        Offsets of each layer's pre-activations, kept for the activations
+        whose derivative needs them (GELU, SiLU); -1 for the other layers.
     gather_off : int
         Offset of the (max_rows, units[0]) buffer that shuffled dense batches
         are gathered into; -1 when there is none.
@@ -38,8 +41,19 @@ class Plan:
         Most rows one pass handles (the batch size).
     work_size : int
         Length of the workspace.
-    hidden_act, out_act, loss : int
-        Codes of the hidden activation, output activation and loss.
+    acts : ndarray of shape (n_layers,), intp
+        Activation code of every layer, the output layer's last.
+    drop : ndarray of shape (n_layers,), float64
+        Inverted-dropout rate of each layer's activations in training (0 for
+        the output layer and for layers without dropout).
+    mask_off : ndarray of shape (n_layers,), intp
+        Offsets of the dropout masks (max_rows, units[l + 1]); -1 where
+        drop is 0.
+    drop_col : ndarray of shape (n_layers,), intp
+        First column of each layer in the dropout counter space, whose rows
+        are drop_width wide (the hidden widths side by side).
+    out_act, loss : int
+        Codes of the output activation and the loss.
     """
 
     units: np.ndarray
@@ -48,10 +62,15 @@ class Plan:
     n_params: int
     act_off: np.ndarray
     delta_off: np.ndarray
+    pre_off: np.ndarray
     gather_off: int
     max_rows: int
     work_size: int
-    hidden_act: int
+    acts: np.ndarray
+    drop: np.ndarray
+    mask_off: np.ndarray
+    drop_col: np.ndarray
+    drop_width: int
     out_act: int
     loss: int
 
@@ -67,18 +86,53 @@ def param_offsets(units):
     return coef_off, bias_off, int(ends[-1])
 
 
-def make_plan(units, hidden_activation, out_activation, loss, max_rows, gather):
+def hidden_activations(activation, n_hidden):
+    """The activation name of each hidden layer: one name, or one per layer."""
+    if isinstance(activation, str):
+        return [activation] * n_hidden
+    activation = list(activation)
+    if len(activation) != n_hidden:
+        raise ValueError(
+            f"The 'activation' parameter must be one name or one name per hidden "
+            f"layer; got {len(activation)} names for {n_hidden} hidden layers."
+        )
+    return activation
+
+
+def hidden_dropout(dropout, n_hidden):
+    """The dropout rate of each hidden layer: one rate, or one per layer."""
+    if not isinstance(dropout, (list, tuple)):
+        return [float(dropout)] * n_hidden
+    if len(dropout) != n_hidden:
+        raise ValueError(
+            f"The 'dropout' parameter must be one rate or one rate per hidden "
+            f"layer; got {len(dropout)} rates for {n_hidden} hidden layers."
+        )
+    return [float(r) for r in dropout]
+
+
+def make_plan(units, hidden_activation, out_activation, loss, max_rows, gather,
+              dropout=0.0):
     """Lay out a network of the given widths for passes of up to max_rows rows.
 
+    hidden_activation is one name for every hidden layer or a list of names,
+    one per hidden layer; dropout likewise one rate or one per hidden layer.
     Plans are cached and read-only: repeated small predicts reuse them.
     """
-    return _make_plan(tuple(int(u) for u in units), hidden_activation,
-                      out_activation, loss, int(max_rows), bool(gather))
+    def frozen(v):
+        return v if isinstance(v, (str, float, int)) else tuple(v)
+
+    return _make_plan(tuple(int(u) for u in units), frozen(hidden_activation),
+                      out_activation, loss, int(max_rows), bool(gather),
+                      frozen(dropout))
 
 
 @lru_cache(maxsize=64)
-def _make_plan(units, hidden_activation, out_activation, loss, max_rows, gather):
+def _make_plan(units, hidden_activation, out_activation, loss, max_rows, gather,
+               dropout):
     units = np.asarray(units, dtype=np.intp)
+    names = hidden_activations(hidden_activation, len(units) - 2)
+    acts = np.array([ACTIVATIONS[a] for a in names + [out_activation]], np.intp)
     coef_off, bias_off, n_params = param_offsets(units)
     widths = units[1:] * max_rows
     starts = np.cumsum(np.concatenate([[0], widths, widths]))
@@ -90,7 +144,21 @@ def _make_plan(units, hidden_activation, out_activation, loss, max_rows, gather)
     if gather:
         gather_off = work_size
         work_size += int(units[0]) * max_rows
-    for a in (units, coef_off, bias_off, act_off, delta_off):
+    pre_off = np.full(n_layers, -1, dtype=np.intp)
+    for i, code in enumerate(acts):
+        if code in NEEDS_PREACTIVATION:
+            pre_off[i] = work_size
+            work_size += int(units[i + 1]) * max_rows
+    drop = np.array(hidden_dropout(dropout, n_layers - 1) + [0.0])
+    if not all(0 <= r < 1 for r in drop):
+        raise ValueError(f"dropout rates must be in [0, 1), got {dropout!r}.")
+    mask_off = np.full(n_layers, -1, dtype=np.intp)
+    for i in np.flatnonzero(drop):
+        mask_off[i] = work_size
+        work_size += int(units[i + 1]) * max_rows
+    drop_col = np.concatenate([[0], np.cumsum(units[1:-1])]).astype(np.intp)
+    for a in (units, coef_off, bias_off, act_off, delta_off, pre_off, acts, drop,
+              mask_off, drop_col):
         a.flags.writeable = False
     return Plan(
         units=units,
@@ -99,10 +167,15 @@ def _make_plan(units, hidden_activation, out_activation, loss, max_rows, gather)
         n_params=n_params,
         act_off=act_off,
         delta_off=delta_off,
+        pre_off=pre_off,
         gather_off=gather_off,
         max_rows=int(max_rows),
         work_size=work_size,
-        hidden_act=ACTIVATIONS[hidden_activation],
+        acts=acts,
+        drop=drop,
+        mask_off=mask_off,
+        drop_col=drop_col,
+        drop_width=int(drop_col[-1]),
         out_act=ACTIVATIONS[out_activation],
         loss=LOSSES[loss],
     )
@@ -130,11 +203,15 @@ def glorot_init(units, activation, random_state, dtype):
 
     For each layer the coefficients are drawn, then the intercepts, from
     U(-b, b) with b = sqrt(factor / (fan_in + fan_out)); factor is 2 for the
-    logistic activation and 6 otherwise (Glorot & Bengio, 2010).
+    logistic activation and 6 otherwise (Glorot & Bengio, 2010). With one
+    activation per hidden layer, each layer uses its own activation's factor
+    and the output layer the last hidden layer's.
     """
-    factor = 2.0 if activation == "logistic" else 6.0
+    names = hidden_activations(activation, len(units) - 2)
+    names = names + names[-1:] if names else [activation] * (len(units) - 1)
     coefs, intercepts = [], []
-    for fan_in, fan_out in pairwise(units):
+    for (fan_in, fan_out), name in zip(pairwise(units), names, strict=True):
+        factor = 2.0 if name == "logistic" else 6.0
         bound = np.sqrt(factor / (fan_in + fan_out))
         coefs.append(random_state.uniform(-bound, bound, (fan_in, fan_out)))
         intercepts.append(random_state.uniform(-bound, bound, fan_out))

@@ -9,15 +9,20 @@ import numpy as np
 from sklearn.base import is_classifier
 from sklearn.utils.validation import check_is_fitted
 
-# fastbp activation name -> ONNX operator.
+# fastbp activation name -> ONNX operator and its attributes. The others are
+# composed of elementary nodes in _activation_nodes: opset 17 has no Gelu,
+# and onnxruntime's CPU provider has no double kernels for Elu, Softplus,
+# Softsign or Erf.
 _ONNX_OPS = {
     "identity": None,
-    "logistic": "Sigmoid",
-    "tanh": "Tanh",
-    "relu": "Relu",
-    "softmax": "Softmax",
-    "exp": "Exp",
+    "logistic": ("Sigmoid", {}),
+    "tanh": ("Tanh", {}),
+    "relu": ("Relu", {}),
+    "softmax": ("Softmax", {"axis": 1}),
+    "exp": ("Exp", {}),
+    "leaky_relu": ("LeakyRelu", {"alpha": 0.01}),
 }
+_COMPOSED = ("gelu", "silu", "elu", "softplus", "softsign")
 _OPSET = 17
 
 
@@ -58,16 +63,17 @@ def to_onnx(estimator, *, dtype=np.float32, name=None):
             "to_onnx needs the 'onnx' package: pip install 'fastbp[onnx]'"
         ) from exc
     import fastbp
+    from fastbp._network import hidden_activations
 
     check_is_fitted(estimator, "coefs_")
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
     elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
-    hidden = estimator.activation
-    acts = [hidden] * (estimator.n_layers_ - 2) + [estimator.out_activation_]
+    acts = hidden_activations(estimator.activation, estimator.n_layers_ - 2)
+    acts = acts + [estimator.out_activation_]
     for act in acts:
-        if act not in _ONNX_OPS:
+        if act not in _ONNX_OPS and act not in _COMPOSED:
             raise ValueError(f"activation {act!r} has no ONNX export")
 
     nodes, inits = [], []
@@ -85,11 +91,7 @@ def to_onnx(estimator, *, dtype=np.float32, name=None):
             "MatMul", [A, const(W.astype(dtype), f"W{i}")], [f"xw{i}"]))
         nodes.append(helper.make_node(
             "Add", [f"xw{i}", const(b.astype(dtype), f"b{i}")], [Z]))
-        A = Z
-        if _ONNX_OPS[act] is not None:
-            A = f"a{i}"
-            attrs = {"axis": 1} if act == "softmax" else {}
-            nodes.append(helper.make_node(_ONNX_OPS[act], [Z], [A], **attrs))
+        A = _activation_nodes(act, Z, f"a{i}", nodes, const, dtype)
 
     n_out = estimator.n_outputs_
     x_info = helper.make_tensor_value_info(
@@ -108,6 +110,47 @@ def to_onnx(estimator, *, dtype=np.float32, name=None):
     helper.set_model_props(model, {"fastbp_version": fastbp.__version__})
     onnx.checker.check_model(model)
     return model
+
+
+def _activation_nodes(act, Z, A, nodes, const, dtype):
+    """Append the nodes computing A = act(Z); return the output's name."""
+    from onnx import TensorProto, helper
+
+    def node(op, inputs, out=None, **attrs):
+        out = out or f"{A}_{len(nodes)}"
+        nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        return out
+
+    def c(value, tag):
+        return const(np.array(value, dtype), f"{A}_{tag}")
+
+    if act == "gelu":  # exact: 0.5 z (1 + erf(z / sqrt(2)))
+        s = node("Mul", [Z, c(np.sqrt(0.5), "r2")])
+        if dtype == np.float64:  # no double Erf kernel: erf in float32
+            s = node("Cast", [s], to=TensorProto.FLOAT)
+            e = node("Cast", [node("Erf", [s])], to=TensorProto.DOUBLE)
+        else:
+            e = node("Erf", [s])
+        node("Mul", [node("Mul", [Z, c(0.5, "half")]), node("Add", [e, c(1, "one")])],
+             A)
+    elif act == "silu":  # z * sigmoid(z)
+        node("Mul", [Z, node("Sigmoid", [Z])], A)
+    elif act == "elu":  # z if z > 0 else exp(min(z, 0)) - 1
+        zero = c(0, "zero")
+        neg = node("Sub", [node("Exp", [node("Min", [Z, zero])]), c(1, "one")])
+        node("Where", [node("Greater", [Z, zero]), Z, neg], A)
+    elif act == "softplus":  # max(z, 0) + log(1 + exp(-|z|)): no overflow
+        tail = node("Log", [node("Add", [
+            node("Exp", [node("Neg", [node("Abs", [Z])])]), c(1, "one")])])
+        node("Add", [node("Relu", [Z]), tail], A)
+    elif act == "softsign":  # z / (1 + |z|)
+        node("Div", [Z, node("Add", [node("Abs", [Z]), c(1, "one")])], A)
+    elif _ONNX_OPS[act] is None:
+        return Z
+    else:
+        op, attrs = _ONNX_OPS[act]
+        node(op, [Z], A, **attrs)
+    return A
 
 
 def _decode_classes(estimator, A, nodes, const, dtype):

@@ -9,12 +9,13 @@ written as textbook NumPy. ``backend="numpy"`` trains with ``run_epoch``,
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.special import expit, xlogy
+from scipy.special import erf, expit, ndtr, xlogy
 
 from fastbp._network import unpack
 
 # Codes, as in _kernels.pxd and _optimizers.pxd.
 IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP = range(6)
+LEAKY_RELU, ELU, GELU, SOFTPLUS, SILU, SOFTSIGN = range(6, 12)
 SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON = range(4)
 SGD, ADAM, ADAGRAD, RMSPROP, ADADELTA, ADAMW, ADAMAX, NADAM = range(8)
 
@@ -25,8 +26,10 @@ def gemm(trans_a, trans_b, alpha, A, B, beta, out):
     out[...] = alpha * (A @ B) + beta * out
 
 
-def bias_act(Z, b, act):
+def bias_act(Z, b, act, pre=None):
     Z += b
+    if pre is not None:
+        pre[...] = Z
     if act == RELU:
         np.maximum(Z, 0, out=Z)
     elif act == TANH:
@@ -39,15 +42,46 @@ def bias_act(Z, b, act):
         Z -= Z.max(axis=1, keepdims=True)
         np.exp(Z, out=Z)
         Z /= Z.sum(axis=1, keepdims=True)
+    elif act == LEAKY_RELU:
+        Z[...] = np.where(Z > 0, Z, 0.01 * Z)
+    elif act == ELU:
+        Z[...] = np.where(Z > 0, Z, np.expm1(np.minimum(Z, 0)))
+    elif act == GELU:
+        Z[...] = 0.5 * Z * (1 + erf(Z / np.sqrt(2)))
+    elif act == SOFTPLUS:
+        np.logaddexp(0, Z, out=Z)
+    elif act == SILU:
+        Z *= expit(Z)
+    elif act == SOFTSIGN:
+        Z /= 1 + np.abs(Z)
 
 
-def act_grad(A, delta, act):
+def act_grad(A, delta, act, Z=None):
+    # The activations beyond scikit-learn's differentiate the pre-activation
+    # Z directly (the compiled kernel goes through A where it can).
     if act == RELU:
         delta[A == 0] = 0
     elif act == TANH:
         delta *= 1 - A**2
     elif act == LOGISTIC:
         delta *= A * (1 - A)
+    elif act >= LEAKY_RELU:
+        if Z is None:
+            raise ValueError("this activation's derivative needs Z")
+        Z = Z.astype(np.float64)
+        if act == LEAKY_RELU:
+            d = np.where(Z > 0, 1.0, 0.01)
+        elif act == ELU:
+            d = np.where(Z > 0, 1.0, np.exp(np.minimum(Z, 0)))
+        elif act == GELU:
+            d = ndtr(Z) + Z * np.exp(-0.5 * Z**2) / np.sqrt(2 * np.pi)
+        elif act == SOFTPLUS:
+            d = expit(Z)
+        elif act == SILU:
+            d = expit(Z) * (1 + Z * (1 - expit(Z)))
+        else:
+            d = 1 / (1 + np.abs(Z)) ** 2
+        delta *= d.astype(delta.dtype)
 
 
 def loss_delta(P, Y, sw, rows, loss, delta):
@@ -84,6 +118,42 @@ def l2_grad(grad_W, W, alpha, sw_sum):
 def sq_norm(W):
     W = W.astype(np.float64)
     return float(W @ W)
+
+
+def l1_grad(grad_W, W, l1, sw_sum):
+    grad_W += W.dtype.type(l1) / W.dtype.type(sw_sum) * np.sign(W)
+
+
+def abs_sum(W):
+    return float(np.abs(W.astype(np.float64)).sum())
+
+
+def _uniform(seed, counter):
+    """SplitMix64 of seed + (counter + 1) * golden ratio, top 53 bits."""
+    u64 = np.uint64
+    z = u64(seed) + (counter + u64(1)) * u64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> u64(30))) * u64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> u64(27))) * u64(0x94D049BB133111EB)
+    z = z ^ (z >> u64(31))
+    return (z >> u64(11)).astype(np.float64) * 2.0**-53
+
+
+def dropout_mask(shape, rate, seed, row0, col0, width, dtype):
+    n, m = shape
+    rows = np.arange(row0, row0 + n, dtype=np.uint64)[:, None]
+    cols = np.arange(col0, col0 + m, dtype=np.uint64)[None, :]
+    u = _uniform(seed, rows * np.uint64(width) + cols)
+    return np.where(u < rate, 0, 1 / (1 - rate)).astype(dtype)
+
+
+def dropout_forward(A, mask, rate, seed, row0, col0, width):
+    mask[...] = dropout_mask(A.shape, rate, seed, row0, col0, width, A.dtype)
+    A *= mask
+
+
+def dropout_backward(A, mask, delta, rate):
+    delta *= mask
+    A *= A.dtype.type(1 - rate)
 
 
 def gather_rows(X, rows, out):
@@ -211,33 +281,52 @@ def _input(X, csr, n_features):
     return X if csr is None else _csr(*csr, n_features)
 
 
-def _forward_layers(plan, X, coefs, intercepts):
-    """Activations of every layer for the rows of X (dense or sparse)."""
-    activations = [X]
+def _forward_layers(plan, X, coefs, intercepts, seed=None, row0=0):
+    """Activations (after dropout), pre-activations, the activations before
+    dropout and the dropout masks (None where none) of every layer.
+
+    Dropout applies in training, when a seed is given; the mask of batch row
+    r is that of position row0 + r in the epoch.
+    """
+    activations, pre, undropped, masks = [X], [None], [X], [None]
     for i, (W, b) in enumerate(zip(coefs, intercepts)):
         Z = np.asarray(X @ W if i == 0 else activations[-1] @ W)
-        last = i == len(coefs) - 1
-        bias_act(Z, b, plan.out_act if last else plan.hidden_act)
+        pre.append(np.empty_like(Z))
+        bias_act(Z, b, plan.acts[i], pre[-1])
+        undropped.append(Z)
+        masks.append(None)
+        if seed is not None and plan.drop[i] > 0:
+            masks[-1] = dropout_mask(Z.shape, plan.drop[i], seed, row0,
+                                     plan.drop_col[i], plan.drop_width, Z.dtype)
+            Z = Z * masks[-1]
         activations.append(Z)
-    return activations
+    return activations, pre, undropped, masks
 
 
-def _backprop(plan, X, Y, sw, coefs, intercepts, alpha):
-    """Loss of the batch (with the L2 term) and its gradient lists."""
-    activations = _forward_layers(plan, X, coefs, intercepts)
+def _backprop(plan, X, Y, sw, coefs, intercepts, alpha, l1=0.0, seed=0, row0=0):
+    """Loss of the batch (with the L2 and L1 terms) and its gradient lists."""
+    activations, pre, undropped, masks = _forward_layers(
+        plan, X, coefs, intercepts, seed, row0
+    )
     delta = np.empty_like(activations[-1])
     loss, sw_sum = loss_delta(activations[-1], Y, sw, None, plan.loss, delta)
     loss += 0.5 * alpha * sum(sq_norm(W.ravel()) for W in coefs) / sw_sum
+    if l1:
+        loss += l1 * sum(abs_sum(W.ravel()) for W in coefs) / sw_sum
     grad_W, grad_b = [None] * len(coefs), [None] * len(coefs)
     for i in range(len(coefs) - 1, -1, -1):
         g = np.asarray(activations[i].T @ delta)
         l2_grad(g.ravel(), coefs[i].ravel(), alpha, sw_sum)
+        if l1:
+            l1_grad(g.ravel(), coefs[i].ravel(), l1, sw_sum)
         grad_W[i] = g
         grad_b[i] = np.empty(delta.shape[1], dtype=delta.dtype)
         bias_grad(delta, sw_sum, grad_b[i])
         if i > 0:
             delta = delta @ coefs[i].T
-            act_grad(activations[i], delta, plan.hidden_act)
+            if masks[i] is not None:
+                delta *= masks[i]
+            act_grad(undropped[i], delta, plan.acts[i - 1], pre[i])
     return loss, grad_W, grad_b
 
 
@@ -248,7 +337,7 @@ def _flat(grad_W, grad_b):
 def run_epoch(plan, X, csr, Y, sample_weight, order, batch_size, params, grad,
               work, state, solver, lr, momentum, nesterov, beta_1, beta_2,
               epsilon, alpha, step, rho=0.9, weight_decay=0.0, clip_norm=0.0,
-              clip_value=0.0):
+              clip_value=0.0, l1=0.0, seed=0):
     """One epoch of minibatch training, as _epoch.run_epoch."""
     coefs, intercepts = _layers(plan, params)
     X = _input(X, csr, int(plan.units[0]))
@@ -259,7 +348,7 @@ def run_epoch(plan, X, csr, Y, sample_weight, order, batch_size, params, grad,
         rows = order[start : start + batch_size]
         sw = None if sample_weight is None else sample_weight[rows]
         loss, grad_W, grad_b = _backprop(
-            plan, X[rows], Y[rows], sw, coefs, intercepts, alpha
+            plan, X[rows], Y[rows], sw, coefs, intercepts, alpha, l1, seed, start
         )
         loss_sum += len(rows) * loss
         grad[...] = _flat(grad_W, grad_b)
@@ -270,12 +359,13 @@ def run_epoch(plan, X, csr, Y, sample_weight, order, batch_size, params, grad,
     return loss_sum, step
 
 
-def loss_grad(plan, X, csr, Y, sample_weight, params, grad, work, alpha):
-    """Full-batch loss with the L2 term; its gradient into grad."""
+def loss_grad(plan, X, csr, Y, sample_weight, params, grad, work, alpha, l1=0.0,
+              seed=0):
+    """Full-batch loss with the L2 and L1 terms; its gradient into grad."""
     coefs, intercepts = _layers(plan, params)
     X = _input(X, csr, int(plan.units[0]))
     loss, grad_W, grad_b = _backprop(
-        plan, X, Y, sample_weight, coefs, intercepts, alpha
+        plan, X, Y, sample_weight, coefs, intercepts, alpha, l1, seed
     )
     grad[...] = _flat(grad_W, grad_b)
     return loss
@@ -285,7 +375,7 @@ def forward(plan, X, csr, params, work, out):
     """Network output for every row of X into out."""
     coefs, intercepts = _layers(plan, params)
     X = _input(X, csr, int(plan.units[0]))
-    out[...] = _forward_layers(plan, X, coefs, intercepts)[-1]
+    out[...] = _forward_layers(plan, X, coefs, intercepts)[0][-1]  # no dropout
 
 
 def _act_deriv(A, act):
@@ -326,21 +416,22 @@ def hessian_vector_product(plan, X, csr, Y, sample_weight, params, v, out, work,
     VW, Vb = _layers(plan, v)
     X = _input(X, csr, int(plan.units[0]))
     loss, _, _ = _backprop(plan, X, Y, sample_weight, coefs, intercepts, alpha)
-    acts = _forward_layers(plan, X, coefs, intercepts)  # acts[l] = A_{l-1}
-    L, act = len(coefs), plan.hidden_act
+    acts = _forward_layers(plan, X, coefs, intercepts)[0]  # acts[l] = A_{l-1}
+    L, act = len(coefs), plan.acts  # act[l]: activation of layer l
     w = np.ones(X.shape[0]) if sample_weight is None else sample_weight
     w = w.astype(params.dtype)[:, None]
     S = params.dtype.type(w.sum(dtype=np.float64))
     D = [None] * L
     D[-1] = (acts[-1] - Y) * w
     for i in range(L - 1, 0, -1):
-        D[i - 1] = (D[i] @ coefs[i].T) * _act_deriv(acts[i], act)
+        D[i - 1] = (D[i] @ coefs[i].T) * _act_deriv(acts[i], act[i - 1])
     RZ, RA = [None] * L, [None] * L
     for i in range(L):
         RZ[i] = np.asarray(acts[i] @ VW[i]) + Vb[i]
         if i > 0:
             RZ[i] += RA[i - 1] @ coefs[i]
-        RA[i] = RZ[i] * _act_deriv(acts[i + 1], act)
+        if i < L - 1:
+            RA[i] = RZ[i] * _act_deriv(acts[i + 1], act[i])
     RD = _output_jvp(acts[-1], RZ[-1], plan.out_act) * w
     HW, Hb = [None] * L, [None] * L
     for i in range(L - 1, -1, -1):
@@ -350,9 +441,9 @@ def hessian_vector_product(plan, X, csr, Y, sample_weight, params, v, out, work,
         HW[i] = (g + params.dtype.type(alpha) * VW[i]) / S
         Hb[i] = RD.sum(axis=0) / S
         if i > 0:
-            RD = (RD @ coefs[i].T + D[i] @ VW[i].T) * _act_deriv(acts[i], act) + (
-                D[i - 1] * _act_curvature(acts[i], act) * RZ[i - 1]
-            )
+            RD = (RD @ coefs[i].T + D[i] @ VW[i].T) * _act_deriv(
+                acts[i], act[i - 1]
+            ) + D[i - 1] * _act_curvature(acts[i], act[i - 1]) * RZ[i - 1]
     out[...] = _flat(HW, Hb)
     return loss
 
@@ -361,12 +452,12 @@ def jacobian(plan, X, csr, params, work, out):
     """out[i, k, :] = d output[i, k] / d X[i, :]."""
     coefs, intercepts = _layers(plan, params)
     X = _input(X, csr, int(plan.units[0]))
-    acts = _forward_layers(plan, X, coefs, intercepts)
+    acts = _forward_layers(plan, X, coefs, intercepts)[0]
     P = acts[-1]
     for k in range(P.shape[1]):
         D = _output_jvp(P, np.eye(P.shape[1], dtype=P.dtype)[k], plan.out_act)
         for i in range(len(coefs) - 1, 0, -1):
-            D = (D @ coefs[i].T) * _act_deriv(acts[i], plan.hidden_act)
+            D = (D @ coefs[i].T) * _act_deriv(acts[i], plan.acts[i - 1])
         out[:, k, :] = D @ coefs[0].T
 
 

@@ -33,7 +33,9 @@ class _FullBatch:
 
     The objective is the function whose gradient the engine computes (and
     every solver follows): the weighted mean data loss plus
-    alpha / (2 * sum(sample_weight)) * ||W||^2. It equals the ``loss_`` the
+    (alpha / 2 * ||W||^2 + l1 * ||W||_1) / sum(sample_weight). L1's
+    curvature is zero wherever it is differentiable, so Hessian-vector
+    products leave it out. It equals the ``loss_`` the
     estimators report except for squared error with n_outputs > 1, where
     ``loss_`` (as scikit-learn's) averages the data term over outputs while
     the gradient belongs to their sum; ``objective`` converts.
@@ -50,6 +52,7 @@ class _FullBatch:
         self.rwork = np.empty(self.plan.work_size, dtype=dtype)
         self.params = np.empty(self.plan.n_params, dtype=dtype)
         self.alpha = float(est.alpha)
+        self.l1 = float(est.l1)
         self.sw_sum = (
             X.shape[0]
             if sample_weight is None
@@ -57,24 +60,25 @@ class _FullBatch:
         )
         self.scale = Y.shape[1] if est._loss_name() == "squared_error" else 1
 
-    def _l2(self, params):
+    def _penalty(self, params):
         coefs, _ = unpack(params, self.units)
         sq = sum(float(np.dot(W.ravel(), W.ravel())) for W in coefs)
-        return 0.5 * self.alpha * sq / self.sw_sum
+        ab = sum(float(np.abs(W).sum()) for W in coefs)
+        return (0.5 * self.alpha * sq + self.l1 * ab) / self.sw_sum
 
     def objective(self, reported, params):
         """The objective from the loss the engine reports at params."""
         if self.scale == 1:
             return reported
-        l2 = self._l2(params)
-        return self.scale * (reported - l2) + l2
+        penalty = self._penalty(params)
+        return self.scale * (reported - penalty) + penalty
 
     def reported(self, objective, params):
         """The inverse of objective: the loss_ convention."""
         if self.scale == 1:
             return objective
-        l2 = self._l2(params)
-        return (objective - l2) / self.scale + l2
+        penalty = self._penalty(params)
+        return (objective - penalty) / self.scale + penalty
 
     def _load(self, params):
         self.params[:] = params
@@ -86,7 +90,7 @@ class _FullBatch:
         grad = np.empty_like(params)
         loss = self.est._backend().loss_grad(
             self.plan, self.X, self.csr, self.Y, self.sw, params, grad,
-            self.work, self.alpha,
+            self.work, self.alpha, self.l1,
         )
         return self.objective(loss, params), grad
 

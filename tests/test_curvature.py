@@ -57,7 +57,7 @@ def _problem(dtype=np.float64, hidden=(4, 3), hidden_act="tanh", head="softmax",
 def _relu_away_from_kinks(problem, margin=1e-3):
     from test_epoch import _hidden_preactivations
 
-    if problem.plan.hidden_act == 3:
+    if 3 in problem.plan.acts[:-1]:  # relu
         assert min(np.abs(Z).min() for Z in _hidden_preactivations(problem)) > margin
 
 
@@ -213,8 +213,9 @@ def test_hvp_valid_call_runs():
         (lambda p: {"X": np.vstack([p.X, p.X]), "Y": np.vstack([p.Y, p.Y]),
                     "sample_weight": None}, "do not fit"),
         (lambda p: {"params": np.ones(p.plan.n_params + 2)}, "parameter buffer"),
-        (lambda p: {"plan": dataclasses.replace(p.plan, hidden_act=7)},
-         "hidden activation"),
+        (lambda p: {"plan": dataclasses.replace(
+            p.plan, acts=np.array([7] * (len(p.plan.acts) - 1) + [p.plan.out_act]))},
+         "layer 1 has 'elu'"),
         (lambda p: {"plan": dataclasses.replace(p.plan, loss=2)}, "canonical"),
     ],
 )

@@ -15,6 +15,9 @@ from fastbp._network import glorot_init, make_plan, unpack
 SOLVERS = _optimizers.SOLVERS
 
 HIDDEN = ["identity", "logistic", "tanh", "relu"]
+# Beyond scikit-learn; gelu and silu keep pre-activations in the workspace.
+NEW_HIDDEN = ["leaky_relu", "elu", "gelu", "softplus", "silu", "softsign"]
+MIXED = ["gelu", "relu"]  # one activation per hidden layer
 # Output activation and loss of each estimator head.
 HEADS = {
     "softmax-log_loss": ("softmax", "log_loss"),
@@ -186,6 +189,17 @@ def test_run_epoch_networks(dtype, hidden, hidden_act, head, optimizer):
     assert not np.allclose(got["params"], problem.params)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("head", ["softmax-log_loss", "identity-squared_error"])
+@pytest.mark.parametrize("hidden_act", NEW_HIDDEN + [MIXED, MIXED[::-1]], ids=str)
+def test_run_epoch_new_activations(dtype, hidden_act, head, optimizer):
+    problem = make_problem(dtype, (5, 3), hidden_act, head, seed=1)
+    orders = _orders(problem, True, np.random.RandomState(2))
+    got = _epochs(_epoch, problem, orders, 5, optimizer)
+    want = _epochs(_reference, problem, orders, 5, optimizer)
+    _assert_epochs_match(got, want, dtype)
+
+
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "sw"])
 @pytest.mark.parametrize("batch_size", [1, 5, 13])
@@ -296,7 +310,7 @@ def _loss_grad(module, problem, alpha=0.01, params=None):
 
 
 @pytest.mark.parametrize("head", list(HEADS))
-@pytest.mark.parametrize("hidden_act", HIDDEN)
+@pytest.mark.parametrize("hidden_act", HIDDEN + NEW_HIDDEN)
 @pytest.mark.parametrize("hidden", NETS, ids=["1hidden", "2hidden"])
 def test_loss_grad_networks(dtype, hidden, hidden_act, head):
     problem = make_problem(
@@ -426,9 +440,12 @@ def _central_differences(problem, alpha, h=1e-6):
     return numeric
 
 
-FD_CASES = [(act, head, False) for act in HIDDEN for head in HEADS] + [
-    ("tanh", head, True) for head in HEADS
-]
+FD_CASES = (
+    [(act, head, False) for act in HIDDEN for head in HEADS]
+    + [("tanh", head, True) for head in HEADS]
+    + [(act, "softmax-log_loss", False) for act in NEW_HIDDEN]
+    + [(MIXED, "identity-squared_error", False), (MIXED[::-1], "exp-poisson", True)]
+)
 
 
 @pytest.mark.parametrize(
@@ -452,7 +469,7 @@ def test_gradient_matches_central_differences(hidden_act, head, sparse):
         n_out=n_out,
         seed=8,
     )
-    if hidden_act == "relu":
+    if hidden_act in ("relu", "leaky_relu"):
         # Every hidden unit stays on its side of the kink within +-h.
         assert min(np.abs(Z).min() for Z in _hidden_preactivations(problem)) > 1e-3
     _, grad = _loss_grad(_epoch, problem, alpha=0.05)
@@ -854,3 +871,171 @@ def test_run_epoch_clipping_by_hand(clip, expected):
     got = _one_full_batch_sgd_step(problem, **clip)
     assert_allclose(got, problem.params - 0.5 * expected(g), rtol=1e-12,
                     atol=1e-14)
+# ---------------------------------------------------------------------------
+# L1 penalty (elastic net with alpha)
+
+
+def _loss_grad_l1(module, problem, alpha, l1, params=None):
+    params = problem.params.copy() if params is None else params
+    grad = np.full(problem.plan.n_params, np.nan, dtype=params.dtype)
+    work = np.full(problem.plan.work_size, np.nan, dtype=params.dtype)
+    loss = module.loss_grad(problem.plan, problem.X, problem.csr, problem.Y,
+                            problem.sw, params, grad, work, alpha, l1)
+    return loss, grad
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.05])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+def test_l1_gradient_matches_central_differences(sparse, alpha):
+    l1 = 0.3
+    problem = make_problem(np.float64, (4, 3), "tanh", "softmax-log_loss",
+                           max_rows=9, n_samples=9, gather=False, sparse=sparse,
+                           seed=8)
+    coefs, _ = unpack(problem.params, [int(u) for u in problem.plan.units])
+    h = 1e-6
+    # Away from the kink of |w| at 0.
+    assert min(np.abs(W).min() for W in coefs) > 10 * h
+    _, grad = _loss_grad_l1(_epoch, problem, alpha, l1)
+    numeric = np.empty_like(grad)
+    for i in range(grad.size):
+        plus, minus = problem.params.copy(), problem.params.copy()
+        plus[i] += h
+        minus[i] -= h
+        numeric[i] = (_loss_grad_l1(_epoch, problem, alpha, l1, plus)[0]
+                      - _loss_grad_l1(_epoch, problem, alpha, l1, minus)[0]) / (2 * h)
+    assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
+
+
+def test_l1_loss_and_gradient_by_hand(dtype):
+    # The L1 term adds l1 / sw_sum * sum|W| to the loss and l1 / sw_sum *
+    # sign(W) to the coefficient gradient only (0 where W == 0).
+    problem = make_problem(dtype, (5,), "relu", "identity-squared_error", seed=2,
+                           max_rows=13, gather=False)
+    params = problem.params.copy()
+    units = [int(u) for u in problem.plan.units]
+    coefs, _ = unpack(params, units)
+    coefs[0][0, :2] = 0
+    loss0, grad0 = _loss_grad_l1(_epoch, problem, 0.01, 0.0, params.copy())
+    loss1, grad1 = _loss_grad_l1(_epoch, problem, 0.01, 0.4, params.copy())
+    sw_sum = float(problem.sw.astype(np.float64).sum())
+    l1_norm = sum(np.abs(W.astype(np.float64)).sum() for W in coefs)
+    assert_allclose(loss1 - loss0, 0.4 * l1_norm / sw_sum, rtol=RTOL[dtype])
+    sign = np.zeros_like(params)
+    n_coef = sum(W.size for W in coefs)
+    sign[:n_coef] = np.sign(params[:n_coef])
+    assert_allclose(grad1 - grad0, 0.4 / sw_sum * sign, rtol=1e-3,
+                    atol=ATOL[dtype])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_run_epoch_l1_equals_twin(dtype, optimizer):
+    problem = make_problem(dtype, (5, 3), "relu", "softmax-log_loss", seed=1)
+    orders = _orders(problem, True, np.random.RandomState(2))
+    solver, lr, nesterov = OPTIMIZERS[optimizer]
+    results = []
+    for module in (_epoch, _reference):
+        params = problem.params.copy()
+        grad, work, state = _buffers(problem, solver)
+        step, losses = 0, []
+        for order in orders:
+            loss_sum, step = module.run_epoch(
+                problem.plan, problem.X, problem.csr, problem.Y, problem.sw, order,
+                5, params, grad, work, state, SOLVERS[solver], lr, MOMENTUM,
+                nesterov, BETA_1, BETA_2, EPSILON, 0.01, step, l1=0.2)
+            losses.append(loss_sum)
+        results.append({"losses": losses, "step": step, "params": params,
+                        "grad": grad, "state": state})
+    _assert_epochs_match(*results, dtype)
+    without = _epochs(_epoch, problem, orders, 5, optimizer)
+    assert not np.allclose(results[0]["params"], without["params"])
+
+
+# ---------------------------------------------------------------------------
+# Inverted dropout on hidden layers
+
+
+def _dropout_problem(dtype, hidden_act, dropout, sparse=False, **kwargs):
+    problem = make_problem(dtype, (6, 5), hidden_act, "softmax-log_loss",
+                           sparse=sparse, gather=not sparse, **kwargs)
+    plan = make_plan(problem.plan.units, hidden_act, "softmax", "log_loss",
+                     problem.plan.max_rows, not sparse, dropout)
+    return dataclasses.replace(problem, plan=plan)
+
+
+def _epochs_seeded(module, problem, orders, seeds, optimizer="adam"):
+    solver, lr, nesterov = OPTIMIZERS[optimizer]
+    params = problem.params.copy()
+    grad, work, state = _buffers(problem, solver)
+    step, losses = 0, []
+    for order, seed in zip(orders, seeds):
+        loss_sum, step = module.run_epoch(
+            problem.plan, problem.X, problem.csr, problem.Y, problem.sw, order, 5,
+            params, grad, work, state, SOLVERS[solver], lr, MOMENTUM, nesterov,
+            BETA_1, BETA_2, EPSILON, 0.01, step, l1=0.0, seed=seed)
+        losses.append(loss_sum)
+    return {"losses": losses, "step": step, "params": params, "grad": grad,
+            "state": state}
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+@pytest.mark.parametrize("dropout", [0.4, [0.5, 0.0], [0.0, 0.25]], ids=str)
+@pytest.mark.parametrize("hidden_act", ["relu", "tanh", "gelu"])
+def test_run_epoch_dropout_equals_twin(dtype, hidden_act, dropout, sparse):
+    problem = _dropout_problem(dtype, hidden_act, dropout, sparse, seed=1)
+    orders = _orders(problem, True, np.random.RandomState(2))
+    seeds = [2**63 + 5, 17]
+    got = _epochs_seeded(_epoch, problem, orders, seeds)
+    want = _epochs_seeded(_reference, problem, orders, seeds)
+    _assert_epochs_match(got, want, dtype)
+    # Dropout changes the trajectory; another seed changes it again.
+    plain = _epochs(_epoch, problem, orders, 5, "adam")
+    assert not np.allclose(got["params"], plain["params"])
+    other = _epochs_seeded(_epoch, problem, orders, [1, 2])
+    assert not np.allclose(got["params"], other["params"])
+
+
+def _loss_grad_seeded(problem, params, seed):
+    grad = np.full(problem.plan.n_params, np.nan)
+    work = np.full(problem.plan.work_size, np.nan)
+    loss = _epoch.loss_grad(problem.plan, problem.X, problem.csr, problem.Y,
+                            problem.sw, params, grad, work, 0.05, 0.0, seed)
+    return loss, grad
+
+
+@pytest.mark.parametrize("hidden_act", ["tanh", "logistic", "gelu", "softplus"])
+def test_dropout_gradient_matches_central_differences(hidden_act):
+    # With a fixed mask (a fixed seed) the loss is a smooth function of the
+    # parameters; its gradient is what backward computes.
+    problem = _dropout_problem(np.float64, hidden_act, [0.5, 0.3], max_rows=9,
+                               n_samples=9, seed=8)
+    seed = 99
+    _, grad = _loss_grad_seeded(problem, problem.params.copy(), seed)
+    h = 1e-6
+    numeric = np.empty_like(grad)
+    for i in range(grad.size):
+        plus, minus = problem.params.copy(), problem.params.copy()
+        plus[i] += h
+        minus[i] -= h
+        numeric[i] = (_loss_grad_seeded(problem, plus, seed)[0]
+                      - _loss_grad_seeded(problem, minus, seed)[0]) / (2 * h)
+    assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
+    # Another mask, another gradient.
+    other = _loss_grad_seeded(problem, problem.params.copy(), seed + 1)[1]
+    assert not np.allclose(grad, other)
+    want = _reference.loss_grad(problem.plan, problem.X, problem.csr, problem.Y,
+                                problem.sw, problem.params.copy(),
+                                np.empty_like(grad), None, 0.05, 0.0, seed)
+    assert_allclose(_loss_grad_seeded(problem, problem.params.copy(), seed)[0],
+                    want, rtol=1e-12)
+
+
+def test_forward_ignores_dropout(dtype):
+    problem = _dropout_problem(dtype, "relu", 0.5)
+    plain = make_plan(problem.plan.units, "relu", "softmax", "log_loss", 5, False)
+    outs = []
+    for plan in (problem.plan, plain):
+        out = np.empty((problem.n_samples, 3), dtype=dtype)
+        _epoch.forward(plan, problem.X, None, problem.params,
+                       np.empty(plan.work_size, dtype), out)
+        outs.append(out)
+    np.testing.assert_array_equal(*outs)

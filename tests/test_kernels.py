@@ -48,7 +48,8 @@ def _bias_act(act):
         m = rng.randint(2, 7)
         Z = 3 * rng.randn(n, m)
         b = rng.randn(m)
-        return Z.astype(dtype), b.astype(dtype), ACT[act]
+        pre = rng.randn(n, m).astype(dtype)  # must be overwritten
+        return Z.astype(dtype), b.astype(dtype), ACT[act], pre
 
     return make
 
@@ -56,17 +57,11 @@ def _bias_act(act):
 def _act_grad(act):
     def make(rng, dtype, n):
         m = rng.randint(1, 7)
-        A = 2 * rng.randn(n, m)
-        if act == "relu":
-            A = np.maximum(A, 0)
-        elif act == "tanh":
-            A = np.tanh(A)
-        elif act in ("logistic", "softmax"):
-            A = 1 / (1 + np.exp(-A))
-        elif act == "exp":
-            A = np.exp(A)
+        Z = (2 * rng.randn(n, m)).astype(dtype)
+        A = Z.copy()
+        _reference.bias_act(A, np.zeros(m, dtype), ACT[act])
         delta = rng.randn(n, m)
-        return A.astype(dtype), delta.astype(dtype), ACT[act]
+        return A, delta.astype(dtype), ACT[act], Z
 
     return make
 
@@ -110,6 +105,31 @@ def _l2_grad(rng, dtype, n):
     grad_W = rng.randn(size).astype(dtype)
     W = rng.randn(size).astype(dtype)
     return grad_W, W, rng.uniform(0, 2), rng.uniform(0.5, 40.0)
+
+
+def _l1_grad(rng, dtype, n):
+    size = n * rng.randint(1, 5)
+    grad_W = rng.randn(size).astype(dtype)
+    W = rng.randn(size).astype(dtype)
+    W[rng.rand(size) < 0.2] = 0  # the subgradient is 0 there
+    return grad_W, W, rng.uniform(0, 2), rng.uniform(0.5, 40.0)
+
+
+def _dropout_forward(rng, dtype, n):
+    m = rng.randint(1, 7)
+    col0 = rng.randint(0, 4)
+    A = rng.randn(n, m).astype(dtype)
+    mask = rng.randn(n, m).astype(dtype)  # must be overwritten
+    return (A, mask, rng.uniform(0, 0.9), int(rng.randint(2**62)) * 3,
+            rng.randint(0, 50), col0, col0 + m + rng.randint(0, 4))
+
+
+def _dropout_backward(rng, dtype, n):
+    m = rng.randint(1, 7)
+    rate = rng.uniform(0, 0.9)
+    mask = np.where(rng.rand(n, m) < rate, 0, 1 / (1 - rate)).astype(dtype)
+    A = rng.randn(n, m).astype(dtype) * mask
+    return A, mask, rng.randn(n, m).astype(dtype), rate
 
 
 def _sq_norm(rng, dtype, n):
@@ -167,6 +187,10 @@ CASES = (
         ("bias_grad", "bias_grad", _bias_grad),
         ("l2_grad", "l2_grad", _l2_grad),
         ("sq_norm", "sq_norm", _sq_norm),
+        ("l1_grad", "l1_grad", _l1_grad),
+        ("abs_sum", "abs_sum", _sq_norm),
+        ("dropout_forward", "dropout_forward", _dropout_forward),
+        ("dropout_backward", "dropout_backward", _dropout_backward),
         ("gather_rows", "gather_rows", _gather_rows),
         ("csr_forward", "csr_forward", _csr_forward(False)),
         ("csr_forward-rows", "csr_forward", _csr_forward(True)),
@@ -246,6 +270,100 @@ def test_bias_act_hand_values(dtype):
     assert_allclose(
         _bias_act_rows([[1, 2]], "identity", dtype, b=[0.5, -2]), [[1.5, 0]], **tol
     )
+
+
+def test_new_activations_hand_values(dtype):
+    z = np.array([[-2.0, -0.5, 0.0, 1.5]])
+    expected = {
+        "leaky_relu": [[-0.02, -0.005, 0, 1.5]],
+        "elu": [[np.exp(-2) - 1, np.exp(-0.5) - 1, 0, 1.5]],
+        # z Phi(z): Phi(-2) = 0.022750131948179, Phi(-0.5) = 0.308537538725987,
+        # Phi(1.5) = 0.933192798731142.
+        "gelu": [[-2 * 0.022750131948179, -0.5 * 0.308537538725987, 0,
+                  1.5 * 0.933192798731142]],
+        "softplus": [[np.log1p(np.exp(-2)), np.log1p(np.exp(-0.5)), np.log(2),
+                      np.log1p(np.exp(1.5))]],
+        "silu": [[-2 / (1 + np.exp(2)), -0.5 / (1 + np.exp(0.5)), 0,
+                  1.5 / (1 + np.exp(-1.5))]],
+        "softsign": [[-2 / 3, -1 / 3, 0, 0.6]],
+    }
+    for act, want in expected.items():
+        got = _bias_act_rows(z, act, dtype)
+        assert_allclose(got, want, rtol=RTOL[dtype], atol=1e-7, err_msg=act)
+
+
+NEW_ACTIVATIONS = ["leaky_relu", "elu", "gelu", "softplus", "silu", "softsign"]
+
+
+@pytest.mark.parametrize("act", NEW_ACTIVATIONS + ["identity", "logistic", "tanh"])
+def test_act_grad_matches_central_differences(act):
+    # float64, points away from the kinks of leaky_relu and elu at 0;
+    # large |z| probes the tails (softplus saturation, gelu and silu decay).
+    rng = np.random.RandomState(0)
+    Z = np.r_[rng.uniform(-4, 4, 40), -30, -12, -1e-2, 1e-2, 12, 30][None, :]
+    Z = Z[:, np.abs(Z[0]) > 1e-3]
+    m = Z.shape[1]
+    zeros = np.zeros(m)
+
+    def f(V):
+        V = V.copy()
+        _kernels.bias_act(V, zeros, ACT[act])
+        return V
+
+    h = 1e-6
+    numeric = (f(Z + h) - f(Z - h)) / (2 * h)
+    A = f(Z)
+    delta = np.ones_like(Z)
+    _kernels.act_grad(A, delta, ACT[act], Z)
+    assert_allclose(delta, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("act", ["gelu", "silu"])
+def test_act_grad_needs_preactivation(act):
+    A = np.zeros((2, 3))
+    with pytest.raises(ValueError, match="needs Z"):
+        _kernels.act_grad(A, np.ones_like(A), ACT[act])
+    with pytest.raises(ValueError, match="Z rows"):
+        _kernels.act_grad(A, np.ones_like(A), ACT[act], np.zeros((1, 3)))
+
+
+def test_bias_act_writes_preactivation(dtype):
+    Z = np.array([[-1.0, 2.0]], dtype=dtype)
+    pre = np.full_like(Z, np.nan)
+    _kernels.bias_act(Z, np.array([0.5, -1.0], dtype=dtype), ACT["relu"], pre)
+    assert_allclose(pre, [[-0.5, 1.0]])
+    assert_allclose(Z, [[0.0, 1.0]])
+
+
+def test_l1_hand_values(dtype):
+    W = np.array([-2.0, 0.0, 3.0], dtype=dtype)
+    grad = np.ones(3, dtype=dtype)
+    _kernels.l1_grad(grad, W, 0.5, 2.0)  # 0.5 / 2 * sign(W)
+    assert_allclose(grad, [0.75, 1.0, 1.25], rtol=RTOL[dtype])
+    assert _kernels.abs_sum(W) == 5.0
+
+
+def test_dropout_masks(dtype):
+    # Masks are 0 or 1 / (1 - rate), drop about rate of the units, depend only
+    # on (seed, counter): a batch's rows equal the same rows of a larger pass.
+    rate, seed, width = 0.3, 12345, 40
+    A = np.ones((500, 40), dtype=dtype)
+    mask = np.empty_like(A)
+    _kernels.dropout_forward(A, mask, rate, seed, 0, 0, width)
+    assert set(np.unique(mask)) == {0, dtype(1 / 0.7)}
+    assert abs(np.mean(mask == 0) - rate) < 0.02
+    np.testing.assert_array_equal(A, mask)
+    part = np.ones((7, 15), dtype=dtype)
+    part_mask = np.empty_like(part)
+    _kernels.dropout_forward(part, part_mask, rate, seed, 100, 20, width)
+    np.testing.assert_array_equal(part_mask, mask[100:107, 20:35])
+    other = np.ones_like(A)
+    _kernels.dropout_forward(other, np.empty_like(A), rate, seed + 1, 0, 0, width)
+    assert np.mean(other != A) > 0.2
+    with pytest.raises(ValueError, match="rate"):
+        _kernels.dropout_forward(A, mask, 1.0, seed, 0, 0, width)
+    with pytest.raises(ValueError, match="counters"):
+        _kernels.dropout_forward(A, mask, rate, seed, 0, 1, width)
 
 
 def test_act_grad_hand_values(dtype):

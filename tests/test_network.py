@@ -158,11 +158,14 @@ def test_make_plan_layout(units, gather):
     assert_array_equal(plan.coef_off, coef_off)
     assert_array_equal(plan.bias_off, bias_off)
     assert plan.n_params == n_params
-    assert (plan.hidden_act, plan.out_act, plan.loss) == (
-        ACTIVATIONS["tanh"],
+    assert (plan.out_act, plan.loss) == (
         ACTIVATIONS["identity"],
         LOSSES["squared_error"],
     )
+    assert_array_equal(
+        plan.acts, [ACTIVATIONS["tanh"]] * (len(units) - 2) + [ACTIVATIONS["identity"]]
+    )
+    assert_array_equal(plan.pre_off, -1)  # tanh needs no pre-activations
     # Activation, delta and gather regions tile the workspace without overlap.
     regions = [(o, u * max_rows) for o, u in zip(plan.act_off, units[1:])]
     regions += [(o, u * max_rows) for o, u in zip(plan.delta_off, units[1:])]
@@ -174,3 +177,46 @@ def test_make_plan_layout(units, gather):
     for start, size in regions:
         covered[start : start + size] += 1
     assert_array_equal(covered, 1)
+
+
+@pytest.mark.parametrize("gather", [False, True])
+def test_make_plan_preactivation_regions(gather):
+    # gelu and silu layers get pre-activation regions after everything else.
+    units, max_rows = [3, 4, 5, 2], 6
+    plan = make_plan(units, ["gelu", "relu"], "silu", "squared_error", max_rows,
+                     gather)
+    assert_array_equal(
+        plan.acts, [ACTIVATIONS[a] for a in ("gelu", "relu", "silu")]
+    )
+    assert plan.pre_off[1] == -1
+    regions = [(o, u * max_rows) for o, u in zip(plan.act_off, units[1:])]
+    regions += [(o, u * max_rows) for o, u in zip(plan.delta_off, units[1:])]
+    regions += [(plan.pre_off[0], 4 * max_rows), (plan.pre_off[2], 2 * max_rows)]
+    if gather:
+        regions.append((plan.gather_off, units[0] * max_rows))
+    covered = np.zeros(plan.work_size, dtype=int)
+    for start, size in regions:
+        covered[start : start + size] += 1
+    assert_array_equal(covered, 1)
+
+
+def test_per_layer_activation_length_is_checked():
+    with pytest.raises(ValueError, match="one name per hidden layer"):
+        make_plan([3, 4, 2], ["relu", "tanh"], "identity", "squared_error", 2, False)
+
+
+def test_glorot_init_per_layer_factors():
+    # Layer i uses its activation's factor, the output layer the last hidden's.
+    units = [3, 4, 5, 2]
+    flat = glorot_init(units, ["logistic", "relu"], np.random.RandomState(0),
+                       np.float64)
+    rng = np.random.RandomState(0)
+    want = []
+    for (a, b), factor in zip(itertools.pairwise(units), [2.0, 6.0, 6.0]):
+        bound = np.sqrt(factor / (a + b))
+        want.append((rng.uniform(-bound, bound, (a, b)),
+                     rng.uniform(-bound, bound, b)))
+    coefs, intercepts = unpack(flat, units)
+    for (W, b), got_W, got_b in zip(want, coefs, intercepts):
+        assert_array_equal(got_W, W)
+        assert_array_equal(got_b, b)

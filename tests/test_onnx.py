@@ -47,6 +47,26 @@ def test_classifier_matches_predict_and_proba(data, activation, target):
     np.testing.assert_array_equal(label, clf.predict(X32))
 
 
+NEW_ACTIVATIONS = ["leaky_relu", "elu", "gelu", "softplus", "silu", "softsign"]
+
+
+@pytest.mark.parametrize(
+    "activation", NEW_ACTIVATIONS + [("gelu", "tanh"), ["relu", "silu"]], ids=str
+)
+def test_new_and_per_layer_activations_export(activation):
+    X, y = make_regression(120, 5, n_targets=2, random_state=1)
+    reg = MLPRegressor(hidden_layer_sizes=(6, 4), activation=activation,
+                       max_iter=60, random_state=0).fit(X, y / 100)
+    # Inputs reaching the negative tails and the softplus/elu saturation.
+    X_test = np.r_[X, 10 * X[:20]]
+    # float64 graphs evaluate gelu's erf in float32 (onnxruntime has no
+    # double Erf kernel).
+    gelu = "gelu" in np.atleast_1d(activation)
+    for dtype, atol in [(np.float32, 2e-5), (np.float64, 1e-6 if gelu else 1e-12)]:
+        (out,) = _run(fastbp.to_onnx(reg, dtype=dtype), X_test.astype(dtype))
+        np.testing.assert_allclose(out, reg.predict(X_test), rtol=1e-5, atol=atol)
+
+
 @pytest.mark.parametrize("loss", ["squared_error", "poisson"])
 @pytest.mark.parametrize("n_outputs", [1, 2])
 def test_regressor_matches_predict(loss, n_outputs):

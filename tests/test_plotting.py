@@ -59,3 +59,11 @@ def test_solver_without_curves_is_a_clear_error():
         reg.fit(X, y)
     with pytest.raises(ValueError, match="recorded no loss_curve_"):
         LossCurveDisplay.from_estimator(reg)
+
+
+def test_loss_curve_draws_the_validation_loss_with_early_stopping():
+    clf = _fit(early_stopping=True, n_iter_no_change=50)
+    disp = LossCurveDisplay.from_estimator(clf)
+    np.testing.assert_array_equal(disp.lines_["validation loss"].get_ydata(),
+                                  clf.validation_loss_curve_)
+    plt.close("all")
