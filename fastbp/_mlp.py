@@ -12,22 +12,27 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.callback import CallbackSupportMixin, with_callbacks
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_array, check_random_state, column_or_1d, shuffle
 from sklearn.utils.metaestimators import available_if
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fastbp import _epoch, _reference
+from fastbp._callbacks import FitTasks
 from fastbp._network import glorot_init, make_plan, pack, unpack
 from fastbp._optimizers import SOLVERS
 from fastbp._second_order import SecondOrderMixin
 from fastbp._version import __version__
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
+# Attributes sklearn.callback keeps on the estimator for the length of a fit.
+_CALLBACK_STATE = ("_callback_fit_ctx", "_skl_callbacks_to_teardown")
 _BACKENDS = {"cython": _epoch, "numpy": _reference}
 # Rows per forward pass at predict time: bounds the workspace, keeps BLAS busy.
 _PREDICT_ROWS = 1024
@@ -71,8 +76,8 @@ def _any_of(*rules):
 _INF = float("inf")
 _PARAMETER_RULES = {
     "hidden_layer_sizes": (
-        lambda v: isinstance(v, Integral) and not isinstance(v, bool) or
-        hasattr(v, "__iter__") and not isinstance(v, str),
+        lambda v: isinstance(v, Integral) and not isinstance(v, bool) and v >= 1
+        or hasattr(v, "__iter__") and not isinstance(v, str),
         "an array-like or an int in the range [1, inf)",
     ),
     "activation": _options("identity", "logistic", "tanh", "relu"),
@@ -85,14 +90,17 @@ _PARAMETER_RULES = {
     "max_iter": _interval(1, _INF, "left", True),
     "shuffle": _boolean(),
     "random_state": (
-        lambda v: v is None or isinstance(v, (Integral, np.random.RandomState))
-        and not isinstance(v, bool),
-        "an int, a numpy.random.RandomState instance or None",
+        lambda v: v is None or isinstance(v, np.random.RandomState)
+        or isinstance(v, Integral) and not isinstance(v, bool)
+        and 0 <= v <= 2**32 - 1,
+        "an int in the range [0, 4294967295], a numpy.random.RandomState "
+        "instance or None",
     ),
     "tol": _interval(0.0, _INF, "left"),
     "verbose": (
-        lambda v: isinstance(v, (Integral, np.bool_)),
-        "an int or an instance of 'bool'",
+        lambda v: isinstance(v, (bool, np.bool_))
+        or isinstance(v, Integral) and v >= 0,
+        "an int in the range [0, inf) or an instance of 'bool'",
     ),
     "warm_start": _boolean(),
     "momentum": _interval(0.0, 1.0, "both"),
@@ -115,7 +123,7 @@ class FastbpVersionWarning(UserWarning):
     """A model file written by another fastbp version was loaded."""
 
 
-class _BaseMLP(SecondOrderMixin, BaseEstimator):
+class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
     """Shared machinery of MLPClassifier and MLPRegressor.
 
     Subclasses define ``_validate_input``, ``_output_activation``,
@@ -126,12 +134,12 @@ class _BaseMLP(SecondOrderMixin, BaseEstimator):
     # parameters
 
     def _check_params(self):
-        """Raise a ValueError (TypeError for a wrong type) naming a bad parameter."""
+        """Raise InvalidParameterError (a ValueError and a TypeError, as in
+        scikit-learn) naming a bad parameter."""
         for name, value in self.get_params(deep=False).items():
             check, allowed = _PARAMETER_RULES[name]
             if not check(value):
-                error = TypeError if name == "hidden_layer_sizes" else ValueError
-                raise error(
+                raise InvalidParameterError(
                     f"The {name!r} parameter of {type(self).__name__} must be "
                     f"{allowed}. Got {value!r} instead."
                 )
@@ -224,6 +232,7 @@ class _BaseMLP(SecondOrderMixin, BaseEstimator):
         """
         return self._fit(X, y, sample_weight, incremental=False)
 
+    @with_callbacks
     def _fit(self, X, y, sample_weight, incremental, classes=None):
         self._check_params()
         # Train on copies and commit at the end: a failed fit leaves the
@@ -234,8 +243,12 @@ class _BaseMLP(SecondOrderMixin, BaseEstimator):
                 self._start_partial_fit(y, classes)
             self._fit_committed(X, y, sample_weight, incremental)
         except BaseException:
+            # The callback context stays until with_callbacks tears it down.
+            running = {
+                k: v for k, v in self.__dict__.items() if k in _CALLBACK_STATE
+            }
             self.__dict__.clear()
-            self.__dict__.update(before)
+            self.__dict__.update(before, **running)
             raise
         return self
 
@@ -282,12 +295,18 @@ class _BaseMLP(SecondOrderMixin, BaseEstimator):
 
         Y = np.ascontiguousarray(Y, dtype=dtype)
         if self.solver in _STOCHASTIC_SOLVERS:
+            tasks = FitTasks(self, X, y, sample_weight,
+                             1 if incremental else self.max_iter, "epoch")
             self._fit_stochastic(
-                X, Y, sample_weight, units, flat, random_state, incremental
+                X, Y, sample_weight, units, flat, random_state, incremental, tasks
             )
         else:
-            self._fit_full_batch(X, Y, sample_weight, units, flat)
+            # One extra, empty subtask: scipy reports an iteration after it ran.
+            tasks = FitTasks(self, X, y, sample_weight, self.max_iter + 1,
+                             "iteration")
+            self._fit_full_batch(X, Y, sample_weight, units, flat, tasks)
         self._set_params_flat(flat, units)
+        tasks.finish()
 
     def _start_bookkeeping(self, incremental):
         """Continue or restart the history a warm or incremental fit builds on."""
@@ -350,7 +369,7 @@ class _BaseMLP(SecondOrderMixin, BaseEstimator):
         }
 
     def _fit_stochastic(
-        self, X, Y, sample_weight, units, flat, random_state, incremental
+        self, X, Y, sample_weight, units, flat, random_state, incremental, tasks
     ):
         optimizer = getattr(self, "_optimizer", None)
         # Same widths and dtype as before are checked in _fit_committed, so a
@@ -381,6 +400,7 @@ class _BaseMLP(SecondOrderMixin, BaseEstimator):
         self.n_iter_ = 0
         try:
             for _ in range(self.max_iter):
+                tasks.begin(flat, units)
                 if self.shuffle:
                     order = shuffle(order, random_state=random_state)
                 loss_sum, optimizer["step"] = backend.run_epoch(
@@ -402,6 +422,8 @@ class _BaseMLP(SecondOrderMixin, BaseEstimator):
 
                 if self._update_no_improvement_count(val, flat, units):
                     best[:] = flat
+                if tasks.end(flat, units):
+                    break
                 if self.solver == "sgd" and self.learning_rate == "invscaling":
                     optimizer["learning_rate"] = (
                         float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
@@ -419,7 +441,10 @@ class _BaseMLP(SecondOrderMixin, BaseEstimator):
                         % self.max_iter,
                         ConvergenceWarning,
                     )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
+            # The compiled epoch stops between minibatches and tells how far
+            # Adam got; the weights are those of the last whole step.
+            optimizer["step"] = getattr(interrupt, "step", optimizer["step"])
             warnings.warn("Training interrupted by user.")
             if not backend.all_finite(flat):
                 raise ValueError(
@@ -520,7 +545,7 @@ class _BaseMLP(SecondOrderMixin, BaseEstimator):
             return True
         return False
 
-    def _fit_full_batch(self, X, Y, sample_weight, units, flat):
+    def _fit_full_batch(self, X, Y, sample_weight, units, flat, tasks):
         """lbfgs or newton: scipy.optimize over the full-batch objective."""
         if self.solver == "newton":
             loss_grad, hessp, reported = self._newton_objective(
@@ -535,7 +560,7 @@ class _BaseMLP(SecondOrderMixin, BaseEstimator):
             method = {"method": "L-BFGS-B",
                       "options": {"maxfun": self.max_fun, "maxiter": self.max_iter,
                                   "gtol": self.tol}}
-        last = {"x": flat.copy(), "nit": 0, "fun": np.nan}
+        last = {"x": flat.copy(), "nit": 0, "fun": np.nan, "stop": False}
 
         def callback(intermediate_result):
             last["x"] = intermediate_result.x.copy()
@@ -546,7 +571,13 @@ class _BaseMLP(SecondOrderMixin, BaseEstimator):
                 self.loss_curve_.append(float(last["fun"]))
             if self.verbose:
                 print("Iteration %d, loss = %.8f" % (last["nit"], last["fun"]))
+            x = last["x"].astype(flat.dtype)
+            last["stop"] = tasks.end(x, units)
+            tasks.begin(x, units)
+            if last["stop"]:
+                raise StopIteration
 
+        tasks.begin(flat, units)
         try:
             result = scipy.optimize.minimize(
                 loss_grad,
@@ -562,7 +593,7 @@ class _BaseMLP(SecondOrderMixin, BaseEstimator):
             self.loss_ = last["fun"]
         else:
             self.n_iter_ = min(result.nit, self.max_iter)
-            if result.status != 0:
+            if result.status != 0 and not last["stop"]:
                 msg = (
                     f"{self.solver} failed to converge after {self.n_iter_} "
                     f"iteration(s) (status={result.status}):\n{result.message}\n"
@@ -581,6 +612,7 @@ class _BaseMLP(SecondOrderMixin, BaseEstimator):
             if reported is not None:
                 self.loss_ = float(reported(result.fun, result.x))
             flat[:] = result.x
+        tasks.close_empty()
         if not (np.isfinite(self.loss_) and self._backend().all_finite(flat)):
             self._diverged(None)
 
@@ -636,7 +668,8 @@ class _BaseMLP(SecondOrderMixin, BaseEstimator):
 
     def __getstate__(self):
         # coefs_ and intercepts_ carry the weights; the buffer is rebuilt.
-        state = super().__getstate__()
+        # A copy: object.__getstate__ returns the live __dict__ itself.
+        state = dict(super().__getstate__())
         state.pop("_flat", None)
         state["_fastbp_version"] = __version__
         return state
@@ -655,12 +688,39 @@ class _BaseMLP(SecondOrderMixin, BaseEstimator):
             self._set_params_flat(self._flat_params(), self._fitted_units())
 
     def _validated_output(self, X):
-        check_is_fitted(self)
-        X = validate_data(
-            self, X, accept_sparse=["csr", "csc"], reset=False,
-            dtype=(np.float64, np.float32),
+        if not self._is_plain_input(X):
+            check_is_fitted(self)
+            X = validate_data(
+                self, X, accept_sparse=["csr", "csc"], reset=False,
+                dtype=(np.float64, np.float32),
+            )
+        out = self._forward_output(X)
+        if not self._backend().all_finite(out.reshape(-1)):
+            raise ValueError(
+                "The network's output is not finite for some rows of X: their "
+                f"values overflow the fitted {out.dtype} network. Scale X as "
+                "the training data was scaled (for example with StandardScaler)."
+            )
+        return out
+
+    def _is_plain_input(self, X):
+        """True for X that validate_data would pass through unchanged.
+
+        That is a finite float ndarray of the fitted width for a model fitted
+        without feature names. Checking it directly costs a few microseconds;
+        validate_data dominates single-row predict otherwise. Anything else
+        (and a sum that overflows) takes the full validation.
+        """
+        return (
+            type(X) is np.ndarray
+            and X.ndim == 2
+            and X.dtype in (np.float64, np.float32)
+            and X.shape[0] > 0
+            and "coefs_" in self.__dict__
+            and "feature_names_in_" not in self.__dict__
+            and X.shape[1] == self.n_features_in_
+            and np.isfinite(X.sum())
         )
-        return self._forward_output(X)
 
     def _check_solver(self):
         if self.solver not in _STOCHASTIC_SOLVERS:
@@ -979,12 +1039,21 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return
         self.classes_ = unique_labels(classes)
         self._label_binarizer = LabelBinarizer()
-        if type_of_target(y).startswith("multilabel"):
+        if y is not None and type_of_target(y, input_name="y").startswith(
+            "multilabel"
+        ):
             self._label_binarizer.fit(y)
         else:
             self._label_binarizer.fit(classes)
 
     def _decode(self, output):
+        # LabelBinarizer.inverse_transform's rules for the common cases,
+        # without its validation overhead (a fifth of single-row predict).
+        y_type = self._label_binarizer.y_type_
+        if y_type == "multiclass":
+            return self.classes_.take(output.argmax(axis=1), mode="clip")
+        if y_type == "binary" and len(self.classes_) == 2:
+            return self.classes_[(output.ravel() > 0.5).astype(int)]
         if self.n_outputs_ == 1:
             output = output.ravel()
         return self._label_binarizer.inverse_transform(output)

@@ -7,6 +7,7 @@ clipping, L-BFGS and best-weight snapshots all work on one array.
 """
 
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import pairwise
 
 import numpy as np
@@ -67,7 +68,16 @@ def param_offsets(units):
 
 
 def make_plan(units, hidden_activation, out_activation, loss, max_rows, gather):
-    """Lay out a network of the given widths for passes of up to max_rows rows."""
+    """Lay out a network of the given widths for passes of up to max_rows rows.
+
+    Plans are cached and read-only: repeated small predicts reuse them.
+    """
+    return _make_plan(tuple(int(u) for u in units), hidden_activation,
+                      out_activation, loss, int(max_rows), bool(gather))
+
+
+@lru_cache(maxsize=64)
+def _make_plan(units, hidden_activation, out_activation, loss, max_rows, gather):
     units = np.asarray(units, dtype=np.intp)
     coef_off, bias_off, n_params = param_offsets(units)
     widths = units[1:] * max_rows
@@ -80,6 +90,8 @@ def make_plan(units, hidden_activation, out_activation, loss, max_rows, gather):
     if gather:
         gather_off = work_size
         work_size += int(units[0]) * max_rows
+    for a in (units, coef_off, bias_off, act_off, delta_off):
+        a.flags.writeable = False
     return Plan(
         units=units,
         coef_off=coef_off,
