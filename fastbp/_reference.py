@@ -410,8 +410,12 @@ def _output_jvp(P, RZ, out_act):
 
 
 def hessian_vector_product(plan, X, csr, Y, sample_weight, params, v, out, work,
-                           rwork, alpha):
-    """Exact H @ v of the loss_grad objective (R-operator); returns the loss."""
+                           rwork, alpha, prepared=False):
+    """Exact H @ v of the loss_grad objective (R-operator); returns the loss.
+
+    Recomputes everything whether prepared or not; the loss is NaN when
+    prepared, as in the compiled function.
+    """
     coefs, intercepts = _layers(plan, params)
     VW, Vb = _layers(plan, v)
     X = _input(X, csr, int(plan.units[0]))
@@ -445,7 +449,7 @@ def hessian_vector_product(plan, X, csr, Y, sample_weight, params, v, out, work,
                 acts[i], act[i - 1]
             ) + D[i - 1] * _act_curvature(acts[i], act[i - 1]) * RZ[i - 1]
     out[...] = _flat(HW, Hb)
-    return loss
+    return float("nan") if prepared else loss
 
 
 def jacobian(plan, X, csr, params, work, out):

@@ -51,6 +51,9 @@ class _FullBatch:
         self.work = np.empty(self.plan.work_size, dtype=dtype)
         self.rwork = np.empty(self.plan.work_size, dtype=dtype)
         self.params = np.empty(self.plan.n_params, dtype=dtype)
+        # True while work holds the compiled forward and backward passes at
+        # params: Hessian-vector products there reuse them.
+        self.ready = False
         self.alpha = float(est.alpha)
         self.l1 = float(est.l1)
         self.sw_sum = (
@@ -81,7 +84,9 @@ class _FullBatch:
         return (objective - penalty) / self.scale + penalty
 
     def _load(self, params):
-        self.params[:] = params
+        if not np.array_equal(self.params, params):
+            self.params[:] = params
+            self.ready = False
         return self.params
 
     def loss_grad(self, params):
@@ -92,6 +97,7 @@ class _FullBatch:
             self.plan, self.X, self.csr, self.Y, self.sw, params, grad,
             self.work, self.alpha, self.l1,
         )
+        self.ready = self.est.backend == "cython"
         return self.objective(loss, params), grad
 
     def hvp(self, params, v):
@@ -101,8 +107,9 @@ class _FullBatch:
         out = np.empty_like(params)
         _CURVATURE[self.est.backend].hessian_vector_product(
             self.plan, self.X, self.csr, self.Y, self.sw, params, v, out,
-            self.work, self.rwork, self.alpha,
+            self.work, self.rwork, self.alpha, self.ready,
         )
+        self.ready = self.est.backend == "cython"
         return out
 
 

@@ -122,6 +122,28 @@ def test_hvp_matches_differences_of_gradients(hidden_act, head, weighted, alpha)
         assert_allclose(got, numeric, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+@pytest.mark.parametrize("head", HEAD_NAMES)
+@pytest.mark.parametrize("module", list(MODULES))
+def test_hvp_prepared_reuses_the_passes_in_work(module, head, sparse):
+    problem = _problem(np.float64, (4, 3), "logistic", head, sparse=sparse)
+    rng = np.random.RandomState(0)
+    v1, v2 = rng.randn(2, problem.plan.n_params)
+    _, want1 = _hvp(_curvature, problem, v1)
+    _, want2 = _hvp(_curvature, problem, v2)
+    dtype, size = problem.params.dtype, problem.plan.work_size
+    work, rwork = np.full(size, np.nan), np.full(size, np.nan)
+    grad, out = np.empty_like(problem.params), np.empty_like(problem.params)
+    args = (problem.plan, problem.X, problem.csr, problem.Y, problem.sw,
+            problem.params)
+    _epoch.loss_grad(*args, grad, work, 0.05)  # leaves both passes in work
+    hvp = MODULES[module].hessian_vector_product
+    assert np.isnan(hvp(*args, v1, out, work, rwork, 0.05, True))
+    assert_allclose(out, want1, rtol=1e-12, atol=1e-14)
+    assert np.isnan(hvp(*args, v2.astype(dtype), out, work, rwork, 0.05, True))
+    assert_allclose(out, want2, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("head", HEAD_NAMES)
 def test_hvp_sparse_equals_dense(head):
     sparse = _problem(np.float64, (4,), "logistic", head, sparse=True)

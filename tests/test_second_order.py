@@ -12,7 +12,7 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.linear_model import LogisticRegression
 
 import fastbp
-from fastbp import MLPClassifier, MLPRegressor, _epoch, check_gradients
+from fastbp import MLPClassifier, MLPRegressor, _epoch, _reference, check_gradients
 from fastbp._network import pack
 
 HIDDEN = ["identity", "logistic", "tanh", "relu"]
@@ -255,6 +255,12 @@ def test_newton_converges_and_records(head):
     assert len(est.loss_curve_) == est.n_iter_
     assert out.getvalue().count("Iteration") == est.n_iter_
     assert_allclose(est.loss_curve_[-1], est.loss_, rtol=1e-12)
+    # loss_ follows the estimators' convention (mean over squared-error outputs).
+    problem, flat = est._full_batch(X, y, None)
+    reported = _reference.loss_grad(problem.plan, problem.X, problem.csr,
+                                    problem.Y, None, flat, np.empty_like(flat),
+                                    None, est.alpha)
+    assert_allclose(est.loss_, reported, rtol=1e-10)
     grad = est.loss_gradient(X, y)[1]
     assert np.linalg.norm(grad) < 1e-7
     # warm start from the optimum: nothing left to do.
