@@ -451,6 +451,52 @@ def run_workload(w, threads, peak, names, repeats, quick, memory):
     return [row]
 
 
+THREAD_FITS = 4
+
+
+def bench_threads(quick, repeats):
+    """N independent fits one after another vs N threads at once.
+
+    BLAS is pinned to 1 thread, so any speedup comes from the fits running
+    in parallel, which needs the GIL released during training. Returns rows
+    with median seconds and the median per-repeat speedup.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    n, epochs = (8000, 2) if quick else (20000, 5)
+    X, y = make_classification(n, 50, n_informative=10, random_state=SEED)
+    params = dict(hidden_layer_sizes=(64,), solver="adam", batch_size=32,
+                  max_iter=epochs, tol=0, n_iter_no_change=10**9)
+    makers = {"fastbp": fastbp.MLPClassifier, "sklearn": sk_nn.MLPClassifier}
+    rows = []
+    with threadpool_limits(1):
+        for name, cls in makers.items():
+            def fit(seed, cls=cls):
+                return cls(random_state=seed, **params).fit(X, y)
+
+            fit(0)  # warm-up
+            seq, par, busy, busy_seq = [], [], [], []
+            for _ in range(repeats):
+                cpu = time.process_time()
+                t, models = timed(lambda: [fit(s) for s in range(THREAD_FITS)])
+                busy_seq.append((time.process_time() - cpu) / t)
+                seq.append(t)
+                with ThreadPoolExecutor(THREAD_FITS) as pool:
+                    cpu = time.process_time()
+                    t, threaded = timed(
+                        lambda: list(pool.map(fit, range(THREAD_FITS))))
+                    busy.append((time.process_time() - cpu) / t)
+                par.append(t)
+                for a, b in zip(models, threaded):
+                    assert all(np.array_equal(p, q) for p, q in zip(a.coefs_, b.coefs_))
+            rows.append({"contender": name, "fits": THREAD_FITS, "n_samples": n,
+                         "epochs": epochs, "sequential": median(seq),
+                         "threaded": median(par), "cpus_busy": median(busy),
+                         "cpus_busy_sequential": median(busy_seq),
+                         "speedup": median(a / b for a, b in zip(seq, par))})
+    return rows
+
+
 def median_ratios(secs):
     """Median over repeats of (contender time / fastbp time) in the same repeat."""
     return {n: median(a / b for a, b in zip(v, secs["fastbp"]))
@@ -523,6 +569,21 @@ def markdown(report):
                           for n, a in predict[0]["agree"].items() if n != "fastbp")
         out += ["", f"Labels equal to fastbp's on the {predict[0]['n_samples']} "
                 f"rows: {agree}."]
+    if report.get("thread_rows"):
+        first = report["thread_rows"][0]
+        out += ["", f"## {first['fits']} fits in threads (BLAS 1 thread each, "
+                f"{os.cpu_count()} CPUs)", ""]
+        out += table(["contender", "fits", "sequential", "threads", "speedup",
+                      "CPUs busy seq / threads"], [
+            [r["contender"], f"{r['fits']} × {r['n_samples']} rows × "
+             f"{r['epochs']} ep", fmt_time(r["sequential"]),
+             fmt_time(r["threaded"]), fmt(r["speedup"], ".2f", "×"),
+             f"{r['cpus_busy_sequential']:.2f} / {r['cpus_busy']:.2f}"]
+            for r in report["thread_rows"]])
+        out += ["", "Threaded models equal the sequential ones bit for bit. CPUs "
+                "busy: process CPU seconds per wall second (1.0 = one whole core; "
+                "below 1 sequentially means other processes hold the cores). "
+                f"Load average now: {os.getloadavg()[0]:.1f}."]
     mem = [r for r in train if "memory" in r]
     if mem:
         out += ["", "## Peak RSS growth during a one-epoch fit (fresh process each)",
@@ -611,6 +672,10 @@ def main(argv=None):
                 report["rows"] += run_workload(
                     w, threads, peak, names, repeats, quick,
                     memory=not quick and threads == args.threads[0])
+    if not args.only or any(s in "threads" for s in args.only):
+        print(f"[{time.perf_counter() - start:5.0f} s] {THREAD_FITS} fits in threads",
+              flush=True)
+        report["thread_rows"] = bench_threads(quick, repeats)
     if any(len(set(r["epochs"].values())) > 1
            for r in report["rows"] if r["kind"] == "train"):
         notes.append("(k ep) / (numpy k): that contender ran k epochs only (the "

@@ -6,6 +6,9 @@ L-BFGS) and ``forward`` (predict) share the same cores. Every size is checked
 in ``_read_plan`` / ``_check_data`` before a pointer is taken.
 Twins: ``fastbp._reference.run_epoch``, ``loss_grad``, ``forward``.
 """
+import threading
+
+from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
 from libc.math cimport isfinite
 from libc.string cimport memcpy
@@ -33,6 +36,11 @@ cdef extern from *:
 
 # True in the debug build (FASTBP_CYTHON_DEBUG=1): bounds checks are on.
 DEBUG_BUILD = bool(FASTBP_DEBUG)
+
+# Multiply-adds (batch rows x parameters) between two checks for pending
+# signals in run_epoch: a few milliseconds of work, so Ctrl-C stops a long
+# epoch quickly while the check (taking the GIL) costs nothing measurable.
+SIGNAL_CHECK_WORK = 1 << 22
 
 
 cdef struct Net:
@@ -366,11 +374,23 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
         Sum over batches of batch loss times batch size.
     step : int
         Steps taken after this epoch.
+
+    Raises
+    ------
+    KeyboardInterrupt (or whatever a signal handler raises)
+        In the main thread, pending signals are checked between minibatches
+        every SIGNAL_CHECK_WORK multiply-adds; the exception stops the epoch
+        after a whole optimizer step (params and state stay consistent) and
+        carries the steps taken (Adam family) as its ``step`` attribute.
     """
     cdef Net net
     cdef Hyper h
     cdef Data d
     cdef Py_ssize_t n, start, nb, i, P = params.shape[0]
+    cdef Py_ssize_t since_check = 0, check_work = SIGNAL_CHECK_WORK
+    cdef bint check_signals = threading.current_thread() is threading.main_thread()
+    cdef bint interrupted = False
+    interrupt = None
     cdef double loss_sum = 0
     cdef const floating* A0
     cdef const Py_ssize_t* rows = NULL
@@ -415,6 +435,21 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
                 step += 1
             _update(solver, &params[0], &grad[0], &state[0], P, step, &h)
             start += nb
+            if check_signals:
+                since_check += nb * P
+                if since_check >= check_work:
+                    since_check = 0
+                    with gil:
+                        try:
+                            PyErr_CheckSignals()
+                        except BaseException as e:
+                            interrupt = e
+                            interrupted = True
+                    if interrupted:
+                        break
+    if interrupt is not None:
+        interrupt.step = step
+        raise interrupt
     return loss_sum, step
 
 

@@ -1,7 +1,7 @@
 # Kernel cores shared by _epoch.pyx: pointer-based, noexcept nogil.
 # Callers validate every size before calling (see _epoch._check_layout).
 from cython cimport floating
-from libc.math cimport exp, expf, log, logf, tanh, tanhf
+from libc.math cimport exp, expf, log, logf
 
 # Activation and output codes; fastbp._network maps names to these.
 cdef enum:
@@ -41,13 +41,6 @@ cdef inline floating _logistic(floating x) noexcept nogil:
         return 1 / (1 + _exp(-x))
     e = _exp(x)
     return e / (1 + e)
-
-
-cdef inline floating _tanh(floating x) noexcept nogil:
-    if floating is float:
-        return tanhf(x)
-    else:
-        return tanh(x)
 
 
 cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,

@@ -432,10 +432,9 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
                     flat, grad, work, optimizer["state"], SOLVERS[self.solver],
                     optimizer["learning_rate"], self.momentum,
                     self.nesterovs_momentum, self.beta_1, self.beta_2,
-                    self.epsilon, self.alpha, optimizer["step"],
-                    rho=self.rho, weight_decay=self.weight_decay,
-                    clip_norm=self.clip_norm or 0.0,
-                    clip_value=self.clip_value or 0.0,
+                    self.epsilon, self.alpha, optimizer["step"], self.rho,
+                    self.weight_decay, self.clip_norm or 0.0,
+                    self.clip_value or 0.0,
                 )
                 self.n_iter_ += 1
                 optimizer["epoch"] = optimizer.get("epoch", 0) + 1
@@ -465,7 +464,10 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
                         % self.max_iter,
                         ConvergenceWarning,
                     )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
+            # The compiled epoch stops between minibatches and tells how far
+            # Adam got; the weights are those of the last whole step.
+            optimizer["step"] = getattr(interrupt, "step", optimizer["step"])
             warnings.warn("Training interrupted by user.")
             if not backend.all_finite(flat):
                 raise ValueError(
@@ -669,7 +671,8 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
 
     def __getstate__(self):
         # coefs_ and intercepts_ carry the weights; the buffer is rebuilt.
-        state = super().__getstate__()
+        # A copy: object.__getstate__ returns the live __dict__ itself.
+        state = dict(super().__getstate__())
         state.pop("_flat", None)
         state["_fastbp_version"] = __version__
         return state
