@@ -972,7 +972,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     A drop-in replacement for ``sklearn.neural_network.MLPClassifier``: the
     same parameters, defaults, attributes and training trajectory for the same
     random_state, with the whole epoch running in compiled code. It optimizes
-    the log-loss with L-BFGS, SGD or Adam.
+    the log-loss with L-BFGS, SGD or Adam, or (beyond scikit-learn) Adagrad,
+    RMSprop, Adadelta, AdamW, Adamax or Nadam, with learning-rate schedules
+    and gradient clipping for every stochastic solver.
 
     Parameters
     ----------"""
@@ -1243,7 +1245,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     A drop-in replacement for ``sklearn.neural_network.MLPRegressor``: the
     same parameters, defaults, attributes and training trajectory for the same
     random_state, with the whole epoch running in compiled code. It optimizes
-    the squared error (or the Poisson deviance) with L-BFGS, SGD or Adam.
+    the squared error (or the Poisson deviance) with L-BFGS, SGD or Adam, or
+    (beyond scikit-learn) Adagrad, RMSprop, Adadelta, AdamW, Adamax or Nadam,
+    with learning-rate schedules and gradient clipping for every stochastic
+    solver.
 
     Parameters
     ----------
