@@ -12,7 +12,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("FASTBP_CYTHON_DEBUG", "0") not in ("", "0")
-MODULES = ["_blas", "_kernels", "_optimizers", "_epoch"]
+MODULES = ["_blas", "_kernels", "_optimizers", "_epoch", "_curvature"]
 
 directives = {
     "language_level": 3,

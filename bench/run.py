@@ -11,9 +11,11 @@ bench/results/). bench/README.md says what each column means.
 
 import argparse
 import gc
+import io
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import redirect_stdout
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -73,6 +76,13 @@ def regression(n, d=40):
     return (X - X.mean(0)) / X.std(0), (y - y.mean()) / y.std()
 
 
+def smooth_multiclass(n, d=20):
+    """Noisy 3-class data (10% flipped labels), standardized: no separation."""
+    X, y = make_classification(n_samples=n, n_features=d, n_informative=10,
+                               n_classes=3, flip_y=0.1, random_state=SEED)
+    return (X - X.mean(0)) / X.std(0), y
+
+
 def sparse_binary(n, d=5000, density=0.01):
     X = sp.random(n, d, density=density, format="csr", random_state=SEED)
     score = X @ np.random.RandomState(SEED).randn(d)
@@ -95,6 +105,7 @@ class Workload:
     params: dict  # MLP parameters; the shared ones come from estimator_params
     numpy_epochs: int | None = None  # the NumPy twin runs fewer, timed per epoch
     predict: dict | None = None  # a predict workload: fit_rows, single_calls
+    solvers: dict | None = None  # a time-to-target workload: solver -> budget
 
 
 def sgd(batch, hidden=(64,), **kw):
@@ -106,6 +117,11 @@ def adam(batch, hidden=(64,), **kw):
     return {"solver": "adam", "batch_size": batch, "hidden_layer_sizes": hidden,
             **kw}
 
+
+# Iterations each solver may take to find its best loss (adam: full-batch
+# epochs at learning_rate_init=0.01, so all three minimize the same function).
+SOLVER_BUDGETS = {"newton": 100, "lbfgs": 2000, "adam": 2000}
+LOOSE, TIGHT = 1e-3, 1e-6  # relative slack of the two target losses
 
 WORKLOADS = [
     Workload("digits adam b200", digits, (1797, 1797), (20, 5), "clf",
@@ -124,6 +140,13 @@ WORKLOADS = [
     Workload("sparse 1% b64", sparse_binary, (20000, 1500), (2, 1), "clf", adam(64)),
     Workload("predict", classification(50), (100000, 20000), (5, 2), "clf",
              adam(200), predict={"fit_rows": 2000, "single_calls": 200}),
+    # fastbp's full-batch solvers on one objective: iterations budgets below.
+    Workload("to target: logistic regression", smooth_multiclass, (2000, 2000),
+             (0, 0), "clf", {"hidden_layer_sizes": (), "alpha": 1.0},
+             solvers=SOLVER_BUDGETS),
+    Workload("to target: (8,) tanh", smooth_multiclass, (2000, 2000), (0, 0),
+             "clf", {"hidden_layer_sizes": (8,), "activation": "tanh",
+                     "alpha": 1.0}, solvers=SOLVER_BUDGETS),
 ]
 
 
@@ -347,6 +370,63 @@ def bench_predict(w, X, y, names, repeats, quick):
     return bulk, single, agree
 
 
+def solver_params(w, solver, max_iter, n_samples):
+    """One full-batch solver on the workload's objective, run for max_iter."""
+    params = {**w.params, "solver": solver, "max_iter": max_iter, "tol": 0.0,
+              "random_state": SEED}
+    if solver == "adam":
+        params.update(batch_size=n_samples, learning_rate_init=0.01,
+                      n_iter_no_change=10**9)
+    if solver == "lbfgs":
+        params["max_fun"] = 10**6
+    return params
+
+
+def loss_history(w, X, y, solver, budget):
+    """The objective after each iteration of one long fit.
+
+    newton: loss_curve_; lbfgs: its verbose lines; adam (full batch):
+    loss_curve_[j] is the loss with the weights after j steps, so iteration
+    j + 1 is the first that saw it.
+    """
+    est = fastbp.MLPClassifier(**solver_params(w, solver, budget, X.shape[0]),
+                               verbose=solver == "lbfgs")
+    out = io.StringIO()
+    with redirect_stdout(out):
+        est.fit(X, y)
+    if solver == "lbfgs":
+        return [float(v) for v in re.findall(r"loss = (\S+)", out.getvalue())]
+    return list(est.loss_curve_)
+
+
+def bench_solvers(w, X, y, repeats):
+    """Iterations and interleaved median time for each solver to two targets.
+
+    "reached by all": (1 + LOOSE) times the worst of the solvers' best losses
+    within their budgets, so every solver gets there; "best": (1 + TIGHT)
+    times the lowest loss any solver found. A timed fit stops at the first
+    iteration whose loss is at or below the target; None: never reached.
+    """
+    curves = {s: loss_history(w, X, y, s, b) for s, b in w.solvers.items()}
+    targets = {"reached by all": (1 + LOOSE) * max(min(c) for c in curves.values()),
+               "best": (1 + TIGHT) * min(min(c) for c in curves.values())}
+    iters = {name: {s: next((i + 1 for i, v in enumerate(c) if v <= t), None)
+                    for s, c in curves.items()}
+             for name, t in targets.items()}
+    runs = sorted({(s, k) for by in iters.values() for s, k in by.items() if k})
+    secs = {run: [] for run in runs}
+    for _ in range(repeats):
+        for s, k in runs:
+            est = fastbp.MLPClassifier(**solver_params(w, s, k, X.shape[0]))
+            secs[s, k].append(timed(est.fit, X, y)[0])
+            assert est.n_iter_ == k, (w.name, s, est.n_iter_, k)
+    return {"targets": targets, "iterations": iters,
+            "time": {name: {s: k and median(secs[s, k]) for s, k in by.items()}
+                     for name, by in iters.items()},
+            "best": {s: min(c) for s, c in curves.items()},
+            "budget": dict(w.solvers)}
+
+
 def _status_kib(key):
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(key))
@@ -425,6 +505,8 @@ def run_workload(w, threads, peak, names, repeats, quick, memory):
     units = layer_units(w, X, y)
     base = {"workload": w.name, "threads": threads, "n_samples": X.shape[0],
             "units": units, "dtype": X.dtype.name}
+    if w.solvers:
+        return [{**base, "kind": "solvers", **bench_solvers(w, X, y, repeats)}]
     if w.predict:
         bulk, single, agree = bench_predict(w, X, y, names, repeats, quick)
         limit = flops(X, units, 2) / peak[X.dtype.name]
@@ -546,21 +628,21 @@ def markdown(report):
 
     speed_cols = [*names, *(f"{n}/fastbp" for n in others), "FLOP limit",
                   "fastbp at limit"]
-    out += ["## Training: time per epoch (median)", ""]
-    out += table(["workload", "thr", "epochs", *speed_cols], [
-        [r["workload"], r["threads"], str(r["epochs"]["fastbp"]) + "".join(
-            f" ({n} {e})" for n, e in r["epochs"].items()
-            if e != r["epochs"]["fastbp"]), *speed(r)] for r in train])
-
     def loss(r, n):
         ep = r["epochs"].get(n)
         short = f" ({ep} ep)" if ep is not None and ep != r["epochs"]["fastbp"] else ""
         return fmt(r["loss"].get(n), ".6g") + short
 
-    out += ["", "## Training: final loss after equal work", ""]
-    out += table(["workload", "thr", *names, "sklearn vs fastbp rel. diff"], [
-        [r["workload"], r["threads"], *(loss(r, n) for n in names),
-         fmt(r["loss_rel_diff"], ".1e")] for r in train])
+    if train:
+        out += ["## Training: time per epoch (median)", ""]
+        out += table(["workload", "thr", "epochs", *speed_cols], [
+            [r["workload"], r["threads"], str(r["epochs"]["fastbp"]) + "".join(
+                f" ({n} {e})" for n, e in r["epochs"].items()
+                if e != r["epochs"]["fastbp"]), *speed(r)] for r in train])
+        out += ["", "## Training: final loss after equal work", ""]
+        out += table(["workload", "thr", *names, "sklearn vs fastbp rel. diff"], [
+            [r["workload"], r["threads"], *(loss(r, n) for n in names),
+             fmt(r["loss_rel_diff"], ".1e")] for r in train])
     if predict:
         out += ["", "## Predict (median)", ""]
         out += table(["call", "thr", *speed_cols],
@@ -584,6 +666,24 @@ def markdown(report):
                 "busy: process CPU seconds per wall second (1.0 = one whole core; "
                 "below 1 sequentially means other processes hold the cores). "
                 f"Load average now: {os.getloadavg()[0]:.1f}."]
+    solvers = [r for r in rows if r["kind"] == "solvers"]
+    if solvers:
+        order = list(solvers[0]["best"])
+        out += ["", "## Time to a target loss: fastbp's full-batch solvers", ""]
+        out += table(
+            ["workload", "thr", "target", "loss",
+             *(f"{s} {c}" for s in order for c in ("iters", "time"))],
+            [[r["workload"], r["threads"], name, fmt(t, ".7g"),
+              *(v for s in order for v in (fmt(r["iterations"][name][s], "d"),
+                                           fmt_time(r["time"][name][s])))]
+             for r in solvers for name, t in r["targets"].items()])
+        budget = ", ".join(f"{s} {b}" for s, b in solvers[0]["budget"].items())
+        best = "; ".join(f"{r['workload']}: " + ", ".join(
+            f"{s} {v:.7g}" for s, v in r["best"].items()) for r in solvers)
+        out += ["", f"Budgets (iterations): {budget}; adam runs full-batch epochs "
+                f"at learning_rate_init=0.01. Targets: reached by all = (1 + "
+                f"{LOOSE:g}) × the worst of the best losses; best = (1 + "
+                f"{TIGHT:g}) × the lowest loss found. Best losses: {best}."]
     mem = [r for r in train if "memory" in r]
     if mem:
         out += ["", "## Peak RSS growth during a one-epoch fit (fresh process each)",
@@ -610,7 +710,7 @@ def chart(report, path):
     fig, axes = plt.subplots(1, len(threads), figsize=(6 * len(threads), 6),
                              sharey=True, squeeze=False)
     for ax, t in zip(axes[0], threads):
-        rows = [r for r in report["rows"] if r["threads"] == t]
+        rows = [r for r in report["rows"] if r["threads"] == t and "ratio" in r]
         y = np.arange(len(rows))
         height = 0.8 / len(others)
         for k, name in enumerate(others):

@@ -43,36 +43,11 @@ DEBUG_BUILD = bool(FASTBP_DEBUG)
 SIGNAL_CHECK_WORK = 1 << 22
 
 
-cdef struct Net:
-    Py_ssize_t n_layers
-    const Py_ssize_t* units
-    const Py_ssize_t* coef_off
-    const Py_ssize_t* bias_off
-    const Py_ssize_t* act_off
-    const Py_ssize_t* delta_off
-    Py_ssize_t gather_off
-    Py_ssize_t max_rows
-    int hidden_act
-    int out_act
-    int loss
-
-
-cdef struct Data:
-    # Dense rows (X) or CSR (data, indices, indptr); Y and sw may be NULL.
-    const void* X
-    const void* data
-    const Py_ssize_t* indices
-    const Py_ssize_t* indptr
-    bint sparse
-    Py_ssize_t n_samples
-    Py_ssize_t n_features
-    const void* Y
-    const void* sw
+# Net, Data and _Arrays' fields are declared in _epoch.pxd.
 
 
 cdef class _Arrays:
     """Keeps the plan's index arrays alive while a Net points into them."""
-    cdef const Py_ssize_t[::1] units, coef_off, bias_off, act_off, delta_off
 
 
 cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
@@ -381,7 +356,7 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
         In the main thread, pending signals are checked between minibatches
         every SIGNAL_CHECK_WORK multiply-adds; the exception stops the epoch
         after a whole optimizer step (params and state stay consistent) and
-        carries the steps taken (Adam family) as its ``step`` attribute.
+        carries the optimizer steps taken as its ``step`` attribute.
     """
     cdef Net net
     cdef Hyper h

@@ -28,6 +28,7 @@ from fastbp._callbacks import FitTasks
 from fastbp._network import glorot_init, make_plan, pack, unpack
 from fastbp._optimizers import SOLVERS, STATE_ARRAYS
 from fastbp._schedules import SCHEDULES, epoch_learning_rate
+from fastbp._second_order import SecondOrderMixin
 from fastbp._version import __version__
 
 _STOCHASTIC_SOLVERS = tuple(SOLVERS)
@@ -81,7 +82,7 @@ _PARAMETER_RULES = {
         "an array-like or an int in the range [1, inf)",
     ),
     "activation": _options("identity", "logistic", "tanh", "relu"),
-    "solver": _options("lbfgs", *SOLVERS),
+    "solver": _options("lbfgs", "newton", *SOLVERS),
     "alpha": _interval(0.0, _INF, "left"),
     "batch_size": _any_of(_options("auto"), _interval(1, _INF, "left", True)),
     "learning_rate": _any_of(
@@ -138,7 +139,7 @@ class FastbpVersionWarning(UserWarning):
     """A model file written by another fastbp version was loaded."""
 
 
-class _BaseMLP(CallbackSupportMixin, BaseEstimator):
+class _BaseMLP(SecondOrderMixin, CallbackSupportMixin, BaseEstimator):
     """Shared machinery of MLPClassifier and MLPRegressor.
 
     Subclasses define ``_validate_input``, ``_output_activation``,
@@ -320,7 +321,7 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
             # One extra, empty subtask: scipy reports an iteration after it ran.
             tasks = FitTasks(self, X, y, sample_weight, self.max_iter + 1,
                              "iteration")
-            self._fit_lbfgs(X, Y, sample_weight, units, flat, tasks)
+            self._fit_full_batch(X, Y, sample_weight, units, flat, tasks)
         self._set_params_flat(flat, units)
         tasks.finish()
 
@@ -568,7 +569,79 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
             return True
         return False
 
-    def _fit_lbfgs(self, X, Y, sample_weight, units, flat, tasks):
+    def _fit_full_batch(self, X, Y, sample_weight, units, flat, tasks):
+        """lbfgs or newton: scipy.optimize over the full-batch objective."""
+        if self.solver == "newton":
+            loss_grad, hessp, reported = self._newton_objective(
+                X, Y, sample_weight, units
+            )
+            method = {"method": "trust-ncg", "hessp": hessp,
+                      "options": {"maxiter": self.max_iter, "gtol": self.tol}}
+            self.loss_curve_ = []
+        else:
+            loss_grad = self._lbfgs_objective(X, Y, sample_weight, units, flat)
+            reported = None
+            method = {"method": "L-BFGS-B",
+                      "options": {"maxfun": self.max_fun, "maxiter": self.max_iter,
+                                  "gtol": self.tol}}
+        last = {"x": flat.copy(), "nit": 0, "fun": np.nan, "stop": False}
+
+        def callback(intermediate_result):
+            last["x"] = intermediate_result.x.copy()
+            last["nit"] += 1
+            last["fun"] = intermediate_result.fun
+            if reported is not None:
+                last["fun"] = reported(last["fun"], last["x"])
+                self.loss_curve_.append(float(last["fun"]))
+            if self.verbose:
+                print("Iteration %d, loss = %.8f" % (last["nit"], last["fun"]))
+            x = last["x"].astype(flat.dtype)
+            last["stop"] = tasks.end(x, units)
+            tasks.begin(x, units)
+            if last["stop"]:
+                raise StopIteration
+
+        tasks.begin(flat, units)
+        try:
+            result = scipy.optimize.minimize(
+                loss_grad,
+                flat.astype(np.float64),
+                jac=True,
+                callback=callback,
+                **method,
+            )
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+            flat[:] = last["x"]
+            self.n_iter_ = last["nit"]
+            self.loss_ = last["fun"]
+        else:
+            self.n_iter_ = min(result.nit, self.max_iter)
+            if result.status != 0 and not last["stop"]:
+                msg = (
+                    f"{self.solver} failed to converge after {self.n_iter_} "
+                    f"iteration(s) (status={result.status}):\n{result.message}\n"
+                )
+                if self.n_iter_ == self.max_iter:
+                    msg += (
+                        "\nIncrease the number of iterations to improve the "
+                        f"convergence (max_iter={self.max_iter})."
+                    )
+                msg += (
+                    "\nYou might also want to scale the data as shown in:\n"
+                    "    https://scikit-learn.org/stable/modules/preprocessing.html"
+                )
+                warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+            self.loss_ = float(result.fun)
+            if reported is not None:
+                self.loss_ = float(reported(result.fun, result.x))
+            flat[:] = result.x
+        tasks.close_empty()
+        if not (np.isfinite(self.loss_) and self._backend().all_finite(flat)):
+            self._diverged(None)
+
+    def _lbfgs_objective(self, X, Y, sample_weight, units, flat):
+        """The engine's (loss, gradient) for L-BFGS-B, evaluated in flat."""
         X_dense, csr = self._as_kernel_input(X, flat.dtype)
         plan = self._plan(units, X.shape[0], gather=False)
         work = np.empty(plan.work_size, dtype=flat.dtype)
@@ -582,59 +655,7 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
             )
             return loss, grad.astype(np.float64)
 
-        last = {"x": flat.copy(), "nit": 0, "fun": np.nan, "stop": False}
-
-        def callback(intermediate_result):
-            last["x"] = intermediate_result.x.copy()
-            last["nit"] += 1
-            last["fun"] = intermediate_result.fun
-            if self.verbose:
-                print("Iteration %d, loss = %.8f" % (last["nit"], last["fun"]))
-            x = last["x"].astype(flat.dtype)
-            last["stop"] = tasks.end(x, units)
-            tasks.begin(x, units)
-            if last["stop"]:
-                raise StopIteration
-
-        tasks.begin(flat, units)
-
-        try:
-            result = scipy.optimize.minimize(
-                loss_grad,
-                flat.astype(np.float64),
-                method="L-BFGS-B",
-                jac=True,
-                callback=callback,
-                options={"maxfun": self.max_fun, "maxiter": self.max_iter,
-                         "gtol": self.tol},
-            )
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
-            flat[:] = last["x"]
-            self.n_iter_ = last["nit"]
-            self.loss_ = last["fun"]
-        else:
-            self.n_iter_ = min(result.nit, self.max_iter)
-            if result.status != 0 and not last["stop"]:
-                msg = (
-                    f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
-                    f"(status={result.status}):\n{result.message}\n"
-                )
-                if self.n_iter_ == self.max_iter:
-                    msg += (
-                        "\nIncrease the number of iterations to improve the "
-                        f"convergence (max_iter={self.max_iter})."
-                    )
-                msg += (
-                    "\nYou might also want to scale the data as shown in:\n"
-                    "    https://scikit-learn.org/stable/modules/preprocessing.html"
-                )
-                warnings.warn(msg, ConvergenceWarning, stacklevel=3)
-            self.loss_ = float(result.fun)
-            flat[:] = result.x
-        tasks.close_empty()
-        if not (np.isfinite(self.loss_) and backend.all_finite(flat)):
-            self._diverged(None)
+        return loss_grad
 
     # ------------------------------------------------------------------
     # prediction
@@ -753,7 +774,7 @@ _PARAMETERS_DOC = """
         'relu' f(x) = max(0, x).
 
     solver : {'lbfgs', 'sgd', 'adam', 'adagrad', 'rmsprop', 'adadelta', \
-'adamw', 'adamax', 'nadam'}, default='adam'
+'adamw', 'adamax', 'nadam', 'newton'}, default='adam'
         The solver for weight optimization: 'lbfgs' (scipy's L-BFGS-B on the
         full batch), 'sgd' (stochastic gradient descent with momentum) or
         'adam' (Kingma & Ba, 2014), as in scikit-learn; and, stochastic and
@@ -763,7 +784,9 @@ _PARAMETERS_DOC = """
         & Hutter, 2019; decoupled weight_decay), 'adamax' (Kingma & Ba,
         2015, sec. 7.1) and 'nadam' (Dozat, 2016, constant momentum beta_1).
         Each rule's formula is in the docstring of its step function in
-        ``fastbp._optimizers``.
+        ``fastbp._optimizers``. 'newton' (not in scikit-learn): scipy's
+        trust-region Newton-CG, 'trust-ncg', on the full batch with exact
+        Hessian-vector products.
 
     alpha : float, default=0.0001
         Strength of the L2 regularization term. The L2 regularization term
@@ -798,7 +821,7 @@ _PARAMETERS_DOC = """
 
     max_iter : int, default=200
         Maximum number of iterations: epochs for stochastic solvers, L-BFGS
-        iterations for lbfgs.
+        iterations for lbfgs, trust-region iterations for newton.
 
     shuffle : bool, default=True
         Whether to shuffle samples in each iteration (stochastic solvers).
@@ -812,7 +835,8 @@ _PARAMETERS_DOC = """
         Tolerance for the optimization. When the loss or score is not
         improving by at least tol for n_iter_no_change consecutive
         iterations, convergence is reached and training stops (unless
-        learning_rate is 'adaptive'). For lbfgs, the gradient tolerance.
+        learning_rate is 'adaptive'). For lbfgs, the tolerance on the largest
+        gradient entry; for newton, on the gradient's Euclidean norm.
 
     verbose : bool, default=False
         Whether to print progress messages to stdout.
@@ -922,7 +946,8 @@ _ATTRIBUTES_DOC = """
         early_stopping. Stochastic solvers only.
 
     loss_curve_ : list of shape (`n_iter_`,)
-        The loss at the end of each training step (stochastic solvers).
+        The loss at the end of each training step (stochastic solvers), or
+        after each iteration of the last fit (newton).
 
     learning_rate_curve_ : list of shape (`n_iter_`,)
         The learning rate each epoch used (stochastic solvers; continued by
@@ -972,9 +997,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     A drop-in replacement for ``sklearn.neural_network.MLPClassifier``: the
     same parameters, defaults, attributes and training trajectory for the same
     random_state, with the whole epoch running in compiled code. It optimizes
-    the log-loss with L-BFGS, SGD or Adam, or (beyond scikit-learn) Adagrad,
-    RMSprop, Adadelta, AdamW, Adamax or Nadam, with learning-rate schedules
-    and gradient clipping for every stochastic solver.
+    the log-loss with L-BFGS, SGD or Adam, or (beyond scikit-learn) Newton,
+    Adagrad, RMSprop, Adadelta, AdamW, Adamax or Nadam, with learning-rate
+    schedules and gradient clipping for every stochastic solver.
 
     Parameters
     ----------"""
@@ -1246,9 +1271,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     same parameters, defaults, attributes and training trajectory for the same
     random_state, with the whole epoch running in compiled code. It optimizes
     the squared error (or the Poisson deviance) with L-BFGS, SGD or Adam, or
-    (beyond scikit-learn) Adagrad, RMSprop, Adadelta, AdamW, Adamax or Nadam,
-    with learning-rate schedules and gradient clipping for every stochastic
-    solver.
+    (beyond scikit-learn) Newton, Adagrad, RMSprop, Adadelta, AdamW, Adamax
+    or Nadam, with learning-rate schedules and gradient clipping for every
+    stochastic solver.
 
     Parameters
     ----------

@@ -58,7 +58,7 @@ def _scores(monitor):
     return [r["accuracy"] for r in rows if r["task_name"] != "fit"]
 
 
-@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs", "newton"])
 def test_scoring_monitor_scores_the_model_after_each_step(digits, solver):
     # Oracle: the model after k epochs (iterations) is the model fitted with
     # max_iter=k from the same random_state.
@@ -77,7 +77,7 @@ def test_scoring_monitor_scores_the_model_after_each_step(digits, solver):
     assert root[0]["accuracy"] == pytest.approx(est.score(X, y))
 
 
-@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+@pytest.mark.parametrize("solver", ["adam", "lbfgs", "newton"])
 def test_every_begin_has_an_end(digits, solver):
     X, y = digits
     rec = Recorder()
@@ -92,7 +92,7 @@ def test_every_begin_has_an_end(digits, solver):
     assert rec.events[0][0] == "setup" and rec.events[-1][0] == "teardown"
 
 
-@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs", "newton"])
 def test_callback_can_stop_training(digits, solver, recwarn):
     X, y = digits
     est = MLPClassifier((10,), solver=solver, max_iter=50, random_state=0)
@@ -149,7 +149,7 @@ def test_callbacks_propagate_from_grid_search_and_pipeline(digits):
 def test_progress_bar_runs_for_every_solver_and_regressor(capsys):
     pytest.importorskip("rich")
     X, y = make_regression(n_samples=60, n_features=4, random_state=0)
-    for solver in ("adam", "lbfgs"):
+    for solver in ("adam", "lbfgs", "newton"):
         est = MLPRegressor(hidden_layer_sizes=(5,), solver=solver, max_iter=3, random_state=0)
         est.set_callbacks(ProgressBar()).fit(X, y)
         assert est.n_iter_ == 3

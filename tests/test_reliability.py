@@ -411,9 +411,9 @@ X = rng.randn(20000, 100)
 y = (X[:, 0] > 0).astype(int)
 compiled = _epoch.run_epoch
 
-def announced(*args):
+def announced(*args, **kwargs):
     print("started", flush=True)
-    return compiled(*args)
+    return compiled(*args, **kwargs)
 
 _epoch.run_epoch = announced
 # One epoch of 20000 single-sample Adam steps on a (512, 512) network: far
@@ -518,7 +518,7 @@ def _fail_interrupt_before_training(est, X, y, monkeypatch):
 def _fail_interrupt_with_broken_weights(est, X, y, monkeypatch):
     from fastbp import _epoch
 
-    def interrupted(*args):
+    def interrupted(*args, **kwargs):
         args[7][:] = np.nan  # params
         raise KeyboardInterrupt
 
@@ -857,11 +857,11 @@ def test_compiled_epoch_releases_the_gil(monkeypatch):
     entered, returned = threading.Event(), threading.Event()
     buffers = []
 
-    def observed(*args):
+    def observed(*args, **kwargs):
         buffers.append(args[7])  # the flat parameter buffer, trained in place
         entered.set()
         try:
-            return compiled(*args)
+            return compiled(*args, **kwargs)
         finally:
             returned.set()
 
