@@ -1229,7 +1229,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     A drop-in replacement for ``sklearn.neural_network.MLPClassifier``: the
     same parameters, defaults, attributes and training trajectory for the same
     random_state, with the whole epoch running in compiled code. It optimizes
-    the log-loss with L-BFGS, SGD, Adam or (beyond scikit-learn) Newton.
+    the log-loss with L-BFGS, SGD or Adam, or (beyond scikit-learn) Newton,
+    Adagrad, RMSprop, Adadelta, AdamW, Adamax or Nadam, with learning-rate
+    schedules and gradient clipping for every stochastic solver.
 
     Parameters
     ----------"""
@@ -1552,8 +1554,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     A drop-in replacement for ``sklearn.neural_network.MLPRegressor``: the
     same parameters, defaults, attributes and training trajectory for the same
     random_state, with the whole epoch running in compiled code. It optimizes
-    the squared error (or the Poisson deviance) with L-BFGS, SGD, Adam or
-    (beyond scikit-learn) Newton.
+    the squared error (or the Poisson deviance) with L-BFGS, SGD or Adam, or
+    (beyond scikit-learn) Newton, Adagrad, RMSprop, Adadelta, AdamW, Adamax
+    or Nadam, with learning-rate schedules and gradient clipping for every
+    stochastic solver.
 
     Parameters
     ----------

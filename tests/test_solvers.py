@@ -167,3 +167,59 @@ def test_invalid_solver_parameters_raise(params, match):
 def test_new_solvers_are_stochastic():
     for solver in NEW_SOLVERS:
         assert hasattr(MLPRegressor(solver=solver), "partial_fit")
+
+
+# Property-based: any stochastic solver with any schedule and clipping trains
+# to finite weights with one recorded rate per epoch, or fails cleanly.
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+
+def _halve(epoch, lr):
+    return lr / 2
+
+
+@st.composite
+def _toolbox_settings(draw):
+    params = {
+        "solver": draw(st.sampled_from(sorted(_optimizers.SOLVERS))),
+        "learning_rate": draw(st.sampled_from(
+            ["constant", "invscaling", "adaptive", "step", "exponential", "cosine",
+             _halve])),
+        "learning_rate_init": draw(st.sampled_from([1e-3, 0.05, 1.0])),
+        "warmup_epochs": draw(st.integers(0, 3)),
+        "lr_step_size": draw(st.integers(1, 3)),
+        "lr_cycle": draw(st.sampled_from([None, 1, 2])),
+        "lr_cycle_mult": draw(st.integers(1, 2)),
+        "clip_norm": draw(st.sampled_from([None, 1e-3, 1.0])),
+        "clip_value": draw(st.sampled_from([None, 1e-3, 0.5])),
+        "rho": draw(st.sampled_from([0.0, 0.5, 0.99])),
+        "weight_decay": draw(st.sampled_from([0.0, 0.01, 10.0])),
+        "batch_size": draw(st.sampled_from([1, 7, 200])),
+        "max_iter": draw(st.integers(1, 6)),
+        "n_iter_no_change": 2,
+    }
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    return params, dtype
+
+
+@hypothesis.settings(max_examples=40, deadline=None, derandomize=True,
+                     suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.given(_toolbox_settings())
+def test_property_any_solver_schedule_and_clipping(settings):
+    params, dtype = settings
+    X, y = make_classification_data(n_samples=30)
+    model = MLPClassifier((5,), random_state=0, **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            model.fit(X.astype(dtype), y)
+        except ValueError as e:
+            assert "diverged" in str(e)
+            return
+    assert all(np.isfinite(a).all() for a in model.coefs_ + model.intercepts_)
+    assert model.coefs_[0].dtype == dtype
+    rates = model.learning_rate_curve_
+    assert len(rates) == len(model.loss_curve_) == model.n_iter_
+    assert all(np.isfinite(r) and r > 0 for r in rates)
+    assert model._optimizer["state"].dtype == dtype
