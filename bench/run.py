@@ -11,9 +11,11 @@ bench/results/). bench/README.md says what each column means.
 
 import argparse
 import gc
+import io
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import redirect_stdout
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -73,6 +76,13 @@ def regression(n, d=40):
     return (X - X.mean(0)) / X.std(0), (y - y.mean()) / y.std()
 
 
+def smooth_multiclass(n, d=20):
+    """Noisy 3-class data (10% flipped labels), standardized: no separation."""
+    X, y = make_classification(n_samples=n, n_features=d, n_informative=10,
+                               n_classes=3, flip_y=0.1, random_state=SEED)
+    return (X - X.mean(0)) / X.std(0), y
+
+
 def sparse_binary(n, d=5000, density=0.01):
     X = sp.random(n, d, density=density, format="csr", random_state=SEED)
     score = X @ np.random.RandomState(SEED).randn(d)
@@ -95,6 +105,7 @@ class Workload:
     params: dict  # MLP parameters; the shared ones come from estimator_params
     numpy_epochs: int | None = None  # the NumPy twin runs fewer, timed per epoch
     predict: dict | None = None  # a predict workload: fit_rows, single_calls
+    solvers: dict | None = None  # a time-to-target workload: solver -> budget
 
 
 def sgd(batch, hidden=(64,), **kw):
@@ -106,6 +117,11 @@ def adam(batch, hidden=(64,), **kw):
     return {"solver": "adam", "batch_size": batch, "hidden_layer_sizes": hidden,
             **kw}
 
+
+# Iterations each solver may take to find its best loss (adam: full-batch
+# epochs at learning_rate_init=0.01, so all three minimize the same function).
+SOLVER_BUDGETS = {"newton": 100, "lbfgs": 2000, "adam": 2000}
+LOOSE, TIGHT = 1e-3, 1e-6  # relative slack of the two target losses
 
 WORKLOADS = [
     Workload("digits adam b200", digits, (1797, 1797), (20, 5), "clf",
@@ -124,6 +140,13 @@ WORKLOADS = [
     Workload("sparse 1% b64", sparse_binary, (20000, 1500), (2, 1), "clf", adam(64)),
     Workload("predict", classification(50), (100000, 20000), (5, 2), "clf",
              adam(200), predict={"fit_rows": 2000, "single_calls": 200}),
+    # fastbp's full-batch solvers on one objective: iterations budgets below.
+    Workload("to target: logistic regression", smooth_multiclass, (2000, 2000),
+             (0, 0), "clf", {"hidden_layer_sizes": (), "alpha": 1.0},
+             solvers=SOLVER_BUDGETS),
+    Workload("to target: (8,) tanh", smooth_multiclass, (2000, 2000), (0, 0),
+             "clf", {"hidden_layer_sizes": (8,), "activation": "tanh",
+                     "alpha": 1.0}, solvers=SOLVER_BUDGETS),
 ]
 
 
@@ -347,6 +370,63 @@ def bench_predict(w, X, y, names, repeats, quick):
     return bulk, single, agree
 
 
+def solver_params(w, solver, max_iter, n_samples):
+    """One full-batch solver on the workload's objective, run for max_iter."""
+    params = {**w.params, "solver": solver, "max_iter": max_iter, "tol": 0.0,
+              "random_state": SEED}
+    if solver == "adam":
+        params.update(batch_size=n_samples, learning_rate_init=0.01,
+                      n_iter_no_change=10**9)
+    if solver == "lbfgs":
+        params["max_fun"] = 10**6
+    return params
+
+
+def loss_history(w, X, y, solver, budget):
+    """The objective after each iteration of one long fit.
+
+    newton: loss_curve_; lbfgs: its verbose lines; adam (full batch):
+    loss_curve_[j] is the loss with the weights after j steps, so iteration
+    j + 1 is the first that saw it.
+    """
+    est = fastbp.MLPClassifier(**solver_params(w, solver, budget, X.shape[0]),
+                               verbose=solver == "lbfgs")
+    out = io.StringIO()
+    with redirect_stdout(out):
+        est.fit(X, y)
+    if solver == "lbfgs":
+        return [float(v) for v in re.findall(r"loss = (\S+)", out.getvalue())]
+    return list(est.loss_curve_)
+
+
+def bench_solvers(w, X, y, repeats):
+    """Iterations and interleaved median time for each solver to two targets.
+
+    "reached by all": (1 + LOOSE) times the worst of the solvers' best losses
+    within their budgets, so every solver gets there; "best": (1 + TIGHT)
+    times the lowest loss any solver found. A timed fit stops at the first
+    iteration whose loss is at or below the target; None: never reached.
+    """
+    curves = {s: loss_history(w, X, y, s, b) for s, b in w.solvers.items()}
+    targets = {"reached by all": (1 + LOOSE) * max(min(c) for c in curves.values()),
+               "best": (1 + TIGHT) * min(min(c) for c in curves.values())}
+    iters = {name: {s: next((i + 1 for i, v in enumerate(c) if v <= t), None)
+                    for s, c in curves.items()}
+             for name, t in targets.items()}
+    runs = sorted({(s, k) for by in iters.values() for s, k in by.items() if k})
+    secs = {run: [] for run in runs}
+    for _ in range(repeats):
+        for s, k in runs:
+            est = fastbp.MLPClassifier(**solver_params(w, s, k, X.shape[0]))
+            secs[s, k].append(timed(est.fit, X, y)[0])
+            assert est.n_iter_ == k, (w.name, s, est.n_iter_, k)
+    return {"targets": targets, "iterations": iters,
+            "time": {name: {s: k and median(secs[s, k]) for s, k in by.items()}
+                     for name, by in iters.items()},
+            "best": {s: min(c) for s, c in curves.items()},
+            "budget": dict(w.solvers)}
+
+
 def _status_kib(key):
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(key))
@@ -425,6 +505,8 @@ def run_workload(w, threads, peak, names, repeats, quick, memory):
     units = layer_units(w, X, y)
     base = {"workload": w.name, "threads": threads, "n_samples": X.shape[0],
             "units": units, "dtype": X.dtype.name}
+    if w.solvers:
+        return [{**base, "kind": "solvers", **bench_solvers(w, X, y, repeats)}]
     if w.predict:
         bulk, single, agree = bench_predict(w, X, y, names, repeats, quick)
         limit = flops(X, units, 2) / peak[X.dtype.name]
@@ -449,6 +531,52 @@ def run_workload(w, threads, peak, names, repeats, quick, memory):
         row["memory"] = {"x_bytes": x_bytes(X),
                          "growth": bench_memory(w, X, y, threads)}
     return [row]
+
+
+THREAD_FITS = 4
+
+
+def bench_threads(quick, repeats):
+    """N independent fits one after another vs N threads at once.
+
+    BLAS is pinned to 1 thread, so any speedup comes from the fits running
+    in parallel, which needs the GIL released during training. Returns rows
+    with median seconds and the median per-repeat speedup.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    n, epochs = (8000, 2) if quick else (20000, 5)
+    X, y = make_classification(n, 50, n_informative=10, random_state=SEED)
+    params = dict(hidden_layer_sizes=(64,), solver="adam", batch_size=32,
+                  max_iter=epochs, tol=0, n_iter_no_change=10**9)
+    makers = {"fastbp": fastbp.MLPClassifier, "sklearn": sk_nn.MLPClassifier}
+    rows = []
+    with threadpool_limits(1):
+        for name, cls in makers.items():
+            def fit(seed, cls=cls):
+                return cls(random_state=seed, **params).fit(X, y)
+
+            fit(0)  # warm-up
+            seq, par, busy, busy_seq = [], [], [], []
+            for _ in range(repeats):
+                cpu = time.process_time()
+                t, models = timed(lambda: [fit(s) for s in range(THREAD_FITS)])
+                busy_seq.append((time.process_time() - cpu) / t)
+                seq.append(t)
+                with ThreadPoolExecutor(THREAD_FITS) as pool:
+                    cpu = time.process_time()
+                    t, threaded = timed(
+                        lambda: list(pool.map(fit, range(THREAD_FITS))))
+                    busy.append((time.process_time() - cpu) / t)
+                par.append(t)
+                for a, b in zip(models, threaded):
+                    assert all(np.array_equal(p, q) for p, q in zip(a.coefs_, b.coefs_))
+            rows.append({"contender": name, "fits": THREAD_FITS, "n_samples": n,
+                         "epochs": epochs, "sequential": median(seq),
+                         "threaded": median(par), "cpus_busy": median(busy),
+                         "cpus_busy_sequential": median(busy_seq),
+                         "speedup": median(a / b for a, b in zip(seq, par))})
+    return rows
 
 
 def median_ratios(secs):
@@ -500,21 +628,21 @@ def markdown(report):
 
     speed_cols = [*names, *(f"{n}/fastbp" for n in others), "FLOP limit",
                   "fastbp at limit"]
-    out += ["## Training: time per epoch (median)", ""]
-    out += table(["workload", "thr", "epochs", *speed_cols], [
-        [r["workload"], r["threads"], str(r["epochs"]["fastbp"]) + "".join(
-            f" ({n} {e})" for n, e in r["epochs"].items()
-            if e != r["epochs"]["fastbp"]), *speed(r)] for r in train])
-
     def loss(r, n):
         ep = r["epochs"].get(n)
         short = f" ({ep} ep)" if ep is not None and ep != r["epochs"]["fastbp"] else ""
         return fmt(r["loss"].get(n), ".6g") + short
 
-    out += ["", "## Training: final loss after equal work", ""]
-    out += table(["workload", "thr", *names, "sklearn vs fastbp rel. diff"], [
-        [r["workload"], r["threads"], *(loss(r, n) for n in names),
-         fmt(r["loss_rel_diff"], ".1e")] for r in train])
+    if train:
+        out += ["## Training: time per epoch (median)", ""]
+        out += table(["workload", "thr", "epochs", *speed_cols], [
+            [r["workload"], r["threads"], str(r["epochs"]["fastbp"]) + "".join(
+                f" ({n} {e})" for n, e in r["epochs"].items()
+                if e != r["epochs"]["fastbp"]), *speed(r)] for r in train])
+        out += ["", "## Training: final loss after equal work", ""]
+        out += table(["workload", "thr", *names, "sklearn vs fastbp rel. diff"], [
+            [r["workload"], r["threads"], *(loss(r, n) for n in names),
+             fmt(r["loss_rel_diff"], ".1e")] for r in train])
     if predict:
         out += ["", "## Predict (median)", ""]
         out += table(["call", "thr", *speed_cols],
@@ -523,6 +651,39 @@ def markdown(report):
                           for n, a in predict[0]["agree"].items() if n != "fastbp")
         out += ["", f"Labels equal to fastbp's on the {predict[0]['n_samples']} "
                 f"rows: {agree}."]
+    if report.get("thread_rows"):
+        first = report["thread_rows"][0]
+        out += ["", f"## {first['fits']} fits in threads (BLAS 1 thread each, "
+                f"{os.cpu_count()} CPUs)", ""]
+        out += table(["contender", "fits", "sequential", "threads", "speedup",
+                      "CPUs busy seq / threads"], [
+            [r["contender"], f"{r['fits']} × {r['n_samples']} rows × "
+             f"{r['epochs']} ep", fmt_time(r["sequential"]),
+             fmt_time(r["threaded"]), fmt(r["speedup"], ".2f", "×"),
+             f"{r['cpus_busy_sequential']:.2f} / {r['cpus_busy']:.2f}"]
+            for r in report["thread_rows"]])
+        out += ["", "Threaded models equal the sequential ones bit for bit. CPUs "
+                "busy: process CPU seconds per wall second (1.0 = one whole core; "
+                "below 1 sequentially means other processes hold the cores). "
+                f"Load average now: {os.getloadavg()[0]:.1f}."]
+    solvers = [r for r in rows if r["kind"] == "solvers"]
+    if solvers:
+        order = list(solvers[0]["best"])
+        out += ["", "## Time to a target loss: fastbp's full-batch solvers", ""]
+        out += table(
+            ["workload", "thr", "target", "loss",
+             *(f"{s} {c}" for s in order for c in ("iters", "time"))],
+            [[r["workload"], r["threads"], name, fmt(t, ".7g"),
+              *(v for s in order for v in (fmt(r["iterations"][name][s], "d"),
+                                           fmt_time(r["time"][name][s])))]
+             for r in solvers for name, t in r["targets"].items()])
+        budget = ", ".join(f"{s} {b}" for s, b in solvers[0]["budget"].items())
+        best = "; ".join(f"{r['workload']}: " + ", ".join(
+            f"{s} {v:.7g}" for s, v in r["best"].items()) for r in solvers)
+        out += ["", f"Budgets (iterations): {budget}; adam runs full-batch epochs "
+                f"at learning_rate_init=0.01. Targets: reached by all = (1 + "
+                f"{LOOSE:g}) × the worst of the best losses; best = (1 + "
+                f"{TIGHT:g}) × the lowest loss found. Best losses: {best}."]
     mem = [r for r in train if "memory" in r]
     if mem:
         out += ["", "## Peak RSS growth during a one-epoch fit (fresh process each)",
@@ -549,7 +710,7 @@ def chart(report, path):
     fig, axes = plt.subplots(1, len(threads), figsize=(6 * len(threads), 6),
                              sharey=True, squeeze=False)
     for ax, t in zip(axes[0], threads):
-        rows = [r for r in report["rows"] if r["threads"] == t]
+        rows = [r for r in report["rows"] if r["threads"] == t and "ratio" in r]
         y = np.arange(len(rows))
         height = 0.8 / len(others)
         for k, name in enumerate(others):
@@ -611,6 +772,10 @@ def main(argv=None):
                 report["rows"] += run_workload(
                     w, threads, peak, names, repeats, quick,
                     memory=not quick and threads == args.threads[0])
+    if not args.only or any(s in "threads" for s in args.only):
+        print(f"[{time.perf_counter() - start:5.0f} s] {THREAD_FITS} fits in threads",
+              flush=True)
+        report["thread_rows"] = bench_threads(quick, repeats)
     if any(len(set(r["epochs"].values())) > 1
            for r in report["rows"] if r["kind"] == "train"):
         notes.append("(k ep) / (numpy k): that contender ran k epochs only (the "

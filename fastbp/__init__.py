@@ -2,12 +2,16 @@
 
 from fastbp._mlp import FastbpVersionWarning, MLPClassifier, MLPRegressor
 from fastbp._onnx import to_onnx
+from fastbp._second_order import MAX_HESSIAN_PARAMS, GradientCheck, check_gradients
 from fastbp._version import __version__
 
 __all__ = [
+    "MAX_HESSIAN_PARAMS",
     "FastbpVersionWarning",
+    "GradientCheck",
     "MLPClassifier",
     "MLPRegressor",
     "__version__",
+    "check_gradients",
     "to_onnx",
 ]

@@ -6,6 +6,9 @@ L-BFGS) and ``forward`` (predict) share the same cores. Every size is checked
 in ``_read_plan`` / ``_check_data`` before a pointer is taken.
 Twins: ``fastbp._reference.run_epoch``, ``loss_grad``, ``forward``.
 """
+import threading
+
+from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
 from libc.math cimport isfinite
 from libc.string cimport memcpy
@@ -31,45 +34,17 @@ cdef extern from *:
 # True in the debug build (FASTBP_CYTHON_DEBUG=1): bounds checks are on.
 DEBUG_BUILD = bool(FASTBP_DEBUG)
 
-
-cdef struct Net:
-    Py_ssize_t n_layers
-    const Py_ssize_t* units
-    const Py_ssize_t* coef_off
-    const Py_ssize_t* bias_off
-    const Py_ssize_t* act_off
-    const Py_ssize_t* delta_off
-    const Py_ssize_t* pre_off   # pre-activations (GELU, SiLU) or -1
-    const Py_ssize_t* acts      # activation code of each layer, output last
-    const double* drop          # dropout rate of each layer (0: none)
-    const Py_ssize_t* mask_off  # dropout masks or -1
-    const Py_ssize_t* drop_col  # first column in the dropout counter space
-    Py_ssize_t drop_width
-    unsigned long long seed     # dropout seed of this epoch
-    Py_ssize_t gather_off
-    Py_ssize_t max_rows
-    int out_act
-    int loss
+# Multiply-adds (batch rows x parameters) between two checks for pending
+# signals in run_epoch: a few milliseconds of work, so Ctrl-C stops a long
+# epoch quickly while the check (taking the GIL) costs nothing measurable.
+SIGNAL_CHECK_WORK = 1 << 22
 
 
-cdef struct Data:
-    # Dense rows (X) or CSR (data, indices, indptr); Y and sw may be NULL.
-    const void* X
-    const void* data
-    const Py_ssize_t* indices
-    const Py_ssize_t* indptr
-    bint sparse
-    Py_ssize_t n_samples
-    Py_ssize_t n_features
-    const void* Y
-    const void* sw
+# Net, Data and _Arrays' fields are declared in _epoch.pxd.
 
 
 cdef class _Arrays:
     """Keeps the plan's index arrays alive while a Net points into them."""
-    cdef const Py_ssize_t[::1] units, coef_off, bias_off, act_off, delta_off
-    cdef const Py_ssize_t[::1] pre_off, acts, mask_off, drop_col
-    cdef const double[::1] drop
 
 
 cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
@@ -362,10 +337,22 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
         Sum over batches of batch loss times batch size.
     step : int
         Adam steps taken after this epoch.
+
+    Raises
+    ------
+    KeyboardInterrupt (or whatever a signal handler raises)
+        In the main thread, pending signals are checked between minibatches
+        every SIGNAL_CHECK_WORK multiply-adds; the exception stops the epoch
+        after a whole optimizer step (params and state stay consistent) and
+        carries the Adam steps taken as its ``step`` attribute.
     """
     cdef Net net
     cdef Data d
     cdef Py_ssize_t n, start, nb, i, P = params.shape[0]
+    cdef Py_ssize_t since_check = 0, check_work = SIGNAL_CHECK_WORK
+    cdef bint check_signals = threading.current_thread() is threading.main_thread()
+    cdef bint interrupted = False
+    interrupt = None
     cdef double loss_sum = 0
     cdef const floating* A0
     cdef const Py_ssize_t* rows = NULL
@@ -413,6 +400,21 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
                            <floating> beta_1, <floating> beta_2,
                            <floating> epsilon)
             start += nb
+            if check_signals:
+                since_check += nb * P
+                if since_check >= check_work:
+                    since_check = 0
+                    with gil:
+                        try:
+                            PyErr_CheckSignals()
+                        except BaseException as e:
+                            interrupt = e
+                            interrupted = True
+                    if interrupted:
+                        break
+    if interrupt is not None:
+        interrupt.step = step
+        raise interrupt
     return loss_sum, step
 
 

@@ -2,8 +2,7 @@
 # Callers validate every size before calling (see _epoch._check_layout).
 from cython cimport floating
 from libc.math cimport (
-    erf, erff, exp, expf, expm1, expm1f, fabs, log, log1p, log1pf, logf, tanh,
-    tanhf,
+    erf, erff, exp, expf, expm1, expm1f, fabs, log, log1p, log1pf, logf,
 )
 
 # Activation and output codes; fastbp._network maps names to these.
@@ -50,13 +49,6 @@ cdef inline floating _logistic(floating x) noexcept nogil:
         return 1 / (1 + _exp(-x))
     e = _exp(x)
     return e / (1 + e)
-
-
-cdef inline floating _tanh(floating x) noexcept nogil:
-    if floating is float:
-        return tanhf(x)
-    else:
-        return tanh(x)
 
 
 cdef inline floating _expm1(floating x) noexcept nogil:

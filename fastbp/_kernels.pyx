@@ -4,8 +4,12 @@ Each ``cdef`` core works on raw pointers into buffers the caller has checked;
 each ``def`` wrapper checks shapes, releases the GIL once and calls its core.
 Every wrapper has a NumPy twin of the same name in ``fastbp._reference``.
 """
+cimport numpy as cnp
 from cython cimport floating
 from libc.string cimport memset
+
+import numpy as np
+import scipy.special
 
 ACTIVATIONS = {"identity": IDENTITY, "logistic": LOGISTIC, "tanh": TANH,
                "relu": RELU, "softmax": SOFTMAX, "exp": EXP,
@@ -39,6 +43,54 @@ cdef inline floating _act_value(floating v, int act) noexcept nogil:
     return v
 
 
+# The ufunc inner loops scikit-learn's MLP uses (np.tanh, np.exp,
+# scipy.special.expit), called without the GIL: the same bits, and fast
+# (NumPy's tanh is SIMD: 0.7 ns against 13 ns for libm's scalar tanh).
+ctypedef void (*_UfuncLoop)(char**, const cnp.npy_intp*, const cnp.npy_intp*,
+                            void*) noexcept nogil
+
+cdef struct _Loop:
+    _UfuncLoop fn
+    void* data
+
+
+cdef _Loop _ufunc_loop(cnp.ufunc uf, char code) except *:
+    """The loop np.<uf> runs for a 1-D array of the given type code."""
+    cdef int i
+    for i in range(uf.ntypes):
+        # The first matching loop is the one NumPy's type resolution picks.
+        if uf.types[2 * i] == code and uf.types[2 * i + 1] == code:
+            # Elementwise float loops never touch Python objects, so the cast
+            # to a nogil function (Cython warns about it) is sound.
+            return _Loop(<_UfuncLoop> uf.functions[i], uf.data[i])
+    raise ImportError(f"numpy.{uf.__name__} has no {chr(code)}->{chr(code)} loop")
+
+
+cdef _Loop _TANH_F = _ufunc_loop(np.tanh, cnp.NPY_FLOAT)
+cdef _Loop _TANH_D = _ufunc_loop(np.tanh, cnp.NPY_DOUBLE)
+cdef _Loop _EXP_F = _ufunc_loop(np.exp, cnp.NPY_FLOAT)
+cdef _Loop _EXP_D = _ufunc_loop(np.exp, cnp.NPY_DOUBLE)
+cdef _Loop _EXPIT_F = _ufunc_loop(scipy.special.expit, cnp.NPY_FLOAT)
+cdef _Loop _EXPIT_D = _ufunc_loop(scipy.special.expit, cnp.NPY_DOUBLE)
+
+
+cdef inline void _numpy_loop(floating* z, Py_ssize_t size, _Loop f32,
+                             _Loop f64) noexcept nogil:
+    """z = f(z) in place, through the NumPy loop for floating."""
+    cdef char* args[2]
+    cdef cnp.npy_intp dims[1]
+    cdef cnp.npy_intp steps[2]
+    args[0] = <char*> z
+    args[1] = <char*> z
+    dims[0] = size
+    steps[0] = sizeof(floating)
+    steps[1] = sizeof(floating)
+    if floating is float:
+        f32.fn(args, dims, steps, f32.data)
+    else:
+        f64.fn(args, dims, steps, f64.data)
+
+
 cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,
                     Py_ssize_t m, int act, floating* pre) noexcept nogil:
     """Z[i, :] = act(Z[i, :] + b) in place; softmax is row-wise.
@@ -48,6 +100,21 @@ cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,
     cdef Py_ssize_t i, j
     cdef floating* z
     cdef floating v, mx
+    if act == TANH or act == EXP or act == LOGISTIC:
+        for i in range(n):
+            z = Z + i * m
+            for j in range(m):
+                z[j] = z[j] + b[j]
+            if pre != NULL:
+                for j in range(m):
+                    pre[i * m + j] = z[j]
+        if act == TANH:
+            _numpy_loop(Z, n * m, _TANH_F, _TANH_D)
+        elif act == EXP:
+            _numpy_loop(Z, n * m, _EXP_F, _EXP_D)
+        else:
+            _numpy_loop(Z, n * m, _EXPIT_F, _EXPIT_D)
+        return
     for i in range(n):
         z = Z + i * m
         if pre != NULL:
@@ -57,15 +124,6 @@ cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,
             for j in range(m):
                 v = z[j] + b[j]
                 z[j] = 0 if v < 0 else v  # NaN passes through, as np.maximum
-        elif act == TANH:
-            for j in range(m):
-                z[j] = _tanh(z[j] + b[j])
-        elif act == LOGISTIC:
-            for j in range(m):
-                z[j] = _logistic(z[j] + b[j])
-        elif act == EXP:
-            for j in range(m):
-                z[j] = _exp(z[j] + b[j])
         elif act == SOFTMAX:
             # Subtract the row maximum so exp never overflows.
             for j in range(m):
@@ -74,9 +132,11 @@ cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,
             for j in range(1, m):
                 if z[j] > mx:
                     mx = z[j]
+            for j in range(m):
+                z[j] = z[j] - mx
+            _numpy_loop(z, m, _EXP_F, _EXP_D)
             v = 0
             for j in range(m):
-                z[j] = _exp(z[j] - mx)
                 v = v + z[j]
             for j in range(m):
                 z[j] = z[j] / v

@@ -18,6 +18,7 @@ from sklearn.base import (
     RegressorMixin,
     TransformerMixin,
 )
+from sklearn.callback import CallbackSupportMixin, with_callbacks
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
@@ -25,10 +26,12 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_array, check_random_state, column_or_1d, shuffle
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.metaestimators import available_if
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fastbp import _epoch, _kernels, _reference
+from fastbp._callbacks import FitTasks
 from fastbp._network import (
     glorot_init,
     hidden_activations,
@@ -38,9 +41,12 @@ from fastbp._network import (
     unpack,
 )
 from fastbp._optimizers import SOLVERS
+from fastbp._second_order import SecondOrderMixin
 from fastbp._version import __version__
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
+# Attributes sklearn.callback keeps on the estimator for the length of a fit.
+_CALLBACK_STATE = ("_callback_fit_ctx", "_skl_callbacks_to_teardown")
 _BACKENDS = {"cython": _epoch, "numpy": _reference}
 # Dropout seeds are drawn from [0, _SEED_END).
 _SEED_END = np.iinfo(np.int64).max
@@ -89,10 +95,12 @@ def _one_or_per_layer(rule):
 
     def check_all(v):
         if isinstance(v, (list, tuple)):
-            return all(check(x) for x in v)
+            return len(v) > 0 and all(check(x) for x in v)
         return check(v)
 
-    return check_all, f"{text}, or a list or tuple of them (one per hidden layer)"
+    return check_all, (
+        f"{text}, or a non-empty list or tuple of them (one per hidden layer)"
+    )
 
 
 _HIDDEN_ACTIVATIONS = (
@@ -102,12 +110,12 @@ _HIDDEN_ACTIVATIONS = (
 _INF = float("inf")
 _PARAMETER_RULES = {
     "hidden_layer_sizes": (
-        lambda v: isinstance(v, Integral) and not isinstance(v, bool) or
-        hasattr(v, "__iter__") and not isinstance(v, str),
+        lambda v: isinstance(v, Integral) and not isinstance(v, bool) and v >= 1
+        or hasattr(v, "__iter__") and not isinstance(v, str),
         "an array-like or an int in the range [1, inf)",
     ),
     "activation": _one_or_per_layer(_options(*_HIDDEN_ACTIVATIONS)),
-    "solver": _options("lbfgs", "sgd", "adam"),
+    "solver": _options("lbfgs", "sgd", "adam", "newton"),
     "alpha": _interval(0.0, _INF, "left"),
     "batch_size": _any_of(_options("auto"), _interval(1, _INF, "left", True)),
     "learning_rate": _options("constant", "invscaling", "adaptive"),
@@ -116,14 +124,17 @@ _PARAMETER_RULES = {
     "max_iter": _interval(1, _INF, "left", True),
     "shuffle": _boolean(),
     "random_state": (
-        lambda v: v is None or isinstance(v, (Integral, np.random.RandomState))
-        and not isinstance(v, bool),
-        "an int, a numpy.random.RandomState instance or None",
+        lambda v: v is None or isinstance(v, np.random.RandomState)
+        or isinstance(v, Integral) and not isinstance(v, bool)
+        and 0 <= v <= 2**32 - 1,
+        "an int in the range [0, 4294967295], a numpy.random.RandomState "
+        "instance or None",
     ),
     "tol": _interval(0.0, _INF, "left"),
     "verbose": (
-        lambda v: isinstance(v, (Integral, np.bool_)),
-        "an int or an instance of 'bool'",
+        lambda v: isinstance(v, (bool, np.bool_))
+        or isinstance(v, Integral) and v >= 0,
+        "an int in the range [0, inf) or an instance of 'bool'",
     ),
     "warm_start": _boolean(),
     "momentum": _interval(0.0, 1.0, "both"),
@@ -154,7 +165,13 @@ class FastbpVersionWarning(UserWarning):
     """A model file written by another fastbp version was loaded."""
 
 
-class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class _BaseMLP(
+    SecondOrderMixin,
+    CallbackSupportMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    BaseEstimator,
+):
     """Shared machinery of MLPClassifier and MLPRegressor.
 
     Subclasses define ``_validate_input``, ``_output_activation``,
@@ -165,12 +182,12 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
     # parameters
 
     def _check_params(self):
-        """Raise a ValueError (TypeError for a wrong type) naming a bad parameter."""
+        """Raise InvalidParameterError (a ValueError and a TypeError, as in
+        scikit-learn) naming a bad parameter."""
         for name, value in self.get_params(deep=False).items():
             check, allowed = _PARAMETER_RULES[name]
             if not check(value):
-                error = TypeError if name == "hidden_layer_sizes" else ValueError
-                raise error(
+                raise InvalidParameterError(
                     f"The {name!r} parameter of {type(self).__name__} must be "
                     f"{allowed}. Got {value!r} instead."
                 )
@@ -285,6 +302,7 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
             raise ValueError("sample_weight_val is passed without X_val and y_val.")
         return self._fit(X, y, sample_weight, incremental=False, val_set=val_set)
 
+    @with_callbacks
     def _fit(self, X, y, sample_weight, incremental, classes=None, val_set=None):
         self._check_params()
         # Train on copies and commit at the end: a failed fit leaves the
@@ -295,8 +313,12 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
                 self._start_partial_fit(y, classes)
             self._fit_committed(X, y, sample_weight, incremental, val_set)
         except BaseException:
+            # The callback context stays until with_callbacks tears it down.
+            running = {
+                k: v for k, v in self.__dict__.items() if k in _CALLBACK_STATE
+            }
             self.__dict__.clear()
-            self.__dict__.update(before)
+            self.__dict__.update(before, **running)
             raise
         return self
 
@@ -312,12 +334,21 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         sample_weight = self._weigh_classes(Y, sample_weight, incremental, dtype)
         units = [n_features] + hidden + [Y.shape[1]]
         hidden_activations(self.activation, len(hidden))  # checks the length
+        if self.solver == "newton" and (
+            self.l1 > 0
+            or set(hidden_activations(self.activation, len(hidden)))
+            - {"identity", "logistic", "tanh", "relu"}
+        ):
+            raise ValueError(
+                "solver='newton' needs second derivatives: scikit-learn's four "
+                "hidden activations and l1=0."
+            )
         if any(hidden_dropout(self.dropout, len(hidden))) and (
             self.solver not in _STOCHASTIC_SOLVERS
         ):
             raise ValueError(
                 "dropout needs a stochastic solver ('sgd' or 'adam'): it makes "
-                "the loss random, which L-BFGS cannot minimise."
+                "the loss random, which L-BFGS and Newton cannot minimise."
             )
         if val_set is not None:
             val_set = self._validate_val_set(*val_set, Y.shape[1], dtype)
@@ -357,13 +388,19 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
 
         Y = np.ascontiguousarray(Y, dtype=dtype)
         if self.solver in _STOCHASTIC_SOLVERS:
+            tasks = FitTasks(self, X, y, sample_weight,
+                             1 if incremental else self.max_iter, "epoch")
             self._fit_stochastic(
-                X, Y, sample_weight, units, flat, random_state, incremental,
+                X, Y, sample_weight, units, flat, random_state, incremental, tasks,
                 val_set,
             )
         else:
-            self._fit_lbfgs(X, Y, sample_weight, units, flat)
+            # One extra, empty subtask: scipy reports an iteration after it ran.
+            tasks = FitTasks(self, X, y, sample_weight, self.max_iter + 1,
+                             "iteration")
+            self._fit_full_batch(X, Y, sample_weight, units, flat, tasks)
         self._set_params_flat(flat, units)
+        tasks.finish()
 
     def _weigh_classes(self, Y, sample_weight, incremental, dtype):
         """sample_weight times the class weights (classifier only)."""
@@ -459,7 +496,7 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         }
 
     def _fit_stochastic(
-        self, X, Y, sample_weight, units, flat, random_state, incremental,
+        self, X, Y, sample_weight, units, flat, random_state, incremental, tasks,
         val_set=None,
     ):
         optimizer = getattr(self, "_optimizer", None)
@@ -500,6 +537,7 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         self.n_iter_ = 0
         try:
             for _ in range(self.max_iter):
+                tasks.begin(flat, units)
                 if self.shuffle:
                     order = shuffle(order, random_state=random_state)
                 # Drawn only with dropout: the default trajectory is untouched.
@@ -524,6 +562,8 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
 
                 if self._update_no_improvement_count(val, flat, units) and keep_best:
                     best[:] = flat
+                if tasks.end(flat, units):
+                    break
                 if self.solver == "sgd" and self.learning_rate == "invscaling":
                     optimizer["learning_rate"] = (
                         float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
@@ -541,7 +581,10 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
                         % self.max_iter,
                         ConvergenceWarning,
                     )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
+            # The compiled epoch stops between minibatches and tells how far
+            # Adam got; the weights are those of the last whole step.
+            optimizer["step"] = getattr(interrupt, "step", optimizer["step"])
             warnings.warn("Training interrupted by user.")
             if not backend.all_finite(flat):
                 raise ValueError(
@@ -661,7 +704,79 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
             return True
         return False
 
-    def _fit_lbfgs(self, X, Y, sample_weight, units, flat):
+    def _fit_full_batch(self, X, Y, sample_weight, units, flat, tasks):
+        """lbfgs or newton: scipy.optimize over the full-batch objective."""
+        if self.solver == "newton":
+            loss_grad, hessp, reported = self._newton_objective(
+                X, Y, sample_weight, units
+            )
+            method = {"method": "trust-ncg", "hessp": hessp,
+                      "options": {"maxiter": self.max_iter, "gtol": self.tol}}
+            self.loss_curve_ = []
+        else:
+            loss_grad = self._lbfgs_objective(X, Y, sample_weight, units, flat)
+            reported = None
+            method = {"method": "L-BFGS-B",
+                      "options": {"maxfun": self.max_fun, "maxiter": self.max_iter,
+                                  "gtol": self.tol}}
+        last = {"x": flat.copy(), "nit": 0, "fun": np.nan, "stop": False}
+
+        def callback(intermediate_result):
+            last["x"] = intermediate_result.x.copy()
+            last["nit"] += 1
+            last["fun"] = intermediate_result.fun
+            if reported is not None:
+                last["fun"] = reported(last["fun"], last["x"])
+                self.loss_curve_.append(float(last["fun"]))
+            if self.verbose:
+                print("Iteration %d, loss = %.8f" % (last["nit"], last["fun"]))
+            x = last["x"].astype(flat.dtype)
+            last["stop"] = tasks.end(x, units)
+            tasks.begin(x, units)
+            if last["stop"]:
+                raise StopIteration
+
+        tasks.begin(flat, units)
+        try:
+            result = scipy.optimize.minimize(
+                loss_grad,
+                flat.astype(np.float64),
+                jac=True,
+                callback=callback,
+                **method,
+            )
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+            flat[:] = last["x"]
+            self.n_iter_ = last["nit"]
+            self.loss_ = last["fun"]
+        else:
+            self.n_iter_ = min(result.nit, self.max_iter)
+            if result.status != 0 and not last["stop"]:
+                msg = (
+                    f"{self.solver} failed to converge after {self.n_iter_} "
+                    f"iteration(s) (status={result.status}):\n{result.message}\n"
+                )
+                if self.n_iter_ == self.max_iter:
+                    msg += (
+                        "\nIncrease the number of iterations to improve the "
+                        f"convergence (max_iter={self.max_iter})."
+                    )
+                msg += (
+                    "\nYou might also want to scale the data as shown in:\n"
+                    "    https://scikit-learn.org/stable/modules/preprocessing.html"
+                )
+                warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+            self.loss_ = float(result.fun)
+            if reported is not None:
+                self.loss_ = float(reported(result.fun, result.x))
+            flat[:] = result.x
+        tasks.close_empty()
+        if not (np.isfinite(self.loss_) and self._backend().all_finite(flat)):
+            self._diverged(None)
+
+    def _lbfgs_objective(self, X, Y, sample_weight, units, flat):
+        """The engine's (loss, gradient) for L-BFGS-B, evaluated in flat."""
         X_dense, csr = self._as_kernel_input(X, flat.dtype)
         plan = self._plan(units, X.shape[0], gather=False)
         work = np.empty(plan.work_size, dtype=flat.dtype)
@@ -676,51 +791,7 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
             )
             return loss, grad.astype(np.float64)
 
-        last = {"x": flat.copy(), "nit": 0, "fun": np.nan}
-
-        def callback(intermediate_result):
-            last["x"] = intermediate_result.x.copy()
-            last["nit"] += 1
-            last["fun"] = intermediate_result.fun
-            if self.verbose:
-                print("Iteration %d, loss = %.8f" % (last["nit"], last["fun"]))
-
-        try:
-            result = scipy.optimize.minimize(
-                loss_grad,
-                flat.astype(np.float64),
-                method="L-BFGS-B",
-                jac=True,
-                callback=callback,
-                options={"maxfun": self.max_fun, "maxiter": self.max_iter,
-                         "gtol": self.tol},
-            )
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
-            flat[:] = last["x"]
-            self.n_iter_ = last["nit"]
-            self.loss_ = last["fun"]
-        else:
-            self.n_iter_ = min(result.nit, self.max_iter)
-            if result.status != 0:
-                msg = (
-                    f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
-                    f"(status={result.status}):\n{result.message}\n"
-                )
-                if self.n_iter_ == self.max_iter:
-                    msg += (
-                        "\nIncrease the number of iterations to improve the "
-                        f"convergence (max_iter={self.max_iter})."
-                    )
-                msg += (
-                    "\nYou might also want to scale the data as shown in:\n"
-                    "    https://scikit-learn.org/stable/modules/preprocessing.html"
-                )
-                warnings.warn(msg, ConvergenceWarning, stacklevel=3)
-            self.loss_ = float(result.fun)
-            flat[:] = result.x
-        if not (np.isfinite(self.loss_) and backend.all_finite(flat)):
-            self._diverged(None)
+        return loss_grad
 
     # ------------------------------------------------------------------
     # prediction
@@ -796,7 +867,8 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
 
     def __getstate__(self):
         # coefs_ and intercepts_ carry the weights; the buffer is rebuilt.
-        state = super().__getstate__()
+        # A copy: object.__getstate__ returns the live __dict__ itself.
+        state = dict(super().__getstate__())
         state.pop("_flat", None)
         state["_fastbp_version"] = __version__
         return state
@@ -815,12 +887,39 @@ class _BaseMLP(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
             self._set_params_flat(self._flat_params(), self._fitted_units())
 
     def _validated_output(self, X):
-        check_is_fitted(self)
-        X = validate_data(
-            self, X, accept_sparse=["csr", "csc"], reset=False,
-            dtype=(np.float64, np.float32),
+        if not self._is_plain_input(X):
+            check_is_fitted(self)
+            X = validate_data(
+                self, X, accept_sparse=["csr", "csc"], reset=False,
+                dtype=(np.float64, np.float32),
+            )
+        out = self._forward_output(X)
+        if not self._backend().all_finite(out.reshape(-1)):
+            raise ValueError(
+                "The network's output is not finite for some rows of X: their "
+                f"values overflow the fitted {out.dtype} network. Scale X as "
+                "the training data was scaled (for example with StandardScaler)."
+            )
+        return out
+
+    def _is_plain_input(self, X):
+        """True for X that validate_data would pass through unchanged.
+
+        That is a finite float ndarray of the fitted width for a model fitted
+        without feature names. Checking it directly costs a few microseconds;
+        validate_data dominates single-row predict otherwise. Anything else
+        (and a sum that overflows) takes the full validation.
+        """
+        return (
+            type(X) is np.ndarray
+            and X.ndim == 2
+            and X.dtype in (np.float64, np.float32)
+            and X.shape[0] > 0
+            and "coefs_" in self.__dict__
+            and "feature_names_in_" not in self.__dict__
+            and X.shape[1] == self.n_features_in_
+            and np.isfinite(X.sum())
         )
-        return self._forward_output(X)
 
     def _check_solver(self):
         if self.solver not in _STOCHASTIC_SOLVERS:
@@ -858,10 +957,12 @@ _PARAMETERS_DOC = """
         initialisation then uses each layer's own activation, and the
         output layer the last hidden layer's.
 
-    solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
+    solver : {'lbfgs', 'sgd', 'adam', 'newton'}, default='adam'
         The solver for weight optimization: 'lbfgs' (scipy's L-BFGS-B on the
-        full batch), 'sgd' (stochastic gradient descent with momentum) or
-        'adam' (Kingma & Ba, 2014).
+        full batch), 'sgd' (stochastic gradient descent with momentum),
+        'adam' (Kingma & Ba, 2014) or 'newton' (not in scikit-learn: scipy's
+        trust-region Newton-CG, 'trust-ncg', on the full batch with exact
+        Hessian-vector products).
 
     alpha : float, default=0.0001
         Strength of the L2 regularization term. The L2 regularization term
@@ -886,7 +987,7 @@ _PARAMETERS_DOC = """
 
     max_iter : int, default=200
         Maximum number of iterations: epochs for stochastic solvers, L-BFGS
-        iterations for lbfgs.
+        iterations for lbfgs, trust-region iterations for newton.
 
     shuffle : bool, default=True
         Whether to shuffle samples in each iteration (stochastic solvers).
@@ -900,7 +1001,8 @@ _PARAMETERS_DOC = """
         Tolerance for the optimization. When the loss or score is not
         improving by at least tol for n_iter_no_change consecutive
         iterations, convergence is reached and training stops (unless
-        learning_rate is 'adaptive'). For lbfgs, the gradient tolerance.
+        learning_rate is 'adaptive'). For lbfgs, the tolerance on the largest
+        gradient entry; for newton, on the gradient's Euclidean norm.
 
     verbose : bool, default=False
         Whether to print progress messages to stdout.
@@ -990,7 +1092,8 @@ _ATTRIBUTES_DOC = """
         early_stopping. Stochastic solvers only.
 
     loss_curve_ : list of shape (`n_iter_`,)
-        The loss at the end of each training step (stochastic solvers).
+        The loss at the end of each training step (stochastic solvers), or
+        after each iteration of the last fit (newton).
 
     validation_scores_ : list of shape (`n_iter_`,) or None
         The score at each iteration on a held-out validation set
@@ -1044,7 +1147,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     A drop-in replacement for ``sklearn.neural_network.MLPClassifier``: the
     same parameters, defaults, attributes and training trajectory for the same
     random_state, with the whole epoch running in compiled code. It optimizes
-    the log-loss with L-BFGS, SGD or Adam.
+    the log-loss with L-BFGS, SGD, Adam or (beyond scikit-learn) Newton.
 
     Parameters
     ----------"""
@@ -1235,12 +1338,21 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return
         self.classes_ = unique_labels(classes)
         self._label_binarizer = LabelBinarizer()
-        if type_of_target(y).startswith("multilabel"):
+        if y is not None and type_of_target(y, input_name="y").startswith(
+            "multilabel"
+        ):
             self._label_binarizer.fit(y)
         else:
             self._label_binarizer.fit(classes)
 
     def _decode(self, output):
+        # LabelBinarizer.inverse_transform's rules for the common cases,
+        # without its validation overhead (a fifth of single-row predict).
+        y_type = self._label_binarizer.y_type_
+        if y_type == "multiclass":
+            return self.classes_.take(output.argmax(axis=1), mode="clip")
+        if y_type == "binary" and len(self.classes_) == 2:
+            return self.classes_[(output.ravel() > 0.5).astype(int)]
         if self.n_outputs_ == 1:
             output = output.ravel()
         return self._label_binarizer.inverse_transform(output)
@@ -1338,7 +1450,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     A drop-in replacement for ``sklearn.neural_network.MLPRegressor``: the
     same parameters, defaults, attributes and training trajectory for the same
     random_state, with the whole epoch running in compiled code. It optimizes
-    the squared error (or the Poisson deviance) with L-BFGS, SGD or Adam.
+    the squared error (or the Poisson deviance) with L-BFGS, SGD, Adam or
+    (beyond scikit-learn) Newton.
 
     Parameters
     ----------

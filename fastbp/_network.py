@@ -7,6 +7,7 @@ clipping, L-BFGS and best-weight snapshots all work on one array.
 """
 
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import pairwise
 
 import numpy as np
@@ -116,7 +117,18 @@ def make_plan(units, hidden_activation, out_activation, loss, max_rows, gather,
 
     hidden_activation is one name for every hidden layer or a list of names,
     one per hidden layer; dropout likewise one rate or one per hidden layer.
+    Plans are cached and read-only: repeated small predicts reuse them.
     """
+    if not isinstance(hidden_activation, str):
+        hidden_activation = tuple(hidden_activation)
+    dropout = tuple(dropout) if isinstance(dropout, (list, tuple)) else dropout
+    return _make_plan(tuple(int(u) for u in units), hidden_activation,
+                      out_activation, loss, int(max_rows), bool(gather), dropout)
+
+
+@lru_cache(maxsize=64)
+def _make_plan(units, hidden_activation, out_activation, loss, max_rows, gather,
+               dropout):
     units = np.asarray(units, dtype=np.intp)
     names = hidden_activations(hidden_activation, len(units) - 2)
     acts = np.array([ACTIVATIONS[a] for a in names + [out_activation]], np.intp)
@@ -144,6 +156,9 @@ def make_plan(units, hidden_activation, out_activation, loss, max_rows, gather,
         mask_off[i] = work_size
         work_size += int(units[i + 1]) * max_rows
     drop_col = np.concatenate([[0], np.cumsum(units[1:-1])]).astype(np.intp)
+    for a in (units, coef_off, bias_off, act_off, delta_off, acts, pre_off, drop,
+              mask_off, drop_col):
+        a.flags.writeable = False
     return Plan(
         units=units,
         coef_off=coef_off,

@@ -1,7 +1,8 @@
 """Pure-NumPy twin of every compiled function: test oracle and benchmark baseline.
 
 Each function has the name, arguments and ``out`` convention of its compiled
-counterpart in ``_blas``, ``_kernels``, ``_optimizers`` or ``_epoch``, and is
+counterpart in ``_blas``, ``_kernels``, ``_optimizers``, ``_epoch`` or
+``_curvature``, and is
 written as textbook NumPy. ``backend="numpy"`` trains with ``run_epoch``,
 ``loss_grad`` and ``forward`` from here.
 """
@@ -299,6 +300,93 @@ def forward(plan, X, csr, params, work, out):
     coefs, intercepts = _layers(plan, params)
     X = _input(X, csr, int(plan.units[0]))
     out[...] = _forward_layers(plan, X, coefs, intercepts)[0][-1]  # no dropout
+
+
+def _act_deriv(A, act):
+    """f'(Z) written through A = f(Z)."""
+    if act == TANH:
+        return 1 - A**2
+    if act == LOGISTIC:
+        return A * (1 - A)
+    if act == RELU:
+        return (A != 0).astype(A.dtype)
+    return np.ones_like(A)
+
+
+def _act_curvature(A, act):
+    """f''(Z) / f'(Z) written through A = f(Z)."""
+    if act == TANH:
+        return -2 * A
+    if act == LOGISTIC:
+        return 1 - 2 * A
+    return np.zeros_like(A)
+
+
+def _output_jvp(P, RZ, out_act):
+    """J_g(Z) @ RZ row by row, for the output P = g(Z)."""
+    if out_act == SOFTMAX:
+        return P * (RZ - (P * RZ).sum(axis=1, keepdims=True))
+    if out_act == LOGISTIC:
+        return P * (1 - P) * RZ
+    if out_act == EXP:
+        return P * RZ
+    return RZ * np.ones_like(P)
+
+
+def hessian_vector_product(plan, X, csr, Y, sample_weight, params, v, out, work,
+                           rwork, alpha):
+    """Exact H @ v of the loss_grad objective (R-operator); returns the loss."""
+    coefs, intercepts = _layers(plan, params)
+    VW, Vb = _layers(plan, v)
+    X = _input(X, csr, int(plan.units[0]))
+    hidden = plan.acts[:-1]  # hidden[i - 1]: activation of acts[i]
+    if not set(hidden) <= {IDENTITY, LOGISTIC, TANH, RELU}:
+        raise ValueError("no second derivatives for hidden activation codes "
+                         f"{sorted(set(hidden))}")
+    loss, _, _ = _backprop(plan, X, Y, sample_weight, coefs, intercepts, alpha)
+    acts = _forward_layers(plan, X, coefs, intercepts)[0]  # acts[l] = A_{l-1}
+    L = len(coefs)
+    w = np.ones(X.shape[0]) if sample_weight is None else sample_weight
+    w = w.astype(params.dtype)[:, None]
+    S = params.dtype.type(w.sum(dtype=np.float64))
+    D = [None] * L
+    D[-1] = (acts[-1] - Y) * w
+    for i in range(L - 1, 0, -1):
+        D[i - 1] = (D[i] @ coefs[i].T) * _act_deriv(acts[i], hidden[i - 1])
+    RZ, RA = [None] * L, [None] * L
+    for i in range(L):
+        RZ[i] = np.asarray(acts[i] @ VW[i]) + Vb[i]
+        if i > 0:
+            RZ[i] += RA[i - 1] @ coefs[i]
+        RA[i] = RZ[i] * _act_deriv(acts[i + 1], plan.acts[i])
+    RD = _output_jvp(acts[-1], RZ[-1], plan.out_act) * w
+    HW, Hb = [None] * L, [None] * L
+    for i in range(L - 1, -1, -1):
+        g = np.asarray(acts[i].T @ RD)
+        if i > 0:
+            g += RA[i - 1].T @ D[i]
+        HW[i] = (g + params.dtype.type(alpha) * VW[i]) / S
+        Hb[i] = RD.sum(axis=0) / S
+        if i > 0:
+            act = hidden[i - 1]
+            RD = (RD @ coefs[i].T + D[i] @ VW[i].T) * _act_deriv(acts[i], act) + (
+                D[i - 1] * _act_curvature(acts[i], act) * RZ[i - 1]
+            )
+    out[...] = _flat(HW, Hb)
+    return loss
+
+
+def jacobian(plan, X, csr, params, work, out):
+    """out[i, k, :] = d output[i, k] / d X[i, :]."""
+    coefs, intercepts = _layers(plan, params)
+    X = _input(X, csr, int(plan.units[0]))
+    acts = _forward_layers(plan, X, coefs, intercepts)[0]
+    P = acts[-1]
+    for k in range(P.shape[1]):
+        D = _output_jvp(P, np.eye(P.shape[1], dtype=P.dtype)[k], plan.out_act)
+        for i in range(len(coefs) - 1, 0, -1):
+            D = (D @ coefs[i].T) * _act_deriv(acts[i], plan.acts[i - 1])
+        out[:, k, :] = D @ coefs[0].T
 
 
 def all_finite(a):

@@ -4,6 +4,7 @@ import importlib.util
 import pathlib
 import warnings
 
+import numpy as np
 import pytest
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
@@ -53,3 +54,10 @@ def test_example_search_optuna():
     pytest.importorskip("optuna_integration")
     search = _load("search_optuna").main(n_trials=4)
     assert len(search.trials_) == 4 and search.best_score_ > 0.8
+
+
+def test_example_second_order():
+    clf, grad, H, hv_gap, J, check = _load("second_order").main()
+    assert clf.n_iter_ < 50 and np.linalg.norm(grad) < clf.tol
+    assert H.shape == (43, 43) and np.abs(hv_gap).max() < 1e-12
+    assert J.shape == (5, 3, 4) and check.max_error < 1e-4

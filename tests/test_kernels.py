@@ -3,6 +3,7 @@
 import copy
 
 import numpy as np
+from scipy.special import expit
 import pytest
 import scipy.sparse as sp
 from conftest import RTOL
@@ -643,3 +644,22 @@ def test_bad_input_raises(case):
     call, match = BAD_CALLS[case]
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (257, 33)])
+def test_tanh_exp_logistic_are_numpys_bit_for_bit(dtype, shape):
+    # They run through the inner loops of np.tanh, np.exp and
+    # scipy.special.expit, which scikit-learn's MLP uses: the same bits.
+    rng = np.random.RandomState(0)
+    Z = (rng.randn(*shape) * 4).astype(dtype)
+    b = rng.randn(shape[1]).astype(dtype)
+    for act, f in (("tanh", np.tanh), ("exp", np.exp), ("logistic", expit)):
+        out = Z.copy()
+        _kernels.bias_act(out, b, ACT[act])
+        np.testing.assert_array_equal(out, f(Z + b))
+    out = Z.copy()
+    _kernels.bias_act(out, b, ACT["softmax"])
+    e = np.exp((Z + b) - (Z + b).max(axis=1, keepdims=True))
+    assert_allclose(out, e / e.sum(axis=1, keepdims=True),
+                    rtol=1e-6 if dtype == np.float32 else 1e-14)

@@ -380,7 +380,7 @@ def test_bad_y_and_predict_input_raise():
     "params, match",
     [
         ({"hidden_layer_sizes": (5, 0)}, "hidden_layer_sizes must be > 0"),
-        ({"hidden_layer_sizes": -3}, "hidden_layer_sizes must be > 0"),
+        ({"hidden_layer_sizes": -3}, "'hidden_layer_sizes' parameter"),
         ({"activation": "softmax"}, "'activation' parameter"),
         ({"solver": "newton-cg"}, "'solver' parameter"),
         ({"alpha": -1.0}, "'alpha' parameter"),

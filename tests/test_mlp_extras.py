@@ -476,3 +476,19 @@ def test_grid_search_over_solver_activation_dropout_on_a_pipeline():
         search = GridSearchCV(pipe, grid, cv=3).fit(X, y)
     assert len(search.cv_results_["params"]) == 12
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+def test_second_order_tools_need_sklearns_activations():
+    # Newton and the Hessian tools use second derivatives, which fastbp has
+    # for scikit-learn's four activations; L1 has none at 0.
+    X, y = make_classification_data()
+    with pytest.raises(ValueError, match="second derivatives"):
+        MLPClassifier(solver="newton", activation=["gelu"],
+                      hidden_layer_sizes=(3,)).fit(X, y)
+    with pytest.raises(ValueError, match="second derivatives"):
+        MLPClassifier(solver="newton", l1=0.1, hidden_layer_sizes=(3,)).fit(X, y)
+    for backend in ("cython", "numpy"):
+        clf = _fit(MLPClassifier(hidden_layer_sizes=(3,), activation="silu",
+                                 max_iter=3, backend=backend), X, y)
+        with pytest.raises(ValueError, match="second derivatives"):
+            clf.hessian_vector_product(X, y, np.ones(clf._flat_params().size))

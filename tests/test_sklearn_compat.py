@@ -23,6 +23,12 @@ ESTIMATORS = [
     MLPRegressor(hidden_layer_sizes=(16,), solver="lbfgs", max_iter=100),
     MLPRegressor(hidden_layer_sizes=(32,), solver="sgd", activation="tanh",
                  max_iter=100, backend="numpy"),
+    MLPClassifier(hidden_layer_sizes=(8,), solver="newton", max_iter=50),
+    # Newton converges tightly; alpha=1 gives the sample-weight equivalence
+    # checks one optimum (with a tiny alpha the 15-sample fit interpolates and
+    # rounding steers weighted and repeated data to different flat minima).
+    MLPRegressor(hidden_layer_sizes=(8,), solver="newton", max_iter=200, tol=1e-9,
+                 alpha=1.0),
     # fastbp's extras switched on: per-layer activations, dropout, L1 (the
     # checks also cover transform). class_weight has its own tests: the
     # checks' labels are unknown in advance and they call partial_fit, which

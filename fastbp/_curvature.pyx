@@ -1,0 +1,348 @@
+"""Exact second-order quantities: Hessian-vector products, input Jacobians.
+
+``hessian_vector_product`` applies Pearlmutter's R-operator (forward over
+reverse): after the ordinary forward and backward passes of ``_epoch``, one
+more forward pass carries the directional derivative R{.} = d/dr (.)(w + r v)
+of every pre-activation and activation, and one more backward pass carries
+R{delta}, giving R{grad} = H v exactly, at the cost of about two gradients.
+``jacobian`` backpropagates each output unit to the input.
+Twins: ``fastbp._reference.hessian_vector_product``, ``jacobian``.
+
+For the layers l = 0 .. L-1 (A_{-1} = X, R{A_{-1}} = 0), with sample weights
+w_i summing to S and V_W, V_b the parts of v:
+
+    R{Z_l} = A_{l-1} V_W + R{A_{l-1}} W + V_b,   R{A_l} = f'(Z_l) R{Z_l}
+    R{D_L} = w * J_g(Z_L) R{Z_L}                 (g the output function)
+    H v (W_l) = (A_{l-1}^T R{D_l} + R{A_{l-1}}^T D_l + alpha V_W) / S
+    H v (b_l) = sum_rows R{D_l} / S
+    R{D_{l-1}} = (R{D_l} W^T + D_l V_W^T) f'(Z) + D_{l-1} (f''/f')(Z) R{Z}
+
+f''/f' is 1 - 2A for the logistic, -2A for tanh and 0 for identity and
+relu, so the last term needs no extra buffer. The workspace ``rwork`` has
+the plan's layout: R{Z_l} at act_off[l]; at delta_off[l] first R{A_l}, then
+R{D_l} (R{A_l} is dead once the backward pass reaches layer l + 1).
+"""
+from cython cimport floating
+
+from fastbp._blas cimport _gemm as gemm
+from fastbp._epoch cimport (
+    Data, Net, _backward, _check_data, _forward, _read_plan, _set_data,
+)
+from fastbp._kernels cimport (
+    BINARY_LOG_LOSS, EXP, IDENTITY, LOG_LOSS, LOGISTIC, POISSON, RELU, SOFTMAX,
+    SQUARED_ERROR, TANH, _act_grad, _bias_grad, _csr_forward, _csr_grad,
+    _l2_grad,
+)
+
+# Hidden activations and (output, loss) heads the curvature code knows: each
+# loss is paired with its canonical link, so the output delta is P - Y.
+HIDDEN_ACTIVATIONS = (IDENTITY, LOGISTIC, TANH, RELU)
+HEADS = ((SOFTMAX, LOG_LOSS), (LOGISTIC, BINARY_LOG_LOSS),
+         (IDENTITY, SQUARED_ERROR), (EXP, POISSON))
+
+
+cdef void _add_bias(floating* Z, const floating* b, Py_ssize_t n,
+                    Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i, j
+    for i in range(n):
+        for j in range(m):
+            Z[i * m + j] = Z[i * m + j] + b[j]
+
+
+cdef void _output_r(const floating* P, const floating* RZ, const floating* sw,
+                    Py_ssize_t n, Py_ssize_t m, int out_act,
+                    floating* out) noexcept nogil:
+    """out = w * J_g(Z) R{Z} row by row: R of the output delta (P - Y) w."""
+    cdef Py_ssize_t i, k
+    cdef floating w = 1, s
+    cdef const floating* p
+    cdef const floating* rz
+    cdef floating* o
+    for i in range(n):
+        if sw != NULL:
+            w = sw[i]
+        p = P + i * m
+        rz = RZ + i * m
+        o = out + i * m
+        if out_act == SOFTMAX:
+            # J = diag(P) - P P^T
+            s = 0
+            for k in range(m):
+                s = s + p[k] * rz[k]
+            for k in range(m):
+                o[k] = w * p[k] * (rz[k] - s)
+        elif out_act == LOGISTIC:
+            for k in range(m):
+                o[k] = w * p[k] * (1 - p[k]) * rz[k]
+        elif out_act == EXP:
+            for k in range(m):
+                o[k] = w * p[k] * rz[k]
+        else:
+            for k in range(m):
+                o[k] = w * rz[k]
+
+
+cdef void _curvature_term(const floating* A, const floating* D,
+                          const floating* RZ, floating* RD, Py_ssize_t size,
+                          int act) noexcept nogil:
+    """RD += D * (f''/f')(Z) * R{Z}, written through A = f(Z)."""
+    cdef Py_ssize_t i
+    if act == LOGISTIC:
+        for i in range(size):
+            RD[i] = RD[i] + D[i] * (1 - 2 * A[i]) * RZ[i]
+    elif act == TANH:
+        for i in range(size):
+            RD[i] = RD[i] - 2 * D[i] * A[i] * RZ[i]
+
+
+cdef void _r_pass(Net* net, Data* d, const floating* params,
+                  const floating* v, floating* out, floating* work,
+                  floating* rwork, const floating* A0, double alpha,
+                  double sw_sum) noexcept nogil:
+    """H v into out, after _forward and _backward filled work (see above)."""
+    cdef Py_ssize_t l, L = net.n_layers, n = d.n_samples, fan_in, fan_out
+    cdef const floating* A_prev
+    cdef const floating* sw = <const floating*> d.sw
+    cdef floating* RZ
+    cdef floating* R2
+    cdef floating* RD_prev
+    cdef Py_ssize_t i
+    for l in range(L):
+        fan_in = net.units[l]
+        fan_out = net.units[l + 1]
+        RZ = rwork + net.act_off[l]
+        R2 = rwork + net.delta_off[l]
+        A_prev = A0 if l == 0 else work + net.act_off[l - 1]
+        if l == 0 and d.sparse:
+            _csr_forward(<const floating*> d.data, d.indices, d.indptr, NULL, 0,
+                         n, v + net.coef_off[0], fan_out, RZ)
+        else:
+            gemm(False, False, n, fan_out, fan_in, 1, A_prev, fan_in,
+                 v + net.coef_off[l], fan_out, 0, RZ, fan_out)
+        if l > 0:
+            gemm(False, False, n, fan_out, fan_in, 1,
+                 rwork + net.delta_off[l - 1], fan_in, params + net.coef_off[l],
+                 fan_out, 1, RZ, fan_out)
+        _add_bias(RZ, v + net.bias_off[l], n, fan_out)
+        if l < L - 1:
+            for i in range(n * fan_out):
+                R2[i] = RZ[i]
+            _act_grad(work + net.act_off[l], NULL, R2, n, fan_out, net.acts[l])
+        else:
+            _output_r(work + net.act_off[l], RZ, sw, n, fan_out, net.out_act,
+                      R2)
+    for l in range(L - 1, -1, -1):
+        fan_in = net.units[l]
+        fan_out = net.units[l + 1]
+        R2 = rwork + net.delta_off[l]
+        A_prev = A0 if l == 0 else work + net.act_off[l - 1]
+        if l == 0 and d.sparse:
+            _csr_grad(<const floating*> d.data, d.indices, d.indptr, NULL, 0, n,
+                      R2, fan_in, fan_out, out + net.coef_off[0])
+        else:
+            gemm(True, False, fan_in, fan_out, n, 1, A_prev, fan_in, R2,
+                 fan_out, 0, out + net.coef_off[l], fan_out)
+        if l > 0:
+            gemm(True, False, fan_in, fan_out, n, 1,
+                 rwork + net.delta_off[l - 1], fan_in, work + net.delta_off[l],
+                 fan_out, 1, out + net.coef_off[l], fan_out)
+        _l2_grad(out + net.coef_off[l], v + net.coef_off[l], fan_in * fan_out,
+                 <floating> alpha, <floating> sw_sum)
+        _bias_grad(R2, n, fan_out, <floating> sw_sum, out + net.bias_off[l])
+        if l > 0:
+            # R{A_{l-1}} was used just above; R{D_{l-1}} takes its place.
+            RD_prev = rwork + net.delta_off[l - 1]
+            gemm(False, True, n, fan_in, fan_out, 1, R2, fan_out,
+                 params + net.coef_off[l], fan_out, 0, RD_prev, fan_in)
+            gemm(False, True, n, fan_in, fan_out, 1, work + net.delta_off[l],
+                 fan_out, v + net.coef_off[l], fan_out, 1, RD_prev, fan_in)
+            _act_grad(work + net.act_off[l - 1], NULL, RD_prev, n, fan_in,
+                      net.acts[l - 1])
+            _curvature_term(work + net.act_off[l - 1],
+                            work + net.delta_off[l - 1],
+                            rwork + net.act_off[l - 1], RD_prev, n * fan_in,
+                            net.acts[l - 1])
+
+
+cdef void _output_grad_rows(const floating* P, Py_ssize_t n, Py_ssize_t m,
+                            Py_ssize_t k, int out_act,
+                            floating* out) noexcept nogil:
+    """out[i, :] = d P[i, k] / d Z[i, :] (J_g is symmetric for every g)."""
+    cdef Py_ssize_t i, j
+    cdef const floating* p
+    cdef floating* o
+    for i in range(n):
+        p = P + i * m
+        o = out + i * m
+        for j in range(m):
+            o[j] = 0
+        if out_act == SOFTMAX:
+            for j in range(m):
+                o[j] = -p[k] * p[j]
+            o[k] = o[k] + p[k]
+        elif out_act == LOGISTIC:
+            o[k] = p[k] * (1 - p[k])
+        elif out_act == EXP:
+            o[k] = p[k]
+        else:
+            o[k] = 1
+
+
+cdef void _jacobian(Net* net, Data* d, const floating* params, floating* work,
+                    Py_ssize_t row0, Py_ssize_t nb,
+                    floating* out) noexcept nogil:
+    """out[r, k, :] = d output[row0 + r, k] / d X[row0 + r, :], r < nb."""
+    cdef Py_ssize_t l, k, L = net.n_layers, m = net.units[L]
+    cdef Py_ssize_t F = net.units[0], fan_in, fan_out
+    _forward(net, d, params, work, NULL, row0, nb, False)
+    for k in range(m):
+        _output_grad_rows(work + net.act_off[L - 1], nb, m, k, net.out_act,
+                          work + net.delta_off[L - 1])
+        for l in range(L - 1, 0, -1):
+            fan_in = net.units[l]
+            fan_out = net.units[l + 1]
+            gemm(False, True, nb, fan_in, fan_out, 1, work + net.delta_off[l],
+                 fan_out, params + net.coef_off[l], fan_out, 0,
+                 work + net.delta_off[l - 1], fan_in)
+            _act_grad(work + net.act_off[l - 1], NULL,
+                      work + net.delta_off[l - 1], nb, fan_in, net.acts[l - 1])
+        gemm(False, True, nb, F, net.units[1], 1, work + net.delta_off[0],
+             net.units[1], params + net.coef_off[0], net.units[1], 0,
+             out + k * F, m * F)
+
+
+cdef void _check_codes(Net* net) except *:
+    # Second derivatives exist for scikit-learn's four hidden activations;
+    # the curvature passes take no dropout masks.
+    cdef Py_ssize_t l
+    for l in range(net.n_layers - 1):
+        if net.acts[l] not in HIDDEN_ACTIVATIONS:
+            raise ValueError(f"no second derivatives for hidden activation "
+                             f"code {net.acts[l]}")
+        if net.drop[l] != 0:
+            raise ValueError("curvature passes take a plan without dropout")
+    if (net.out_act, net.loss) not in HEADS:
+        raise ValueError(f"output activation code {net.out_act} with loss code "
+                         f"{net.loss} is not a canonical pair")
+
+
+cdef inline void _check_length(Py_ssize_t n, Py_ssize_t expected,
+                               str what) except *:
+    if n != expected:
+        raise ValueError(f"{what} has length {n}, expected {expected}")
+
+
+def hessian_vector_product(plan, const floating[:, ::1] X, csr,
+                           const floating[:, ::1] Y,
+                           const floating[::1] sample_weight,
+                           const floating[::1] params, const floating[::1] v,
+                           floating[::1] out, floating[::1] work,
+                           floating[::1] rwork, double alpha):
+    """Exact Hessian of the full-batch objective times v, into out.
+
+    Parameters
+    ----------
+    plan : Plan
+        Layout from ``fastbp._network.make_plan``, holding every row in one
+        pass (max_rows >= n_samples).
+    X : ndarray of shape (n_samples, n_features); (0, n_features) with csr
+    csr : (data, indices, indptr) of CSR input with intp indices, or None
+    Y : ndarray of shape (n_samples, n_outputs)
+    sample_weight : ndarray of shape (n_samples,) or None
+    params, v, out : ndarray of shape (n_params,)
+        out must not share memory with params or v.
+    work, rwork : ndarray of shape (plan.work_size,)
+    alpha : float
+        L2 strength, as in ``loss_grad``.
+
+    Returns
+    -------
+    loss : float
+        The loss ``loss_grad`` returns at params.
+
+    Notes
+    -----
+    The objective is the one whose gradient ``loss_grad`` computes: for
+    squared error that is half the squared error summed (not averaged) over
+    outputs, as scikit-learn's gradient.
+    """
+    cdef Net net
+    cdef Data d
+    cdef double loss, sw_sum = 0
+    cdef Py_ssize_t i, P = params.shape[0]
+    cdef const floating* A0
+    cdef const floating[::1] data = None
+    cdef const Py_ssize_t[::1] indices = None, indptr = None
+    n_samples = csr[2].shape[0] - 1 if csr is not None else X.shape[0]
+    arrays = _read_plan(plan, &net, P, work.shape[0], n_samples)
+    _check_codes(&net)
+    _check_data(&d, &net, X, csr, Y, sample_weight)
+    if csr is not None:
+        data, indices, indptr = csr
+    if Y is None:
+        raise ValueError("hessian_vector_product needs targets")
+    _check_length(v.shape[0], P, "v")
+    _check_length(out.shape[0], P, "out")
+    if rwork.shape[0] < plan.work_size:
+        raise ValueError(f"rwork has length {rwork.shape[0]}, the plan needs "
+                         f"{plan.work_size}")
+    if &out[0] == &params[0] or &out[0] == &v[0]:
+        raise ValueError("out must not share memory with params or v")
+    _set_data(&d, X, data, indices, indptr, Y, sample_weight)
+    if sample_weight is None:
+        sw_sum = d.n_samples
+    else:
+        for i in range(d.n_samples):
+            sw_sum += sample_weight[i]
+    with nogil:
+        A0 = _forward(&net, &d, &params[0], &work[0], NULL, 0, d.n_samples,
+                      False)
+        # The gradient lands in out first, then H v overwrites all of it.
+        loss = _backward(&net, &d, &params[0], &out[0], &work[0], A0, NULL, 0,
+                         d.n_samples, alpha, 0.0)
+        _r_pass(&net, &d, &params[0], &v[0], &out[0], &work[0], &rwork[0], A0,
+                alpha, sw_sum)
+    return loss
+
+
+def jacobian(plan, const floating[:, ::1] X, csr, const floating[::1] params,
+             floating[::1] work, floating[:, :, ::1] out):
+    """d output / d input of every row of X, plan.max_rows rows at a time.
+
+    Parameters
+    ----------
+    plan : Plan
+    X : ndarray of shape (n_samples, n_features); (0, n_features) with csr
+    csr : (data, indices, indptr) of CSR input with intp indices, or None
+    params : ndarray of shape (n_params,)
+    work : ndarray of shape (plan.work_size,)
+    out : C-contiguous ndarray of shape (n_samples, n_outputs, n_features)
+        out[i, k, j] = d output[i, k] / d X[i, j], the output being the
+        output layer's activation (probabilities, predictions).
+    """
+    cdef Net net
+    cdef Data d
+    cdef Py_ssize_t start, nb, L, n_out
+    cdef const floating[:, ::1] no_Y = None
+    cdef const floating[::1] data = None, no_sw = None
+    cdef const Py_ssize_t[::1] indices = None, indptr = None
+    arrays = _read_plan(plan, &net, params.shape[0], work.shape[0],
+                        plan.max_rows)
+    _check_codes(&net)
+    _check_data(&d, &net, X, csr, None, None)
+    if csr is not None:
+        data, indices, indptr = csr
+    L = net.n_layers
+    n_out = net.units[L]
+    if (out.shape[0] != d.n_samples or out.shape[1] != n_out
+            or out.shape[2] != net.units[0]):
+        raise ValueError(f"out must have shape ({d.n_samples}, {n_out}, "
+                         f"{net.units[0]})")
+    _set_data(&d, X, data, indices, indptr, no_Y, no_sw)
+    with nogil:
+        start = 0
+        while start < d.n_samples:
+            nb = min(net.max_rows, d.n_samples - start)
+            _jacobian(&net, &d, &params[0], &work[0], start, nb,
+                      &out[start, 0, 0])
+            start += nb

@@ -1,0 +1,379 @@
+"""Second-order tools: gradients, Hessian-vector products, Hessians, Jacobians.
+
+``SecondOrderMixin`` gives both estimators ``loss_gradient``,
+``hessian_vector_product``, ``hessian``, ``jacobian`` and
+``unflatten_params``, and the objective the ``solver="newton"`` fit
+minimizes with ``scipy.optimize``'s trust-region Newton-CG. The products
+themselves run in ``fastbp._curvature`` (or its twin in ``_reference`` with
+backend="numpy"). ``check_gradients`` compares backpropagation with central
+finite differences.
+
+Every vector over the parameters is in the order of the flat parameter
+buffer: ``coefs_[0].ravel()``, ..., ``coefs_[-1].ravel()``, then
+``intercepts_[0]``, ..., ``intercepts_[-1]`` (scikit-learn's packing order).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from fastbp import _curvature, _reference
+from fastbp._network import unpack
+
+_CURVATURE = {"cython": _curvature, "numpy": _reference}
+# Largest network hessian() builds: n_params**2 entries, n_params products.
+MAX_HESSIAN_PARAMS = 2000
+# Rows per Jacobian pass: bounds the workspace, as predict does.
+_JACOBIAN_ROWS = 1024
+
+
+class _FullBatch:
+    """The full-batch training objective of one estimator on (X, Y).
+
+    The objective is the function whose gradient the engine computes (and
+    every solver follows): the weighted mean data loss plus
+    alpha / (2 * sum(sample_weight)) * ||W||^2. It equals the ``loss_`` the
+    estimators report except for squared error with n_outputs > 1, where
+    ``loss_`` (as scikit-learn's) averages the data term over outputs while
+    the gradient belongs to their sum; ``objective`` converts.
+    """
+
+    def __init__(self, est, X, Y, sample_weight, units, dtype):
+        self.est = est
+        self.X, self.csr = est._as_kernel_input(X, dtype)
+        self.Y = np.ascontiguousarray(Y, dtype=dtype)
+        self.sw = sample_weight
+        self.units = units
+        self.plan = est._plan(units, max(1, X.shape[0]), gather=False)
+        self.work = np.empty(self.plan.work_size, dtype=dtype)
+        self.rwork = np.empty(self.plan.work_size, dtype=dtype)
+        self.params = np.empty(self.plan.n_params, dtype=dtype)
+        self.alpha = float(est.alpha)
+        self.sw_sum = (
+            X.shape[0]
+            if sample_weight is None
+            else float(np.sum(sample_weight, dtype=np.float64))
+        )
+        self.scale = Y.shape[1] if est._loss_name() == "squared_error" else 1
+
+    def _l2(self, params):
+        coefs, _ = unpack(params, self.units)
+        sq = sum(float(np.dot(W.ravel(), W.ravel())) for W in coefs)
+        return 0.5 * self.alpha * sq / self.sw_sum
+
+    def objective(self, reported, params):
+        """The objective from the loss the engine reports at params."""
+        if self.scale == 1:
+            return reported
+        l2 = self._l2(params)
+        return self.scale * (reported - l2) + l2
+
+    def reported(self, objective, params):
+        """The inverse of objective: the loss_ convention."""
+        if self.scale == 1:
+            return objective
+        l2 = self._l2(params)
+        return (objective - l2) / self.scale + l2
+
+    def _load(self, params):
+        self.params[:] = params
+        return self.params
+
+    def loss_grad(self, params):
+        """(objective, gradient) at params, in the estimator's dtype."""
+        params = self._load(params)
+        grad = np.empty_like(params)
+        loss = self.est._backend().loss_grad(
+            self.plan, self.X, self.csr, self.Y, self.sw, params, grad,
+            self.work, self.alpha,
+        )
+        return self.objective(loss, params), grad
+
+    def hvp(self, params, v):
+        """Exact Hessian of the objective at params times v."""
+        params = self._load(params)
+        v = np.ascontiguousarray(v, dtype=params.dtype)
+        out = np.empty_like(params)
+        _CURVATURE[self.est.backend].hessian_vector_product(
+            self.plan, self.X, self.csr, self.Y, self.sw, params, v, out,
+            self.work, self.rwork, self.alpha,
+        )
+        return out
+
+
+class SecondOrderMixin:
+    """Derivatives of a fitted network; mixed into _BaseMLP."""
+
+    def _full_batch(self, X, y, sample_weight):
+        """The objective on (X, y) at the fitted weights, and those weights."""
+        check_is_fitted(self)
+        X, Y = self._validate_input(X, y, incremental=True, reset=False)
+        flat = self._flat_params()
+        sample_weight = self._check_sample_weight(
+            sample_weight, X.shape[0], flat.dtype
+        )
+        return _FullBatch(self, X, Y, sample_weight, self._fitted_units(),
+                          flat.dtype), flat
+
+    def loss_gradient(self, X, y, sample_weight=None):
+        """The training objective on (X, y) and its gradient at the fitted weights.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            The targets, encoded as in fit (class labels for the classifier).
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        loss : float
+            Weighted mean loss plus alpha / (2 * sum(sample_weight)) times
+            the squared norm of the coefficients (intercepts are not
+            penalized). For squared error with n_outputs > 1 the data term
+            is summed, not averaged, over outputs: this is the function whose
+            gradient every solver follows (as in scikit-learn), while
+            ``loss_`` reports the average.
+
+        gradient : ndarray of shape (n_params,)
+            In the order of the flat parameter buffer: every ``coefs_[i]``
+            raveled (row-major), then every ``intercepts_[i]``;
+            ``unflatten_params`` splits it.
+        """
+        problem, flat = self._full_batch(X, y, sample_weight)
+        loss, grad = problem.loss_grad(flat)
+        return float(loss), grad
+
+    def hessian_vector_product(self, X, y, v, sample_weight=None):
+        """Exact Hessian of the objective of ``loss_gradient`` times v.
+
+        Computed by Pearlmutter's R-operator (one forward and one backward
+        pass more than the gradient), not by finite differences.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        v : array-like of shape (n_params,)
+            A direction in the flat parameter order (see ``loss_gradient``).
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        Hv : ndarray of shape (n_params,)
+        """
+        problem, flat = self._full_batch(X, y, sample_weight)
+        v = np.asarray(v)
+        if v.shape != flat.shape or not np.issubdtype(v.dtype, np.number):
+            raise ValueError(
+                f"v must be a numeric vector of shape ({flat.size},) (n_params), "
+                f"got shape {v.shape}."
+            )
+        if not np.isfinite(v).all():
+            raise ValueError("v must be finite.")
+        return problem.hvp(flat, v)
+
+    def hessian(self, X, y, sample_weight=None):
+        """The exact Hessian of the objective of ``loss_gradient``.
+
+        Built column by column from ``hessian_vector_product`` with unit
+        vectors: n_params products, n_params**2 entries. Networks with more
+        than ``fastbp.MAX_HESSIAN_PARAMS`` (2000) parameters raise a
+        ValueError; use ``hessian_vector_product`` there.
+
+        Returns
+        -------
+        H : ndarray of shape (n_params, n_params)
+            Rows and columns in the flat parameter order.
+        """
+        problem, flat = self._full_batch(X, y, sample_weight)
+        if flat.size > MAX_HESSIAN_PARAMS:
+            raise ValueError(
+                f"The network has {flat.size} parameters; hessian() builds "
+                f"networks of at most MAX_HESSIAN_PARAMS={MAX_HESSIAN_PARAMS}. "
+                "Use hessian_vector_product for larger ones."
+            )
+        H = np.empty((flat.size, flat.size), dtype=flat.dtype)
+        e = np.zeros_like(flat)
+        for i in range(flat.size):
+            e[i] = 1
+            H[:, i] = problem.hvp(flat, e)
+            e[i] = 0
+        return H
+
+    def jacobian(self, X):
+        """Derivative of the model's output with respect to its input.
+
+        The output is ``predict_proba`` for the classifier and ``predict``
+        for the regressor: input saliency for each sample.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        J : ndarray of shape (n_samples, n_outputs, n_features)
+            J[i, k, j] = d output[i, k] / d X[i, j]; for a binary classifier
+            n_outputs is 2 (both columns of predict_proba), for a regressor
+            with one target it is 1.
+        """
+        check_is_fitted(self)
+        X = validate_data(
+            self, X, accept_sparse=["csr", "csc"], reset=False,
+            dtype=(np.float64, np.float32),
+        )
+        flat = self._flat_params()
+        units = self._fitted_units()
+        X_dense, csr = self._as_kernel_input(X, flat.dtype)
+        n_samples = X.shape[0]
+        plan = self._plan(units, max(1, min(n_samples, _JACOBIAN_ROWS)), False)
+        work = np.empty(plan.work_size, dtype=flat.dtype)
+        J = np.empty((n_samples, units[-1], units[0]), dtype=flat.dtype)
+        _CURVATURE[self.backend].jacobian(plan, X_dense, csr, flat, work, J)
+        if self._is_classifier() and self.n_outputs_ == 1:
+            J = np.concatenate([-J, J], axis=1)  # predict_proba is [1 - p, p]
+        return J
+
+    def unflatten_params(self, vector):
+        """Split a flat parameter-order vector into coefs_/intercepts_ shapes.
+
+        Parameters
+        ----------
+        vector : array-like of shape (n_params,)
+            For example the gradient of ``loss_gradient``.
+
+        Returns
+        -------
+        coefs : list of ndarray
+            coefs[i] has the shape of coefs_[i] (views into vector).
+        intercepts : list of ndarray
+            intercepts[i] has the shape of intercepts_[i].
+        """
+        check_is_fitted(self)
+        units = self._fitted_units()
+        vector = np.asarray(vector)
+        n_params = sum(c.size + b.size for c, b in zip(self.coefs_, self.intercepts_))
+        if vector.shape != (n_params,):
+            raise ValueError(
+                f"vector must have shape ({n_params},) (n_params), got "
+                f"{vector.shape}."
+            )
+        return unpack(vector, units)
+
+    def _newton_objective(self, X, Y, sample_weight, units):
+        """(fun, hessp, reported) for scipy's trust-ncg on float64 vectors.
+
+        fun returns the objective and its gradient, hessp the exact H v;
+        reported(fun, x) converts an objective value to the loss_ convention.
+        """
+        problem = _FullBatch(self, X, Y, sample_weight, units, Y.dtype)
+
+        def fun(x):
+            loss, grad = problem.loss_grad(x)
+            return loss, grad.astype(np.float64)
+
+        def hessp(x, v):
+            return problem.hvp(x, v).astype(np.float64)
+
+        return fun, hessp, problem.reported
+
+
+@dataclass
+class GradientCheck:
+    """What ``check_gradients`` found.
+
+    Attributes
+    ----------
+    coefs_errors : list of float
+        Worst relative error over the entries of each coefs_[i].
+    intercepts_errors : list of float
+        Worst relative error over the entries of each intercepts_[i].
+    max_error : float
+        The worst of all.
+    gradient : ndarray of shape (n_params,)
+        The backpropagated gradient (flat parameter order).
+    numerical : ndarray of shape (n_params,)
+        The central-difference gradient.
+    """
+
+    coefs_errors: list
+    intercepts_errors: list
+    max_error: float
+    gradient: np.ndarray
+    numerical: np.ndarray
+
+    def __str__(self):
+        lines = ["layer  coefs_ rel. error  intercepts_ rel. error"]
+        for i, (c, b) in enumerate(zip(self.coefs_errors, self.intercepts_errors)):
+            lines.append(f"{i:5d}  {c:17.3e}  {b:22.3e}")
+        return "\n".join(lines + [f"worst: {self.max_error:.3e}"])
+
+
+def check_gradients(estimator, X, y, sample_weight=None, eps=1e-5, floor=1e-6):
+    """Compare backpropagation with central finite differences.
+
+    At the fitted weights of ``estimator``, every entry of the gradient of
+    the objective of ``estimator.loss_gradient(X, y, sample_weight)`` is
+    compared with (f(w + eps e_i) - f(w - eps e_i)) / (2 eps). Evaluated in
+    float64 whatever the model's dtype; 2 n_params full-batch passes, so
+    use small networks and data. ReLU networks are only differentiable
+    away from the kink: a hidden pre-activation within eps of 0 shows up as
+    a large error.
+
+    Parameters
+    ----------
+    estimator : fitted fastbp.MLPClassifier or fastbp.MLPRegressor
+    X : {array-like, sparse matrix} of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+    sample_weight : array-like of shape (n_samples,), default=None
+    eps : float, default=1e-5
+        Finite-difference step (about the cube root of float64's machine
+        epsilon balances truncation and rounding: absolute errors of about
+        1e-10 for losses of order 1).
+    floor : float, default=1e-6
+        The relative error of entry i is |g_i - n_i| / max(|g_i|, |n_i|,
+        floor), so entries that are both about zero do not count.
+
+    Returns
+    -------
+    result : GradientCheck
+        Worst relative error per layer (``coefs_errors``,
+        ``intercepts_errors``), overall (``max_error``), both gradients;
+        ``print(result)`` shows a table. 1e-5 or less is a correct
+        gradient; 1e-2 or more is a bug (or a ReLU kink).
+    """
+    if not (np.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a positive float, got {eps!r}.")
+    if not (np.isfinite(floor) and floor > 0):
+        raise ValueError(f"floor must be a positive float, got {floor!r}.")
+    check_is_fitted(estimator)
+    X, Y = estimator._validate_input(X, y, incremental=True, reset=False)
+    sample_weight = estimator._check_sample_weight(
+        sample_weight, X.shape[0], np.float64
+    )
+    units = estimator._fitted_units()
+    problem = _FullBatch(estimator, X, Y, sample_weight, units, np.float64)
+    flat = estimator._flat_params().astype(np.float64)
+    _, gradient = problem.loss_grad(flat)
+    numerical = np.empty_like(flat)
+    for i in range(flat.size):
+        w = flat.copy()
+        w[i] += eps
+        plus = problem.loss_grad(w)[0]
+        w[i] -= 2 * eps
+        numerical[i] = (plus - problem.loss_grad(w)[0]) / (2 * eps)
+    error = np.abs(gradient - numerical) / np.maximum(
+        np.maximum(np.abs(gradient), np.abs(numerical)), floor
+    )
+    coefs, intercepts = unpack(error, units)
+    coefs_errors = [float(e.max()) for e in coefs]
+    intercepts_errors = [float(e.max()) for e in intercepts]
+    return GradientCheck(
+        coefs_errors, intercepts_errors, float(error.max()), gradient, numerical
+    )

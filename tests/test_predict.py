@@ -1,0 +1,93 @@
+"""Predict's fast path (plain float ndarrays) agrees with full validation."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification, make_regression
+
+from fastbp import MLPClassifier, MLPRegressor
+from fastbp._network import make_plan
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def _targets(kind, y):
+    if kind == "binary-str":
+        return np.array(["no", "yes"])[y % 2]
+    if kind == "multiclass":
+        return y % 3
+    if kind == "multilabel":
+        return np.column_stack([y % 2, y // 2 % 2])
+    return y
+
+
+@pytest.mark.parametrize("kind", ["binary-str", "multiclass", "multilabel"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fast_path_equals_validated_path(kind, dtype):
+    X, y = make_classification(120, 6, n_classes=4, n_informative=4,
+                               random_state=0)
+    X = X.astype(dtype)
+    y = _targets(kind, y)
+    est = MLPClassifier((7,), max_iter=30, random_state=0).fit(X, y)
+    # A list is not a plain ndarray: it goes through validate_data.
+    for method in ("predict", "predict_proba"):
+        fast = getattr(est, method)(X)
+        slow = getattr(est, method)(X.tolist())
+        np.testing.assert_array_equal(fast, slow)
+        assert fast.dtype == slow.dtype
+    # The decoding is LabelBinarizer's (the slow path for every type).
+    proba = est.predict_proba(X)
+    out = proba[:, 1] if kind == "binary-str" else proba
+    np.testing.assert_array_equal(
+        est.predict(X), est._label_binarizer.inverse_transform(out)
+    )
+    # Fortran order and strided views take the fast path too.
+    np.testing.assert_array_equal(est.predict(np.asfortranarray(X)), est.predict(X))
+    np.testing.assert_array_equal(est.predict(X[::2]), est.predict(X)[::2])
+
+
+def test_fast_path_regressor_and_single_row():
+    X, y = make_regression(50, 4, n_targets=2, random_state=0)
+    est = MLPRegressor(hidden_layer_sizes=(5,), max_iter=20, random_state=0)
+    est.fit(X, y)
+    for i in range(3):
+        np.testing.assert_array_equal(est.predict(X[i : i + 1]),
+                                      est.predict(X.tolist())[i : i + 1])
+
+
+def test_fast_path_never_skips_a_check():
+    X, y = make_classification(60, 5, random_state=0)
+    est = MLPClassifier((4,), max_iter=10, random_state=0).fit(X, y)
+    bad = X[:2].copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        est.predict(bad)
+    bad[0, 0] = np.inf
+    with pytest.raises(ValueError, match="infinity"):
+        est.predict(bad)
+    with pytest.raises(ValueError, match="5 features"):
+        est.predict(X[:, :4])
+    with pytest.raises(ValueError, match="minimum of 1 is required"):
+        est.predict(X[:0])
+    # Finite values whose sum overflows go the slow way: validation passes
+    # them, and the network's overflow is reported, never returned as NaN.
+    for huge in (np.full((2, 5), 1e308), np.array([[1e308, -1e308] * 2 + [1.0]])):
+        try:
+            assert np.isfinite(est.predict_proba(huge)).all()
+        except ValueError as e:
+            assert "output is not finite" in str(e)
+    with pytest.warns(UserWarning, match="feature names"):
+        pd = pytest.importorskip("pandas")
+        named = MLPClassifier((4,), max_iter=5, random_state=0).fit(
+            pd.DataFrame(X, columns=list("abcde")), y
+        )
+        named.predict(X)
+    with pytest.raises(ValueError, match="not fitted|NotFitted|fit"):
+        MLPClassifier().predict(X)
+
+
+def test_plans_are_cached_and_read_only():
+    a = make_plan([3, 4, 2], "relu", "softmax", "log_loss", 1, False)
+    b = make_plan(np.array([3, 4, 2]), "relu", "softmax", "log_loss", 1, False)
+    assert a is b
+    with pytest.raises(ValueError, match="read-only"):
+        a.coef_off[0] = 1
