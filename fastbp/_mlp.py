@@ -540,9 +540,7 @@ class _BaseMLP(
                 tasks.begin(flat, units)
                 if self.shuffle:
                     order = shuffle(order, random_state=random_state)
-                # Drawn only with dropout: the default trajectory is untouched.
-                seed = int(random_state.randint(_SEED_END, dtype=np.int64)) \
-                    if use_dropout else 0
+                seed = self._dropout_seed(random_state) if use_dropout else 0
                 loss_sum, optimizer["step"] = backend.run_epoch(
                     plan, X_dense, csr, Y, sample_weight,
                     order if self.shuffle else None, batch_size,
@@ -594,6 +592,14 @@ class _BaseMLP(
         if keep_best:
             flat[:] = best
         self._optimizer = optimizer
+
+    def _dropout_seed(self, random_state):
+        """This epoch's dropout seed, drawn from random_state only with dropout
+        (the default trajectory is untouched) and mixed with the samples seen,
+        so successive partial_fit calls, which restart random_state, draw new
+        masks."""
+        draw = int(random_state.randint(_SEED_END, dtype=np.int64))
+        return (draw + self.t_ * 0x9E3779B97F4A7C15) % 2**64
 
     def _diverged(self, learning_rate, what=None):
         if what is None:
@@ -1079,8 +1085,9 @@ _PARAMETERS_DOC = """
         1 / (1 - dropout), so predict (which never drops) needs no rescaling.
         One rate for every hidden layer, or a list with one per hidden
         layer. The masks are reproducible from random_state (one seed drawn
-        per epoch, only when dropout is on). Stochastic solvers only. Not in
-        scikit-learn.
+        per epoch, only when dropout is on, mixed with the number of samples
+        seen so that successive partial_fit calls draw new masks). Stochastic
+        solvers only. Not in scikit-learn.
 """
 
 _ATTRIBUTES_DOC = """

@@ -492,3 +492,28 @@ def test_second_order_tools_need_sklearns_activations():
                                  max_iter=3, backend=backend), X, y)
         with pytest.raises(ValueError, match="second derivatives"):
             clf.hessian_vector_product(X, y, np.ones(clf._flat_params().size))
+
+
+def test_dropout_seeds_change_every_epoch_and_partial_fit(monkeypatch):
+    from fastbp import _epoch
+
+    seeds = []
+    run_epoch = _epoch.run_epoch
+
+    def spy(*args):
+        seeds.append(args[-1])
+        return run_epoch(*args)
+
+    monkeypatch.setattr(_epoch, "run_epoch", spy)
+    X, y = make_classification_data()
+    _fit(MLPClassifier(hidden_layer_sizes=(4,), dropout=0.2, max_iter=4,
+                       random_state=0), X, y)
+    clf = MLPClassifier(hidden_layer_sizes=(4,), dropout=0.2, random_state=0)
+    clf.partial_fit(X, y, classes=[0, 1, 2]).partial_fit(X, y)
+    assert len(seeds) == 6 and len(set(seeds[:4])) == 4
+    # A first partial_fit is a fit's first epoch; the next call draws anew.
+    assert seeds[4] == seeds[0] and seeds[5] != seeds[4]
+    assert all(0 <= s < 2**64 for s in seeds)
+    seeds.clear()
+    _fit(MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0), X, y)
+    assert seeds == [0, 0]  # no dropout: nothing drawn
