@@ -96,10 +96,12 @@ def _one_or_per_layer(rule):
 
     def check_all(v):
         if isinstance(v, (list, tuple)):
-            return all(check(x) for x in v)
+            return len(v) > 0 and all(check(x) for x in v)
         return check(v)
 
-    return check_all, f"{text}, or a list or tuple of them (one per hidden layer)"
+    return check_all, (
+        f"{text}, or a non-empty list or tuple of them (one per hidden layer)"
+    )
 
 
 _HIDDEN_ACTIVATIONS = (
@@ -343,6 +345,15 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         sample_weight = self._weigh_classes(Y, sample_weight, incremental, dtype)
         units = [n_features] + hidden + [Y.shape[1]]
         hidden_activations(self.activation, len(hidden))  # checks the length
+        if self.solver == "newton" and (
+            self.l1 > 0
+            or set(hidden_activations(self.activation, len(hidden)))
+            - {"identity", "logistic", "tanh", "relu"}
+        ):
+            raise ValueError(
+                "solver='newton' needs second derivatives: scikit-learn's four "
+                "hidden activations and l1=0."
+            )
         if any(hidden_dropout(self.dropout, len(hidden))) and (
             self.solver not in _STOCHASTIC_SOLVERS
         ):
@@ -548,9 +559,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
                 optimizer["learning_rate"] = epoch_learning_rate(
                     self, optimizer.get("epoch", 0), optimizer["learning_rate"]
                 )
-                # Drawn only with dropout: the default trajectory is untouched.
-                seed = int(random_state.randint(_SEED_END, dtype=np.int64)) \
-                    if use_dropout else 0
+                seed = self._dropout_seed(random_state) if use_dropout else 0
                 loss_sum, optimizer["step"] = backend.run_epoch(
                     plan, X_dense, csr, Y, sample_weight,
                     order if self.shuffle else None, batch_size,
@@ -603,6 +612,14 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         if keep_best:
             flat[:] = best
         self._optimizer = optimizer
+
+    def _dropout_seed(self, random_state):
+        """This epoch's dropout seed, drawn from random_state only with dropout
+        (the default trajectory is untouched) and mixed with the samples seen,
+        so successive partial_fit calls, which restart random_state, draw new
+        masks."""
+        draw = int(random_state.randint(_SEED_END, dtype=np.int64))
+        return (draw + self.t_ * 0x9E3779B97F4A7C15) % 2**64
 
     def _diverged(self, learning_rate, what=None):
         if what is None:
@@ -1157,8 +1174,9 @@ _PARAMETERS_DOC = """
         1 / (1 - dropout), so predict (which never drops) needs no rescaling.
         One rate for every hidden layer, or a list with one per hidden
         layer. The masks are reproducible from random_state (one seed drawn
-        per epoch, only when dropout is on). Stochastic solvers only. Not in
-        scikit-learn.
+        per epoch, only when dropout is on, mixed with the number of samples
+        seen so that successive partial_fit calls draw new masks). Stochastic
+        solvers only. Not in scikit-learn.
 """
 
 _ATTRIBUTES_DOC = """

@@ -476,3 +476,44 @@ def test_grid_search_over_solver_activation_dropout_on_a_pipeline():
         search = GridSearchCV(pipe, grid, cv=3).fit(X, y)
     assert len(search.cv_results_["params"]) == 12
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+def test_second_order_tools_need_sklearns_activations():
+    # Newton and the Hessian tools use second derivatives, which fastbp has
+    # for scikit-learn's four activations; L1 has none at 0.
+    X, y = make_classification_data()
+    with pytest.raises(ValueError, match="second derivatives"):
+        MLPClassifier(solver="newton", activation=["gelu"],
+                      hidden_layer_sizes=(3,)).fit(X, y)
+    with pytest.raises(ValueError, match="second derivatives"):
+        MLPClassifier(solver="newton", l1=0.1, hidden_layer_sizes=(3,)).fit(X, y)
+    for backend in ("cython", "numpy"):
+        clf = _fit(MLPClassifier(hidden_layer_sizes=(3,), activation="silu",
+                                 max_iter=3, backend=backend), X, y)
+        with pytest.raises(ValueError, match="second derivatives"):
+            clf.hessian_vector_product(X, y, np.ones(clf._flat_params().size))
+
+
+def test_dropout_seeds_change_every_epoch_and_partial_fit(monkeypatch):
+    from fastbp import _epoch
+
+    seeds = []
+    run_epoch = _epoch.run_epoch
+
+    def spy(*args, **kwargs):
+        seeds.append(kwargs["seed"])
+        return run_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(_epoch, "run_epoch", spy)
+    X, y = make_classification_data()
+    _fit(MLPClassifier(hidden_layer_sizes=(4,), dropout=0.2, max_iter=4,
+                       random_state=0), X, y)
+    clf = MLPClassifier(hidden_layer_sizes=(4,), dropout=0.2, random_state=0)
+    clf.partial_fit(X, y, classes=[0, 1, 2]).partial_fit(X, y)
+    assert len(seeds) == 6 and len(set(seeds[:4])) == 4
+    # A first partial_fit is a fit's first epoch; the next call draws anew.
+    assert seeds[4] == seeds[0] and seeds[5] != seeds[4]
+    assert all(0 <= s < 2**64 for s in seeds)
+    seeds.clear()
+    _fit(MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0), X, y)
+    assert seeds == [0, 0]  # no dropout: nothing drawn
