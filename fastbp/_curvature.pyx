@@ -15,12 +15,22 @@ w_i summing to S and V_W, V_b the parts of v:
     R{D_L} = w * J_g(Z_L) R{Z_L}                 (g the output function)
     H v (W_l) = (A_{l-1}^T R{D_l} + R{A_{l-1}}^T D_l + alpha V_W) / S
     H v (b_l) = sum_rows R{D_l} / S
-    R{D_{l-1}} = (R{D_l} W^T + D_l V_W^T) f'(Z) + D_{l-1} (f''/f')(Z) R{Z}
+    R{D_{l-1}} = (R{D_l} W^T + D_l V_W^T) f'(Z) + (D_l W^T) f''(Z) R{Z}
 
-f''/f' is 1 - 2A for the logistic, -2A for tanh and 0 for identity and
-relu, so the last term needs no extra buffer. The workspace ``rwork`` has
-the plan's layout: R{Z_l} at act_off[l]; at delta_off[l] first R{A_l}, then
-R{D_l} (R{A_l} is dead once the backward pass reaches layer l + 1).
+Where f' never vanishes the last term is D_{l-1} (f''/f')(Z) R{Z}, and
+f''/f' is a function of A = f(Z): 1 - 2A (logistic), -2A (tanh), 0
+(identity, relu, leaky_relu), 1 below 0 and 0 above (elu), exp(-A)
+(softplus), -2 sign(A) (1 - |A|) (softsign). GELU and SiLU have f' = 0
+somewhere (z = -0.75 and -1.28), so their term takes f''(Z) from the
+pre-activation the plan keeps for them, times D_l W^T recomputed into
+rwork at pre_off[l-1]: phi(z) (2 - z^2) for GELU, s (1 - s) (2 + z (1 - 2 s))
+with s = logistic(z) for SiLU. ELU and softsign's f'' jump at 0 (leaky
+relu's and relu's f' already do): there the value is that of z < 0 (elu)
+or the mean of both sides, 0 (softsign).
+
+The workspace ``rwork`` has the plan's layout: R{Z_l} at act_off[l]; at
+delta_off[l] first R{A_l}, then R{D_l} (R{A_l} is dead once the backward
+pass reaches layer l + 1); pre_off[l] (GELU, SiLU) is scratch.
 """
 from cython cimport floating
 
@@ -30,14 +40,20 @@ from fastbp._epoch cimport (
 )
 from fastbp._kernels import ACTIVATIONS
 from fastbp._kernels cimport (
-    BINARY_LOG_LOSS, EXP, IDENTITY, LOG_LOSS, LOGISTIC, POISSON, RELU, SOFTMAX,
-    SQUARED_ERROR, TANH, _act_grad, _bias_grad, _csr_forward, _csr_grad,
-    _l2_grad,
+    BINARY_LOG_LOSS, ELU, EXP, GELU, IDENTITY, LEAKY_RELU, LOG_LOSS, LOGISTIC,
+    POISSON, RELU, SILU, SOFTMAX, SOFTPLUS, SOFTSIGN, SQUARED_ERROR, TANH,
+    _act_grad, _bias_grad, _csr_forward, _csr_grad, _exp, _l2_grad, _logistic,
+    _needs_preactivation,
 )
+from libc.math cimport fabs
+
+# 1 / sqrt(2 pi), for the normal density in GELU's f''.
+cdef double _INV_SQRT_2PI = 0.39894228040143267794
 
 # Hidden activations and (output, loss) heads the curvature code knows: each
 # loss is paired with its canonical link, so the output delta is P - Y.
-HIDDEN_ACTIVATIONS = (IDENTITY, LOGISTIC, TANH, RELU)
+HIDDEN_ACTIVATIONS = (IDENTITY, LOGISTIC, TANH, RELU, LEAKY_RELU, ELU, GELU,
+                      SOFTPLUS, SILU, SOFTSIGN)
 _ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
 HEADS = ((SOFTMAX, LOG_LOSS), (LOGISTIC, BINARY_LOG_LOSS),
          (IDENTITY, SQUARED_ERROR), (EXP, POISSON))
@@ -87,14 +103,62 @@ cdef void _output_r(const floating* P, const floating* RZ, const floating* sw,
 cdef void _curvature_term(const floating* A, const floating* D,
                           const floating* RZ, floating* RD, Py_ssize_t size,
                           int act) noexcept nogil:
-    """RD += D * (f''/f')(Z) * R{Z}, written through A = f(Z)."""
+    """RD += D * (f''/f')(Z) * R{Z}, written through A = f(Z).
+
+    For the activations whose f' has no zero (all but GELU and SiLU).
+    """
     cdef Py_ssize_t i
+    cdef floating a
     if act == LOGISTIC:
         for i in range(size):
             RD[i] = RD[i] + D[i] * (1 - 2 * A[i]) * RZ[i]
     elif act == TANH:
         for i in range(size):
             RD[i] = RD[i] - 2 * D[i] * A[i] * RZ[i]
+    elif act == ELU:
+        # f'' = f' = exp(z) below 0, both sides' f'' = 0 above.
+        for i in range(size):
+            if not A[i] > 0:
+                RD[i] = RD[i] + D[i] * RZ[i]
+    elif act == SOFTPLUS:
+        # f' = s, f'' = s (1 - s), 1 - s = exp(-A).
+        for i in range(size):
+            RD[i] = RD[i] + D[i] * _exp(-A[i]) * RZ[i]
+    elif act == SOFTSIGN:
+        # f' = (1 + |z|)^-2, f'' = -2 sign(z) (1 + |z|)^-3, 1 + |z| = 1 / (1 - |A|).
+        for i in range(size):
+            a = -2 * (1 - fabs(A[i]))
+            if A[i] < 0:
+                a = -a
+            elif A[i] == 0:
+                a = 0
+            RD[i] = RD[i] + D[i] * a * RZ[i]
+
+
+cdef void _curvature_term_pre(const floating* Z, const floating* G,
+                              const floating* RZ, floating* RD,
+                              Py_ssize_t size, int act) noexcept nogil:
+    """RD += G * f''(Z) * R{Z}, G the delta before f' (GELU and SiLU)."""
+    cdef Py_ssize_t i
+    cdef floating z, s
+    if act == GELU:
+        # f' = Phi(z) + z phi(z), f'' = phi(z) (2 - z^2).
+        for i in range(size):
+            z = Z[i]
+            RD[i] = RD[i] + G[i] * <floating> _INV_SQRT_2PI * _exp(
+                <floating> -0.5 * z * z) * (2 - z * z) * RZ[i]
+    elif act == SILU:
+        # f' = s (1 + z (1 - s)), f'' = s (1 - s) (2 + z (1 - 2 s)).
+        for i in range(size):
+            z = Z[i]
+            s = _logistic(z)
+            RD[i] = RD[i] + G[i] * s * (1 - s) * (2 + z * (1 - 2 * s)) * RZ[i]
+
+
+cdef inline const floating* _pre(Net* net, floating* work,
+                                 Py_ssize_t l) noexcept nogil:
+    """Layer l's pre-activations in work, NULL when the plan keeps none."""
+    return work + net.pre_off[l] if net.pre_off[l] >= 0 else NULL
 
 
 cdef void _r_pass(Net* net, Data* d, const floating* params,
@@ -108,6 +172,7 @@ cdef void _r_pass(Net* net, Data* d, const floating* params,
     cdef floating* RZ
     cdef floating* R2
     cdef floating* RD_prev
+    cdef floating* G
     cdef Py_ssize_t i
     for l in range(L):
         fan_in = net.units[l]
@@ -129,7 +194,8 @@ cdef void _r_pass(Net* net, Data* d, const floating* params,
         if l < L - 1:
             for i in range(n * fan_out):
                 R2[i] = RZ[i]
-            _act_grad(work + net.act_off[l], NULL, R2, n, fan_out, net.acts[l])
+            _act_grad(work + net.act_off[l], _pre(net, work, l), R2, n,
+                      fan_out, net.acts[l])
         else:
             _output_r(work + net.act_off[l], RZ, sw, n, fan_out, net.out_act,
                       R2)
@@ -158,12 +224,22 @@ cdef void _r_pass(Net* net, Data* d, const floating* params,
                  params + net.coef_off[l], fan_out, 0, RD_prev, fan_in)
             gemm(False, True, n, fan_in, fan_out, 1, work + net.delta_off[l],
                  fan_out, v + net.coef_off[l], fan_out, 1, RD_prev, fan_in)
-            _act_grad(work + net.act_off[l - 1], NULL, RD_prev, n, fan_in,
-                      net.acts[l - 1])
-            _curvature_term(work + net.act_off[l - 1],
-                            work + net.delta_off[l - 1],
-                            rwork + net.act_off[l - 1], RD_prev, n * fan_in,
-                            net.acts[l - 1])
+            _act_grad(work + net.act_off[l - 1], _pre(net, work, l - 1),
+                      RD_prev, n, fan_in, net.acts[l - 1])
+            if _needs_preactivation(net.acts[l - 1]):
+                # D_l W^T into the scratch rows at pre_off: f' has zeros.
+                G = rwork + net.pre_off[l - 1]
+                gemm(False, True, n, fan_in, fan_out, 1,
+                     work + net.delta_off[l], fan_out,
+                     params + net.coef_off[l], fan_out, 0, G, fan_in)
+                _curvature_term_pre(work + net.pre_off[l - 1], G,
+                                    rwork + net.act_off[l - 1], RD_prev,
+                                    n * fan_in, net.acts[l - 1])
+            else:
+                _curvature_term(work + net.act_off[l - 1],
+                                work + net.delta_off[l - 1],
+                                rwork + net.act_off[l - 1], RD_prev,
+                                n * fan_in, net.acts[l - 1])
 
 
 cdef void _output_grad_rows(const floating* P, Py_ssize_t n, Py_ssize_t m,
@@ -206,24 +282,20 @@ cdef void _jacobian(Net* net, Data* d, const floating* params, floating* work,
             gemm(False, True, nb, fan_in, fan_out, 1, work + net.delta_off[l],
                  fan_out, params + net.coef_off[l], fan_out, 0,
                  work + net.delta_off[l - 1], fan_in)
-            _act_grad(work + net.act_off[l - 1],
-                      work + net.pre_off[l - 1] if net.pre_off[l - 1] >= 0
-                      else NULL,
+            _act_grad(work + net.act_off[l - 1], _pre(net, work, l - 1),
                       work + net.delta_off[l - 1], nb, fan_in, net.acts[l - 1])
         gemm(False, True, nb, F, net.units[1], 1, work + net.delta_off[0],
              net.units[1], params + net.coef_off[0], net.units[1], 0,
              out + k * F, m * F)
 
 
-cdef void _check_codes(Net* net, bint second_order) except *:
+cdef void _check_codes(Net* net) except *:
     cdef Py_ssize_t l
     for l in range(net.n_layers - 1):
-        if second_order and net.acts[l] not in HIDDEN_ACTIVATIONS:
+        if net.acts[l] not in HIDDEN_ACTIVATIONS:
             raise ValueError(
-                f"no second derivatives for the hidden activation "
-                f"{_ACTIVATION_NAMES[net.acts[l]]!r} of layer {l + 1}: "
-                f"Hessian-vector products support identity, logistic, tanh "
-                f"and relu.")
+                f"{_ACTIVATION_NAMES.get(net.acts[l], net.acts[l])!r} is not a "
+                f"hidden activation (layer {l + 1})")
         if net.drop[l] != 0:
             raise ValueError("the curvature tools take a plan without dropout")
     if (net.out_act, net.loss) not in HEADS:
@@ -287,7 +359,7 @@ def hessian_vector_product(plan, const floating[:, ::1] X, csr,
     cdef const Py_ssize_t[::1] indices = None, indptr = None
     n_samples = csr[2].shape[0] - 1 if csr is not None else X.shape[0]
     arrays = _read_plan(plan, &net, P, work.shape[0], n_samples)
-    _check_codes(&net, True)
+    _check_codes(&net)
     _check_data(&d, &net, X, csr, Y, sample_weight)
     if csr is not None:
         data, indices, indptr = csr
@@ -345,7 +417,7 @@ def jacobian(plan, const floating[:, ::1] X, csr, const floating[::1] params,
     cdef const Py_ssize_t[::1] indices = None, indptr = None
     arrays = _read_plan(plan, &net, params.shape[0], work.shape[0],
                         plan.max_rows)
-    _check_codes(&net, False)
+    _check_codes(&net)
     _check_data(&d, &net, X, csr, None, None)
     if csr is not None:
         data, indices, indptr = csr

@@ -345,14 +345,11 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         sample_weight = self._weigh_classes(Y, sample_weight, incremental, dtype)
         units = [n_features] + hidden + [Y.shape[1]]
         hidden_activations(self.activation, len(hidden))  # checks the length
-        if self.solver == "newton" and (
-            self.l1 > 0
-            or set(hidden_activations(self.activation, len(hidden)))
-            - {"identity", "logistic", "tanh", "relu"}
-        ):
+        if self.solver == "newton" and self.l1 > 0:
             raise ValueError(
-                "solver='newton' needs second derivatives: scikit-learn's four "
-                "hidden activations and l1=0."
+                "solver='newton' needs a twice-differentiable objective, and the "
+                "l1 penalty has no derivative at 0: use l1=0 with newton, or "
+                "l1 with lbfgs or a stochastic solver."
             )
         if any(hidden_dropout(self.dropout, len(hidden))) and (
             self.solver not in _STOCHASTIC_SOLVERS
@@ -1153,7 +1150,8 @@ _PARAMETERS_DOC = """
         l1 * ||W||_1 / n (n the batch's sample-weight sum, as alpha's
         alpha * ||W||^2 / (2 n)), whose subgradient l1 * sign(W) / n is 0 at
         W = 0. Together with alpha: the elastic net. The reported loss
-        includes it. Not in scikit-learn.
+        includes it. solver='newton' refuses it: the objective is not twice
+        differentiable. Not in scikit-learn.
 
     early_stopping_metric : {'score', 'loss'}, default='score'
         What early stopping watches on the validation set: 'score'

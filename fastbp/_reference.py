@@ -378,24 +378,53 @@ def forward(plan, X, csr, params, work, out):
     out[...] = _forward_layers(plan, X, coefs, intercepts)[0][-1]  # no dropout
 
 
-def _act_deriv(A, act):
-    """f'(Z) written through A = f(Z)."""
+def _act_deriv(Z, act):
+    """f'(Z), from the pre-activation Z."""
+    Z = np.asarray(Z)
     if act == TANH:
-        return 1 - A**2
+        return 1 - np.tanh(Z) ** 2
     if act == LOGISTIC:
-        return A * (1 - A)
+        return expit(Z) * (1 - expit(Z))
+    if act == SOFTPLUS:
+        return expit(Z)
     if act == RELU:
-        return (A != 0).astype(A.dtype)
-    return np.ones_like(A)
+        return (Z > 0).astype(Z.dtype)
+    if act == LEAKY_RELU:
+        return np.where(Z > 0, 1.0, 0.01).astype(Z.dtype)
+    if act == ELU:
+        return np.where(Z > 0, 1.0, np.exp(np.minimum(Z, 0))).astype(Z.dtype)
+    if act == GELU:
+        return ndtr(Z) + Z * _normal_pdf(Z)
+    if act == SILU:
+        return expit(Z) * (1 + Z * (1 - expit(Z)))
+    if act == SOFTSIGN:
+        return 1 / (1 + np.abs(Z)) ** 2
+    return np.ones_like(Z)
 
 
-def _act_curvature(A, act):
-    """f''(Z) / f'(Z) written through A = f(Z)."""
+def _act_second(Z, act):
+    """f''(Z), from the pre-activation Z; the mean of both sides at a jump."""
+    Z = np.asarray(Z)
     if act == TANH:
-        return -2 * A
+        return -2 * np.tanh(Z) * (1 - np.tanh(Z) ** 2)
     if act == LOGISTIC:
-        return 1 - 2 * A
-    return np.zeros_like(A)
+        return expit(Z) * (1 - expit(Z)) * (1 - 2 * expit(Z))
+    if act == SOFTPLUS:
+        return expit(Z) * (1 - expit(Z))
+    if act == ELU:
+        return np.where(Z > 0, 0.0, np.exp(np.minimum(Z, 0))).astype(Z.dtype)
+    if act == GELU:
+        return _normal_pdf(Z) * (2 - Z**2)
+    if act == SILU:
+        s = expit(Z)
+        return s * (1 - s) * (2 + Z * (1 - 2 * s))
+    if act == SOFTSIGN:
+        return -2 * np.sign(Z) / (1 + np.abs(Z)) ** 3
+    return np.zeros_like(Z)  # identity, relu, leaky_relu
+
+
+def _normal_pdf(Z):
+    return np.exp(-0.5 * Z**2) / np.sqrt(2 * np.pi)
 
 
 def _output_jvp(P, RZ, out_act):
@@ -420,26 +449,29 @@ def hessian_vector_product(plan, X, csr, Y, sample_weight, params, v, out, work,
     VW, Vb = _layers(plan, v)
     hidden = plan.acts[:-1]
     X = _input(X, csr, int(plan.units[0]))
-    if not set(hidden) <= {IDENTITY, LOGISTIC, TANH, RELU}:
-        raise ValueError("no second derivatives for hidden activation codes "
-                         f"{sorted(set(hidden))}")
+    if not set(hidden) <= set(range(RELU + 1)) | set(range(LEAKY_RELU, SOFTSIGN + 1)):
+        raise ValueError(f"hidden activation codes {sorted(set(hidden))} are not "
+                         "all hidden activations")
     loss, _, _ = _backprop(plan, X, Y, sample_weight, coefs, intercepts, alpha)
-    acts = _forward_layers(plan, X, coefs, intercepts)[0]  # acts[l] = A_{l-1}
-    L, act = len(coefs), plan.acts  # act[l]: activation of layer l
+    # acts[l] = A_{l-1}, pre[l] = Z_{l-1}; act[l]: activation of layer l.
+    acts, pre = _forward_layers(plan, X, coefs, intercepts)[:2]
+    L, act = len(coefs), plan.acts
     w = np.ones(X.shape[0]) if sample_weight is None else sample_weight
     w = w.astype(params.dtype)[:, None]
     S = params.dtype.type(w.sum(dtype=np.float64))
-    D = [None] * L
+    # G[l]: the delta of layer l before f' (G[L-1] = D[L-1]); D[l] = G[l] f'.
+    D, G = [None] * L, [None] * L
     D[-1] = (acts[-1] - Y) * w
     for i in range(L - 1, 0, -1):
-        D[i - 1] = (D[i] @ coefs[i].T) * _act_deriv(acts[i], act[i - 1])
+        G[i - 1] = D[i] @ coefs[i].T
+        D[i - 1] = G[i - 1] * _act_deriv(pre[i], act[i - 1])
     RZ, RA = [None] * L, [None] * L
     for i in range(L):
         RZ[i] = np.asarray(acts[i] @ VW[i]) + Vb[i]
         if i > 0:
             RZ[i] += RA[i - 1] @ coefs[i]
         if i < L - 1:
-            RA[i] = RZ[i] * _act_deriv(acts[i + 1], act[i])
+            RA[i] = RZ[i] * _act_deriv(pre[i + 1], act[i])
     RD = _output_jvp(acts[-1], RZ[-1], plan.out_act) * w
     HW, Hb = [None] * L, [None] * L
     for i in range(L - 1, -1, -1):
@@ -450,8 +482,8 @@ def hessian_vector_product(plan, X, csr, Y, sample_weight, params, v, out, work,
         Hb[i] = RD.sum(axis=0) / S
         if i > 0:
             RD = (RD @ coefs[i].T + D[i] @ VW[i].T) * _act_deriv(
-                acts[i], act[i - 1]
-            ) + D[i - 1] * _act_curvature(acts[i], act[i - 1]) * RZ[i - 1]
+                pre[i], act[i - 1]
+            ) + G[i - 1] * _act_second(pre[i], act[i - 1]) * RZ[i - 1]
     out[...] = _flat(HW, Hb)
     return float("nan") if prepared else loss
 
@@ -460,12 +492,12 @@ def jacobian(plan, X, csr, params, work, out):
     """out[i, k, :] = d output[i, k] / d X[i, :]."""
     coefs, intercepts = _layers(plan, params)
     X = _input(X, csr, int(plan.units[0]))
-    acts = _forward_layers(plan, X, coefs, intercepts)[0]
+    acts, pre = _forward_layers(plan, X, coefs, intercepts)[:2]
     P = acts[-1]
     for k in range(P.shape[1]):
         D = _output_jvp(P, np.eye(P.shape[1], dtype=P.dtype)[k], plan.out_act)
         for i in range(len(coefs) - 1, 0, -1):
-            D = (D @ coefs[i].T) * _act_deriv(acts[i], plan.acts[i - 1])
+            D = (D @ coefs[i].T) * _act_deriv(pre[i], plan.acts[i - 1])
         out[:, k, :] = D @ coefs[0].T
 
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from conftest import RTOL
 from numpy.testing import assert_allclose
-from test_epoch import HEADS, HIDDEN, NETS, make_problem
+from test_epoch import HEADS, HIDDEN, MIXED, NETS, NEW_HIDDEN, make_problem
 
 from fastbp import _curvature, _epoch, _reference
+from fastbp._network import unpack
 
 MODULES = {"cython": _curvature, "numpy": _reference}
 
@@ -54,11 +55,22 @@ def _problem(dtype=np.float64, hidden=(4, 3), hidden_act="tanh", head="softmax",
                         weighted=weighted, n_out=n_out, seed=seed)
 
 
-def _relu_away_from_kinks(problem, margin=1e-3):
-    from test_epoch import _hidden_preactivations
+# Activations with a jump in f' (relu, leaky_relu) or in f'' (elu, softsign)
+# at 0: finite differences need the hidden pre-activations away from it.
+KINKED = {_reference.RELU, _reference.LEAKY_RELU, _reference.ELU,
+          _reference.SOFTSIGN}
 
-    if 3 in problem.plan.acts[:-1]:  # relu
-        assert min(np.abs(Z).min() for Z in _hidden_preactivations(problem)) > margin
+
+def _away_from_kinks(problem, margin=1e-4):
+    acts = problem.plan.acts[:-1]
+    if not KINKED & set(acts):
+        return
+    coefs, intercepts = unpack(problem.params, [int(u) for u in problem.plan.units])
+    pre = _reference._forward_layers(problem.plan, problem.dense, coefs,
+                                     intercepts)[1]
+    for act, Z in zip(acts, pre[1:]):
+        if act in KINKED:
+            assert np.abs(Z).min() > margin
 
 
 HEAD_NAMES = [h.split("-")[0] for h in HEADS]
@@ -96,19 +108,51 @@ def test_jacobian_matches_twin(dtype, hidden_act, head, sparse, max_rows):
     assert_allclose(got, want, rtol=RTOL[dtype], atol=10 * RTOL[dtype])
 
 
+# Beyond scikit-learn's four, and one activation per hidden layer (GELU and
+# SiLU read the pre-activations the plan keeps).
+NEW_CASES = NEW_HIDDEN + [MIXED, MIXED[::-1], ["silu", "softsign"],
+                          ["elu", "gelu"], ["leaky_relu", "softplus"]]
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+@pytest.mark.parametrize("head", HEAD_NAMES)
+@pytest.mark.parametrize("hidden_act", NEW_CASES, ids=str)
+def test_hvp_new_activations_match_twin(dtype, hidden_act, head, sparse):
+    hidden = (4,) if isinstance(hidden_act, str) and sparse else (4, 3)
+    problem = _problem(dtype, hidden, hidden_act, head, sparse=sparse, seed=3)
+    v = np.random.RandomState(1).randn(problem.plan.n_params)
+    got_loss, got = _hvp(_curvature, problem, v)
+    want_loss, want = _hvp(_reference, problem, v)
+    assert np.isfinite(got).all()
+    assert_allclose(got_loss, want_loss, rtol=RTOL[dtype])
+    assert_allclose(got, want, rtol=RTOL[dtype], atol=10 * RTOL[dtype])
+
+
+@pytest.mark.parametrize("max_rows", [1, 4, 9])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+@pytest.mark.parametrize("hidden_act", NEW_CASES, ids=str)
+def test_jacobian_new_activations_match_twin(dtype, hidden_act, sparse, max_rows):
+    problem = _problem(dtype, (4, 3), hidden_act, "softmax", sparse=sparse, seed=3,
+                       max_rows=max_rows)
+    got = _jacobian(_curvature, problem)
+    want = _jacobian(_reference, problem)
+    assert np.isfinite(got).all()
+    assert_allclose(got, want, rtol=RTOL[dtype], atol=10 * RTOL[dtype])
+
+
 # ---------------------------------------------------------------------------
 # derivatives, float64 central differences
 
 
-FD_CASES = [(act, head) for act in HIDDEN for head in HEAD_NAMES]
+FD_CASES = [(act, head) for act in HIDDEN + NEW_CASES for head in HEAD_NAMES]
 
 
 @pytest.mark.parametrize("weighted, alpha", [(True, 0.05), (False, 0.0)])
-@pytest.mark.parametrize("hidden_act, head", FD_CASES)
+@pytest.mark.parametrize("hidden_act, head", FD_CASES, ids=str)
 def test_hvp_matches_differences_of_gradients(hidden_act, head, weighted, alpha):
     # Multi-output squared error too: H is the derivative of the gradient.
     problem = _problem(np.float64, (4, 3), hidden_act, head, weighted=weighted)
-    _relu_away_from_kinks(problem)
+    _away_from_kinks(problem)
     rng = np.random.RandomState(0)
     h = 1e-5
     for _ in range(2):
@@ -175,10 +219,10 @@ def test_hvp_no_hidden_layer_by_hand():
     assert_allclose(_hvp(_curvature, problem, v, alpha)[1], H @ v, rtol=1e-12)
 
 
-@pytest.mark.parametrize("hidden_act, head", FD_CASES)
+@pytest.mark.parametrize("hidden_act, head", FD_CASES, ids=str)
 def test_jacobian_matches_central_differences(hidden_act, head):
     problem = _problem(np.float64, (4, 3), hidden_act, head)
-    _relu_away_from_kinks(problem)
+    _away_from_kinks(problem)
     X, h = problem.X, 1e-6
     n, F = X.shape
     numeric = np.empty((n, problem.plan.units[-1], F))
@@ -236,8 +280,8 @@ def test_hvp_valid_call_runs():
                     "sample_weight": None}, "do not fit"),
         (lambda p: {"params": np.ones(p.plan.n_params + 2)}, "parameter buffer"),
         (lambda p: {"plan": dataclasses.replace(
-            p.plan, acts=np.array([7] * (len(p.plan.acts) - 1) + [p.plan.out_act]))},
-         "'elu' of layer 1"),
+            p.plan, acts=np.array([4] * (len(p.plan.acts) - 1) + [p.plan.out_act]))},
+         "'softmax' is not a hidden activation \\(layer 1\\)"),
         (lambda p: {"plan": dataclasses.replace(p.plan, loss=2)}, "canonical"),
     ],
 )

@@ -478,20 +478,25 @@ def test_grid_search_over_solver_activation_dropout_on_a_pipeline():
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
 
 
-def test_second_order_tools_need_sklearns_activations():
-    # Newton and the Hessian tools use second derivatives, which fastbp has
-    # for scikit-learn's four activations; L1 has none at 0.
+def test_second_order_tools_take_every_activation_newton_refuses_l1_dropout():
+    # Every hidden activation has second derivatives (tests/test_curvature.py,
+    # tests/test_second_order.py check them); L1 has none at 0 and dropout
+    # makes the objective random, so newton refuses both.
     X, y = make_classification_data()
-    with pytest.raises(ValueError, match="second derivatives"):
-        MLPClassifier(solver="newton", activation=["gelu"],
-                      hidden_layer_sizes=(3,)).fit(X, y)
-    with pytest.raises(ValueError, match="second derivatives"):
+    clf = _fit(MLPClassifier(solver="newton", activation=["gelu", "elu"],
+                             hidden_layer_sizes=(3, 3), max_iter=5,
+                             random_state=0), X, y)
+    assert clf.n_iter_ >= 1 and np.isfinite(clf.loss_)
+    with pytest.raises(ValueError, match="twice-differentiable.*l1=0"):
         MLPClassifier(solver="newton", l1=0.1, hidden_layer_sizes=(3,)).fit(X, y)
+    with pytest.raises(ValueError, match="stochastic solver"):
+        MLPClassifier(solver="newton", dropout=0.2,
+                      hidden_layer_sizes=(3,)).fit(X, y)
     for backend in ("cython", "numpy"):
         clf = _fit(MLPClassifier(hidden_layer_sizes=(3,), activation="silu",
                                  max_iter=3, backend=backend), X, y)
-        with pytest.raises(ValueError, match="second derivatives"):
-            clf.hessian_vector_product(X, y, np.ones(clf._flat_params().size))
+        hv = clf.hessian_vector_product(X, y, np.ones(clf._flat_params().size))
+        assert np.isfinite(hv).all()
 
 
 def test_dropout_seeds_change_every_epoch_and_partial_fit(monkeypatch):

@@ -16,6 +16,10 @@ from fastbp import MLPClassifier, MLPRegressor, _epoch, _reference, check_gradie
 from fastbp._network import pack
 
 HIDDEN = ["identity", "logistic", "tanh", "relu"]
+NEW_HIDDEN = ["leaky_relu", "elu", "gelu", "softplus", "silu", "softsign"]
+MIXED = [["gelu", "relu"], ["silu", "softsign"], ["elu", "softplus"]]
+# f' (relu, leaky_relu) or f'' (elu, softsign) jumps at 0.
+KINKED = {"relu", "leaky_relu", "elu", "softsign"}
 HEADS = ["multiclass", "binary", "multilabel", "regression", "multi-regression",
          "poisson"]
 N, F = 24, 4
@@ -60,17 +64,21 @@ def _flat(est):
     return pack(est.coefs_, est.intercepts_, np.float64)
 
 
-def _relu_away_from_kinks(est, X, margin=1e-4):
-    if est.activation != "relu":
-        return
-    A = X
-    for W, b in zip(est.coefs_[:-1], est.intercepts_[:-1]):
-        Z = A @ W + b
-        assert np.abs(Z).min() > margin
-        A = np.maximum(Z, 0)
+def _away_from_kinks(est, X, margin=1e-4):
+    """Finite differences need hidden pre-activations away from the kinks."""
+    activations = est.activation
+    if isinstance(activations, str):
+        activations = [activations] * (len(est.coefs_) - 1)
+    coefs, intercepts = est.coefs_[:-1], est.intercepts_[:-1]
+    plan = est._plan(est._fitted_units(), X.shape[0], gather=False)
+    pre = _reference._forward_layers(plan, X, est.coefs_, est.intercepts_)[1]
+    assert len(coefs) == len(intercepts) == len(activations)
+    for name, Z in zip(activations, pre[1:]):
+        if name in KINKED:
+            assert np.abs(Z).min() > margin
 
 
-CASES = [(act, head) for act in HIDDEN for head in HEADS]
+CASES = [(act, head) for act in HIDDEN + NEW_HIDDEN + MIXED for head in HEADS]
 
 
 # ---------------------------------------------------------------------------
@@ -78,10 +86,10 @@ CASES = [(act, head) for act in HIDDEN for head in HEADS]
 
 
 @pytest.mark.parametrize("weighted, alpha", [(False, 0.0), (True, 0.3)])
-@pytest.mark.parametrize("activation, head", CASES)
+@pytest.mark.parametrize("activation, head", CASES, ids=str)
 def test_gradient_hvp_hessian_match_differences(activation, head, weighted, alpha):
     est, X, y = _fitted(head, activation, alpha=alpha)
-    _relu_away_from_kinks(est, X)
+    _away_from_kinks(est, X)
     sw = _weights() if weighted else None
     w0 = _flat(est)
     loss, grad = est.loss_gradient(X, y, sample_weight=sw)
@@ -117,10 +125,10 @@ def test_gradient_hvp_hessian_match_differences(activation, head, weighted, alph
                     rtol=1e-10, atol=1e-13)
 
 
-@pytest.mark.parametrize("activation, head", CASES)
+@pytest.mark.parametrize("activation, head", CASES, ids=str)
 def test_jacobian_matches_differences(activation, head):
     est, X, _ = _fitted(head, activation)
-    _relu_away_from_kinks(est, X)
+    _away_from_kinks(est, X)
     output = est.predict_proba if head in HEADS[:3] else est.predict
     J = est.jacobian(X)
     n_out = output(X).reshape(N, -1).shape[1]
@@ -266,6 +274,31 @@ def test_newton_converges_and_records(head):
     # warm start from the optimum: nothing left to do.
     est.set_params(warm_start=True, verbose=False).fit(X, y)
     assert est.n_iter_ <= 1
+
+
+SMOOTH = ["elu", "gelu", "softplus", "silu", "softsign", ["silu", "softsign"],
+          ["elu", "gelu"]]
+
+
+@pytest.mark.parametrize("activation", SMOOTH + ["leaky_relu", ["gelu", "relu"]],
+                         ids=str)
+def test_newton_takes_every_activation(activation):
+    _, _, X, y = _data("multiclass")
+    hidden = (3,) if isinstance(activation, str) else (3, 3)
+    est = MLPClassifier(hidden_layer_sizes=hidden, activation=activation,
+                        solver="newton", alpha=0.1, tol=1e-7, max_iter=200,
+                        random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, y)
+    assert np.all(np.diff(est.loss_curve_) <= 0)  # trust region: descent
+    assert est.loss_ < 0.5 * est.loss_curve_[0]
+    if activation in SMOOTH:
+        # Twice differentiable (ELU and softsign away from 0): converges.
+        assert 1 <= est.n_iter_ < 200
+        assert np.linalg.norm(est.loss_gradient(X, y)[1]) < 1e-7
+    # (Leaky) ReLU objectives are piecewise quadratic at best: trust-ncg may
+    # stop on "a bad approximation" at a kink, as with relu.
 
 
 def test_newton_respects_max_iter_and_beats_lbfgs_per_iteration():
