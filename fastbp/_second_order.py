@@ -33,7 +33,8 @@ class _FullBatch:
 
     The objective is the function whose gradient the engine computes (and
     every solver follows): the weighted mean data loss plus
-    alpha / (2 * sum(sample_weight)) * ||W||^2. It equals the ``loss_`` the
+    (alpha / 2 * ||W||^2 + l1 * ||W||_1) / sum(sample_weight), sample weights
+    including the classifier's class weights. It equals the ``loss_`` the
     estimators report except for squared error with n_outputs > 1, where
     ``loss_`` (as scikit-learn's) averages the data term over outputs while
     the gradient belongs to their sum; ``objective`` converts.
@@ -50,6 +51,7 @@ class _FullBatch:
         self.rwork = np.empty(self.plan.work_size, dtype=dtype)
         self.params = np.empty(self.plan.n_params, dtype=dtype)
         self.alpha = float(est.alpha)
+        self.l1 = float(est.l1)
         self.sw_sum = (
             X.shape[0]
             if sample_weight is None
@@ -57,23 +59,24 @@ class _FullBatch:
         )
         self.scale = Y.shape[1] if est._loss_name() == "squared_error" else 1
 
-    def _l2(self, params):
+    def _penalty(self, params):
         coefs, _ = unpack(params, self.units)
         sq = sum(float(np.dot(W.ravel(), W.ravel())) for W in coefs)
-        return 0.5 * self.alpha * sq / self.sw_sum
+        ab = sum(float(np.abs(W).sum(dtype=np.float64)) for W in coefs)
+        return (0.5 * self.alpha * sq + self.l1 * ab) / self.sw_sum
 
     def objective(self, reported, params):
         """The objective from the loss the engine reports at params."""
         if self.scale == 1:
             return reported
-        l2 = self._l2(params)
+        l2 = self._penalty(params)
         return self.scale * (reported - l2) + l2
 
     def reported(self, objective, params):
         """The inverse of objective: the loss_ convention."""
         if self.scale == 1:
             return objective
-        l2 = self._l2(params)
+        l2 = self._penalty(params)
         return (objective - l2) / self.scale + l2
 
     def _load(self, params):
@@ -86,7 +89,7 @@ class _FullBatch:
         grad = np.empty_like(params)
         loss = self.est._backend().loss_grad(
             self.plan, self.X, self.csr, self.Y, self.sw, params, grad,
-            self.work, self.alpha,
+            self.work, self.alpha, self.l1,
         )
         return self.objective(loss, params), grad
 
@@ -113,6 +116,7 @@ class SecondOrderMixin:
         sample_weight = self._check_sample_weight(
             sample_weight, X.shape[0], flat.dtype
         )
+        sample_weight = self._weigh_classes(Y, sample_weight, False, flat.dtype)
         return _FullBatch(self, X, Y, sample_weight, self._fitted_units(),
                           flat.dtype), flat
 
@@ -134,8 +138,9 @@ class SecondOrderMixin:
         -------
         loss : float
             Weighted mean loss plus alpha / (2 * sum(sample_weight)) times
-            the squared norm of the coefficients (intercepts are not
-            penalized). For squared error with n_outputs > 1 the data term
+            the squared norm of the coefficients and l1 / sum(sample_weight)
+            times their absolute sum (intercepts are not penalized); the
+            classifier's class_weight multiplies sample_weight as in fit. For squared error with n_outputs > 1 the data term
             is summed, not averaged, over outputs: this is the function whose
             gradient every solver follows (as in scikit-learn), while
             ``loss_`` reports the average.
@@ -357,6 +362,7 @@ def check_gradients(estimator, X, y, sample_weight=None, eps=1e-5, floor=1e-6):
     sample_weight = estimator._check_sample_weight(
         sample_weight, X.shape[0], np.float64
     )
+    sample_weight = estimator._weigh_classes(Y, sample_weight, False, np.float64)
     units = estimator._fitted_units()
     problem = _FullBatch(estimator, X, Y, sample_weight, units, np.float64)
     flat = estimator._flat_params().astype(np.float64)

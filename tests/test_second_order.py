@@ -193,8 +193,8 @@ def test_check_gradients_detects_a_wrong_gradient(monkeypatch):
     units = est._fitted_units()
     right = _epoch.loss_grad
 
-    def wrong(plan, X, csr, Y, sw, params, grad, work, alpha):
-        loss = right(plan, X, csr, Y, sw, params, grad, work, alpha)
+    def wrong(plan, X, csr, Y, sw, params, grad, work, *penalties):
+        loss = right(plan, X, csr, Y, sw, params, grad, work, *penalties)
         est.unflatten_params(grad)[0][1] *= 1.05  # layer 1's coefficients
         return loss
 
