@@ -28,6 +28,7 @@ from fastbp._blas cimport _gemm as gemm
 from fastbp._epoch cimport (
     Data, Net, _backward, _check_data, _forward, _read_plan, _set_data,
 )
+from fastbp._kernels import ACTIVATIONS
 from fastbp._kernels cimport (
     BINARY_LOG_LOSS, EXP, IDENTITY, LOG_LOSS, LOGISTIC, POISSON, RELU, SOFTMAX,
     SQUARED_ERROR, TANH, _act_grad, _bias_grad, _csr_forward, _csr_grad,
@@ -37,6 +38,7 @@ from fastbp._kernels cimport (
 # Hidden activations and (output, loss) heads the curvature code knows: each
 # loss is paired with its canonical link, so the output delta is P - Y.
 HIDDEN_ACTIVATIONS = (IDENTITY, LOGISTIC, TANH, RELU)
+_ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
 HEADS = ((SOFTMAX, LOG_LOSS), (LOGISTIC, BINARY_LOG_LOSS),
          (IDENTITY, SQUARED_ERROR), (EXP, POISSON))
 
@@ -204,23 +206,25 @@ cdef void _jacobian(Net* net, Data* d, const floating* params, floating* work,
             gemm(False, True, nb, fan_in, fan_out, 1, work + net.delta_off[l],
                  fan_out, params + net.coef_off[l], fan_out, 0,
                  work + net.delta_off[l - 1], fan_in)
-            _act_grad(work + net.act_off[l - 1], NULL,
+            _act_grad(work + net.act_off[l - 1],
+                      work + net.pre_off[l - 1] if net.pre_off[l - 1] >= 0
+                      else NULL,
                       work + net.delta_off[l - 1], nb, fan_in, net.acts[l - 1])
         gemm(False, True, nb, F, net.units[1], 1, work + net.delta_off[0],
              net.units[1], params + net.coef_off[0], net.units[1], 0,
              out + k * F, m * F)
 
 
-cdef void _check_codes(Net* net) except *:
-    # Second derivatives exist for scikit-learn's four hidden activations;
-    # the curvature passes take no dropout masks.
+cdef void _check_codes(Net* net, bint second_order) except *:
     cdef Py_ssize_t l
     for l in range(net.n_layers - 1):
-        if net.acts[l] not in HIDDEN_ACTIVATIONS:
-            raise ValueError(f"no second derivatives for hidden activation "
-                             f"code {net.acts[l]}")
+        if second_order and net.acts[l] not in HIDDEN_ACTIVATIONS:
+            raise ValueError(
+                f"Hessian-vector products support the hidden activations "
+                f"identity, logistic, tanh and relu; layer {l + 1} has "
+                f"{_ACTIVATION_NAMES[net.acts[l]]!r}.")
         if net.drop[l] != 0:
-            raise ValueError("curvature passes take a plan without dropout")
+            raise ValueError("the curvature tools take a plan without dropout")
     if (net.out_act, net.loss) not in HEADS:
         raise ValueError(f"output activation code {net.out_act} with loss code "
                          f"{net.loss} is not a canonical pair")
@@ -237,7 +241,8 @@ def hessian_vector_product(plan, const floating[:, ::1] X, csr,
                            const floating[::1] sample_weight,
                            const floating[::1] params, const floating[::1] v,
                            floating[::1] out, floating[::1] work,
-                           floating[::1] rwork, double alpha):
+                           floating[::1] rwork, double alpha,
+                           bint prepared=False):
     """Exact Hessian of the full-batch objective times v, into out.
 
     Parameters
@@ -254,11 +259,17 @@ def hessian_vector_product(plan, const floating[:, ::1] X, csr,
     work, rwork : ndarray of shape (plan.work_size,)
     alpha : float
         L2 strength, as in ``loss_grad``.
+    prepared : bool, default=False
+        True when work already holds the forward and backward passes at
+        these params and data (left by ``_epoch.loss_grad`` or by this
+        function, with the same plan): they are reused, saving about a
+        third of the cost. A stale work gives wrong numbers, never an
+        out-of-bounds access.
 
     Returns
     -------
     loss : float
-        The loss ``loss_grad`` returns at params.
+        The loss ``loss_grad`` returns at params; NaN when prepared.
 
     Notes
     -----
@@ -275,7 +286,7 @@ def hessian_vector_product(plan, const floating[:, ::1] X, csr,
     cdef const Py_ssize_t[::1] indices = None, indptr = None
     n_samples = csr[2].shape[0] - 1 if csr is not None else X.shape[0]
     arrays = _read_plan(plan, &net, P, work.shape[0], n_samples)
-    _check_codes(&net)
+    _check_codes(&net, True)
     _check_data(&d, &net, X, csr, Y, sample_weight)
     if csr is not None:
         data, indices, indptr = csr
@@ -294,12 +305,17 @@ def hessian_vector_product(plan, const floating[:, ::1] X, csr,
     else:
         for i in range(d.n_samples):
             sw_sum += sample_weight[i]
+    loss = float("nan")
     with nogil:
-        A0 = _forward(&net, &d, &params[0], &work[0], NULL, 0, d.n_samples,
-                      False)
-        # The gradient lands in out first, then H v overwrites all of it.
-        loss = _backward(&net, &d, &params[0], &out[0], &work[0], A0, NULL, 0,
-                         d.n_samples, alpha, 0.0)
+        if prepared:
+            # What _forward returns for a full batch without a row order.
+            A0 = NULL if d.sparse else <const floating*> d.X
+        else:
+            A0 = _forward(&net, &d, &params[0], &work[0], NULL, 0, d.n_samples,
+                          False)
+            # The gradient lands in out first, then H v overwrites all of it.
+            loss = _backward(&net, &d, &params[0], &out[0], &work[0], A0, NULL,
+                             0, d.n_samples, alpha, 0)
         _r_pass(&net, &d, &params[0], &v[0], &out[0], &work[0], &rwork[0], A0,
                 alpha, sw_sum)
     return loss
@@ -328,7 +344,7 @@ def jacobian(plan, const floating[:, ::1] X, csr, const floating[::1] params,
     cdef const Py_ssize_t[::1] indices = None, indptr = None
     arrays = _read_plan(plan, &net, params.shape[0], work.shape[0],
                         plan.max_rows)
-    _check_codes(&net)
+    _check_codes(&net, False)
     _check_data(&d, &net, X, csr, None, None)
     if csr is not None:
         data, indices, indptr = csr

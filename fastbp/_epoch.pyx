@@ -20,8 +20,12 @@ from fastbp._kernels cimport (
     _l2_grad, _loss_delta, _needs_preactivation, _sq_norm,
 )
 from fastbp._optimizers cimport (
-    ADAM, SGD, _adam_step, _sgd_step, adam_step_size,
+    ADADELTA, ADAGRAD, ADAM, ADAMAX, ADAMW, NADAM, RMSPROP, SGD,
+    _adadelta_step, _adagrad_step, _adam_step, _adamax_step, _adamw_step,
+    _clip_gradient, _nadam_step, _rmsprop_step, _sgd_step, adam_step_size,
+    nadam_coefficients,
 )
+from libc.math cimport pow
 
 cdef extern from *:
     """
@@ -289,6 +293,67 @@ cdef double _backward(Net* net, Data* d, const floating* params,
     return loss
 
 
+cdef struct Hyper:
+    # Optimizer settings of one epoch (see run_epoch).
+    double lr, momentum, beta_1, beta_2, epsilon, rho, weight_decay
+    bint nesterov
+
+
+cdef inline Py_ssize_t _state_arrays(int solver) noexcept nogil:
+    """Flat state arrays (of n_params each) a solver keeps; 0: unknown."""
+    if solver == SGD or solver == ADAGRAD or solver == RMSPROP:
+        return 1
+    if solver == ADAM or solver == ADADELTA or solver == ADAMW \
+            or solver == ADAMAX or solver == NADAM:
+        return 2
+    return 0
+
+
+cdef inline bint _counts_steps(int solver) noexcept nogil:
+    return solver == ADAM or solver == ADAMW or solver == ADAMAX \
+        or solver == NADAM
+
+
+cdef inline void _update(int solver, floating* params, const floating* grad,
+                         floating* state, Py_ssize_t P, Py_ssize_t t,
+                         const Hyper* h) noexcept nogil:
+    """Step t (1-based; counted by the Adam family only) of the solver."""
+    cdef double c_m, c_g, bc2
+    if solver == SGD:
+        _sgd_step(params, grad, state, P, <floating> h.lr,
+                  <floating> h.momentum, h.nesterov)
+    elif solver == ADAM:
+        _adam_step(params, grad, state, state + P, P,
+                   adam_step_size(h.lr, h.beta_1, h.beta_2, t),
+                   <floating> h.beta_1, <floating> h.beta_2,
+                   <floating> h.epsilon)
+    elif solver == ADAGRAD:
+        _adagrad_step(params, grad, state, P, <floating> h.lr,
+                      <floating> h.epsilon)
+    elif solver == RMSPROP:
+        _rmsprop_step(params, grad, state, P, <floating> h.lr,
+                      <floating> h.rho, <floating> h.epsilon)
+    elif solver == ADADELTA:
+        _adadelta_step(params, grad, state, state + P, P, <floating> h.lr,
+                       <floating> h.rho, <floating> h.epsilon)
+    elif solver == ADAMW:
+        _adamw_step(params, grad, state, state + P, P,
+                    adam_step_size(h.lr, h.beta_1, h.beta_2, t),
+                    <floating> (1 - h.lr * h.weight_decay),
+                    <floating> h.beta_1, <floating> h.beta_2,
+                    <floating> h.epsilon)
+    elif solver == ADAMAX:
+        _adamax_step(params, grad, state, state + P, P,
+                     h.lr / (1 - pow(h.beta_1, t)), <floating> h.beta_1,
+                     <floating> h.beta_2, <floating> h.epsilon)
+    elif solver == NADAM:
+        nadam_coefficients(h.beta_1, h.beta_2, t, &c_m, &c_g, &bc2)
+        _nadam_step(params, grad, state, state + P, P, <floating> h.lr,
+                    <floating> c_m, <floating> c_g, <floating> bc2,
+                    <floating> h.beta_1, <floating> h.beta_2,
+                    <floating> h.epsilon)
+
+
 cdef inline void _check_flat(Py_ssize_t n, Py_ssize_t expected,
                              str what) except *:
     if n != expected:
@@ -300,7 +365,9 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
               Py_ssize_t batch_size, floating[::1] params, floating[::1] grad,
               floating[::1] work, floating[::1] state, int solver, double lr,
               double momentum, bint nesterov, double beta_1, double beta_2,
-              double epsilon, double alpha, Py_ssize_t step, double l1=0.0,
+              double epsilon, double alpha, Py_ssize_t step, double rho=0.9,
+              double weight_decay=0.0, double clip_norm=0.0,
+              double clip_value=0.0, double l1=0.0,
               unsigned long long seed=0):
     """One epoch of minibatch training, in place on params and state.
 
@@ -317,15 +384,21 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
     batch_size : int
     params, grad : ndarray of shape (n_params,)
     work : ndarray of shape (plan.work_size,)
-    state : ndarray of shape (n_params,) for sgd (velocity), (2 n_params,)
-        for adam (first then second moments)
+    state : ndarray of shape (k n_params,)
+        The solver's k = ``STATE_ARRAYS[name]`` flat state arrays one after
+        the other, in the order of its ``_optimizers`` step function.
     solver : int
         ``SOLVERS`` code.
     lr : float
-        Learning rate (sgd) or initial learning rate (adam).
+        Learning rate of this epoch (before Adam's bias correction).
     momentum, nesterov, beta_1, beta_2, epsilon, alpha : solver settings
     step : int
-        Adam steps taken so far.
+        Steps taken so far (counted by the Adam family only).
+    rho, weight_decay : float
+        rmsprop/adadelta decay rate; adamw's decoupled weight decay.
+    clip_norm, clip_value : float
+        Gradient clipping per minibatch before the step, 0 for off (see
+        ``_optimizers.clip_gradient``).
     l1 : float
         L1 penalty strength (coefficients only, like alpha).
     seed : int in [0, 2**64)
@@ -336,7 +409,7 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
     loss_sum : float
         Sum over batches of batch loss times batch size.
     step : int
-        Adam steps taken after this epoch.
+        Steps taken after this epoch.
 
     Raises
     ------
@@ -344,9 +417,10 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
         In the main thread, pending signals are checked between minibatches
         every SIGNAL_CHECK_WORK multiply-adds; the exception stops the epoch
         after a whole optimizer step (params and state stay consistent) and
-        carries the Adam steps taken as its ``step`` attribute.
+        carries the optimizer steps taken as its ``step`` attribute.
     """
     cdef Net net
+    cdef Hyper h
     cdef Data d
     cdef Py_ssize_t n, start, nb, i, P = params.shape[0]
     cdef Py_ssize_t since_check = 0, check_work = SIGNAL_CHECK_WORK
@@ -377,9 +451,12 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
     if not d.sparse and order is not None and net.gather_off < 0:
         raise ValueError("shuffled dense input needs a gather buffer")
     _check_flat(grad.shape[0], P, "grad")
-    _check_flat(state.shape[0], P * (2 if solver == ADAM else 1), "state")
-    if solver != SGD and solver != ADAM:
+    if _state_arrays(solver) == 0:
         raise ValueError(f"unknown solver code {solver}")
+    _check_flat(state.shape[0], P * _state_arrays(solver), "state")
+    h = Hyper(lr=lr, momentum=momentum, beta_1=beta_1, beta_2=beta_2,
+              epsilon=epsilon, rho=rho, weight_decay=weight_decay,
+              nesterov=nesterov)
     _set_data(&d, X, data, indices, indptr, Y, sample_weight)
     net.seed = seed
     with nogil:
@@ -390,15 +467,11 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
             loss_sum += nb * _backward(&net, &d, &params[0], &grad[0],
                                        &work[0], A0, rows, start, nb, alpha,
                                        l1)
-            if solver == SGD:
-                _sgd_step(&params[0], &grad[0], &state[0], P, <floating> lr,
-                          <floating> momentum, nesterov)
-            else:
+            if clip_norm > 0 or clip_value > 0:
+                _clip_gradient(&grad[0], P, clip_norm, clip_value)
+            if _counts_steps(solver):
                 step += 1
-                _adam_step(&params[0], &grad[0], &state[0], &state[P], P,
-                           adam_step_size(lr, beta_1, beta_2, step),
-                           <floating> beta_1, <floating> beta_2,
-                           <floating> epsilon)
+            _update(solver, &params[0], &grad[0], &state[0], P, step, &h)
             start += nb
             if check_signals:
                 since_check += nb * P

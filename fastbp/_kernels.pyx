@@ -6,7 +6,7 @@ Every wrapper has a NumPy twin of the same name in ``fastbp._reference``.
 """
 cimport numpy as cnp
 from cython cimport floating
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 import numpy as np
 import scipy.special
@@ -23,24 +23,6 @@ cdef double _SQRT1_2 = 0.70710678118654752440
 cdef double _INV_SQRT_2PI = 0.39894228040143267794
 LOSSES = {"squared_error": SQUARED_ERROR, "log_loss": LOG_LOSS,
           "binary_log_loss": BINARY_LOG_LOSS, "poisson": POISSON}
-
-
-cdef inline floating _act_value(floating v, int act) noexcept nogil:
-    """act(v) for the element-wise activations added beyond scikit-learn's."""
-    if act == LEAKY_RELU:
-        return v if v > 0 else <floating> 0.01 * v
-    if act == ELU:
-        return v if v > 0 else _expm1(v)
-    if act == GELU:
-        return <floating> 0.5 * v * (1 + _erf(v * <floating> _SQRT1_2))
-    if act == SOFTPLUS:
-        # max(v, 0) + log1p(exp(-|v|)): no overflow, accurate for v << 0.
-        return (v if v > 0 else 0) + _log1p(_exp(-fabs(v)))
-    if act == SILU:
-        return v * _logistic(v)
-    if act == SOFTSIGN:
-        return v / (1 + fabs(v))
-    return v
 
 
 # The ufunc inner loops scikit-learn's MLP uses (np.tanh, np.exp,
@@ -91,6 +73,24 @@ cdef inline void _numpy_loop(floating* z, Py_ssize_t size, _Loop f32,
         f64.fn(args, dims, steps, f64.data)
 
 
+cdef inline floating _act_value(floating v, int act) noexcept nogil:
+    """act(v) for the element-wise activations added beyond scikit-learn's."""
+    if act == LEAKY_RELU:
+        return v if v > 0 else <floating> 0.01 * v
+    if act == ELU:
+        return v if v > 0 else _expm1(v)
+    if act == GELU:
+        return <floating> 0.5 * v * (1 + _erf(v * <floating> _SQRT1_2))
+    if act == SOFTPLUS:
+        # max(v, 0) + log1p(exp(-|v|)): no overflow, accurate for v << 0.
+        return (v if v > 0 else 0) + _log1p(_exp(-fabs(v)))
+    if act == SILU:
+        return v * _logistic(v)
+    if act == SOFTSIGN:
+        return v / (1 + fabs(v))
+    return v
+
+
 cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,
                     Py_ssize_t m, int act, floating* pre) noexcept nogil:
     """Z[i, :] = act(Z[i, :] + b) in place; softmax is row-wise.
@@ -105,9 +105,8 @@ cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,
             z = Z + i * m
             for j in range(m):
                 z[j] = z[j] + b[j]
-            if pre != NULL:
-                for j in range(m):
-                    pre[i * m + j] = z[j]
+        if pre != NULL:
+            memcpy(pre, Z, n * m * sizeof(floating))
         if act == TANH:
             _numpy_loop(Z, n * m, _TANH_F, _TANH_D)
         elif act == EXP:

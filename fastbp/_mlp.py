@@ -40,11 +40,12 @@ from fastbp._network import (
     pack,
     unpack,
 )
-from fastbp._optimizers import SOLVERS
+from fastbp._optimizers import SOLVERS, STATE_ARRAYS
+from fastbp._schedules import SCHEDULES, epoch_learning_rate
 from fastbp._second_order import SecondOrderMixin
 from fastbp._version import __version__
 
-_STOCHASTIC_SOLVERS = ("sgd", "adam")
+_STOCHASTIC_SOLVERS = tuple(SOLVERS)
 # Attributes sklearn.callback keeps on the estimator for the length of a fit.
 _CALLBACK_STATE = ("_callback_fit_ctx", "_skl_callbacks_to_teardown")
 _BACKENDS = {"cython": _epoch, "numpy": _reference}
@@ -115,10 +116,12 @@ _PARAMETER_RULES = {
         "an array-like or an int in the range [1, inf)",
     ),
     "activation": _one_or_per_layer(_options(*_HIDDEN_ACTIVATIONS)),
-    "solver": _options("lbfgs", "sgd", "adam", "newton"),
+    "solver": _options("lbfgs", "newton", *SOLVERS),
     "alpha": _interval(0.0, _INF, "left"),
     "batch_size": _any_of(_options("auto"), _interval(1, _INF, "left", True)),
-    "learning_rate": _options("constant", "invscaling", "adaptive"),
+    "learning_rate": _any_of(
+        _options(*SCHEDULES), (callable, "a callable (epoch, lr) -> lr")
+    ),
     "learning_rate_init": _interval(0.0, _INF, "neither"),
     "power_t": _interval(0.0, _INF, "left"),
     "max_iter": _interval(1, _INF, "left", True),
@@ -148,6 +151,19 @@ _PARAMETER_RULES = {
         _interval(1, _INF, "left", True), ((lambda v: v == np.inf), "inf")
     ),
     "max_fun": _interval(1, _INF, "left", True),
+    "rho": _interval(0.0, 1.0, "left"),
+    "weight_decay": _interval(0.0, _INF, "left"),
+    "lr_step_size": _interval(1, _INF, "left", True),
+    "lr_gamma": _interval(0.0, 1.0, "right"),
+    "lr_min": _interval(0.0, _INF, "left"),
+    "lr_cycle": _any_of(((lambda v: v is None), "None"),
+                        _interval(1, _INF, "left", True)),
+    "lr_cycle_mult": _interval(1, _INF, "left", True),
+    "warmup_epochs": _interval(0, _INF, "left", True),
+    "clip_norm": _any_of(((lambda v: v is None), "None"),
+                         _interval(0.0, _INF, "neither")),
+    "clip_value": _any_of(((lambda v: v is None), "None"),
+                          _interval(0.0, _INF, "neither")),
     "backend": _options(*_BACKENDS),
     "l1": _interval(0.0, _INF, "left"),
     "early_stopping_metric": _options("score", "loss"),
@@ -165,13 +181,8 @@ class FastbpVersionWarning(UserWarning):
     """A model file written by another fastbp version was loaded."""
 
 
-class _BaseMLP(
-    SecondOrderMixin,
-    CallbackSupportMixin,
-    ClassNamePrefixFeaturesOutMixin,
-    TransformerMixin,
-    BaseEstimator,
-):
+class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
+               ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Shared machinery of MLPClassifier and MLPRegressor.
 
     Subclasses define ``_validate_input``, ``_output_activation``,
@@ -347,8 +358,8 @@ class _BaseMLP(
             self.solver not in _STOCHASTIC_SOLVERS
         ):
             raise ValueError(
-                "dropout needs a stochastic solver ('sgd' or 'adam'): it makes "
-                "the loss random, which L-BFGS and Newton cannot minimise."
+                "dropout needs a stochastic solver (not lbfgs or newton): it makes "
+                "the loss random, which full-batch solvers cannot minimise."
             )
         if val_set is not None:
             val_set = self._validate_val_set(*val_set, Y.shape[1], dtype)
@@ -363,6 +374,7 @@ class _BaseMLP(
             flat = glorot_init(units, self.activation, random_state, dtype)
             if self.solver in _STOCHASTIC_SOLVERS:
                 self.loss_curve_ = []
+                self.learning_rate_curve_ = []
                 self._no_improvement_count = 0
                 self.validation_loss_curve_ = [] if self.early_stopping else None
                 if self.early_stopping:
@@ -391,8 +403,8 @@ class _BaseMLP(
             tasks = FitTasks(self, X, y, sample_weight,
                              1 if incremental else self.max_iter, "epoch")
             self._fit_stochastic(
-                X, Y, sample_weight, units, flat, random_state, incremental, tasks,
-                val_set,
+                X, Y, sample_weight, units, flat, random_state, incremental,
+                tasks, val_set,
             )
         else:
             # One extra, empty subtask: scipy reports an iteration after it ran.
@@ -432,6 +444,9 @@ class _BaseMLP(
         """Continue or restart the history a warm or incremental fit builds on."""
         # Histories live on; lists are copied so a failed fit cannot touch them.
         self.loss_curve_ = list(getattr(self, "loss_curve_", None) or [])
+        self.learning_rate_curve_ = list(
+            getattr(self, "learning_rate_curve_", None) or []
+        )
         if self.early_stopping:
             self.validation_scores_ = list(
                 getattr(self, "validation_scores_", None) or []
@@ -487,17 +502,18 @@ class _BaseMLP(
         return int(np.clip(self.batch_size, 1, n_samples))
 
     def _new_optimizer(self, n_params, dtype):
-        n_state = 2 * n_params if self.solver == "adam" else n_params
+        n_state = STATE_ARRAYS[self.solver] * n_params
         return {
             "solver": self.solver,
             "state": np.zeros(n_state, dtype=dtype),
             "learning_rate": float(self.learning_rate_init),
             "step": 0,
+            "epoch": 0,
         }
 
     def _fit_stochastic(
-        self, X, Y, sample_weight, units, flat, random_state, incremental, tasks,
-        val_set=None,
+        self, X, Y, sample_weight, units, flat, random_state, incremental,
+        tasks, val_set=None,
     ):
         optimizer = getattr(self, "_optimizer", None)
         # Same widths and dtype as before are checked in _fit_committed, so a
@@ -540,6 +556,9 @@ class _BaseMLP(
                 tasks.begin(flat, units)
                 if self.shuffle:
                     order = shuffle(order, random_state=random_state)
+                optimizer["learning_rate"] = epoch_learning_rate(
+                    self, optimizer.get("epoch", 0), optimizer["learning_rate"]
+                )
                 seed = self._dropout_seed(random_state) if use_dropout else 0
                 loss_sum, optimizer["step"] = backend.run_epoch(
                     plan, X_dense, csr, Y, sample_weight,
@@ -547,12 +566,17 @@ class _BaseMLP(
                     flat, grad, work, optimizer["state"], SOLVERS[self.solver],
                     optimizer["learning_rate"], self.momentum,
                     self.nesterovs_momentum, self.beta_1, self.beta_2,
-                    self.epsilon, self.alpha, optimizer["step"], self.l1, seed,
+                    self.epsilon, self.alpha, optimizer["step"],
+                    rho=self.rho, weight_decay=self.weight_decay,
+                    clip_norm=self.clip_norm or 0.0,
+                    clip_value=self.clip_value or 0.0, l1=self.l1, seed=seed,
                 )
                 self.n_iter_ += 1
+                optimizer["epoch"] = optimizer.get("epoch", 0) + 1
                 self.loss_ = loss_sum / n_samples
                 self.t_ += n_samples
                 self.loss_curve_.append(self.loss_)
+                self.learning_rate_curve_.append(optimizer["learning_rate"])
                 if not (np.isfinite(self.loss_) and backend.all_finite(flat)):
                     self._diverged(optimizer["learning_rate"])
                 if self.verbose:
@@ -562,10 +586,6 @@ class _BaseMLP(
                     best[:] = flat
                 if tasks.end(flat, units):
                     break
-                if self.solver == "sgd" and self.learning_rate == "invscaling":
-                    optimizer["learning_rate"] = (
-                        float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
-                    )
                 if self._no_improvement_count > self.n_iter_no_change:
                     if self._stop_or_slow_down(optimizer):
                         break
@@ -626,7 +646,7 @@ class _BaseMLP(
             self.tol,
             self.n_iter_no_change,
         )
-        if self.solver != "sgd" or self.learning_rate != "adaptive":
+        if self.solver == "adam" or self.learning_rate != "adaptive":
             if self.verbose:
                 print(msg + " Stopping.")
             return True
@@ -963,12 +983,20 @@ _PARAMETERS_DOC = """
         initialisation then uses each layer's own activation, and the
         output layer the last hidden layer's.
 
-    solver : {'lbfgs', 'sgd', 'adam', 'newton'}, default='adam'
+    solver : {'lbfgs', 'sgd', 'adam', 'adagrad', 'rmsprop', 'adadelta', \
+'adamw', 'adamax', 'nadam', 'newton'}, default='adam'
         The solver for weight optimization: 'lbfgs' (scipy's L-BFGS-B on the
-        full batch), 'sgd' (stochastic gradient descent with momentum),
-        'adam' (Kingma & Ba, 2014) or 'newton' (not in scikit-learn: scipy's
+        full batch), 'sgd' (stochastic gradient descent with momentum) or
+        'adam' (Kingma & Ba, 2014), as in scikit-learn; and, stochastic and
+        compiled like them: 'adagrad' (Duchi et al., 2011), 'rmsprop'
+        (Tieleman & Hinton, 2012; decay rho), 'adadelta' (Zeiler, 2012;
+        decay rho, step scaled by learning_rate_init), 'adamw' (Loshchilov
+        & Hutter, 2019; decoupled weight_decay), 'adamax' (Kingma & Ba,
+        2015, sec. 7.1) and 'nadam' (Dozat, 2016, constant momentum beta_1).
+        Each rule's formula is in the docstring of its step function in
+        ``fastbp._optimizers``. 'newton' (not in scikit-learn): scipy's
         trust-region Newton-CG, 'trust-ncg', on the full batch with exact
-        Hessian-vector products).
+        Hessian-vector products.
 
     alpha : float, default=0.0001
         Strength of the L2 regularization term. The L2 regularization term
@@ -978,18 +1006,28 @@ _PARAMETERS_DOC = """
         Size of minibatches for stochastic optimizers. When set to "auto",
         `batch_size=min(200, n_samples)`.
 
-    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
-        Learning rate schedule for weight updates, used by solver='sgd' only:
-        'constant' keeps learning_rate_init; 'invscaling' uses
-        learning_rate_init / pow(t, power_t) after each epoch (t counts the
-        samples seen); 'adaptive' divides the rate by 5 each time
-        n_iter_no_change consecutive epochs fail to improve by tol.
+    learning_rate : {'constant', 'invscaling', 'adaptive', 'step', \
+'exponential', 'cosine'} or callable, default='constant'
+        Learning rate schedule, one rate per epoch, for every stochastic
+        solver: 'constant' keeps learning_rate_init; 'invscaling' uses
+        learning_rate_init / pow(t + 1, power_t) after each epoch (t counts
+        the samples seen); 'adaptive' divides the rate by 5 each time
+        n_iter_no_change consecutive epochs fail to improve by tol. These
+        three are scikit-learn's; as there, solver='adam' ignores them.
+        Not in scikit-learn: 'step' (multiply by lr_gamma every
+        lr_step_size epochs), 'exponential' (by lr_gamma ** (1 /
+        lr_step_size) each epoch), 'cosine' (cosine annealing to lr_min,
+        with warm restarts when lr_cycle is set), or a callable
+        ``f(epoch, lr) -> lr`` given the epoch (from 0) and the previous
+        epoch's rate. See ``fastbp._schedules`` for the formulas. The rates
+        used are recorded in ``learning_rate_curve_``.
 
     learning_rate_init : float, default=0.001
-        The initial learning rate (sgd and adam).
+        The initial learning rate (every stochastic solver).
 
     power_t : float, default=0.5
-        The exponent for inverse scaling learning rate (sgd, invscaling).
+        The exponent for inverse scaling learning rate (invscaling; every
+        stochastic solver but adam, which ignores it as in scikit-learn).
 
     max_iter : int, default=200
         Maximum number of iterations: epochs for stochastic solvers, L-BFGS
@@ -1036,15 +1074,18 @@ _PARAMETERS_DOC = """
         early stopping.
 
     beta_1 : float, default=0.9
-        Exponential decay rate for estimates of first moment vector in adam,
-        should be in [0, 1).
+        Exponential decay rate for estimates of first moment vector in adam
+        (and adamw, adamax, nadam), should be in [0, 1).
 
     beta_2 : float, default=0.999
-        Exponential decay rate for estimates of second moment vector in adam,
-        should be in [0, 1).
+        Exponential decay rate for estimates of second moment vector in adam
+        (and adamw, nadam; adamax's infinity-norm decay), should be in
+        [0, 1).
 
     epsilon : float, default=1e-8
-        Value for numerical stability in adam.
+        Value for numerical stability in adam (and in every adaptive solver:
+        added to the root in the denominator; inside both roots for
+        adadelta).
 
     n_iter_no_change : int, default=10
         Maximum number of epochs to not meet tol improvement (stochastic
@@ -1052,6 +1093,54 @@ _PARAMETERS_DOC = """
 
     max_fun : int, default=15000
         Maximum number of loss function calls (lbfgs only).
+
+    rho : float, default=0.9
+        Decay rate of the running average of squared gradients in 'rmsprop'
+        and of squared gradients and updates in 'adadelta', in [0, 1).
+        0.9 is Hinton's RMSprop value (Keras's default) and PyTorch's
+        Adadelta default. Not in scikit-learn.
+
+    weight_decay : float, default=0.01
+        Decoupled weight decay of 'adamw' (PyTorch's default): each step
+        first multiplies every weight by 1 - lr * weight_decay. Other solvers
+        ignore it (alpha is their L2 penalty). Not in scikit-learn.
+
+    lr_step_size : int, default=10
+        Epochs per decay by lr_gamma ('step' and 'exponential' schedules).
+        Not in scikit-learn.
+
+    lr_gamma : float, default=0.1
+        Decay factor in (0, 1] per lr_step_size epochs ('step',
+        'exponential'). Not in scikit-learn.
+
+    lr_min : float, default=0.0
+        The rate the 'cosine' schedule anneals to. Not in scikit-learn.
+
+    lr_cycle : int or None, default=None
+        'cosine' with warm restarts (SGDR): epochs of the first cycle. None:
+        a single annealing over max_iter - warmup_epochs epochs. Not in
+        scikit-learn.
+
+    lr_cycle_mult : int, default=1
+        Each warm-restart cycle is lr_cycle_mult times longer than the one
+        before ('cosine' with lr_cycle). Not in scikit-learn.
+
+    warmup_epochs : int, default=0
+        Linear warm-up before any schedule: epoch e < warmup_epochs uses
+        learning_rate_init * (e + 1) / (warmup_epochs + 1); the schedule
+        then starts from its own epoch 0. Not in scikit-learn.
+
+    clip_norm : float or None, default=None
+        Gradient clipping by global norm (stochastic solvers): when the L2
+        norm of a minibatch's whole gradient (every weight and intercept,
+        L2 term included) exceeds clip_norm, the gradient is scaled down to
+        norm clip_norm before the optimizer step. None: off. Not in
+        scikit-learn.
+
+    clip_value : float or None, default=None
+        Gradient clipping by value (stochastic solvers): each gradient entry
+        is clipped to [-clip_value, clip_value] before the step (and before
+        clip_norm when both are set). None: off. Not in scikit-learn.
 
     backend : {'cython', 'numpy'}, default='cython'
         Where the epoch runs: the compiled engine, or its pure-NumPy twin
@@ -1101,6 +1190,10 @@ _ATTRIBUTES_DOC = """
     loss_curve_ : list of shape (`n_iter_`,)
         The loss at the end of each training step (stochastic solvers), or
         after each iteration of the last fit (newton).
+
+    learning_rate_curve_ : list of shape (`n_iter_`,)
+        The learning rate each epoch used (stochastic solvers; continued by
+        partial_fit and warm_start like loss_curve_). Not in scikit-learn.
 
     validation_scores_ : list of shape (`n_iter_`,) or None
         The score at each iteration on a held-out validation set
@@ -1154,7 +1247,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     A drop-in replacement for ``sklearn.neural_network.MLPClassifier``: the
     same parameters, defaults, attributes and training trajectory for the same
     random_state, with the whole epoch running in compiled code. It optimizes
-    the log-loss with L-BFGS, SGD, Adam or (beyond scikit-learn) Newton.
+    the log-loss with L-BFGS, SGD or Adam, or (beyond scikit-learn) Newton,
+    Adagrad, RMSprop, Adadelta, AdamW, Adamax or Nadam, with learning-rate
+    schedules and gradient clipping for every stochastic solver.
 
     Parameters
     ----------"""
@@ -1221,6 +1316,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         epsilon=1e-8,
         n_iter_no_change=10,
         max_fun=15000,
+        rho=0.9,
+        weight_decay=0.01,
+        lr_step_size=10,
+        lr_gamma=0.1,
+        lr_min=0.0,
+        lr_cycle=None,
+        lr_cycle_mult=1,
+        warmup_epochs=0,
+        clip_norm=None,
+        clip_value=None,
         backend="cython",
         l1=0.0,
         early_stopping_metric="score",
@@ -1251,6 +1356,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.rho = rho
+        self.weight_decay = weight_decay
+        self.lr_step_size = lr_step_size
+        self.lr_gamma = lr_gamma
+        self.lr_min = lr_min
+        self.lr_cycle = lr_cycle
+        self.lr_cycle_mult = lr_cycle_mult
+        self.warmup_epochs = warmup_epochs
+        self.clip_norm = clip_norm
+        self.clip_value = clip_value
         self.backend = backend
         self.l1 = l1
         self.early_stopping_metric = early_stopping_metric
@@ -1457,8 +1572,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     A drop-in replacement for ``sklearn.neural_network.MLPRegressor``: the
     same parameters, defaults, attributes and training trajectory for the same
     random_state, with the whole epoch running in compiled code. It optimizes
-    the squared error (or the Poisson deviance) with L-BFGS, SGD, Adam or
-    (beyond scikit-learn) Newton.
+    the squared error (or the Poisson deviance) with L-BFGS, SGD or Adam, or
+    (beyond scikit-learn) Newton, Adagrad, RMSprop, Adadelta, AdamW, Adamax
+    or Nadam, with learning-rate schedules and gradient clipping for every
+    stochastic solver.
 
     Parameters
     ----------
@@ -1521,6 +1638,16 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         epsilon=1e-8,
         n_iter_no_change=10,
         max_fun=15000,
+        rho=0.9,
+        weight_decay=0.01,
+        lr_step_size=10,
+        lr_gamma=0.1,
+        lr_min=0.0,
+        lr_cycle=None,
+        lr_cycle_mult=1,
+        warmup_epochs=0,
+        clip_norm=None,
+        clip_value=None,
         backend="cython",
         l1=0.0,
         early_stopping_metric="score",
@@ -1551,6 +1678,16 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.rho = rho
+        self.weight_decay = weight_decay
+        self.lr_step_size = lr_step_size
+        self.lr_gamma = lr_gamma
+        self.lr_min = lr_min
+        self.lr_cycle = lr_cycle
+        self.lr_cycle_mult = lr_cycle_mult
+        self.warmup_epochs = warmup_epochs
+        self.clip_norm = clip_norm
+        self.clip_value = clip_value
         self.backend = backend
         self.l1 = l1
         self.early_stopping_metric = early_stopping_metric

@@ -119,11 +119,12 @@ def make_plan(units, hidden_activation, out_activation, loss, max_rows, gather,
     one per hidden layer; dropout likewise one rate or one per hidden layer.
     Plans are cached and read-only: repeated small predicts reuse them.
     """
-    if not isinstance(hidden_activation, str):
-        hidden_activation = tuple(hidden_activation)
-    dropout = tuple(dropout) if isinstance(dropout, (list, tuple)) else dropout
-    return _make_plan(tuple(int(u) for u in units), hidden_activation,
-                      out_activation, loss, int(max_rows), bool(gather), dropout)
+    def frozen(v):
+        return v if isinstance(v, (str, float, int)) else tuple(v)
+
+    return _make_plan(tuple(int(u) for u in units), frozen(hidden_activation),
+                      out_activation, loss, int(max_rows), bool(gather),
+                      frozen(dropout))
 
 
 @lru_cache(maxsize=64)
@@ -156,7 +157,7 @@ def _make_plan(units, hidden_activation, out_activation, loss, max_rows, gather,
         mask_off[i] = work_size
         work_size += int(units[i + 1]) * max_rows
     drop_col = np.concatenate([[0], np.cumsum(units[1:-1])]).astype(np.intp)
-    for a in (units, coef_off, bias_off, act_off, delta_off, acts, pre_off, drop,
+    for a in (units, coef_off, bias_off, act_off, delta_off, pre_off, acts, drop,
               mask_off, drop_col):
         a.flags.writeable = False
     return Plan(

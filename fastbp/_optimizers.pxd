@@ -1,16 +1,31 @@
 from cython cimport floating
 from libc.math cimport pow, sqrt
 
-# Solver codes; fastbp._network maps names to these.
+# Solver codes; fastbp._optimizers.SOLVERS maps names to these.
 cdef enum:
     SGD = 0
     ADAM = 1
+    ADAGRAD = 2
+    RMSPROP = 3
+    ADADELTA = 4
+    ADAMW = 5
+    ADAMAX = 6
+    NADAM = 7
 
 
 cdef inline double adam_step_size(double lr, double beta1, double beta2,
                                   double t) noexcept nogil:
     """Bias-corrected Adam step size at step t (1-based)."""
     return lr * sqrt(1 - pow(beta2, t)) / (1 - pow(beta1, t))
+
+
+cdef inline void nadam_coefficients(double beta1, double beta2, double t,
+                                    double* c_m, double* c_g,
+                                    double* bc2) noexcept nogil:
+    """Nadam's factors at step t: on m, on g, and v's bias correction."""
+    c_m[0] = beta1 / (1 - pow(beta1, t + 1))
+    c_g[0] = (1 - beta1) / (1 - pow(beta1, t))
+    bc2[0] = 1 / (1 - pow(beta2, t))
 
 
 cdef void _sgd_step(floating* params, const floating* grad,
@@ -20,3 +35,26 @@ cdef void _adam_step(floating* params, const floating* grad, floating* m,
                      floating* v, Py_ssize_t n, double step_size,
                      floating beta1, floating beta2,
                      floating eps) noexcept nogil
+cdef void _adagrad_step(floating* params, const floating* grad, floating* G,
+                        Py_ssize_t n, floating lr, floating eps) noexcept nogil
+cdef void _rmsprop_step(floating* params, const floating* grad, floating* v,
+                        Py_ssize_t n, floating lr, floating rho,
+                        floating eps) noexcept nogil
+cdef void _adadelta_step(floating* params, const floating* grad,
+                         floating* Eg2, floating* Edx2, Py_ssize_t n,
+                         floating lr, floating rho,
+                         floating eps) noexcept nogil
+cdef void _adamw_step(floating* params, const floating* grad, floating* m,
+                      floating* v, Py_ssize_t n, double step_size,
+                      floating decay, floating beta1, floating beta2,
+                      floating eps) noexcept nogil
+cdef void _adamax_step(floating* params, const floating* grad, floating* m,
+                       floating* u, Py_ssize_t n, double step_size,
+                       floating beta1, floating beta2,
+                       floating eps) noexcept nogil
+cdef void _nadam_step(floating* params, const floating* grad, floating* m,
+                      floating* v, Py_ssize_t n, floating lr, floating c_m,
+                      floating c_g, floating bc2, floating beta1,
+                      floating beta2, floating eps) noexcept nogil
+cdef void _clip_gradient(floating* grad, Py_ssize_t n, double clip_norm,
+                         double clip_value) noexcept nogil

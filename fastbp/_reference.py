@@ -17,7 +17,7 @@ from fastbp._network import unpack
 IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP = range(6)
 LEAKY_RELU, ELU, GELU, SOFTPLUS, SILU, SOFTSIGN = range(6, 12)
 SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON = range(4)
-SGD, ADAM = range(2)
+SGD, ADAM, ADAGRAD, RMSPROP, ADADELTA, ADAMW, ADAMAX, NADAM = range(8)
 
 
 def gemm(trans_a, trans_b, alpha, A, B, beta, out):
@@ -193,6 +193,85 @@ def adam_step(params, grad, m, v, t, lr, beta1, beta2, eps):
     params += -step_size * m / (np.sqrt(v) + eps)
 
 
+def adagrad_step(params, grad, G, lr, eps):
+    G += grad**2
+    params -= lr * grad / (np.sqrt(G) + eps)
+
+
+def rmsprop_step(params, grad, v, lr, rho, eps):
+    v[...] = rho * v + (1 - rho) * grad**2
+    params -= lr * grad / (np.sqrt(v) + eps)
+
+
+def adadelta_step(params, grad, Eg2, Edx2, lr, rho, eps):
+    Eg2[...] = rho * Eg2 + (1 - rho) * grad**2
+    dx = np.sqrt(Edx2 + eps) / np.sqrt(Eg2 + eps) * grad
+    Edx2[...] = rho * Edx2 + (1 - rho) * dx**2
+    params -= lr * dx
+
+
+def adamw_step(params, grad, m, v, t, lr, beta1, beta2, eps, weight_decay):
+    if t < 1:
+        raise ValueError("AdamW steps count from t=1")
+    params *= 1 - lr * weight_decay
+    adam_step(params, grad, m, v, t, lr, beta1, beta2, eps)
+
+
+def adamax_step(params, grad, m, u, t, lr, beta1, beta2, eps):
+    if t < 1:
+        raise ValueError("Adamax steps count from t=1")
+    m[...] = beta1 * m + (1 - beta1) * grad
+    u[...] = np.maximum(beta2 * u, np.abs(grad))
+    params -= lr / (1 - beta1**t) * m / (u + eps)
+
+
+def nadam_step(params, grad, m, v, t, lr, beta1, beta2, eps):
+    if t < 1:
+        raise ValueError("Nadam steps count from t=1")
+    m[...] = beta1 * m + (1 - beta1) * grad
+    v[...] = beta2 * v + (1 - beta2) * grad**2
+    m_hat = beta1 * m / (1 - beta1 ** (t + 1)) + (1 - beta1) * grad / (1 - beta1**t)
+    v_hat = v / (1 - beta2**t)
+    params -= lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+def clip_gradient(grad, clip_norm, clip_value):
+    if clip_value > 0:
+        np.clip(grad, -clip_value, clip_value, out=grad)
+    if clip_norm > 0:
+        norm = np.linalg.norm(grad.astype(np.float64))
+        if norm > clip_norm:
+            grad *= grad.dtype.type(clip_norm / norm)
+
+
+# Flat state arrays per solver code, and the rules that count steps.
+_STATE_ARRAYS = {SGD: 1, ADAM: 2, ADAGRAD: 1, RMSPROP: 1, ADADELTA: 2, ADAMW: 2,
+                 ADAMAX: 2, NADAM: 2}
+_COUNTS_STEPS = {ADAM, ADAMW, ADAMAX, NADAM}
+
+
+def _update(solver, params, grad, state, step, lr, momentum, nesterov, beta_1,
+            beta_2, epsilon, rho, weight_decay):
+    """The solver's step over the flat buffer; state split into its arrays."""
+    dtype = params.dtype.type
+    arrays = np.split(state, _STATE_ARRAYS[solver])
+    if solver == SGD:
+        sgd_step(params, grad, *arrays, dtype(lr), dtype(momentum), nesterov)
+    elif solver == ADAGRAD:
+        adagrad_step(params, grad, *arrays, dtype(lr), dtype(epsilon))
+    elif solver == RMSPROP:
+        rmsprop_step(params, grad, *arrays, dtype(lr), dtype(rho), dtype(epsilon))
+    elif solver == ADADELTA:
+        adadelta_step(params, grad, *arrays, dtype(lr), dtype(rho), dtype(epsilon))
+    elif solver == ADAMW:
+        adamw_step(params, grad, *arrays, step, lr, dtype(beta_1), dtype(beta_2),
+                   dtype(epsilon), weight_decay)
+    else:
+        rule = {ADAM: adam_step, ADAMAX: adamax_step, NADAM: nadam_step}[solver]
+        rule(params, grad, *arrays, step, lr, dtype(beta_1), dtype(beta_2),
+             dtype(epsilon))
+
+
 def _layers(plan, params):
     coefs, intercepts = unpack(params, [int(u) for u in plan.units])
     return coefs, intercepts
@@ -257,15 +336,14 @@ def _flat(grad_W, grad_b):
 
 def run_epoch(plan, X, csr, Y, sample_weight, order, batch_size, params, grad,
               work, state, solver, lr, momentum, nesterov, beta_1, beta_2,
-              epsilon, alpha, step, l1=0.0, seed=0):
+              epsilon, alpha, step, rho=0.9, weight_decay=0.0, clip_norm=0.0,
+              clip_value=0.0, l1=0.0, seed=0):
     """One epoch of minibatch training, as _epoch.run_epoch."""
     coefs, intercepts = _layers(plan, params)
     X = _input(X, csr, int(plan.units[0]))
     n_samples = X.shape[0]
     order = np.arange(n_samples) if order is None else order
-    n_params = params.size
     loss_sum = 0.0
-    dtype = params.dtype.type
     for start in range(0, n_samples, batch_size):
         rows = order[start : start + batch_size]
         sw = None if sample_weight is None else sample_weight[rows]
@@ -274,12 +352,10 @@ def run_epoch(plan, X, csr, Y, sample_weight, order, batch_size, params, grad,
         )
         loss_sum += len(rows) * loss
         grad[...] = _flat(grad_W, grad_b)
-        if solver == SGD:
-            sgd_step(params, grad, state, dtype(lr), dtype(momentum), nesterov)
-        else:
-            step += 1
-            adam_step(params, grad, state[:n_params], state[n_params:], step,
-                      lr, dtype(beta_1), dtype(beta_2), dtype(epsilon))
+        clip_gradient(grad, clip_norm, clip_value)
+        step += solver in _COUNTS_STEPS
+        _update(solver, params, grad, state, step, lr, momentum, nesterov,
+                beta_1, beta_2, epsilon, rho, weight_decay)
     return loss_sum, step
 
 
@@ -334,31 +410,36 @@ def _output_jvp(P, RZ, out_act):
 
 
 def hessian_vector_product(plan, X, csr, Y, sample_weight, params, v, out, work,
-                           rwork, alpha):
-    """Exact H @ v of the loss_grad objective (R-operator); returns the loss."""
+                           rwork, alpha, prepared=False):
+    """Exact H @ v of the loss_grad objective (R-operator); returns the loss.
+
+    Recomputes everything whether prepared or not; the loss is NaN when
+    prepared, as in the compiled function.
+    """
+    hidden = [int(a) for a in plan.acts[:-1]]
+    if not set(hidden) <= {IDENTITY, LOGISTIC, TANH, RELU}:
+        raise ValueError("Hessian-vector products support the hidden activations "
+                         f"identity, logistic, tanh and relu; got codes {hidden}.")
     coefs, intercepts = _layers(plan, params)
     VW, Vb = _layers(plan, v)
     X = _input(X, csr, int(plan.units[0]))
-    hidden = plan.acts[:-1]  # hidden[i - 1]: activation of acts[i]
-    if not set(hidden) <= {IDENTITY, LOGISTIC, TANH, RELU}:
-        raise ValueError("no second derivatives for hidden activation codes "
-                         f"{sorted(set(hidden))}")
     loss, _, _ = _backprop(plan, X, Y, sample_weight, coefs, intercepts, alpha)
     acts = _forward_layers(plan, X, coefs, intercepts)[0]  # acts[l] = A_{l-1}
-    L = len(coefs)
+    L, act = len(coefs), plan.acts  # act[l]: activation of layer l
     w = np.ones(X.shape[0]) if sample_weight is None else sample_weight
     w = w.astype(params.dtype)[:, None]
     S = params.dtype.type(w.sum(dtype=np.float64))
     D = [None] * L
     D[-1] = (acts[-1] - Y) * w
     for i in range(L - 1, 0, -1):
-        D[i - 1] = (D[i] @ coefs[i].T) * _act_deriv(acts[i], hidden[i - 1])
+        D[i - 1] = (D[i] @ coefs[i].T) * _act_deriv(acts[i], act[i - 1])
     RZ, RA = [None] * L, [None] * L
     for i in range(L):
         RZ[i] = np.asarray(acts[i] @ VW[i]) + Vb[i]
         if i > 0:
             RZ[i] += RA[i - 1] @ coefs[i]
-        RA[i] = RZ[i] * _act_deriv(acts[i + 1], plan.acts[i])
+        if i < L - 1:
+            RA[i] = RZ[i] * _act_deriv(acts[i + 1], act[i])
     RD = _output_jvp(acts[-1], RZ[-1], plan.out_act) * w
     HW, Hb = [None] * L, [None] * L
     for i in range(L - 1, -1, -1):
@@ -368,12 +449,11 @@ def hessian_vector_product(plan, X, csr, Y, sample_weight, params, v, out, work,
         HW[i] = (g + params.dtype.type(alpha) * VW[i]) / S
         Hb[i] = RD.sum(axis=0) / S
         if i > 0:
-            act = hidden[i - 1]
-            RD = (RD @ coefs[i].T + D[i] @ VW[i].T) * _act_deriv(acts[i], act) + (
-                D[i - 1] * _act_curvature(acts[i], act) * RZ[i - 1]
-            )
+            RD = (RD @ coefs[i].T + D[i] @ VW[i].T) * _act_deriv(
+                acts[i], act[i - 1]
+            ) + D[i - 1] * _act_curvature(acts[i], act[i - 1]) * RZ[i - 1]
     out[...] = _flat(HW, Hb)
-    return loss
+    return float("nan") if prepared else loss
 
 
 def jacobian(plan, X, csr, params, work, out):

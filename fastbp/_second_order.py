@@ -33,8 +33,10 @@ class _FullBatch:
 
     The objective is the function whose gradient the engine computes (and
     every solver follows): the weighted mean data loss plus
-    (alpha / 2 * ||W||^2 + l1 * ||W||_1) / sum(sample_weight), sample weights
-    including the classifier's class weights. It equals the ``loss_`` the
+    (alpha / 2 * ||W||^2 + l1 * ||W||_1) / sum(sample_weight), the sample
+    weights including the classifier's class weights. L1's
+    curvature is zero wherever it is differentiable, so Hessian-vector
+    products leave it out. It equals the ``loss_`` the
     estimators report except for squared error with n_outputs > 1, where
     ``loss_`` (as scikit-learn's) averages the data term over outputs while
     the gradient belongs to their sum; ``objective`` converts.
@@ -50,6 +52,9 @@ class _FullBatch:
         self.work = np.empty(self.plan.work_size, dtype=dtype)
         self.rwork = np.empty(self.plan.work_size, dtype=dtype)
         self.params = np.empty(self.plan.n_params, dtype=dtype)
+        # True while work holds the compiled forward and backward passes at
+        # params: Hessian-vector products there reuse them.
+        self.ready = False
         self.alpha = float(est.alpha)
         self.l1 = float(est.l1)
         self.sw_sum = (
@@ -62,25 +67,27 @@ class _FullBatch:
     def _penalty(self, params):
         coefs, _ = unpack(params, self.units)
         sq = sum(float(np.dot(W.ravel(), W.ravel())) for W in coefs)
-        ab = sum(float(np.abs(W).sum(dtype=np.float64)) for W in coefs)
+        ab = sum(float(np.abs(W).sum()) for W in coefs)
         return (0.5 * self.alpha * sq + self.l1 * ab) / self.sw_sum
 
     def objective(self, reported, params):
         """The objective from the loss the engine reports at params."""
         if self.scale == 1:
             return reported
-        l2 = self._penalty(params)
-        return self.scale * (reported - l2) + l2
+        penalty = self._penalty(params)
+        return self.scale * (reported - penalty) + penalty
 
     def reported(self, objective, params):
         """The inverse of objective: the loss_ convention."""
         if self.scale == 1:
             return objective
-        l2 = self._penalty(params)
-        return (objective - l2) / self.scale + l2
+        penalty = self._penalty(params)
+        return (objective - penalty) / self.scale + penalty
 
     def _load(self, params):
-        self.params[:] = params
+        if not np.array_equal(self.params, params):
+            self.params[:] = params
+            self.ready = False
         return self.params
 
     def loss_grad(self, params):
@@ -91,6 +98,7 @@ class _FullBatch:
             self.plan, self.X, self.csr, self.Y, self.sw, params, grad,
             self.work, self.alpha, self.l1,
         )
+        self.ready = self.est.backend == "cython"
         return self.objective(loss, params), grad
 
     def hvp(self, params, v):
@@ -100,8 +108,9 @@ class _FullBatch:
         out = np.empty_like(params)
         _CURVATURE[self.est.backend].hessian_vector_product(
             self.plan, self.X, self.csr, self.Y, self.sw, params, v, out,
-            self.work, self.rwork, self.alpha,
+            self.work, self.rwork, self.alpha, self.ready,
         )
+        self.ready = self.est.backend == "cython"
         return out
 
 
@@ -140,7 +149,8 @@ class SecondOrderMixin:
             Weighted mean loss plus alpha / (2 * sum(sample_weight)) times
             the squared norm of the coefficients and l1 / sum(sample_weight)
             times their absolute sum (intercepts are not penalized); the
-            classifier's class_weight multiplies sample_weight as in fit. For squared error with n_outputs > 1 the data term
+            classifier's class_weight multiplies sample_weight as in fit.
+            For squared error with n_outputs > 1 the data term
             is summed, not averaged, over outputs: this is the function whose
             gradient every solver follows (as in scikit-learn), while
             ``loss_`` reports the average.

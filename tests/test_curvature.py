@@ -57,7 +57,7 @@ def _problem(dtype=np.float64, hidden=(4, 3), hidden_act="tanh", head="softmax",
 def _relu_away_from_kinks(problem, margin=1e-3):
     from test_epoch import _hidden_preactivations
 
-    if problem.plan.acts[0] == 3:
+    if 3 in problem.plan.acts[:-1]:  # relu
         assert min(np.abs(Z).min() for Z in _hidden_preactivations(problem)) > margin
 
 
@@ -120,6 +120,28 @@ def test_hvp_matches_differences_of_gradients(hidden_act, head, weighted, alpha)
         _, got = _hvp(_curvature, problem, v, alpha)
         assert np.abs(got).max() > 1e-3
         assert_allclose(got, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+@pytest.mark.parametrize("head", HEAD_NAMES)
+@pytest.mark.parametrize("module", list(MODULES))
+def test_hvp_prepared_reuses_the_passes_in_work(module, head, sparse):
+    problem = _problem(np.float64, (4, 3), "logistic", head, sparse=sparse)
+    rng = np.random.RandomState(0)
+    v1, v2 = rng.randn(2, problem.plan.n_params)
+    _, want1 = _hvp(_curvature, problem, v1)
+    _, want2 = _hvp(_curvature, problem, v2)
+    dtype, size = problem.params.dtype, problem.plan.work_size
+    work, rwork = np.full(size, np.nan), np.full(size, np.nan)
+    grad, out = np.empty_like(problem.params), np.empty_like(problem.params)
+    args = (problem.plan, problem.X, problem.csr, problem.Y, problem.sw,
+            problem.params)
+    _epoch.loss_grad(*args, grad, work, 0.05)  # leaves both passes in work
+    hvp = MODULES[module].hessian_vector_product
+    assert np.isnan(hvp(*args, v1, out, work, rwork, 0.05, True))
+    assert_allclose(out, want1, rtol=1e-12, atol=1e-14)
+    assert np.isnan(hvp(*args, v2.astype(dtype), out, work, rwork, 0.05, True))
+    assert_allclose(out, want2, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("head", HEAD_NAMES)
@@ -214,8 +236,8 @@ def test_hvp_valid_call_runs():
                     "sample_weight": None}, "do not fit"),
         (lambda p: {"params": np.ones(p.plan.n_params + 2)}, "parameter buffer"),
         (lambda p: {"plan": dataclasses.replace(
-            p.plan, acts=np.r_[[7] * (len(p.plan.acts) - 1), p.plan.acts[-1:]])},
-         "hidden activation"),
+            p.plan, acts=np.array([7] * (len(p.plan.acts) - 1) + [p.plan.out_act]))},
+         "layer 1 has 'elu'"),
         (lambda p: {"plan": dataclasses.replace(p.plan, loss=2)}, "canonical"),
     ],
 )

@@ -31,7 +31,15 @@ OPTIMIZERS = {
     "sgd": ("sgd", 0.02, False),
     "sgd-nesterov": ("sgd", 0.02, True),
     "adam": ("adam", 0.01, False),
+    "adagrad": ("adagrad", 0.05, False),
+    "rmsprop": ("rmsprop", 0.005, False),
+    "adadelta": ("adadelta", 1.0, False),
+    "adamw": ("adamw", 0.01, False),
+    "adamax": ("adamax", 0.01, False),
+    "nadam": ("nadam", 0.01, False),
 }
+# rho, weight_decay (strong, so a wrong decay shows), no clipping.
+EXTRA = {"rho": 0.8, "weight_decay": 0.5}
 MOMENTUM, BETA_1, BETA_2, EPSILON = 0.9, 0.9, 0.999, 1e-8
 # Several minibatch updates compound rounding differences.
 ATOL = {np.float32: 1e-5, np.float64: 1e-11}
@@ -103,11 +111,12 @@ def _buffers(problem, solver):
     plan, dtype = problem.plan, problem.params.dtype
     grad = np.full(plan.n_params, np.nan, dtype=dtype)
     work = np.full(plan.work_size, np.nan, dtype=dtype)
-    state = np.zeros(plan.n_params * (2 if solver == "adam" else 1), dtype=dtype)
+    n_state = _optimizers.STATE_ARRAYS[solver]
+    state = np.zeros(plan.n_params * n_state, dtype=dtype)
     return grad, work, state
 
 
-def _epochs(module, problem, orders, batch_size, optimizer, alpha=0.01):
+def _epochs(module, problem, orders, batch_size, optimizer, alpha=0.01, **extra):
     """Run one epoch per entry of orders; return everything it wrote."""
     solver, lr, nesterov = OPTIMIZERS[optimizer]
     params = problem.params.copy()
@@ -135,6 +144,7 @@ def _epochs(module, problem, orders, batch_size, optimizer, alpha=0.01):
             EPSILON,
             alpha,
             step,
+            **{**EXTRA, **extra},
         )
         losses.append(loss_sum)
     return {
@@ -174,7 +184,8 @@ def test_run_epoch_networks(dtype, hidden, hidden_act, head, optimizer):
     want = _epochs(_reference, problem, orders, 5, optimizer)
     _assert_epochs_match(got, want, dtype)
     n_batches = 2 * math.ceil(13 / 5)
-    assert got["step"] == (n_batches if optimizer == "adam" else 0)
+    counts = OPTIMIZERS[optimizer][0] in _optimizers.COUNTS_STEPS
+    assert got["step"] == (n_batches if counts else 0)
     assert not np.allclose(got["params"], problem.params)
 
 
@@ -593,7 +604,8 @@ BAD_EPOCH_CALLS = {
         lambda: _epoch_args(solver=SOLVERS["adam"]),
         "state",
     ),
-    "unknown-solver": (lambda: _epoch_args(solver=7), "solver"),
+    "unknown-solver": (lambda: _epoch_args(solver=99), "solver"),
+    "negative-solver": (lambda: _epoch_args(solver=-1), "solver"),
     "order-too-large": (
         lambda: _epoch_args(order=np.r_[np.arange(12), 13].astype(np.intp)),
         "out of range",
@@ -811,6 +823,54 @@ def test_all_finite(dtype, values, finite):
     assert _reference.all_finite(a) is finite
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
+@pytest.mark.parametrize(
+    "clip", [{"clip_norm": 0.05}, {"clip_value": 0.01},
+             {"clip_norm": 0.05, "clip_value": 0.01}],
+    ids=["norm", "value", "both"],
+)
+def test_run_epoch_clipping_equals_twin(dtype, clip, optimizer):
+    problem = make_problem(dtype, (5, 3), "tanh", "softmax-log_loss", seed=5)
+    orders = _orders(problem, True, np.random.RandomState(6))
+    got = _epochs(_epoch, problem, orders, 5, optimizer, **clip)
+    want = _epochs(_reference, problem, orders, 5, optimizer, **clip)
+    _assert_epochs_match(got, want, dtype)
+    unclipped = _epochs(_epoch, problem, orders, 5, optimizer)
+    assert not np.allclose(got["params"], unclipped["params"])  # clipping acted
+
+
+def _one_full_batch_sgd_step(problem, **clip):
+    """One plain gradient step (momentum 0) over the whole data set."""
+    params = problem.params.copy()
+    grad, work, state = _buffers(problem, "sgd")
+    _epoch.run_epoch(problem.plan, problem.X, problem.csr, problem.Y, problem.sw,
+                     None, problem.n_samples, params, grad, work, state,
+                     SOLVERS["sgd"], 0.5, 0.0, False, BETA_1, BETA_2, EPSILON,
+                     0.01, 0, **clip)
+    return params
+
+
+@pytest.mark.parametrize(
+    "clip, expected",
+    [
+        ({"clip_norm": 0.1}, lambda g: g * min(1, 0.1 / np.linalg.norm(g))),
+        ({"clip_norm": 1e6}, lambda g: g),
+        ({"clip_value": 0.02}, lambda g: np.clip(g, -0.02, 0.02)),
+    ],
+    ids=["norm", "norm-inactive", "value"],
+)
+def test_run_epoch_clipping_by_hand(clip, expected):
+    # One batch of all 13 rows, sgd without momentum: params -= 0.5 clip(g),
+    # with g the full-batch gradient that loss_grad computes independently.
+    problem = make_problem(np.float64, (5,), "relu", "softmax-log_loss",
+                           max_rows=13, gather=False, seed=7)
+    g = np.empty_like(problem.params)
+    _epoch.loss_grad(problem.plan, problem.X, problem.csr, problem.Y, problem.sw,
+                     problem.params, g, np.empty(problem.plan.work_size), 0.01)
+    assert np.linalg.norm(g) > 0.1 and np.abs(g).max() > 0.02  # clipping bites
+    got = _one_full_batch_sgd_step(problem, **clip)
+    assert_allclose(got, problem.params - 0.5 * expected(g), rtol=1e-12,
+                    atol=1e-14)
 # ---------------------------------------------------------------------------
 # L1 penalty (elastic net with alpha)
 
@@ -881,7 +941,7 @@ def test_run_epoch_l1_equals_twin(dtype, optimizer):
             loss_sum, step = module.run_epoch(
                 problem.plan, problem.X, problem.csr, problem.Y, problem.sw, order,
                 5, params, grad, work, state, SOLVERS[solver], lr, MOMENTUM,
-                nesterov, BETA_1, BETA_2, EPSILON, 0.01, step, 0.2)
+                nesterov, BETA_1, BETA_2, EPSILON, 0.01, step, l1=0.2)
             losses.append(loss_sum)
         results.append({"losses": losses, "step": step, "params": params,
                         "grad": grad, "state": state})
@@ -911,7 +971,7 @@ def _epochs_seeded(module, problem, orders, seeds, optimizer="adam"):
         loss_sum, step = module.run_epoch(
             problem.plan, problem.X, problem.csr, problem.Y, problem.sw, order, 5,
             params, grad, work, state, SOLVERS[solver], lr, MOMENTUM, nesterov,
-            BETA_1, BETA_2, EPSILON, 0.01, step, 0.0, seed)
+            BETA_1, BETA_2, EPSILON, 0.01, step, l1=0.0, seed=seed)
         losses.append(loss_sum)
     return {"losses": losses, "step": step, "params": params, "grad": grad,
             "state": state}

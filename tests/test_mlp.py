@@ -385,7 +385,7 @@ def test_bad_y_and_predict_input_raise():
         ({"solver": "newton-cg"}, "'solver' parameter"),
         ({"alpha": -1.0}, "'alpha' parameter"),
         ({"batch_size": 0}, "'batch_size' parameter"),
-        ({"learning_rate": "cosine"}, "'learning_rate' parameter"),
+        ({"learning_rate": "cyclic"}, "'learning_rate' parameter"),
         ({"learning_rate_init": 0.0}, "'learning_rate_init' parameter"),
         ({"max_iter": 0}, "'max_iter' parameter"),
         ({"momentum": 1.5}, "'momentum' parameter"),

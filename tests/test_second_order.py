@@ -12,7 +12,7 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.linear_model import LogisticRegression
 
 import fastbp
-from fastbp import MLPClassifier, MLPRegressor, _epoch, check_gradients
+from fastbp import MLPClassifier, MLPRegressor, _epoch, _reference, check_gradients
 from fastbp._network import pack
 
 HIDDEN = ["identity", "logistic", "tanh", "relu"]
@@ -193,8 +193,8 @@ def test_check_gradients_detects_a_wrong_gradient(monkeypatch):
     units = est._fitted_units()
     right = _epoch.loss_grad
 
-    def wrong(plan, X, csr, Y, sw, params, grad, work, *penalties):
-        loss = right(plan, X, csr, Y, sw, params, grad, work, *penalties)
+    def wrong(plan, X, csr, Y, sw, params, grad, work, alpha, *rest):
+        loss = right(plan, X, csr, Y, sw, params, grad, work, alpha, *rest)
         est.unflatten_params(grad)[0][1] *= 1.05  # layer 1's coefficients
         return loss
 
@@ -255,6 +255,12 @@ def test_newton_converges_and_records(head):
     assert len(est.loss_curve_) == est.n_iter_
     assert out.getvalue().count("Iteration") == est.n_iter_
     assert_allclose(est.loss_curve_[-1], est.loss_, rtol=1e-12)
+    # loss_ follows the estimators' convention (mean over squared-error outputs).
+    problem, flat = est._full_batch(X, y, None)
+    reported = _reference.loss_grad(problem.plan, problem.X, problem.csr,
+                                    problem.Y, None, flat, np.empty_like(flat),
+                                    None, est.alpha)
+    assert_allclose(est.loss_, reported, rtol=1e-10)
     grad = est.loss_gradient(X, y)[1]
     assert np.linalg.norm(grad) < 1e-7
     # warm start from the optimum: nothing left to do.
