@@ -220,9 +220,10 @@ cdef void _check_codes(Net* net, bint second_order) except *:
     for l in range(net.n_layers - 1):
         if second_order and net.acts[l] not in HIDDEN_ACTIVATIONS:
             raise ValueError(
-                f"Hessian-vector products support the hidden activations "
-                f"identity, logistic, tanh and relu; layer {l + 1} has "
-                f"{_ACTIVATION_NAMES[net.acts[l]]!r}.")
+                f"no second derivatives for the hidden activation "
+                f"{_ACTIVATION_NAMES[net.acts[l]]!r} of layer {l + 1}: "
+                f"Hessian-vector products support identity, logistic, tanh "
+                f"and relu.")
         if net.drop[l] != 0:
             raise ValueError("the curvature tools take a plan without dropout")
     if (net.out_act, net.loss) not in HEADS:

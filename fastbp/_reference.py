@@ -416,13 +416,13 @@ def hessian_vector_product(plan, X, csr, Y, sample_weight, params, v, out, work,
     Recomputes everything whether prepared or not; the loss is NaN when
     prepared, as in the compiled function.
     """
-    hidden = [int(a) for a in plan.acts[:-1]]
-    if not set(hidden) <= {IDENTITY, LOGISTIC, TANH, RELU}:
-        raise ValueError("Hessian-vector products support the hidden activations "
-                         f"identity, logistic, tanh and relu; got codes {hidden}.")
     coefs, intercepts = _layers(plan, params)
     VW, Vb = _layers(plan, v)
+    hidden = plan.acts[:-1]
     X = _input(X, csr, int(plan.units[0]))
+    if not set(hidden) <= {IDENTITY, LOGISTIC, TANH, RELU}:
+        raise ValueError("no second derivatives for hidden activation codes "
+                         f"{sorted(set(hidden))}")
     loss, _, _ = _backprop(plan, X, Y, sample_weight, coefs, intercepts, alpha)
     acts = _forward_layers(plan, X, coefs, intercepts)[0]  # acts[l] = A_{l-1}
     L, act = len(coefs), plan.acts  # act[l]: activation of layer l

@@ -237,7 +237,7 @@ def test_hvp_valid_call_runs():
         (lambda p: {"params": np.ones(p.plan.n_params + 2)}, "parameter buffer"),
         (lambda p: {"plan": dataclasses.replace(
             p.plan, acts=np.array([7] * (len(p.plan.acts) - 1) + [p.plan.out_act]))},
-         "layer 1 has 'elu'"),
+         "'elu' of layer 1"),
         (lambda p: {"plan": dataclasses.replace(p.plan, loss=2)}, "canonical"),
     ],
 )
