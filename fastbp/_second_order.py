@@ -33,7 +33,8 @@ class _FullBatch:
 
     The objective is the function whose gradient the engine computes (and
     every solver follows): the weighted mean data loss plus
-    (alpha / 2 * ||W||^2 + l1 * ||W||_1) / sum(sample_weight). L1's
+    (alpha / 2 * ||W||^2 + l1 * ||W||_1) / sum(sample_weight), the sample
+    weights including the classifier's class weights. L1's
     curvature is zero wherever it is differentiable, so Hessian-vector
     products leave it out. It equals the ``loss_`` the
     estimators report except for squared error with n_outputs > 1, where
@@ -124,6 +125,7 @@ class SecondOrderMixin:
         sample_weight = self._check_sample_weight(
             sample_weight, X.shape[0], flat.dtype
         )
+        sample_weight = self._weigh_classes(Y, sample_weight, False, flat.dtype)
         return _FullBatch(self, X, Y, sample_weight, self._fitted_units(),
                           flat.dtype), flat
 
@@ -145,8 +147,10 @@ class SecondOrderMixin:
         -------
         loss : float
             Weighted mean loss plus alpha / (2 * sum(sample_weight)) times
-            the squared norm of the coefficients (intercepts are not
-            penalized). For squared error with n_outputs > 1 the data term
+            the squared norm of the coefficients and l1 / sum(sample_weight)
+            times their absolute sum (intercepts are not penalized); the
+            classifier's class_weight multiplies sample_weight as in fit.
+            For squared error with n_outputs > 1 the data term
             is summed, not averaged, over outputs: this is the function whose
             gradient every solver follows (as in scikit-learn), while
             ``loss_`` reports the average.
@@ -368,6 +372,7 @@ def check_gradients(estimator, X, y, sample_weight=None, eps=1e-5, floor=1e-6):
     sample_weight = estimator._check_sample_weight(
         sample_weight, X.shape[0], np.float64
     )
+    sample_weight = estimator._weigh_classes(Y, sample_weight, False, np.float64)
     units = estimator._fitted_units()
     problem = _FullBatch(estimator, X, Y, sample_weight, units, np.float64)
     flat = estimator._flat_params().astype(np.float64)

@@ -16,6 +16,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+import fastbp
 from fastbp import MLPClassifier, MLPRegressor
 
 NEW_ACTIVATIONS = ["leaky_relu", "elu", "gelu", "softplus", "silu", "softsign"]
@@ -522,3 +523,20 @@ def test_dropout_seeds_change_every_epoch_and_partial_fit(monkeypatch):
     seeds.clear()
     _fit(MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0), X, y)
     assert seeds == [0, 0]  # no dropout: nothing drawn
+
+
+def test_second_order_objective_includes_l1_and_class_weight():
+    X, y = make_classification_data()
+    weights = {0: 3.0, 2: 0.5}
+    clf = _fit(MLPClassifier(hidden_layer_sizes=(4,), activation="tanh", alpha=0.1,
+                             l1=0.2, class_weight=weights, max_iter=20,
+                             random_state=0), X, y)
+    loss, grad = clf.loss_gradient(X, y)
+    cw = np.array([weights.get(c, 1.0) for c in y])
+    W = np.concatenate([c.ravel() for c in clf.coefs_])
+    want = (log_loss(y, clf.predict_proba(X), sample_weight=cw)
+            + (0.05 * W @ W + 0.2 * np.abs(W).sum()) / cw.sum())
+    assert_allclose(loss, want, rtol=1e-10)
+    check = fastbp.check_gradients(clf, X, y)
+    assert check.max_error < 1e-5
+    assert_allclose(check.gradient, grad, rtol=1e-12)
