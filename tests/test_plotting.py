@@ -67,3 +67,15 @@ def test_loss_curve_draws_the_validation_loss_with_early_stopping():
     np.testing.assert_array_equal(disp.lines_["validation loss"].get_ydata(),
                                   clf.validation_loss_curve_)
     plt.close("all")
+
+
+def test_learning_rate_display_from_a_fitted_schedule():
+    # Step decay: 0.1 for 3 epochs, then 0.01 (the formula is the oracle).
+    clf = _fit(solver="sgd", learning_rate="step", learning_rate_init=0.1,
+               lr_step_size=3, lr_gamma=0.1)
+    disp = LearningRateDisplay.from_estimator(clf)
+    line = disp.lines_["learning rate"]
+    np.testing.assert_array_equal(line.get_xdata(), np.arange(1, 8))
+    np.testing.assert_allclose(line.get_ydata(),
+                               [0.1] * 3 + [0.01] * 3 + [0.001], rtol=1e-12)
+    plt.close("all")
