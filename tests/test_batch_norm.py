@@ -1,0 +1,238 @@
+"""Batch normalization on hidden layers: kernels, epoch and estimators.
+
+Oracles: the NumPy twin, central differences of the full-batch loss, and
+running statistics and predictions computed by hand.
+"""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from numpy.testing import assert_allclose
+
+from fastbp import _epoch, _kernels, _reference
+from fastbp._network import bn_sizes, bn_views, glorot_init, make_plan
+
+UNITS = [5, 7, 6, 3]
+ATOL = {np.float32: 2e-5, np.float64: 1e-12}
+
+
+def _problem(dtype, rows, n_samples=40, act="tanh", seed=0, sparse=False,
+             sw=False):
+    rng = np.random.RandomState(seed)
+    plan = make_plan(UNITS, act, "softmax", "log_loss", rows, not sparse,
+                     batch_norm=True)
+    n_bn, n_running = bn_sizes(UNITS, True)
+    params = np.concatenate([glorot_init(UNITS, act, rng, np.float64),
+                             rng.uniform(0.5, 1.5, n_bn)]).astype(dtype)
+    assert params.size == plan.n_params and n_running == plan.n_running
+    X = rng.randn(n_samples, UNITS[0]) * 2 + 1
+    csr = None
+    if sparse:
+        X[rng.rand(*X.shape) < 0.5] = 0
+        m = sp.csr_matrix(X.astype(dtype))
+        csr = (m.data, m.indices.astype(np.intp), m.indptr.astype(np.intp))
+        X = np.empty((0, UNITS[0]))
+    Y = np.eye(3)[rng.randint(3, size=n_samples)]
+    weights = rng.uniform(0.5, 2, n_samples).astype(dtype) if sw else None
+    return plan, params, X.astype(dtype), csr, Y.astype(dtype), weights
+
+
+def _running(dtype):
+    # Start from non-trivial statistics so the momentum shows.
+    rng = np.random.RandomState(5)
+    parts = []
+    for m in UNITS[1:-1]:
+        parts += [rng.randn(m) * 0.1, rng.uniform(0.5, 2, m)]
+    return np.concatenate(parts).astype(dtype)
+
+
+def test_kernels_equal_twin(dtype):
+    rng = np.random.RandomState(0)
+    Z = rng.randn(9, 4).astype(dtype)
+    b, gamma = rng.randn(4).astype(dtype), rng.randn(4).astype(dtype)
+    running = np.concatenate([rng.randn(4), rng.uniform(1, 2, 4)]).astype(dtype)
+    dY = rng.randn(9, 4).astype(dtype)
+    for batch in (True, False):
+        outs = []
+        for mod in (_kernels, _reference):
+            z, r = Z.copy(), running.copy()
+            zhat, stats = np.empty_like(Z), np.empty(12, dtype)
+            mod.bn_forward(z, b, gamma, zhat, stats, r, batch)
+            delta = dY.copy()
+            gg, gb = np.empty(4, dtype), np.empty(4, dtype)
+            if batch:
+                mod.bn_backward(delta, zhat, stats, gamma, 3.0, gg, gb)
+            outs.append((z, r, zhat, stats, delta, gg, gb) if batch
+                        else (z, r, zhat, stats))
+        for got, want in zip(*outs, strict=True):
+            assert_allclose(got, want, rtol=1e-5, atol=ATOL[dtype] * 10)
+
+
+def test_forward_kernel_by_hand():
+    Z = np.array([[1.0, 2.0], [3.0, 6.0], [5.0, 10.0]])
+    b, gamma = np.array([1.0, -1.0]), np.array([2.0, 0.5])
+    running = np.array([0.0, 1.0, 1.0, 4.0])
+    zhat, stats = np.empty_like(Z), np.empty(6)
+    z = Z.copy()
+    _kernels.bn_forward(z, b, gamma, zhat, stats, running, True)
+    var = np.array([8 / 3, 32 / 3])  # biased, of columns (2, 4, 6), (1, 5, 9)
+    want = (Z - Z.mean(axis=0)) / np.sqrt(var + 1e-5)
+    assert_allclose(zhat, want, rtol=1e-14)
+    assert_allclose(z, gamma * want, rtol=1e-14)
+    # running = 0.9 running + 0.1 batch, the variance unbiased (n - 1 = 2).
+    assert_allclose(running, [0.1 * 4, 0.9 + 0.1 * 5, 0.9 + 0.1 * 4,
+                              3.6 + 0.1 * 16], rtol=1e-14)
+    z = Z.copy()
+    _kernels.bn_forward(z, b, gamma, zhat, stats, running, False)
+    assert_allclose(z, gamma * (Z + b - running[:2]) / np.sqrt(running[2:] + 1e-5),
+                    rtol=1e-14)
+
+
+def _epochs(mod, plan, params, X, csr, Y, sw, running, orders, solver="adam"):
+    from fastbp._optimizers import SOLVERS, STATE_ARRAYS
+
+    params, running = params.copy(), running.copy()
+    state = np.zeros(STATE_ARRAYS[solver] * params.size, params.dtype)
+    grad, work = np.empty_like(params), np.zeros(plan.work_size, params.dtype)
+    step, losses = 0, []
+    for order in orders:
+        loss, step = mod.run_epoch(
+            plan, X, csr, Y, sw, order, plan.max_rows, params, grad, work, state,
+            SOLVERS[solver], 0.01, 0.9, True, 0.9, 0.999, 1e-8, 1e-3, step,
+            l1=1e-3, running=running,
+        )
+        losses.append(loss)
+    return losses, params, running
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+@pytest.mark.parametrize("act", ["tanh", "relu", "gelu"])
+def test_run_epoch_forward_loss_grad_equal_twin(dtype, act, sparse):
+    plan, params, X, csr, Y, sw = _problem(dtype, 16, act=act, sparse=sparse,
+                                           sw=True)
+    rng = np.random.RandomState(3)
+    orders = [None if sparse else rng.permutation(40).astype(np.intp)
+              for _ in range(3)]
+    # Adam's m / sqrt(v) turns float32 rounding in near-zero gradients (of
+    # dead ReLU units) into whole steps: compare float32 on SGD.
+    solver = "adam" if dtype == np.float64 else "sgd"
+    got = _epochs(_epoch, plan, params, X, csr, Y, sw, _running(dtype), orders,
+                  solver)
+    want = _epochs(_reference, plan, params, X, csr, Y, sw, _running(dtype),
+                   orders, solver)
+    assert_allclose(got[0], want[0], rtol=1e-4 if dtype == np.float32 else 1e-10)
+    for g, w in zip(got[1:], want[1:], strict=True):
+        assert_allclose(g, w, rtol=1e-4, atol=ATOL[dtype] * 50)
+    params, running = got[1], got[2]
+    full = make_plan(UNITS, act, "softmax", "log_loss", 40, False,
+                     batch_norm=True)
+    outs = []
+    for mod in (_epoch, _reference):
+        out = np.empty((40, 3), dtype)
+        mod.forward(plan, X, csr, params, np.zeros(plan.work_size, dtype), out,
+                    running=running)
+        grad = np.empty_like(params)
+        loss = mod.loss_grad(full, X, csr, Y, sw, params, grad,
+                             np.zeros(full.work_size, dtype), 1e-3, 1e-3)
+        outs.append((out, grad, loss))
+    for g, w in zip(*outs, strict=True):
+        assert_allclose(g, w, rtol=1e-4, atol=ATOL[dtype] * 10)
+
+
+@pytest.mark.parametrize("act", ["tanh", "logistic", "gelu", "softplus"])
+@pytest.mark.parametrize("sw", [False, True], ids=["unweighted", "weighted"])
+def test_gradient_matches_central_differences(act, sw):
+    plan, params, X, csr, Y, weights = _problem(np.float64, 12, n_samples=12,
+                                                act=act, sw=sw)
+    work = np.empty(plan.work_size)
+
+    def loss_grad(p):
+        grad = np.empty_like(p)
+        return _epoch.loss_grad(plan, X, None, Y, weights, p, grad, work, 0.05,
+                                0.0), grad
+
+    _, grad = loss_grad(params.copy())
+    h = 1e-6
+    numeric = np.empty_like(grad)
+    for i in range(grad.size):
+        plus, minus = params.copy(), params.copy()
+        plus[i] += h
+        minus[i] -= h
+        numeric[i] = (loss_grad(plus)[0] - loss_grad(minus)[0]) / (2 * h)
+    assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
+    # The scale and shift do get gradients; normalized intercepts exactly 0.
+    assert np.abs(grad[plan.n_params - bn_sizes(UNITS, True)[0]:]).max() > 1e-4
+    bias0 = plan.bias_off[0]
+    assert not grad[bias0 : bias0 + UNITS[1]].any()
+
+
+def test_running_statistics_by_hand():
+    plan, params, X, csr, Y, sw = _problem(np.float64, 16)
+    running0 = _running(np.float64)
+    _, trained, running = _epochs(_epoch, plan, params, X, None, Y, None,
+                                  running0, [None], solver="sgd")
+    # Replay the epoch's three minibatches (16, 16, 8 rows): the first
+    # layer's statistics only need the weights before each step.
+    mean, var = running0[:7].copy(), running0[7:14].copy()
+    p = params.copy()
+    from fastbp import _optimizers
+
+    state = np.zeros_like(p)
+    grad = np.empty_like(p)
+    for start in range(0, 40, 16):
+        rows = slice(start, start + 16)
+        W, b = p[:35].reshape(5, 7), p[plan.bias_off[0] : plan.bias_off[0] + 7]
+        Z = X[rows] @ W + b
+        n = len(Z)
+        mean = 0.9 * mean + 0.1 * Z.mean(axis=0)
+        var = 0.9 * var + 0.1 * Z.var(axis=0) * n / (n - 1)
+        one = make_plan(UNITS, "tanh", "softmax", "log_loss", n, False,
+                        batch_norm=True)
+        _epoch.loss_grad(one, X[rows], None, Y[rows], None, p, grad,
+                         np.zeros(one.work_size), 1e-3, 1e-3)
+        _optimizers.sgd_step(p, grad, state, 0.01, 0.9, True)
+    assert_allclose(running[:7], mean, rtol=1e-12)
+    assert_allclose(running[7:14], var, rtol=1e-12)
+    assert_allclose(trained, p, rtol=1e-12)
+
+
+def test_forward_uses_running_statistics_by_hand(dtype):
+    plan, params, X, csr, Y, sw = _problem(dtype, 8)
+    running = _running(dtype)
+    out = np.empty((40, 3), dtype)
+    _epoch.forward(plan, X, None, params, np.zeros(plan.work_size, dtype), out,
+                   running=running)
+    (g1, s1), (g2, s2), _ = bn_views(params, None, plan)[0]
+    _, (m1, v1), (m2, v2), _ = [None] + bn_views(params, running, plan)[1][:2] + [None]
+    A = X.astype(np.float64)
+    for i, (g, s, m, v) in enumerate([(g1, s1, m1, v1), (g2, s2, m2, v2)]):
+        off, fan_in, fan_out = plan.coef_off[i], UNITS[i], UNITS[i + 1]
+        W = params[off : off + fan_in * fan_out].reshape(fan_in, fan_out)
+        b = params[plan.bias_off[i] : plan.bias_off[i] + fan_out]
+        A = np.tanh(g * (A @ W + b - m) / np.sqrt(v + 1e-5) + s)
+    W = params[plan.coef_off[2] : plan.coef_off[2] + 18].reshape(6, 3)
+    Z = A @ W + params[plan.bias_off[2] : plan.bias_off[2] + 3]
+    P = np.exp(Z - Z.max(axis=1, keepdims=True))
+    assert_allclose(out, P / P.sum(axis=1, keepdims=True),
+                    rtol=1e-4 if dtype == np.float32 else 1e-12)
+    # Predictions do not depend on which rows are predicted together.
+    one = np.empty((1, 3), dtype)
+    _epoch.forward(plan, X[3:4], None, params, np.zeros(plan.work_size, dtype),
+                   one, running=running)
+    assert_allclose(one, out[3:4], rtol=1e-5)
+
+
+def test_plan_checks():
+    plan, params, X, csr, Y, sw = _problem(np.float64, 8)
+    out = np.empty((40, 3))
+    with pytest.raises(ValueError, match="running statistics"):
+        _epoch.forward(plan, X, None, params, np.zeros(plan.work_size), out)
+    with pytest.raises(ValueError, match="running"):
+        _epoch.forward(plan, X, None, params, np.zeros(plan.work_size), out,
+                       running=np.zeros(3))
+    with pytest.raises(ValueError, match="parameter buffer"):
+        _epoch.forward(plan, X, None, params[:-2], np.zeros(plan.work_size), out,
+                       running=_running(np.float64))
+    plain = make_plan(UNITS, "tanh", "softmax", "log_loss", 8, True)
+    assert plain.n_running == 0 and (plain.bn_off == -1).all()
+    assert plan.n_params == plain.n_params + 2 * (7 + 6)
