@@ -291,3 +291,26 @@ def glorot_init(units, activation, random_state, dtype):
         coefs.append(random_state.uniform(-bound, bound, (fan_in, fan_out)))
         intercepts.append(random_state.uniform(-bound, bound, fan_out))
     return pack(coefs, intercepts, dtype)
+
+
+def init_batch_norm(units, dtype):
+    """Initial batch-norm parameters of every hidden layer, to follow the
+    intercepts in the flat buffer (scale 1, shift 0), and the initial
+    running statistics (mean 0, variance 1), as PyTorch's BatchNorm1d."""
+    params, running = [np.empty(0)], [np.empty(0)]
+    for m in units[1:-1]:
+        params += [np.ones(m), np.zeros(m)]
+        running += [np.zeros(m), np.ones(m)]
+    return (np.concatenate(params).astype(dtype),
+            np.concatenate(running).astype(dtype))
+
+
+def batch_norm_attributes(flat, running, units):
+    """Lists of views, one per hidden layer, of the scales and shifts in flat
+    and of the running means and variances in running."""
+    plan = make_plan(units, "identity", "identity", "squared_error", 1, False,
+                     batch_norm=True)
+    params, stats = bn_views(flat, running, plan)
+    params, stats = params[:-1], stats[:-1]
+    return ([p[0] for p in params], [p[1] for p in params],
+            [s[0] for s in stats], [s[1] for s in stats])

@@ -432,6 +432,15 @@ def loss_grad(plan, X, csr, Y, sample_weight, params, grad, work, alpha, l1=0.0,
         bn=_bn(plan, params, None),
     )
     grad[...] = _flat(grad_W, grad_b)
+    if plan.n_running and work is not None:
+        # The statistics used, where the compiled pass leaves them.
+        normalized = []
+        _forward_layers(plan, X, coefs, intercepts, seed, 0,
+                        (*_bn(plan, params, None), True, normalized))
+        for i, pair in enumerate(normalized):
+            if pair is not None:
+                stats = pair[1]
+                work[plan.bn_stat_off[i] : plan.bn_stat_off[i] + stats.size] = stats
     return loss
 
 
