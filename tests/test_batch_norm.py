@@ -236,3 +236,185 @@ def test_plan_checks():
     plain = make_plan(UNITS, "tanh", "softmax", "log_loss", 8, True)
     assert plain.n_running == 0 and (plain.bn_off == -1).all()
     assert plan.n_params == plain.n_params + 2 * (7 + 6)
+
+
+# ---------------------------------------------------------------------------
+# The estimators.
+
+import pickle  # noqa: E402
+import warnings  # noqa: E402
+
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+
+from fastbp import MLPClassifier, MLPRegressor, check_gradients  # noqa: E402
+
+
+@pytest.fixture(autouse=False)
+def quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
+def _data(n=120, seed=0):
+    rng = np.random.RandomState(seed)
+    X = rng.randn(n, 4) * [1, 10, 0.1, 3] + [0, 5, -1, 0]
+    y = (X[:, 0] + X[:, 1] / 10 > 0.5).astype(int)
+    return X, y
+
+
+def _hidden_by_hand(est, X, layers=None):
+    """Hidden activations from the fitted attributes, running statistics."""
+    A = np.asarray(X, dtype=np.float64)
+    n_hidden = len(est.coefs_) - 1
+    for i in range(n_hidden if layers is None else layers):
+        Z = A @ est.coefs_[i] + est.intercepts_[i]
+        Z = (Z - est.batch_norm_mean_[i]) / np.sqrt(est.batch_norm_var_[i] + 1e-5)
+        A = np.tanh(est.batch_norm_scale_[i] * Z + est.batch_norm_shift_[i])
+    return A
+
+
+@pytest.mark.usefixtures("quiet")
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+def test_fit_trains_and_predict_uses_running_statistics(solver):
+    X, y = _data()
+    clf = MLPClassifier((8, 5), activation="tanh", solver=solver, batch_norm=True,
+                        max_iter=60, random_state=0, batch_size=32).fit(X, y)
+    if solver != "lbfgs":
+        assert clf.loss_curve_[-1] < 0.7 * clf.loss_curve_[0]
+    assert clf.score(X, y) > 0.9
+    assert [g.shape for g in clf.batch_norm_scale_] == [(8,), (5,)]
+    assert [v.shape for v in clf.batch_norm_var_] == [(8,), (5,)]
+    # The scale and shift were trained; the intercepts stayed where they began.
+    assert not np.allclose(clf.batch_norm_scale_[0], 1)
+    init = MLPClassifier((8, 5), activation="tanh", solver=solver,
+                         batch_norm=True, max_iter=1, random_state=0,
+                         batch_size=32).fit(X, y)
+    if solver != "lbfgs":
+        assert_allclose(clf.intercepts_[0], init.intercepts_[0])
+    A = _hidden_by_hand(clf, X)
+    Z = A @ clf.coefs_[2] + clf.intercepts_[2]
+    assert_allclose(clf.predict_proba(X)[:, 1], 1 / (1 + np.exp(-Z[:, 0])),
+                    rtol=1e-10)
+    assert_allclose(clf.transform(X), A, rtol=1e-10)
+    # One row at a time: predictions do not depend on the other rows.
+    assert_allclose(clf.predict_proba(X[:1]), clf.predict_proba(X)[:1])
+
+
+@pytest.mark.usefixtures("quiet")
+def test_lbfgs_running_statistics_are_the_data_statistics():
+    X, y = _data()
+    clf = MLPClassifier((6,), activation="tanh", solver="lbfgs", batch_norm=True,
+                        max_iter=30, random_state=0).fit(X, y)
+    Z = X @ clf.coefs_[0] + clf.intercepts_[0]
+    assert_allclose(clf.batch_norm_mean_[0], Z.mean(axis=0), rtol=1e-10)
+    assert_allclose(clf.batch_norm_var_[0], Z.var(axis=0, ddof=1), rtol=1e-10)
+
+
+@pytest.mark.usefixtures("quiet")
+def test_running_statistics_after_one_epoch_by_hand():
+    # One epoch of sgd with lr ~ 0: the first layer's weights barely move, so
+    # its running statistics follow the momentum-0.1 recursion over batches.
+    X, y = _data(n=50)
+    clf = MLPClassifier((3,), solver="sgd", learning_rate_init=1e-12,
+                        batch_norm=True, batch_size=20, shuffle=False,
+                        max_iter=1, random_state=0).fit(X, y)
+    mean, var = np.zeros(3), np.ones(3)
+    for start in (0, 20, 40):
+        Z = X[start : start + 20] @ clf.coefs_[0] + clf.intercepts_[0]
+        mean = 0.9 * mean + 0.1 * Z.mean(axis=0)
+        var = 0.9 * var + 0.1 * Z.var(axis=0, ddof=1)
+    assert_allclose(clf.batch_norm_mean_[0], mean, rtol=1e-8)
+    assert_allclose(clf.batch_norm_var_[0], var, rtol=1e-8)
+
+
+@pytest.mark.usefixtures("quiet")
+def test_backends_agree_and_default_has_no_batch_norm(dtype):
+    X, y = _data()
+    X = X.astype(dtype)
+    fits = [MLPRegressor(hidden_layer_sizes=(7, 4), batch_norm=True, backend=b,
+                         max_iter=5, random_state=1, early_stopping=True,
+                         learning_rate_init=0.01).fit(X, X[:, 0])
+            for b in ("cython", "numpy")]
+    for name in ("coefs_", "intercepts_", "batch_norm_scale_",
+                 "batch_norm_shift_", "batch_norm_mean_", "batch_norm_var_"):
+        for a, b in zip(getattr(fits[0], name), getattr(fits[1], name),
+                        strict=True):
+            assert a.dtype == dtype
+            assert_allclose(a, b, rtol=1e-3 if dtype == np.float32 else 1e-9,
+                            atol=1e-4 if dtype == np.float32 else 1e-12)
+    plain = MLPRegressor(hidden_layer_sizes=(7,), max_iter=3).fit(X, X[:, 0])
+    assert plain.batch_norm_scale_ is None and plain.batch_norm_mean_ is None
+
+
+@pytest.mark.usefixtures("quiet")
+def test_partial_fit_warm_start_and_pickle():
+    X, y = _data()
+    clf = MLPClassifier((6,), batch_norm=True, random_state=0)
+    clf.partial_fit(X, y, classes=[0, 1])
+    mean = clf.batch_norm_mean_[0].copy()
+    scale = clf.batch_norm_scale_[0].copy()
+    clf.partial_fit(X, y)
+    assert not np.allclose(mean, clf.batch_norm_mean_[0])
+    assert not np.allclose(scale, clf.batch_norm_scale_[0])
+    # The attributes stay views of the buffers the engine updates.
+    assert clf.batch_norm_scale_[0].base is clf._flat
+    restored = pickle.loads(pickle.dumps(clf))
+    assert_allclose(restored.predict_proba(X), clf.predict_proba(X))
+    restored.partial_fit(X, y)
+    clf.partial_fit(X, y)
+    assert_allclose(restored.predict_proba(X), clf.predict_proba(X))
+    assert_allclose(restored.batch_norm_var_[0], clf.batch_norm_var_[0])
+    # warm_start continues from the fitted statistics and parameters.
+    warm = MLPClassifier((6,), batch_norm=True, warm_start=True, max_iter=3,
+                         random_state=0).fit(X, y)
+    before = warm.batch_norm_mean_[0].copy()
+    warm.fit(X, y)
+    after_one = MLPClassifier((6,), batch_norm=True, max_iter=6,
+                              random_state=0).fit(X, y)
+    assert not np.allclose(before, warm.batch_norm_mean_[0])
+    assert warm.n_iter_ == 3 and after_one.n_iter_ == 6
+    warm.set_params(batch_norm=False)
+    with pytest.raises(ValueError, match="batch_norm"):
+        warm.fit(X, y)
+
+
+@pytest.mark.usefixtures("quiet")
+def test_refusals_and_parameter_check():
+    X, y = _data()
+    with pytest.raises(ValueError, match="batch_norm"):
+        MLPClassifier((4,), batch_norm="yes").fit(X, y)
+    with pytest.raises(ValueError, match="newton"):
+        MLPClassifier((4,), solver="newton", batch_norm=True).fit(X, y)
+    clf = MLPClassifier((4,), batch_norm=True, max_iter=3).fit(X, y)
+    for call in (lambda: clf.loss_gradient(X, y), lambda: clf.jacobian(X),
+                 lambda: clf.hessian(X, y), lambda: check_gradients(clf, X, y)):
+        with pytest.raises(ValueError, match="batch_norm"):
+            call()
+
+
+def test_parameter_is_last_in_both_estimators():
+    for cls in (MLPClassifier, MLPRegressor):
+        names = list(cls().get_params())
+        import inspect
+
+        params = list(inspect.signature(cls).parameters)
+        assert params[-1] == "batch_norm" and "batch_norm" in names
+        assert cls().batch_norm is False
+
+
+@pytest.mark.usefixtures("quiet")
+def test_onnx_export_folds_batch_norm():
+    rt = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import fastbp
+
+    X, y = _data()
+    clf = MLPClassifier((8, 5), activation="tanh", batch_norm=True, max_iter=20,
+                        random_state=0).fit(X, y)
+    model = fastbp.to_onnx(clf, dtype=np.float64)
+    session = rt.InferenceSession(model.SerializeToString(),
+                                  providers=["CPUExecutionProvider"])
+    label, proba = session.run(None, {"X": X})
+    assert_allclose(proba, clf.predict_proba(X), rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(label, clf.predict(X))
