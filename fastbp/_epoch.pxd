@@ -17,7 +17,8 @@ cdef struct Net:
     const Py_ssize_t* mask_off  # dropout masks or -1
     const Py_ssize_t* drop_col  # first column in the dropout counter space
     Py_ssize_t drop_width
-    const Py_ssize_t* bn_off    # batch norm scale (then shift) or -1
+    const Py_ssize_t* bn_off    # batch norm scale (then shift) or -1; NULL
+                                # (and the next three) when no layer has it
     const Py_ssize_t* zhat_off  # normalized pre-activations or -1
     const Py_ssize_t* bn_stat_off  # mean, var, 1 / sqrt(var + eps) or -1
     const Py_ssize_t* run_off   # running mean, var in running or -1

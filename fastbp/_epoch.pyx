@@ -66,10 +66,14 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
     a.drop = plan.drop
     a.mask_off = plan.mask_off
     a.drop_col = plan.drop_col
-    a.bn_off = plan.bn_off
-    a.zhat_off = plan.zhat_off
-    a.bn_stat_off = plan.bn_stat_off
-    a.run_off = plan.run_off
+    # Batch norm's offsets are read only when some layer has it: every
+    # memoryview costs time a small predict notices.
+    cdef bint bn = plan.n_running > 0
+    if bn:
+        a.bn_off = plan.bn_off
+        a.zhat_off = plan.zhat_off
+        a.bn_stat_off = plan.bn_stat_off
+        a.run_off = plan.run_off
     L = a.units.shape[0] - 1
     if L < 1:
         raise ValueError("plan needs at least one layer")
@@ -79,8 +83,9 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
     if not (a.coef_off.shape[0] == a.bias_off.shape[0] == a.act_off.shape[0]
             == a.delta_off.shape[0] == a.pre_off.shape[0] == a.acts.shape[0]
             == a.drop.shape[0] == a.mask_off.shape[0] == a.drop_col.shape[0]
-            == a.bn_off.shape[0] == a.zhat_off.shape[0]
-            == a.bn_stat_off.shape[0] == a.run_off.shape[0] == L):
+            == L) or bn and not (
+                a.bn_off.shape[0] == a.zhat_off.shape[0]
+                == a.bn_stat_off.shape[0] == a.run_off.shape[0] == L):
         raise ValueError("plan offsets must have one entry per layer")
     if n_params != plan.n_params:
         raise ValueError(f"parameter buffer has length {n_params}, the plan "
@@ -112,7 +117,7 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
             if a.drop_col[l] < 0 or a.drop_col[l] + a.units[l + 1] \
                     > plan.drop_width:
                 raise ValueError("dropout columns overrun drop_width")
-    for l in range(L):
+    for l in range(L if bn else 0):
         if a.bn_off[l] >= 0:
             _check_region(a.bn_off[l], 2 * a.units[l + 1], n_params,
                           "batch norm scale and shift", "parameter buffer")
@@ -141,10 +146,10 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
     net.mask_off = &a.mask_off[0]
     net.drop_col = &a.drop_col[0]
     net.drop_width = plan.drop_width
-    net.bn_off = &a.bn_off[0]
-    net.zhat_off = &a.zhat_off[0]
-    net.bn_stat_off = &a.bn_stat_off[0]
-    net.run_off = &a.run_off[0]
+    net.bn_off = &a.bn_off[0] if bn else NULL
+    net.zhat_off = &a.zhat_off[0] if bn else NULL
+    net.bn_stat_off = &a.bn_stat_off[0] if bn else NULL
+    net.run_off = &a.run_off[0] if bn else NULL
     net.running = NULL
     net.seed = 0
     net.gather_off = plan.gather_off
@@ -244,7 +249,7 @@ cdef const floating* _forward(Net* net, Data* d, const floating* params,
         else:
             gemm(False, False, nb, fan_out, fan_in, 1, A, fan_in,
                  params + net.coef_off[l], fan_out, 0, Z, fan_out)
-        if net.bn_off[l] >= 0:
+        if net.bn_off != NULL and net.bn_off[l] >= 0:
             # Z = gamma zhat; the shift beta is added as the bias below.
             _bn_forward(Z, params + net.bias_off[l], params + net.bn_off[l],
                         nb, fan_out, work + net.zhat_off[l],
@@ -300,7 +305,7 @@ cdef double _backward(Net* net, Data* d, const floating* params,
         delta = work + net.delta_off[l]
         W = params + net.coef_off[l]
         grad_W = grad + net.coef_off[l]
-        if net.bn_off[l] >= 0:
+        if net.bn_off != NULL and net.bn_off[l] >= 0:
             _bn_backward(delta, work + net.zhat_off[l],
                          work + net.bn_stat_off[l], params + net.bn_off[l],
                          nb, fan_out, <floating> sw_sum,
@@ -317,7 +322,7 @@ cdef double _backward(Net* net, Data* d, const floating* params,
         if l1 != 0:
             _l1_grad(grad_W, W, fan_in * fan_out, <floating> l1,
                      <floating> sw_sum)
-        if net.bn_off[l] >= 0:
+        if net.bn_off != NULL and net.bn_off[l] >= 0:
             memset(grad + net.bias_off[l], 0, fan_out * sizeof(floating))
         else:
             _bias_grad(delta, nb, fan_out, <floating> sw_sum,

@@ -510,9 +510,10 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
     def _bn_parts(self, names=("batch_norm_scale_", "batch_norm_shift_")):
         """The arrays of two batch-norm attributes interleaved layer by layer,
         in their order in a buffer; [] without batch norm."""
-        first, second = (getattr(self, n, None) for n in names)
+        first = getattr(self, names[0], None)
         if first is None:
             return []
+        second = getattr(self, names[1])
         return [a for pair in zip(first, second, strict=True) for a in pair]
 
     def _packed(self, dtype):
@@ -544,7 +545,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
     def _plan(self, units, rows, gather, dropout=0.0, batch_norm=None):
         # batch_norm None: as the fitted network.
         if batch_norm is None:
-            batch_norm = self._fitted_batch_norm()
+            batch_norm = getattr(self, "batch_norm_scale_", None) is not None
         return make_plan(
             units,
             self.activation,
@@ -987,8 +988,9 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         """
         flat = getattr(self, "_flat", None)
         if flat is not None and all(
-            a.base is flat for a in self.coefs_ + self.intercepts_ + self._bn_parts()
-        ):
+            a.base is flat for a in self.coefs_ + self.intercepts_
+        ) and (getattr(self, "batch_norm_scale_", None) is None
+               or all(a.base is flat for a in self._bn_parts())):
             return flat
         return self._packed(self.coefs_[0].dtype)
 

@@ -164,12 +164,14 @@ def make_plan(units, hidden_activation, out_activation, loss, max_rows, gather,
     return _make_plan(tuple(int(u) for u in units), frozen(hidden_activation),
                       out_activation, loss, int(max_rows), bool(gather),
                       frozen(dropout),
-                      batch_norm_layers(batch_norm, len(units) - 1))
+                      batch_norm if isinstance(batch_norm, bool)
+                      else tuple(batch_norm))
 
 
 @lru_cache(maxsize=64)
 def _make_plan(units, hidden_activation, out_activation, loss, max_rows, gather,
-               dropout, bn_flags):
+               dropout, batch_norm):
+    bn_flags = batch_norm_layers(batch_norm, len(units) - 1)
     units = np.asarray(units, dtype=np.intp)
     names = hidden_activations(hidden_activation, len(units) - 2)
     acts = np.array([ACTIVATIONS[a] for a in names + [out_activation]], np.intp)
