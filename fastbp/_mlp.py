@@ -918,17 +918,21 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         if flat is None:
             flat = self._flat_params()
             units = self._fitted_units()
-            running = self._running_stats()
+            if getattr(self, "batch_norm_scale_", None) is not None:
+                running = self._running_stats()
         X_dense, csr = self._as_kernel_input(X, flat.dtype)
         n_samples = X.shape[0]
         rows = max(1, min(n_samples, _PREDICT_ROWS))
         plan = plan(rows) if plan is not None else self._plan(
-            units, rows, False, batch_norm=running is not None
+            units, rows, False, 0.0, running is not None
         )
         work = np.empty(plan.work_size, dtype=flat.dtype)
         out = np.empty((n_samples, units[-1]), dtype=flat.dtype)
-        self._backend().forward(plan, X_dense, csr, flat, work, out,
-                                running=running)
+        if running is None:  # keywords cost a small predict measurable time
+            self._backend().forward(plan, X_dense, csr, flat, work, out)
+        else:
+            self._backend().forward(plan, X_dense, csr, flat, work, out,
+                                    running=running)
         return out
 
     def transform(self, X):
