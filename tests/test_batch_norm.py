@@ -418,3 +418,45 @@ def test_onnx_export_folds_batch_norm():
     label, proba = session.run(None, {"X": X})
     assert_allclose(proba, clf.predict_proba(X), rtol=1e-10, atol=1e-12)
     np.testing.assert_array_equal(label, clf.predict(X))
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+def test_with_dropout_equals_twin(sparse):
+    # Batch norm, then the activation, then dropout.
+    rng = np.random.RandomState(0)
+    plan = make_plan(UNITS, "relu", "softmax", "log_loss", 16, not sparse,
+                     dropout=[0.3, 0.2], batch_norm=True)
+    _, params, X, csr, Y, sw = _problem(np.float64, 16, act="relu",
+                                        sparse=sparse)
+    orders = [None if sparse else rng.permutation(40).astype(np.intp)
+              for _ in range(2)]
+    outs = []
+    for mod in (_epoch, _reference):
+        p, running = params.copy(), _running(np.float64)
+        state, grad = np.zeros(2 * p.size), np.empty_like(p)
+        work = np.zeros(plan.work_size)
+        for k, order in enumerate(orders):
+            mod.run_epoch(plan, X, csr, Y, sw, order, 16, p, grad, work, state,
+                          1, 0.01, 0.9, True, 0.9, 0.999, 1e-8, 1e-3, k,
+                          seed=k + 7, running=running)
+        outs.append((p, running))
+    for g, w in zip(*outs, strict=True):
+        assert_allclose(g, w, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.usefixtures("quiet")
+def test_no_hidden_layer_and_one_row_batches():
+    X, y = _data(n=41)
+    # No hidden layer: nothing to normalize, empty lists.
+    clf = MLPClassifier((), batch_norm=True, max_iter=3, random_state=0).fit(X, y)
+    assert clf.batch_norm_scale_ == [] and clf.batch_norm_mean_ == []
+    plain = MLPClassifier((), max_iter=3, random_state=0).fit(X, y)
+    assert_allclose(clf.predict_proba(X), plain.predict_proba(X))
+    # 41 rows in batches of 20: the last one-row batch leaves the running
+    # variance; predictions stay finite.
+    clf = MLPClassifier((5,), batch_norm=True, batch_size=20, shuffle=False,
+                        max_iter=2, random_state=0).fit(X, y)
+    assert np.isfinite(clf.predict_proba(X)).all()
+    one = MLPClassifier((5,), batch_norm=True, batch_size=1, max_iter=2,
+                        random_state=0).fit(X[:5], y[:5])
+    assert_allclose(one.batch_norm_var_[0], 1)  # never updated
