@@ -460,3 +460,17 @@ def test_no_hidden_layer_and_one_row_batches():
     one = MLPClassifier((5,), batch_norm=True, batch_size=1, max_iter=2,
                         random_state=0).fit(X[:5], y[:5])
     assert_allclose(one.batch_norm_var_[0], 1)  # never updated
+
+
+@pytest.mark.usefixtures("quiet")
+def test_best_weights_restore_the_running_statistics_too():
+    X, _ = _data(n=200)
+    y = X[:, 0] + np.sin(X[:, 3])
+    reg = MLPRegressor(hidden_layer_sizes=(16,), batch_norm=True,
+                       early_stopping=True, n_iter_no_change=3, max_iter=60,
+                       learning_rate_init=0.05, random_state=0, batch_size=16)
+    reg.fit(X[:150], y[:150], X_val=X[150:], y_val=y[150:])
+    assert reg.validation_scores_[-1] < reg.best_validation_score_
+    # The restored model scores what it scored at its best epoch.
+    assert reg.score(X[150:], y[150:]) == pytest.approx(
+        reg.best_validation_score_, rel=1e-12)
