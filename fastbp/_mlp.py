@@ -1303,8 +1303,9 @@ _BATCH_NORM_DOC = """
         hidden layers: they are kept (so coefs_ and intercepts_ keep
         scikit-learn's shapes) and their gradient is exactly 0, so they stay
         at their initial values. L2 and L1 penalties apply to the
-        coefficients only. Not with solver='newton', the second-order tools
-        or ONNX export. Not in scikit-learn.
+        coefficients only. ONNX export folds it into the affine layers;
+        solver='newton' and the second-order tools refuse it. Not in
+        scikit-learn.
 """
 
 _ATTRIBUTES_DOC = """
