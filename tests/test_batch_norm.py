@@ -302,10 +302,11 @@ def test_fit_trains_and_predict_uses_running_statistics(solver):
 
 
 @pytest.mark.usefixtures("quiet")
-def test_lbfgs_running_statistics_are_the_data_statistics():
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_lbfgs_running_statistics_are_the_data_statistics(backend):
     X, y = _data()
     clf = MLPClassifier((6,), activation="tanh", solver="lbfgs", batch_norm=True,
-                        max_iter=30, random_state=0).fit(X, y)
+                        max_iter=30, random_state=0, backend=backend).fit(X, y)
     Z = X @ clf.coefs_[0] + clf.intercepts_[0]
     assert_allclose(clf.batch_norm_mean_[0], Z.mean(axis=0), rtol=1e-10)
     assert_allclose(clf.batch_norm_var_[0], Z.var(axis=0, ddof=1), rtol=1e-10)
