@@ -17,6 +17,12 @@ cdef struct Net:
     const Py_ssize_t* mask_off  # dropout masks or -1
     const Py_ssize_t* drop_col  # first column in the dropout counter space
     Py_ssize_t drop_width
+    const Py_ssize_t* bn_off    # batch norm scale (then shift) or -1; NULL
+                                # (and the next three) when no layer has it
+    const Py_ssize_t* zhat_off  # normalized pre-activations or -1
+    const Py_ssize_t* bn_stat_off  # mean, var, 1 / sqrt(var + eps) or -1
+    const Py_ssize_t* run_off   # running mean, var in running or -1
+    void* running               # running statistics (floating) or NULL
     unsigned long long seed     # dropout seed of this epoch
     Py_ssize_t gather_off
     Py_ssize_t max_rows
@@ -40,6 +46,7 @@ cdef struct Data:
 cdef class _Arrays:
     cdef const Py_ssize_t[::1] units, coef_off, bias_off, act_off, delta_off
     cdef const Py_ssize_t[::1] pre_off, acts, mask_off, drop_col
+    cdef const Py_ssize_t[::1] bn_off, zhat_off, bn_stat_off, run_off
     cdef const double[::1] drop
 
 

@@ -11,11 +11,11 @@ import threading
 from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
 from libc.math cimport isfinite
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from fastbp._blas cimport _gemm as gemm
 from fastbp._kernels cimport (
-    SOFTMAX, _act_grad, _bias_act, _bias_grad, _csr_forward, _csr_grad,
+    SOFTMAX, _act_grad, _bias_act, _bn_backward, _bn_forward, _bias_grad, _csr_forward, _csr_grad,
     _abs_sum, _dropout_backward, _dropout_forward, _gather_rows, _l1_grad,
     _l2_grad, _loss_delta, _needs_preactivation, _sq_norm,
 )
@@ -66,6 +66,14 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
     a.drop = plan.drop
     a.mask_off = plan.mask_off
     a.drop_col = plan.drop_col
+    # Batch norm's offsets are read only when some layer has it: every
+    # memoryview costs time a small predict notices.
+    cdef bint bn = plan.n_running > 0
+    if bn:
+        a.bn_off = plan.bn_off
+        a.zhat_off = plan.zhat_off
+        a.bn_stat_off = plan.bn_stat_off
+        a.run_off = plan.run_off
     L = a.units.shape[0] - 1
     if L < 1:
         raise ValueError("plan needs at least one layer")
@@ -75,7 +83,9 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
     if not (a.coef_off.shape[0] == a.bias_off.shape[0] == a.act_off.shape[0]
             == a.delta_off.shape[0] == a.pre_off.shape[0] == a.acts.shape[0]
             == a.drop.shape[0] == a.mask_off.shape[0] == a.drop_col.shape[0]
-            == L):
+            == L) or bn and not (
+                a.bn_off.shape[0] == a.zhat_off.shape[0]
+                == a.bn_stat_off.shape[0] == a.run_off.shape[0] == L):
         raise ValueError("plan offsets must have one entry per layer")
     if n_params != plan.n_params:
         raise ValueError(f"parameter buffer has length {n_params}, the plan "
@@ -107,6 +117,16 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
             if a.drop_col[l] < 0 or a.drop_col[l] + a.units[l + 1] \
                     > plan.drop_width:
                 raise ValueError("dropout columns overrun drop_width")
+    for l in range(L if bn else 0):
+        if a.bn_off[l] >= 0:
+            _check_region(a.bn_off[l], 2 * a.units[l + 1], n_params,
+                          "batch norm scale and shift", "parameter buffer")
+            _check_region(a.zhat_off[l], a.units[l + 1] * plan.max_rows,
+                          work_size, "normalized pre-activations", "workspace")
+            _check_region(a.bn_stat_off[l], 3 * a.units[l + 1], work_size,
+                          "batch statistics", "workspace")
+            _check_region(a.run_off[l], 2 * a.units[l + 1], plan.n_running,
+                          "running statistics", "running buffer")
     if a.acts[L - 1] != plan.out_act:
         raise ValueError("plan.acts must end with the output activation")
     if plan.gather_off >= 0:
@@ -126,6 +146,11 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
     net.mask_off = &a.mask_off[0]
     net.drop_col = &a.drop_col[0]
     net.drop_width = plan.drop_width
+    net.bn_off = &a.bn_off[0] if bn else NULL
+    net.zhat_off = &a.zhat_off[0] if bn else NULL
+    net.bn_stat_off = &a.bn_stat_off[0] if bn else NULL
+    net.run_off = &a.run_off[0] if bn else NULL
+    net.running = NULL
     net.seed = 0
     net.gather_off = plan.gather_off
     net.max_rows = plan.max_rows
@@ -194,6 +219,9 @@ cdef const floating* _forward(Net* net, Data* d, const floating* params,
 
     In training, hidden layers with a dropout rate are masked (inverted
     dropout, masks from net.seed and the rows' positions row0 + r).
+    Batch-normalized layers use the batch's statistics in training (and
+    update net.running when set), the running ones otherwise; without
+    net.running, always the batch's.
 
     Activations land in the workspace; returns the dense input rows used
     (NULL for sparse input), which the backward pass needs.
@@ -201,6 +229,7 @@ cdef const floating* _forward(Net* net, Data* d, const floating* params,
     cdef Py_ssize_t l, fan_in, fan_out
     cdef const floating* A0 = NULL
     cdef const floating* A
+    cdef const floating* b
     cdef floating* Z
     if not d.sparse:
         if rows != NULL:
@@ -220,7 +249,18 @@ cdef const floating* _forward(Net* net, Data* d, const floating* params,
         else:
             gemm(False, False, nb, fan_out, fan_in, 1, A, fan_in,
                  params + net.coef_off[l], fan_out, 0, Z, fan_out)
-        _bias_act(Z, params + net.bias_off[l], nb, fan_out, net.acts[l],
+        if net.bn_off != NULL and net.bn_off[l] >= 0:
+            # Z = gamma zhat; the shift beta is added as the bias below.
+            _bn_forward(Z, params + net.bias_off[l], params + net.bn_off[l],
+                        nb, fan_out, work + net.zhat_off[l],
+                        work + net.bn_stat_off[l],
+                        <floating*> net.running + net.run_off[l]
+                        if net.running != NULL else NULL,
+                        training or net.running == NULL)
+            b = params + net.bn_off[l] + fan_out
+        else:
+            b = params + net.bias_off[l]
+        _bias_act(Z, b, nb, fan_out, net.acts[l],
                   work + net.pre_off[l] if net.pre_off[l] >= 0 else NULL)
         if training and net.drop[l] > 0:
             _dropout_forward(Z, work + net.mask_off[l], nb, fan_out,
@@ -238,6 +278,9 @@ cdef double _backward(Net* net, Data* d, const floating* params,
 
     Penalties on coefficients only, divided by the batch's sample-weight sum:
     alpha / 2 ||W||^2 + l1 ||W||_1, subgradient l1 sign(W) (0 at W = 0).
+    Batch-normalized layers: the gradient of batch statistics (the forward
+    pass must have used them); their intercepts, which the normalization
+    cancels, get a zero gradient.
     """
     cdef Py_ssize_t l, L = net.n_layers, fan_in, fan_out
     cdef double loss, sw_sum = 0, sq = 0, ab = 0
@@ -262,6 +305,11 @@ cdef double _backward(Net* net, Data* d, const floating* params,
         delta = work + net.delta_off[l]
         W = params + net.coef_off[l]
         grad_W = grad + net.coef_off[l]
+        if net.bn_off != NULL and net.bn_off[l] >= 0:
+            _bn_backward(delta, work + net.zhat_off[l],
+                         work + net.bn_stat_off[l], params + net.bn_off[l],
+                         nb, fan_out, <floating> sw_sum,
+                         grad + net.bn_off[l], grad + net.bn_off[l] + fan_out)
         if l == 0 and d.sparse:
             _csr_grad(<const floating*> d.data, d.indices, d.indptr, rows, row0,
                       nb, delta, fan_in, fan_out, grad_W)
@@ -274,8 +322,11 @@ cdef double _backward(Net* net, Data* d, const floating* params,
         if l1 != 0:
             _l1_grad(grad_W, W, fan_in * fan_out, <floating> l1,
                      <floating> sw_sum)
-        _bias_grad(delta, nb, fan_out, <floating> sw_sum,
-                   grad + net.bias_off[l])
+        if net.bn_off != NULL and net.bn_off[l] >= 0:
+            memset(grad + net.bias_off[l], 0, fan_out * sizeof(floating))
+        else:
+            _bias_grad(delta, nb, fan_out, <floating> sw_sum,
+                       grad + net.bias_off[l])
         if l > 0:
             # No delta for the input layer: nothing would use it.
             gemm(False, True, nb, fan_in, fan_out, 1, delta, fan_out, W,
@@ -368,7 +419,7 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
               double epsilon, double alpha, Py_ssize_t step, double rho=0.9,
               double weight_decay=0.0, double clip_norm=0.0,
               double clip_value=0.0, double l1=0.0,
-              unsigned long long seed=0):
+              unsigned long long seed=0, floating[::1] running=None):
     """One epoch of minibatch training, in place on params and state.
 
     Parameters
@@ -403,6 +454,9 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
         L1 penalty strength (coefficients only, like alpha).
     seed : int in [0, 2**64)
         Dropout seed of the epoch (unused without dropout in the plan).
+    running : ndarray of shape (plan.n_running,) or None
+        Running batch-norm statistics, updated after every minibatch's
+        forward pass; required when the plan has batch norm.
 
     Returns
     -------
@@ -457,6 +511,7 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
     h = Hyper(lr=lr, momentum=momentum, beta_1=beta_1, beta_2=beta_2,
               epsilon=epsilon, rho=rho, weight_decay=weight_decay,
               nesterov=nesterov)
+    _set_running(&net, plan, running)
     _set_data(&d, X, data, indices, indptr, Y, sample_weight)
     net.seed = seed
     with nogil:
@@ -498,7 +553,8 @@ def loss_grad(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
     """Full-batch loss (with the L2 and L1 terms); its gradient into grad.
 
     With dropout in the plan, the masks of seed apply (a fixed mask: the
-    gradient is that of the loss with those units dropped).
+    gradient is that of the loss with those units dropped). Batch norm uses
+    the statistics of the whole batch (no running statistics involved).
 
     The plan must hold all n_samples rows in one pass. Used by L-BFGS.
     """
@@ -526,9 +582,23 @@ def loss_grad(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
     return loss
 
 
+cdef void _set_running(Net* net, object plan, floating[::1] running) except *:
+    """Point net at the running statistics a plan with batch norm needs."""
+    if plan.n_running == 0:
+        return
+    if running is None:
+        raise ValueError("a plan with batch norm needs its running statistics")
+    _check_flat(running.shape[0], plan.n_running, "running")
+    net.running = &running[0]
+
+
 def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
-            floating[::1] work, floating[:, ::1] out):
-    """Network output for every row of X into out, plan.max_rows at a time."""
+            floating[::1] work, floating[:, ::1] out,
+            floating[::1] running=None):
+    """Network output for every row of X into out, plan.max_rows at a time.
+
+    Batch-normalized layers use the running statistics (required then).
+    """
     cdef Net net
     cdef Data d
     cdef Py_ssize_t start, nb, L, n_out
@@ -544,6 +614,7 @@ def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
     n_out = net.units[L]
     if out.shape[0] != d.n_samples or out.shape[1] != n_out:
         raise ValueError(f"out must have shape ({d.n_samples}, {n_out})")
+    _set_running(&net, plan, running)
     _set_data(&d, X, data, indices, indptr, no_Y, no_sw)
     with nogil:
         start = 0

@@ -111,3 +111,11 @@ cdef void _csr_grad(const floating* data, const Py_ssize_t* indices,
                     Py_ssize_t row0, Py_ssize_t n, const floating* delta,
                     Py_ssize_t fan_in, Py_ssize_t fan_out,
                     floating* out) noexcept nogil
+cdef void _bn_forward(floating* Z, const floating* b, const floating* gamma,
+                      Py_ssize_t n, Py_ssize_t m, floating* zhat,
+                      floating* stats, floating* running,
+                      bint batch) noexcept nogil
+cdef void _bn_backward(floating* delta, const floating* zhat,
+                       const floating* stats, const floating* gamma,
+                       Py_ssize_t n, Py_ssize_t m, floating sw_sum,
+                       floating* grad_gamma, floating* grad_beta) noexcept nogil

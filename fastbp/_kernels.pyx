@@ -6,6 +6,7 @@ Every wrapper has a NumPy twin of the same name in ``fastbp._reference``.
 """
 cimport numpy as cnp
 from cython cimport floating
+from libc.math cimport sqrt
 from libc.string cimport memcpy, memset
 
 import numpy as np
@@ -21,6 +22,12 @@ NEEDS_PREACTIVATION = frozenset([GELU, SILU])
 # 1 / sqrt(2) and 1 / sqrt(2 pi), for the exact GELU.
 cdef double _SQRT1_2 = 0.70710678118654752440
 cdef double _INV_SQRT_2PI = 0.39894228040143267794
+# Batch normalization (Ioffe & Szegedy, 2015), PyTorch's defaults: eps added
+# to the variance, and the weight of each batch in the running statistics.
+cdef double BN_EPS = 1e-5
+cdef double BN_MOMENTUM = 0.1
+BATCH_NORM_EPS = BN_EPS
+BATCH_NORM_MOMENTUM = BN_MOMENTUM
 LOSSES = {"squared_error": SQUARED_ERROR, "log_loss": LOG_LOSS,
           "binary_log_loss": BINARY_LOG_LOSS, "poisson": POISSON}
 
@@ -427,6 +434,91 @@ cdef const Py_ssize_t* _rows_ptr(const Py_ssize_t[::1] rows, Py_ssize_t n_rows):
     return &rows[0] if rows.shape[0] else NULL
 
 
+cdef void _bn_forward(floating* Z, const floating* b, const floating* gamma,
+                      Py_ssize_t n, Py_ssize_t m, floating* zhat,
+                      floating* stats, floating* running,
+                      bint batch) noexcept nogil:
+    """Z = gamma * zhat, zhat = (Z + b - mean) / sqrt(var + eps), in place.
+
+    stats (3 m) receives mean, var and 1 / sqrt(var + eps). With batch, they
+    are the rows' mean and biased variance, and when running (mean then
+    variance, 2 m) is not NULL it moves towards them by BATCH_NORM_MOMENTUM,
+    with the unbiased variance n / (n - 1) var (left as is for n = 1).
+    Without batch, mean and var are read from running.
+    """
+    cdef Py_ssize_t i, j
+    cdef floating* mean = stats
+    cdef floating* var = stats + m
+    cdef floating* inv = stats + 2 * m
+    cdef floating d, mom = <floating> BN_MOMENTUM
+    for i in range(n):
+        for j in range(m):
+            Z[i * m + j] = Z[i * m + j] + b[j]
+    if batch:
+        for j in range(m):
+            mean[j] = 0
+            var[j] = 0
+        for i in range(n):
+            for j in range(m):
+                mean[j] = mean[j] + Z[i * m + j]
+        for j in range(m):
+            mean[j] = mean[j] / n
+        for i in range(n):
+            for j in range(m):
+                d = Z[i * m + j] - mean[j]
+                var[j] = var[j] + d * d
+        for j in range(m):
+            var[j] = var[j] / n
+        if running != NULL:
+            for j in range(m):
+                running[j] = (1 - mom) * running[j] + mom * mean[j]
+            if n > 1:
+                for j in range(m):
+                    running[m + j] = ((1 - mom) * running[m + j]
+                                      + mom * var[j] * n / (n - 1))
+    else:
+        for j in range(m):
+            mean[j] = running[j]
+            var[j] = running[m + j]
+    for j in range(m):
+        inv[j] = 1 / sqrt(var[j] + <floating> BN_EPS)
+    for i in range(n):
+        for j in range(m):
+            d = (Z[i * m + j] - mean[j]) * inv[j]
+            zhat[i * m + j] = d
+            Z[i * m + j] = gamma[j] * d
+
+
+cdef void _bn_backward(floating* delta, const floating* zhat,
+                       const floating* stats, const floating* gamma,
+                       Py_ssize_t n, Py_ssize_t m, floating sw_sum,
+                       floating* grad_gamma, floating* grad_beta) noexcept nogil:
+    """Through batch normalization with batch statistics, in place.
+
+    delta holds dL/dY for Y = gamma zhat + beta (times sw_sum, as every delta);
+    it becomes dL/dZ = gamma / sqrt(var + eps) (dY - mean(dY) - zhat
+    mean(dY zhat)), means over the rows. grad_gamma = sum(dY zhat) / sw_sum,
+    grad_beta = sum(dY) / sw_sum.
+    """
+    cdef Py_ssize_t i, j
+    cdef const floating* inv = stats + 2 * m
+    for j in range(m):
+        grad_gamma[j] = 0
+        grad_beta[j] = 0
+    for i in range(n):
+        for j in range(m):
+            grad_beta[j] = grad_beta[j] + delta[i * m + j]
+            grad_gamma[j] = grad_gamma[j] + delta[i * m + j] * zhat[i * m + j]
+    for i in range(n):
+        for j in range(m):
+            delta[i * m + j] = gamma[j] * inv[j] * (
+                delta[i * m + j] - grad_beta[j] / n
+                - zhat[i * m + j] * grad_gamma[j] / n)
+    for j in range(m):
+        grad_gamma[j] = grad_gamma[j] / sw_sum
+        grad_beta[j] = grad_beta[j] / sw_sum
+
+
 def bias_act(floating[:, ::1] Z, const floating[::1] b, int act,
              floating[:, ::1] pre=None):
     """Z = act(Z + b) in place; pre = Z + b when given. Twin: _reference.bias_act."""
@@ -625,3 +717,49 @@ def csr_grad(const floating[::1] data, const Py_ssize_t[::1] indices,
                       &indices[0] if data.shape[0] else NULL, &indptr[0],
                       rows_p, 0, n, &delta[0, 0] if n else NULL, out.shape[0],
                       out.shape[1], &out[0, 0])
+
+
+def bn_forward(floating[:, ::1] Z, const floating[::1] b,
+               const floating[::1] gamma, floating[:, ::1] zhat,
+               floating[::1] stats, floating[::1] running, bint batch):
+    """Batch-normalize and scale Z + b in place. Twin: _reference.bn_forward.
+
+    running may be None with batch (no running statistics to update).
+    """
+    cdef Py_ssize_t n = Z.shape[0], m = Z.shape[1]
+    _same(b.shape[0], m, "b vs Z columns")
+    _same(gamma.shape[0], m, "gamma vs Z columns")
+    _same(zhat.shape[0], n, "zhat rows vs Z rows")
+    _same(zhat.shape[1], m, "zhat columns vs Z columns")
+    _same(stats.shape[0], 3 * m, "stats vs 3 Z columns")
+    if running is not None:
+        _same(running.shape[0], 2 * m, "running vs 2 Z columns")
+    elif not batch:
+        raise ValueError("normalizing without batch needs running statistics")
+    if batch and n == 0:
+        raise ValueError("batch statistics need at least one row")
+    if m:
+        with nogil:
+            _bn_forward(&Z[0, 0] if n else NULL, &b[0], &gamma[0], n, m,
+                        &zhat[0, 0] if n else NULL, &stats[0],
+                        &running[0] if running is not None else NULL, batch)
+
+
+def bn_backward(floating[:, ::1] delta, const floating[:, ::1] zhat,
+                const floating[::1] stats, const floating[::1] gamma,
+                floating sw_sum, floating[::1] grad_gamma,
+                floating[::1] grad_beta):
+    """Backward through batch norm, in place. Twin: _reference.bn_backward."""
+    cdef Py_ssize_t n = delta.shape[0], m = delta.shape[1]
+    _same(zhat.shape[0], n, "zhat rows vs delta rows")
+    _same(zhat.shape[1], m, "zhat columns vs delta columns")
+    _same(stats.shape[0], 3 * m, "stats vs 3 delta columns")
+    _same(gamma.shape[0], m, "gamma vs delta columns")
+    _same(grad_gamma.shape[0], m, "grad_gamma vs delta columns")
+    _same(grad_beta.shape[0], m, "grad_beta vs delta columns")
+    if n == 0:
+        raise ValueError("batch statistics need at least one row")
+    if m:
+        with nogil:
+            _bn_backward(&delta[0, 0], &zhat[0, 0], &stats[0], &gamma[0], n, m,
+                         sw_sum, &grad_gamma[0], &grad_beta[0])

@@ -33,9 +33,11 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from fastbp import _epoch, _kernels, _reference
 from fastbp._callbacks import FitTasks
 from fastbp._network import (
+    batch_norm_attributes,
     glorot_init,
     hidden_activations,
     hidden_dropout,
+    init_batch_norm,
     make_plan,
     pack,
     unpack,
@@ -174,6 +176,7 @@ _PARAMETER_RULES = {
         "a dict, a str among {'balanced'} or None",
     ),
     "loss": _options("squared_error", "poisson"),
+    "batch_norm": _boolean(),
 }
 
 
@@ -358,6 +361,12 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
                 "dropout needs a stochastic solver (not lbfgs or newton): it makes "
                 "the loss random, which full-batch solvers cannot minimise."
             )
+        batch_norm = bool(self.batch_norm)
+        if batch_norm and self.solver == "newton":
+            raise ValueError(
+                "batch_norm=True does not support solver='newton': its "
+                "second-order terms ignore the normalization."
+            )
         if val_set is not None:
             val_set = self._validate_val_set(*val_set, Y.shape[1], dtype)
         random_state = check_random_state(self.random_state)
@@ -369,6 +378,10 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             self.n_layers_ = len(units)
             self.out_activation_ = self._output_activation(Y)
             flat = glorot_init(units, self.activation, random_state, dtype)
+            running = None
+            if batch_norm:
+                bn_params, running = init_batch_norm(units, dtype)
+                flat = np.concatenate([flat, bn_params])
             if self.solver in _STOCHASTIC_SOLVERS:
                 self.loss_curve_ = []
                 self.learning_rate_curve_ = []
@@ -391,7 +404,16 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
                     f"The network has layer sizes {old_units} but this fit needs "
                     f"{units}; refit without warm_start to change the architecture."
                 )
-            flat = pack(self.coefs_, self.intercepts_, dtype)
+            if self._fitted_batch_norm() != batch_norm:
+                raise ValueError(
+                    f"The network was fitted with batch_norm="
+                    f"{self._fitted_batch_norm()}; refit without warm_start to "
+                    f"change it."
+                )
+            flat = self._packed(dtype)
+            running = self._running_stats()
+            if running is not None:
+                running = running.astype(dtype)  # a copy: a failed fit keeps it
             if self.solver in _STOCHASTIC_SOLVERS:
                 self._start_bookkeeping(incremental)
 
@@ -401,14 +423,15 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
                              1 if incremental else self.max_iter, "epoch")
             self._fit_stochastic(
                 X, Y, sample_weight, units, flat, random_state, incremental,
-                tasks, val_set,
+                tasks, val_set, running,
             )
         else:
             # One extra, empty subtask: scipy reports an iteration after it ran.
             tasks = FitTasks(self, X, y, sample_weight, self.max_iter + 1,
                              "iteration")
-            self._fit_full_batch(X, Y, sample_weight, units, flat, tasks)
-        self._set_params_flat(flat, units)
+            self._fit_full_batch(X, Y, sample_weight, units, flat, tasks,
+                                 running)
+        self._set_params_flat(flat, units, running)
         tasks.finish()
 
     def _weigh_classes(self, Y, sample_weight, incremental, dtype):
@@ -468,16 +491,58 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             self.best_validation_score_ = None
             self.best_validation_loss_ = None
 
-    def _set_params_flat(self, flat, units):
+    def _set_params_flat(self, flat, units, running=None):
         self._flat = flat
         self.coefs_, self.intercepts_ = unpack(flat, units)
+        self._bn_running = running
+        bn = (None,) * 4
+        if running is not None:
+            bn = batch_norm_attributes(flat, running, units)
+        (self.batch_norm_scale_, self.batch_norm_shift_, self.batch_norm_mean_,
+         self.batch_norm_var_) = bn
+
+    def _fitted_batch_norm(self):
+        return getattr(self, "batch_norm_scale_", None) is not None
+
+    def _bn_parts(self, names=("batch_norm_scale_", "batch_norm_shift_")):
+        """The arrays of two batch-norm attributes interleaved layer by layer,
+        in their order in a buffer; [] without batch norm."""
+        first = getattr(self, names[0], None)
+        if first is None:
+            return []
+        second = getattr(self, names[1])
+        return [a for pair in zip(first, second, strict=True) for a in pair]
+
+    def _packed(self, dtype):
+        """A new flat buffer from coefs_, intercepts_ and the batch-norm
+        scales and shifts."""
+        return np.concatenate(
+            [pack(self.coefs_, self.intercepts_, dtype)]
+            + [np.ravel(a) for a in self._bn_parts()]
+        ).astype(dtype, copy=False)
+
+    def _running_stats(self):
+        """The buffer behind batch_norm_mean_ and batch_norm_var_ (a new one
+        if they were replaced); None without batch norm."""
+        if not self._fitted_batch_norm():
+            return None
+        parts = self._bn_parts(("batch_norm_mean_", "batch_norm_var_"))
+        running = getattr(self, "_bn_running", None)
+        if running is not None and all(a.base is running for a in parts):
+            return running
+        dtype = self.coefs_[0].dtype
+        return np.concatenate([np.empty(0, dtype)] + [np.ravel(a) for a in parts]
+                              ).astype(dtype, copy=False)
 
     def _loss_name(self):
         if self.out_activation_ == "logistic":
             return "binary_log_loss"
         return self.loss
 
-    def _plan(self, units, rows, gather, dropout=0.0):
+    def _plan(self, units, rows, gather, dropout=0.0, batch_norm=None):
+        # batch_norm None: as the fitted network.
+        if batch_norm is None:
+            batch_norm = getattr(self, "batch_norm_scale_", None) is not None
         return make_plan(
             units,
             self.activation,
@@ -486,6 +551,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             rows,
             gather,
             dropout,
+            batch_norm,
         )
 
     def _batch_size(self, n_samples):
@@ -510,7 +576,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
 
     def _fit_stochastic(
         self, X, Y, sample_weight, units, flat, random_state, incremental,
-        tasks, val_set=None,
+        tasks, val_set=None, running=None,
     ):
         optimizer = getattr(self, "_optimizer", None)
         # Same widths and dtype as before are checked in _fit_committed, so a
@@ -536,7 +602,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         batch_size = self._batch_size(n_samples)
         X_dense, csr = self._as_kernel_input(X, flat.dtype)
         plan = self._plan(units, batch_size, gather=self.shuffle and csr is None,
-                          dropout=self.dropout)
+                          dropout=self.dropout, batch_norm=running is not None)
         use_dropout = plan.drop.any()
         work = np.empty(plan.work_size, dtype=flat.dtype)
         grad = np.empty_like(flat)
@@ -545,6 +611,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             self.restore_best_weights and not incremental
         )
         best = flat.copy() if keep_best else None
+        best_running = running.copy() if keep_best and running is not None else None
         backend = self._backend()
 
         self.n_iter_ = 0
@@ -567,6 +634,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
                     rho=self.rho, weight_decay=self.weight_decay,
                     clip_norm=self.clip_norm or 0.0,
                     clip_value=self.clip_value or 0.0, l1=self.l1, seed=seed,
+                    running=running,
                 )
                 self.n_iter_ += 1
                 optimizer["epoch"] = optimizer.get("epoch", 0) + 1
@@ -579,8 +647,11 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
                 if self.verbose:
                     print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
 
-                if self._update_no_improvement_count(val, flat, units) and keep_best:
+                if (self._update_no_improvement_count(val, flat, units, running)
+                        and keep_best):
                     best[:] = flat
+                    if running is not None:
+                        best_running[:] = running
                 if tasks.end(flat, units):
                     break
                 if self._no_improvement_count > self.n_iter_no_change:
@@ -608,6 +679,8 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
                 ) from None
         if keep_best:
             flat[:] = best
+            if running is not None:
+                running[:] = best_running
         self._optimizer = optimizer
 
     def _dropout_seed(self, random_state):
@@ -679,7 +752,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             )
         return X, Y, sw, (X_val, Y_val, sw_val)
 
-    def _update_no_improvement_count(self, val, flat, units):
+    def _update_no_improvement_count(self, val, flat, units, running=None):
         """Track progress; return True when the weights are the best so far."""
         if val is None:
             loss = self.loss_curve_[-1]
@@ -692,7 +765,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
                 self.best_loss_ = loss
             return improved
         X_val, Y_val, y_val, sw_val = val
-        output = self._forward_output(X_val, flat, units)
+        output = self._forward_output(X_val, flat, units, running=running)
         if not np.isfinite(output).all():
             self._diverged(
                 self.learning_rate_init,
@@ -727,7 +800,8 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             return True
         return False
 
-    def _fit_full_batch(self, X, Y, sample_weight, units, flat, tasks):
+    def _fit_full_batch(self, X, Y, sample_weight, units, flat, tasks,
+                        running=None):
         """lbfgs or newton: scipy.optimize over the full-batch objective."""
         if self.solver == "newton":
             loss_grad, hessp, reported = self._newton_objective(
@@ -737,7 +811,8 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
                       "options": {"maxiter": self.max_iter, "gtol": self.tol}}
             self.loss_curve_ = []
         else:
-            loss_grad = self._lbfgs_objective(X, Y, sample_weight, units, flat)
+            loss_grad = self._lbfgs_objective(X, Y, sample_weight, units, flat,
+                                              running)
             reported = None
             method = {"method": "L-BFGS-B",
                       "options": {"maxfun": self.max_fun, "maxiter": self.max_iter,
@@ -797,11 +872,18 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         tasks.close_empty()
         if not (np.isfinite(self.loss_) and self._backend().all_finite(flat)):
             self._diverged(None)
+        if running is not None:
+            loss_grad(flat.astype(np.float64))  # the statistics at the result
 
-    def _lbfgs_objective(self, X, Y, sample_weight, units, flat):
-        """The engine's (loss, gradient) for L-BFGS-B, evaluated in flat."""
+    def _lbfgs_objective(self, X, Y, sample_weight, units, flat, running=None):
+        """The engine's (loss, gradient) for L-BFGS-B, evaluated in flat.
+
+        With batch norm, every evaluation sets running to the whole data's
+        mean and unbiased variance at flat (the batch statistics it used).
+        """
         X_dense, csr = self._as_kernel_input(X, flat.dtype)
-        plan = self._plan(units, X.shape[0], gather=False)
+        plan = self._plan(units, X.shape[0], gather=False,
+                          batch_norm=running is not None)
         work = np.empty(plan.work_size, dtype=flat.dtype)
         grad = np.empty_like(flat)
         backend = self._backend()
@@ -812,6 +894,14 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
                 plan, X_dense, csr, Y, sample_weight, flat, grad, work, self.alpha,
                 self.l1,
             )
+            if running is not None:
+                n = X.shape[0]
+                for i in np.flatnonzero(plan.bn_off >= 0):
+                    m, at, to = plan.units[i + 1], plan.bn_stat_off[i], plan.run_off[i]
+                    running[to : to + m] = work[at : at + m]
+                    running[to + m : to + 2 * m] = (
+                        work[at + m : at + 2 * m] * (n / max(n - 1, 1))
+                    )
             return loss, grad.astype(np.float64)
 
         return loss_grad
@@ -819,18 +909,27 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
     # ------------------------------------------------------------------
     # prediction
 
-    def _forward_output(self, X, flat=None, units=None, plan=None):
-        """Output-layer activations for validated X (of plan's network if given)."""
+    def _forward_output(self, X, flat=None, units=None, plan=None, running=None):
+        """Output-layer activations for validated X (of plan's network if given;
+        running: the batch-norm statistics that go with flat)."""
         if flat is None:
             flat = self._flat_params()
             units = self._fitted_units()
+            if getattr(self, "batch_norm_scale_", None) is not None:
+                running = self._running_stats()
         X_dense, csr = self._as_kernel_input(X, flat.dtype)
         n_samples = X.shape[0]
         rows = max(1, min(n_samples, _PREDICT_ROWS))
-        plan = plan(rows) if plan is not None else self._plan(units, rows, False)
+        plan = plan(rows) if plan is not None else self._plan(
+            units, rows, False, 0.0, running is not None
+        )
         work = np.empty(plan.work_size, dtype=flat.dtype)
         out = np.empty((n_samples, units[-1]), dtype=flat.dtype)
-        self._backend().forward(plan, X_dense, csr, flat, work, out)
+        if running is None:  # keywords cost a small predict measurable time
+            self._backend().forward(plan, X_dense, csr, flat, work, out)
+        else:
+            self._backend().forward(plan, X_dense, csr, flat, work, out,
+                                    running=running)
         return out
 
     def transform(self, X):
@@ -862,9 +961,16 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             )
         units = self._fitted_units()[:-1]
         acts = hidden_activations(self.activation, len(units) - 1)
-        flat = pack(self.coefs_[:-1], self.intercepts_[:-1], self.coefs_[0].dtype)
+        dtype = self.coefs_[0].dtype
+        # Batch norm: every layer of the truncated network is normalized.
+        flat = np.concatenate(
+            [pack(self.coefs_[:-1], self.intercepts_[:-1], dtype)]
+            + [np.ravel(a) for a in self._bn_parts()]
+        ).astype(dtype, copy=False)
+        bn = (self._fitted_batch_norm(),) * (len(units) - 1)
         return self._forward_output(X, flat, units, plan=lambda rows: make_plan(
-            units, acts[:-1], acts[-1], "squared_error", rows, False))
+            units, acts[:-1], acts[-1], "squared_error", rows, False, batch_norm=bn),
+            running=self._running_stats())
 
     @property
     def _n_features_out(self):
@@ -884,15 +990,17 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         flat = getattr(self, "_flat", None)
         if flat is not None and all(
             a.base is flat for a in self.coefs_ + self.intercepts_
-        ):
+        ) and (getattr(self, "batch_norm_scale_", None) is None
+               or all(a.base is flat for a in self._bn_parts())):
             return flat
-        return pack(self.coefs_, self.intercepts_, self.coefs_[0].dtype)
+        return self._packed(self.coefs_[0].dtype)
 
     def __getstate__(self):
         # coefs_ and intercepts_ carry the weights; the buffer is rebuilt.
         # A copy: object.__getstate__ returns the live __dict__ itself.
         state = dict(super().__getstate__())
         state.pop("_flat", None)
+        state.pop("_bn_running", None)
         state["_fastbp_version"] = __version__
         return state
 
@@ -907,7 +1015,8 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             )
         super().__setstate__(state)
         if "coefs_" in state:
-            self._set_params_flat(self._flat_params(), self._fitted_units())
+            self._set_params_flat(self._flat_params(), self._fitted_units(),
+                                  self._running_stats())
 
     def _validated_output(self, X):
         if not self._is_plain_input(X):
@@ -1177,6 +1286,26 @@ _PARAMETERS_DOC = """
         solvers only. Not in scikit-learn.
 """
 
+_BATCH_NORM_DOC = """
+    batch_norm : bool, default=False
+        Batch normalization (Ioffe & Szegedy, 2015) on every hidden layer:
+        Z = A W + b is normalized with the minibatch's mean and biased
+        variance, (Z - mean) / sqrt(var + 1e-5), then scaled and shifted by
+        learned gamma (init 1) and beta (init 0) before the activation. In
+        training the statistics are the minibatch's (lbfgs: the whole
+        data's) and unweighted (sample weights act in the loss only);
+        predict and transform use running statistics, updated after every
+        minibatch as running = 0.9 running + 0.1 batch with the unbiased
+        batch variance (PyTorch's defaults; a one-row minibatch leaves the
+        running variance). The normalization cancels the intercepts of the
+        hidden layers: they are kept (so coefs_ and intercepts_ keep
+        scikit-learn's shapes) and their gradient is exactly 0, so they stay
+        at their initial values. L2 and L1 penalties apply to the
+        coefficients only. ONNX export folds it into the affine layers;
+        solver='newton' and the second-order tools refuse it. Not in
+        scikit-learn.
+"""
+
 _ATTRIBUTES_DOC = """
     loss_ : float
         The current loss computed with the loss function.
@@ -1235,6 +1364,16 @@ _ATTRIBUTES_DOC = """
 
     out_activation_ : str
         Name of the output activation function.
+
+    batch_norm_scale_, batch_norm_shift_ : list of ndarray or None
+        With batch_norm, the learned gamma and beta of each hidden layer,
+        of shape (hidden_layer_sizes[i],); None without. Not in
+        scikit-learn.
+
+    batch_norm_mean_, batch_norm_var_ : list of ndarray or None
+        With batch_norm, the running mean and (unbiased) variance of each
+        hidden layer's Z = A W + b, used by predict; None without. Not in
+        scikit-learn.
 """
 
 
@@ -1259,7 +1398,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         n_samples / (n_classes * np.bincount(y)) computed on the labels of
         each fit. Multiplied into sample_weight. Single-output targets only;
         partial_fit takes a dict only. Not in scikit-learn's MLP.
-
+"""
+        + _BATCH_NORM_DOC
+        + """
     Attributes
     ----------
     classes_ : ndarray or list of ndarray of shape (n_classes,)
@@ -1330,6 +1471,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         restore_best_weights=False,
         dropout=0.0,
         class_weight=None,
+        batch_norm=False,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -1370,6 +1512,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.restore_best_weights = restore_best_weights
         self.dropout = dropout
         self.class_weight = class_weight
+        self.batch_norm = batch_norm
 
     loss = "log_loss"
 
@@ -1582,6 +1725,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         the Poisson deviance with an exp output (y must be non-negative).
 """
         + _PARAMETERS_DOC
+        + _BATCH_NORM_DOC
         + """
     Attributes
     ----------"""
@@ -1651,6 +1795,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         early_stopping_metric="score",
         restore_best_weights=False,
         dropout=0.0,
+        batch_norm=False,
     ):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -1691,6 +1836,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.early_stopping_metric = early_stopping_metric
         self.restore_best_weights = restore_best_weights
         self.dropout = dropout
+        self.batch_norm = batch_norm
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(

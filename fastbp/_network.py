@@ -1,7 +1,9 @@
 """Network layout: the flat parameter buffer, its views, init, workspace.
 
 The flat buffer holds every coefficient matrix (row-major, layer by layer)
-followed by every intercept vector, the order of scikit-learn's ``_pack``.
+followed by every intercept vector, the order of scikit-learn's ``_pack``;
+with batch normalization, each normalized layer's scale (gamma) and shift
+(beta) follow, layer by layer, after all intercepts.
 ``coefs_[i]`` and ``intercepts_[i]`` are views into it, so optimizers, norm
 clipping, L-BFGS and best-weight snapshots all work on one array.
 """
@@ -52,6 +54,18 @@ class Plan:
     drop_col : ndarray of shape (n_layers,), intp
         First column of each layer in the dropout counter space, whose rows
         are drop_width wide (the hidden widths side by side).
+    bn_off : ndarray of shape (n_layers,), intp
+        Offset in the flat buffer of each batch-normalized layer's scale
+        (units[l + 1] values, its shift right after); -1 for other layers.
+    zhat_off, bn_stat_off : ndarray of shape (n_layers,), intp
+        Workspace offsets of the normalized pre-activations (max_rows,
+        units[l + 1]) and of the statistics in use (mean, variance and
+        1 / sqrt(variance + eps), units[l + 1] each); -1 without batch norm.
+    run_off : ndarray of shape (n_layers,), intp
+        Offsets of the running mean then running variance in the running
+        statistics buffer (length n_running); -1 without batch norm.
+    n_running : int
+        Length of the running statistics buffer (0 without batch norm).
     out_act, loss : int
         Codes of the output activation and the loss.
     """
@@ -73,6 +87,11 @@ class Plan:
     drop_width: int
     out_act: int
     loss: int
+    bn_off: np.ndarray = None
+    zhat_off: np.ndarray = None
+    bn_stat_off: np.ndarray = None
+    run_off: np.ndarray = None
+    n_running: int = 0
 
 
 def param_offsets(units):
@@ -111,12 +130,32 @@ def hidden_dropout(dropout, n_hidden):
     return [float(r) for r in dropout]
 
 
+def batch_norm_layers(batch_norm, n_layers):
+    """Which layers are batch-normalized: True means every hidden layer;
+    a sequence gives one flag per layer (the output layer's included)."""
+    if isinstance(batch_norm, (bool, np.bool_)):
+        return (bool(batch_norm),) * (n_layers - 1) + (False,)
+    flags = tuple(bool(f) for f in batch_norm)
+    if len(flags) != n_layers:
+        raise ValueError(f"batch_norm needs one flag per layer, got {flags}")
+    return flags
+
+
+def bn_sizes(units, batch_norm):
+    """Numbers of batch-norm parameters (scale and shift) and of running
+    statistics (mean and variance): twice the normalized widths each."""
+    flags = batch_norm_layers(batch_norm, len(units) - 1)
+    n = 2 * sum(int(u) for u, f in zip(units[1:], flags, strict=True) if f)
+    return n, n
+
+
 def make_plan(units, hidden_activation, out_activation, loss, max_rows, gather,
-              dropout=0.0):
+              dropout=0.0, batch_norm=False):
     """Lay out a network of the given widths for passes of up to max_rows rows.
 
     hidden_activation is one name for every hidden layer or a list of names,
-    one per hidden layer; dropout likewise one rate or one per hidden layer.
+    one per hidden layer; dropout likewise one rate or one per hidden layer;
+    batch_norm True for every hidden layer or one flag per layer.
     Plans are cached and read-only: repeated small predicts reuse them.
     """
     def frozen(v):
@@ -124,12 +163,15 @@ def make_plan(units, hidden_activation, out_activation, loss, max_rows, gather,
 
     return _make_plan(tuple(int(u) for u in units), frozen(hidden_activation),
                       out_activation, loss, int(max_rows), bool(gather),
-                      frozen(dropout))
+                      frozen(dropout),
+                      batch_norm if isinstance(batch_norm, bool)
+                      else tuple(batch_norm))
 
 
 @lru_cache(maxsize=64)
 def _make_plan(units, hidden_activation, out_activation, loss, max_rows, gather,
-               dropout):
+               dropout, batch_norm):
+    bn_flags = batch_norm_layers(batch_norm, len(units) - 1)
     units = np.asarray(units, dtype=np.intp)
     names = hidden_activations(hidden_activation, len(units) - 2)
     acts = np.array([ACTIVATIONS[a] for a in names + [out_activation]], np.intp)
@@ -157,8 +199,22 @@ def _make_plan(units, hidden_activation, out_activation, loss, max_rows, gather,
         mask_off[i] = work_size
         work_size += int(units[i + 1]) * max_rows
     drop_col = np.concatenate([[0], np.cumsum(units[1:-1])]).astype(np.intp)
+    bn_off, zhat_off, bn_stat_off, run_off = (
+        np.full(n_layers, -1, dtype=np.intp) for _ in range(4)
+    )
+    n_running = 0
+    for i in np.flatnonzero(bn_flags):
+        width = int(units[i + 1])
+        bn_off[i] = n_params
+        n_params += 2 * width
+        run_off[i] = n_running
+        n_running += 2 * width
+        zhat_off[i] = work_size
+        work_size += width * max_rows
+        bn_stat_off[i] = work_size
+        work_size += 3 * width
     for a in (units, coef_off, bias_off, act_off, delta_off, pre_off, acts, drop,
-              mask_off, drop_col):
+              mask_off, drop_col, bn_off, zhat_off, bn_stat_off, run_off):
         a.flags.writeable = False
     return Plan(
         units=units,
@@ -178,7 +234,28 @@ def _make_plan(units, hidden_activation, out_activation, loss, max_rows, gather,
         drop_width=int(drop_col[-1]),
         out_act=ACTIVATIONS[out_activation],
         loss=LOSSES[loss],
+        bn_off=bn_off,
+        zhat_off=zhat_off,
+        bn_stat_off=bn_stat_off,
+        run_off=run_off,
+        n_running=n_running,
     )
+
+
+def bn_views(flat, running, plan):
+    """Views of each batch-normalized layer's (scale, shift) in flat and
+    (mean, variance) in running; None for the other layers."""
+    params, stats = [], []
+    for i, (p, r) in enumerate(zip(plan.bn_off, plan.run_off, strict=True)):
+        if p < 0:
+            params.append(None)
+            stats.append(None)
+            continue
+        m = int(plan.units[i + 1])
+        params.append((flat[p : p + m], flat[p + m : p + 2 * m]))
+        stats.append(None if running is None
+                     else (running[r : r + m], running[r + m : r + 2 * m]))
+    return params, stats
 
 
 def unpack(flat, units):
@@ -216,3 +293,26 @@ def glorot_init(units, activation, random_state, dtype):
         coefs.append(random_state.uniform(-bound, bound, (fan_in, fan_out)))
         intercepts.append(random_state.uniform(-bound, bound, fan_out))
     return pack(coefs, intercepts, dtype)
+
+
+def init_batch_norm(units, dtype):
+    """Initial batch-norm parameters of every hidden layer, to follow the
+    intercepts in the flat buffer (scale 1, shift 0), and the initial
+    running statistics (mean 0, variance 1), as PyTorch's BatchNorm1d."""
+    params, running = [np.empty(0)], [np.empty(0)]
+    for m in units[1:-1]:
+        params += [np.ones(m), np.zeros(m)]
+        running += [np.zeros(m), np.ones(m)]
+    return (np.concatenate(params).astype(dtype),
+            np.concatenate(running).astype(dtype))
+
+
+def batch_norm_attributes(flat, running, units):
+    """Lists of views, one per hidden layer, of the scales and shifts in flat
+    and of the running means and variances in running."""
+    plan = make_plan(units, "identity", "identity", "squared_error", 1, False,
+                     batch_norm=True)
+    params, stats = bn_views(flat, running, plan)
+    params, stats = params[:-1], stats[:-1]
+    return ([p[0] for p in params], [p[1] for p in params],
+            [s[0] for s in stats], [s[1] for s in stats])

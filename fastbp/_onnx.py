@@ -84,7 +84,7 @@ def to_onnx(estimator, *, dtype=np.float32, name=None):
 
     A = "X"
     for i, (W, b, act) in enumerate(
-        zip(estimator.coefs_, estimator.intercepts_, acts)
+        zip(*_folded_layers(estimator), acts, strict=True)
     ):
         Z = f"z{i}"
         nodes.append(helper.make_node(
@@ -110,6 +110,28 @@ def to_onnx(estimator, *, dtype=np.float32, name=None):
     helper.set_model_props(model, {"fastbp_version": fastbp.__version__})
     onnx.checker.check_model(model)
     return model
+
+
+def _folded_layers(estimator):
+    """coefs_ and intercepts_, with batch norm at inference folded in.
+
+    With running statistics, gamma (Z + b - mean) / sqrt(var + eps) + beta
+    is the affine map Z s + (b - mean) s + beta, s = gamma / sqrt(var + eps):
+    a scaling of W's columns and another intercept.
+    """
+    coefs, intercepts = list(estimator.coefs_), list(estimator.intercepts_)
+    if getattr(estimator, "batch_norm_scale_", None) is None:
+        return coefs, intercepts
+    from fastbp._kernels import BATCH_NORM_EPS
+
+    for i, (gamma, beta, mean, var) in enumerate(zip(
+        estimator.batch_norm_scale_, estimator.batch_norm_shift_,
+        estimator.batch_norm_mean_, estimator.batch_norm_var_, strict=True,
+    )):
+        scale = gamma / np.sqrt(var.astype(np.float64) + BATCH_NORM_EPS)
+        coefs[i] = coefs[i] * scale
+        intercepts[i] = (intercepts[i] - mean) * scale + beta
+    return coefs, intercepts
 
 
 def _activation_nodes(act, Z, A, nodes, const, dtype):

@@ -11,13 +11,14 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import erf, expit, ndtr, xlogy
 
-from fastbp._network import unpack
+from fastbp._network import bn_views, unpack
 
 # Codes, as in _kernels.pxd and _optimizers.pxd.
 IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP = range(6)
 LEAKY_RELU, ELU, GELU, SOFTPLUS, SILU, SOFTSIGN = range(6, 12)
 SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON = range(4)
 SGD, ADAM, ADAGRAD, RMSPROP, ADADELTA, ADAMW, ADAMAX, NADAM = range(8)
+BATCH_NORM_EPS, BATCH_NORM_MOMENTUM = 1e-5, 0.1
 
 
 def gemm(trans_a, trans_b, alpha, A, B, beta, out):
@@ -156,6 +157,35 @@ def dropout_backward(A, mask, delta, rate):
     A *= A.dtype.type(1 - rate)
 
 
+def bn_forward(Z, b, gamma, zhat, stats, running, batch):
+    m = Z.shape[1]
+    Z += b
+    if batch:
+        mean, var = Z.mean(axis=0), Z.var(axis=0)
+        if running is not None:
+            mom = BATCH_NORM_MOMENTUM
+            running[:m] = (1 - mom) * running[:m] + mom * mean
+            if len(Z) > 1:
+                unbiased = var * len(Z) / (len(Z) - 1)
+                running[m:] = (1 - mom) * running[m:] + mom * unbiased
+    else:
+        mean, var = running[:m], running[m:]
+    stats[:m], stats[m : 2 * m] = mean, var
+    stats[2 * m :] = 1 / np.sqrt(var + Z.dtype.type(BATCH_NORM_EPS))
+    zhat[...] = (Z - stats[:m]) * stats[2 * m :]
+    Z[...] = gamma * zhat
+
+
+def bn_backward(delta, zhat, stats, gamma, sw_sum, grad_gamma, grad_beta):
+    dY = delta.copy()
+    grad_beta[...] = dY.sum(axis=0) / grad_beta.dtype.type(sw_sum)
+    grad_gamma[...] = (dY * zhat).sum(axis=0) / grad_gamma.dtype.type(sw_sum)
+    inv = stats[2 * delta.shape[1] :]
+    delta[...] = gamma * inv * (
+        dY - dY.mean(axis=0) - zhat * (dY * zhat).mean(axis=0)
+    )
+
+
 def gather_rows(X, rows, out):
     out[...] = X[rows]
 
@@ -281,17 +311,31 @@ def _input(X, csr, n_features):
     return X if csr is None else _csr(*csr, n_features)
 
 
-def _forward_layers(plan, X, coefs, intercepts, seed=None, row0=0):
+def _forward_layers(plan, X, coefs, intercepts, seed=None, row0=0, bn=None):
     """Activations (after dropout), pre-activations, the activations before
     dropout and the dropout masks (None where none) of every layer.
 
     Dropout applies in training, when a seed is given; the mask of batch row
-    r is that of position row0 + r in the epoch.
+    r is that of position row0 + r in the epoch. bn = (params, running,
+    batch, normalized): per layer (gamma, beta) and (mean, var) views or
+    None, whether to use batch statistics (and update running if given), and
+    a list receiving each layer's (zhat, stats) or None.
     """
     activations, pre, undropped, masks = [X], [None], [X], [None]
     for i, (W, b) in enumerate(zip(coefs, intercepts)):
         Z = np.asarray(X @ W if i == 0 else activations[-1] @ W)
         pre.append(np.empty_like(Z))
+        if bn is not None and bn[0][i] is not None:
+            (gamma, beta), stat = bn[0][i], bn[1][i]
+            zhat, stats = np.empty_like(Z), np.empty(3 * Z.shape[1], Z.dtype)
+            running = None if stat is None else np.concatenate(stat)
+            bn_forward(Z, b, gamma, zhat, stats, running, bn[2])
+            if running is not None and bn[2]:
+                stat[0][...], stat[1][...] = np.split(running, 2)
+            bn[3].append((zhat, stats))
+            b = beta
+        elif bn is not None:
+            bn[3].append(None)
         bias_act(Z, b, plan.acts[i], pre[-1])
         undropped.append(Z)
         masks.append(None)
@@ -303,11 +347,18 @@ def _forward_layers(plan, X, coefs, intercepts, seed=None, row0=0):
     return activations, pre, undropped, masks
 
 
-def _backprop(plan, X, Y, sw, coefs, intercepts, alpha, l1=0.0, seed=0, row0=0):
-    """Loss of the batch (with the L2 and L1 terms) and its gradient lists."""
+def _backprop(plan, X, Y, sw, coefs, intercepts, alpha, l1=0.0, seed=0, row0=0,
+              bn=None):
+    """Loss of the batch (with the L2 and L1 terms) and its gradient lists
+    (with batch norm, the scale and shift gradients in bn_grad)."""
+    normalized = []
+    bn_params, bn_running = bn if bn is not None else ([None] * len(coefs),
+                                                       [None] * len(coefs))
     activations, pre, undropped, masks = _forward_layers(
-        plan, X, coefs, intercepts, seed, row0
+        plan, X, coefs, intercepts, seed, row0,
+        (bn_params, bn_running, True, normalized),
     )
+    bn_grad = [None] * len(coefs)
     delta = np.empty_like(activations[-1])
     loss, sw_sum = loss_delta(activations[-1], Y, sw, None, plan.loss, delta)
     loss += 0.5 * alpha * sum(sq_norm(W.ravel()) for W in coefs) / sw_sum
@@ -315,6 +366,10 @@ def _backprop(plan, X, Y, sw, coefs, intercepts, alpha, l1=0.0, seed=0, row0=0):
         loss += l1 * sum(abs_sum(W.ravel()) for W in coefs) / sw_sum
     grad_W, grad_b = [None] * len(coefs), [None] * len(coefs)
     for i in range(len(coefs) - 1, -1, -1):
+        if normalized[i] is not None:
+            gamma = bn_params[i][0]
+            bn_grad[i] = (np.empty_like(gamma), np.empty_like(gamma))
+            bn_backward(delta, *normalized[i], gamma, sw_sum, *bn_grad[i])
         g = np.asarray(activations[i].T @ delta)
         l2_grad(g.ravel(), coefs[i].ravel(), alpha, sw_sum)
         if l1:
@@ -322,24 +377,31 @@ def _backprop(plan, X, Y, sw, coefs, intercepts, alpha, l1=0.0, seed=0, row0=0):
         grad_W[i] = g
         grad_b[i] = np.empty(delta.shape[1], dtype=delta.dtype)
         bias_grad(delta, sw_sum, grad_b[i])
+        if normalized[i] is not None:
+            grad_b[i][...] = 0  # the normalization cancels the intercept
         if i > 0:
             delta = delta @ coefs[i].T
             if masks[i] is not None:
                 delta *= masks[i]
             act_grad(undropped[i], delta, plan.acts[i - 1], pre[i])
-    return loss, grad_W, grad_b
+    return loss, grad_W, grad_b + [g for pair in bn_grad if pair for g in pair]
 
 
 def _flat(grad_W, grad_b):
     return np.concatenate([g.ravel() for g in grad_W + grad_b])
 
 
+def _bn(plan, params, running):
+    return bn_views(params, running, plan) if plan.n_running else None
+
+
 def run_epoch(plan, X, csr, Y, sample_weight, order, batch_size, params, grad,
               work, state, solver, lr, momentum, nesterov, beta_1, beta_2,
               epsilon, alpha, step, rho=0.9, weight_decay=0.0, clip_norm=0.0,
-              clip_value=0.0, l1=0.0, seed=0):
+              clip_value=0.0, l1=0.0, seed=0, running=None):
     """One epoch of minibatch training, as _epoch.run_epoch."""
     coefs, intercepts = _layers(plan, params)
+    bn = _bn(plan, params, running)
     X = _input(X, csr, int(plan.units[0]))
     n_samples = X.shape[0]
     order = np.arange(n_samples) if order is None else order
@@ -348,7 +410,8 @@ def run_epoch(plan, X, csr, Y, sample_weight, order, batch_size, params, grad,
         rows = order[start : start + batch_size]
         sw = None if sample_weight is None else sample_weight[rows]
         loss, grad_W, grad_b = _backprop(
-            plan, X[rows], Y[rows], sw, coefs, intercepts, alpha, l1, seed, start
+            plan, X[rows], Y[rows], sw, coefs, intercepts, alpha, l1, seed, start,
+            bn,
         )
         loss_sum += len(rows) * loss
         grad[...] = _flat(grad_W, grad_b)
@@ -365,17 +428,32 @@ def loss_grad(plan, X, csr, Y, sample_weight, params, grad, work, alpha, l1=0.0,
     coefs, intercepts = _layers(plan, params)
     X = _input(X, csr, int(plan.units[0]))
     loss, grad_W, grad_b = _backprop(
-        plan, X, Y, sample_weight, coefs, intercepts, alpha, l1, seed
+        plan, X, Y, sample_weight, coefs, intercepts, alpha, l1, seed,
+        bn=_bn(plan, params, None),
     )
     grad[...] = _flat(grad_W, grad_b)
+    if plan.n_running and work is not None:
+        # The statistics used, where the compiled pass leaves them.
+        normalized = []
+        _forward_layers(plan, X, coefs, intercepts, seed, 0,
+                        (*_bn(plan, params, None), True, normalized))
+        for i, pair in enumerate(normalized):
+            if pair is not None:
+                stats = pair[1]
+                work[plan.bn_stat_off[i] : plan.bn_stat_off[i] + stats.size] = stats
     return loss
 
 
-def forward(plan, X, csr, params, work, out):
+def forward(plan, X, csr, params, work, out, running=None):
     """Network output for every row of X into out."""
     coefs, intercepts = _layers(plan, params)
     X = _input(X, csr, int(plan.units[0]))
-    out[...] = _forward_layers(plan, X, coefs, intercepts)[0][-1]  # no dropout
+    bn = _bn(plan, params, running)
+    if bn is not None:
+        if running is None:
+            raise ValueError("a plan with batch norm needs its running statistics")
+        bn = (*bn, False, [])
+    out[...] = _forward_layers(plan, X, coefs, intercepts, bn=bn)[0][-1]
 
 
 def _act_deriv(Z, act):

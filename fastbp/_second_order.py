@@ -43,6 +43,7 @@ class _FullBatch:
     """
 
     def __init__(self, est, X, Y, sample_weight, units, dtype):
+        _refuse_batch_norm(est)
         self.est = est
         self.X, self.csr = est._as_kernel_input(X, dtype)
         self.Y = np.ascontiguousarray(Y, dtype=dtype)
@@ -112,6 +113,14 @@ class _FullBatch:
         )
         self.ready = self.est.backend == "cython"
         return out
+
+
+def _refuse_batch_norm(est):
+    if getattr(est, "batch_norm_scale_", None) is not None:
+        raise ValueError(
+            "The second-order tools do not support batch_norm=True: their "
+            "derivatives ignore the normalization."
+        )
 
 
 class SecondOrderMixin:
@@ -239,6 +248,7 @@ class SecondOrderMixin:
             with one target it is 1.
         """
         check_is_fitted(self)
+        _refuse_batch_norm(self)
         X = validate_data(
             self, X, accept_sparse=["csr", "csc"], reset=False,
             dtype=(np.float64, np.float32),

@@ -170,6 +170,31 @@ def _csr_grad(subset):
     return make
 
 
+def _bn_forward(batch, running):
+    def make(rng, dtype, n):
+        m = rng.randint(1, 6)
+        Z, b, gamma = 3 * rng.randn(n, m) + 1, rng.randn(m), rng.randn(m)
+        stats = np.concatenate([rng.randn(m), rng.uniform(0.5, 2, m)])
+        zhat, stats3 = rng.randn(n, m), rng.randn(3 * m)  # overwritten
+        return (Z.astype(dtype), b.astype(dtype), gamma.astype(dtype),
+                zhat.astype(dtype), stats3.astype(dtype),
+                stats.astype(dtype) if running else None, batch)
+
+    return make
+
+
+def _bn_backward(rng, dtype, n):
+    m = rng.randint(1, 6)
+    Z = 3 * rng.randn(n, m) + 1
+    zhat = (Z - Z.mean(axis=0)) / np.sqrt(Z.var(axis=0) + 1e-5)
+    stats = np.concatenate([Z.mean(axis=0), Z.var(axis=0),
+                            1 / np.sqrt(Z.var(axis=0) + 1e-5)])
+    delta, gamma = rng.randn(n, m), rng.randn(m)
+    return (delta.astype(dtype), zhat.astype(dtype), stats.astype(dtype),
+            gamma.astype(dtype), dtype(rng.uniform(1, 3)),
+            rng.randn(m).astype(dtype), rng.randn(m).astype(dtype))
+
+
 CASES = (
     [(f"bias_act-{a}", "bias_act", _bias_act(a)) for a in ACT]
     + [(f"act_grad-{a}", "act_grad", _act_grad(a)) for a in ACT]
@@ -196,6 +221,10 @@ CASES = (
         ("csr_forward-rows", "csr_forward", _csr_forward(True)),
         ("csr_grad", "csr_grad", _csr_grad(False)),
         ("csr_grad-rows", "csr_grad", _csr_grad(True)),
+        ("bn_forward-batch", "bn_forward", _bn_forward(True, False)),
+        ("bn_forward-batch-running", "bn_forward", _bn_forward(True, True)),
+        ("bn_forward-running", "bn_forward", _bn_forward(False, True)),
+        ("bn_backward", "bn_backward", _bn_backward),
     ]
 )
 
