@@ -7,7 +7,7 @@ Meta-estimators (Pipeline, GridSearchCV) propagate their callbacks into ours
 through the same root context.
 """
 
-from fastbp._network import unpack
+from fastbp._network import batch_norm_attributes, unpack
 
 
 class FitTasks:
@@ -25,17 +25,20 @@ class FitTasks:
         self._root.call_on_fit_task_begin(**self._hook_args)
         self._open = None
 
-    def begin(self, flat, units):
-        """Open the next subtask, the model being the current ``flat``."""
+    def begin(self, flat, units, running=None):
+        """Open the next subtask, the model being the current ``flat`` (and
+        batch-norm ``running`` statistics)."""
         self._open = self._root.subcontext(task_name=self._task_name)
         self._open.call_on_fit_task_begin(
-            **self._hook_args, reconstruction_attributes=_weights(flat, units)
+            **self._hook_args,
+            reconstruction_attributes=_weights(flat, units, running),
         )
 
-    def end(self, flat, units):
+    def end(self, flat, units, running=None):
         """Close the open subtask; True when a callback asks to stop."""
         stop = self._open.call_on_fit_task_end(
-            **self._hook_args, reconstruction_attributes=_weights(flat, units)
+            **self._hook_args,
+            reconstruction_attributes=_weights(flat, units, running),
         )
         self._open = None
         return stop
@@ -51,11 +54,18 @@ class FitTasks:
         self._root.call_on_fit_task_end(**self._hook_args, reconstruction_attributes={})
 
 
-def _weights(flat, units):
+def _weights(flat, units, running):
     # Evaluated only if a callback asks for the fitted model; copies, because
     # training goes on updating flat in place.
     def attributes():
-        coefs, intercepts = unpack(flat.copy(), units)
-        return {"coefs_": coefs, "intercepts_": intercepts}
+        flat_copy = flat.copy()
+        coefs, intercepts = unpack(flat_copy, units)
+        out = {"coefs_": coefs, "intercepts_": intercepts}
+        if running is not None:
+            names = ("batch_norm_scale_", "batch_norm_shift_",
+                     "batch_norm_mean_", "batch_norm_var_")
+            out.update(zip(names, batch_norm_attributes(
+                flat_copy, running.copy(), units)))
+        return out
 
     return attributes

@@ -617,7 +617,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         self.n_iter_ = 0
         try:
             for _ in range(self.max_iter):
-                tasks.begin(flat, units)
+                tasks.begin(flat, units, running)
                 if self.shuffle:
                     order = shuffle(order, random_state=random_state)
                 optimizer["learning_rate"] = epoch_learning_rate(
@@ -652,7 +652,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
                     best[:] = flat
                     if running is not None:
                         best_running[:] = running
-                if tasks.end(flat, units):
+                if tasks.end(flat, units, running):
                     break
                 if self._no_improvement_count > self.n_iter_no_change:
                     if self._stop_or_slow_down(optimizer):
@@ -829,12 +829,14 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             if self.verbose:
                 print("Iteration %d, loss = %.8f" % (last["nit"], last["fun"]))
             x = last["x"].astype(flat.dtype)
-            last["stop"] = tasks.end(x, units)
-            tasks.begin(x, units)
+            # With batch norm, running holds the statistics of the last
+            # evaluation: the accepted point x.
+            last["stop"] = tasks.end(x, units, running)
+            tasks.begin(x, units, running)
             if last["stop"]:
                 raise StopIteration
 
-        tasks.begin(flat, units)
+        tasks.begin(flat, units, running)
         try:
             result = scipy.optimize.minimize(
                 loss_grad,

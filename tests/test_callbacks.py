@@ -166,3 +166,17 @@ def test_callbacks_do_not_change_the_model(digits):
     for a, b in zip(plain.coefs_ + plain.intercepts_,
                     watched.coefs_ + watched.intercepts_):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_scoring_monitor_sees_batch_norm_models(digits, solver):
+    # The fitted estimator handed to callbacks carries the batch-norm scales,
+    # shifts and running statistics: its last score is the final model's.
+    X, y = digits
+    monitor = ScoringMonitor(scoring="accuracy")
+    est = MLPClassifier((15,), solver=solver, max_iter=5, random_state=0,
+                        batch_norm=True).set_callbacks(monitor)
+    est.fit(X, y)
+    scores = _scores(monitor)
+    assert len(scores) == 5
+    assert scores[-1] == pytest.approx(est.score(X, y), abs=1e-12)
