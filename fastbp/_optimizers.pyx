@@ -38,13 +38,8 @@ cdef void _adam_step(floating* params, const floating* grad, floating* m,
                      floating* v, Py_ssize_t n, double step_size,
                      floating beta1, floating beta2,
                      floating eps) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef floating g
-    for i in range(n):
-        g = grad[i]
-        m[i] = beta1 * m[i] + (1 - beta1) * g
-        v[i] = beta2 * v[i] + (1 - beta2) * (g * g)
-        params[i] = params[i] + (-step_size * m[i] / (sqrt(v[i]) + eps))
+    # adamw without decay: 1 * params is params, bit for bit.
+    _adamw_step(params, grad, m, v, n, step_size, 1, beta1, beta2, eps)
 
 
 cdef void _adagrad_step(floating* params, const floating* grad, floating* G,
