@@ -6,6 +6,8 @@ released, or in its NumPy twin ``fastbp._reference`` with backend="numpy".
 """
 
 import warnings
+from contextlib import nullcontext
+from itertools import pairwise
 from numbers import Integral, Real
 
 import numpy as np
@@ -29,6 +31,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
 
 from fastbp import _epoch, _kernels, _reference
 from fastbp._callbacks import FitTasks
@@ -55,6 +58,20 @@ _BACKENDS = {"cython": _epoch, "numpy": _reference}
 _SEED_END = np.iinfo(np.int64).max
 # Rows per forward pass at predict time: bounds the workspace, keeps BLAS busy.
 _PREDICT_ROWS = 1024
+# Multiply-adds of a pass's largest matrix product between which a second BLAS
+# thread costs more (waking it, splitting the work) than it saves: measured
+# on 2 cores, digits (200x64x100) and the tanh regression (64x128x64) slowed
+# down by a third at 2 threads; the wide network (256x512x256) gains 1.5x.
+# Below the lower bound OpenBLAS stays on one thread by itself.
+_BLAS_ONE_THREAD = (1 << 16, 1 << 23)
+
+
+def _blas_threads(rows, units):
+    """Run a pass of rows-row products on one BLAS thread if they are small."""
+    largest = rows * max(a * b for a, b in pairwise(units))
+    if _BLAS_ONE_THREAD[0] <= largest < _BLAS_ONE_THREAD[1]:
+        return threadpool_limits(limits=1, user_api="blas")
+    return nullcontext()
 
 
 def _interval(lo, hi, closed, integral=False):
@@ -421,16 +438,18 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         if self.solver in _STOCHASTIC_SOLVERS:
             tasks = FitTasks(self, X, y, sample_weight,
                              1 if incremental else self.max_iter, "epoch")
-            self._fit_stochastic(
-                X, Y, sample_weight, units, flat, random_state, incremental,
-                tasks, val_set, running,
-            )
+            with _blas_threads(self._batch_size(n_samples, warn=False), units):
+                self._fit_stochastic(
+                    X, Y, sample_weight, units, flat, random_state, incremental,
+                    tasks, val_set, running,
+                )
         else:
             # One extra, empty subtask: scipy reports an iteration after it ran.
             tasks = FitTasks(self, X, y, sample_weight, self.max_iter + 1,
                              "iteration")
-            self._fit_full_batch(X, Y, sample_weight, units, flat, tasks,
-                                 running)
+            with _blas_threads(n_samples, units):
+                self._fit_full_batch(X, Y, sample_weight, units, flat, tasks,
+                                     running)
         self._set_params_flat(flat, units, running)
         tasks.finish()
 
@@ -554,10 +573,10 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             batch_norm,
         )
 
-    def _batch_size(self, n_samples):
+    def _batch_size(self, n_samples, warn=True):
         if self.batch_size == "auto":
             return min(200, n_samples)
-        if self.batch_size > n_samples:
+        if self.batch_size > n_samples and warn:
             warnings.warn(
                 "Got `batch_size` less than 1 or larger than "
                 "sample size. It is going to be clipped"
@@ -927,11 +946,12 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         )
         work = np.empty(plan.work_size, dtype=flat.dtype)
         out = np.empty((n_samples, units[-1]), dtype=flat.dtype)
-        if running is None:  # keywords cost a small predict measurable time
-            self._backend().forward(plan, X_dense, csr, flat, work, out)
-        else:
-            self._backend().forward(plan, X_dense, csr, flat, work, out,
-                                    running=running)
+        with _blas_threads(rows, units):
+            if running is None:  # keywords cost a small predict measurable time
+                self._backend().forward(plan, X_dense, csr, flat, work, out)
+            else:
+                self._backend().forward(plan, X_dense, csr, flat, work, out,
+                                        running=running)
         return out
 
     def transform(self, X):

@@ -91,3 +91,30 @@ def test_plans_are_cached_and_read_only():
     assert a is b
     with pytest.raises(ValueError, match="read-only"):
         a.coef_off[0] = 1
+
+
+def test_small_products_run_on_one_blas_thread(monkeypatch):
+    # A second BLAS thread slows small products down: passes whose largest
+    # product is small pin BLAS to one thread; tiny and large ones do not.
+    import fastbp._mlp as mlp
+
+    calls = []
+
+    def spy(**kwargs):
+        calls.append(kwargs)
+        return mlp.nullcontext()
+
+    monkeypatch.setattr(mlp, "threadpool_limits", spy)
+    X, y = make_classification(400, 64, random_state=0)
+    est = MLPClassifier((100,), max_iter=2, batch_size=200, random_state=0)
+    est.fit(X, y)  # 200 x 64 x 100 multiply-adds per product: small
+    assert calls == [{"limits": 1, "user_api": "blas"}]
+    est.predict(X[:1])  # tiny: OpenBLAS uses one thread anyway
+    assert len(calls) == 1
+    est.predict(X)  # 400 x 64 x 100: small
+    assert len(calls) == 2
+    assert mlp._blas_threads(256, [256, 512, 256, 2]) is not None
+    calls.clear()
+    with mlp._blas_threads(256, [256, 512, 256, 2]):  # wide: 2 threads help
+        pass
+    assert calls == []
