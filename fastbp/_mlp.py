@@ -60,10 +60,11 @@ _SEED_END = np.iinfo(np.int64).max
 _PREDICT_ROWS = 1024
 # Multiply-adds of a pass's largest matrix product between which a second BLAS
 # thread costs more (waking it, splitting the work) than it saves: measured
-# on 2 cores, digits (200x64x100) and the tanh regression (64x128x64) slowed
-# down by a third at 2 threads; the wide network (256x512x256) gains 1.5x.
-# Below the lower bound OpenBLAS stays on one thread by itself.
-_BLAS_ONE_THREAD = (1 << 16, 1 << 23)
+# on 2 cores, digits (200x64x100: 1.3M) and the tanh regression (64x128x64)
+# slowed down by a third at 2 threads, while predict's blocks (1024x50x64:
+# 3.3M) and the wide network (256x512x256) gain 1.4x. Below the lower bound
+# OpenBLAS stays on one thread by itself.
+_BLAS_ONE_THREAD = (1 << 16, 1 << 21)
 
 
 def _blas_threads(rows, units):

@@ -111,7 +111,9 @@ def test_small_products_run_on_one_blas_thread(monkeypatch):
     assert calls == [{"limits": 1, "user_api": "blas"}]
     est.predict(X[:1])  # tiny: OpenBLAS uses one thread anyway
     assert len(calls) == 1
-    est.predict(X)  # 400 x 64 x 100: small
+    est.predict(X[:300])  # 300 x 64 x 100: small
+    assert len(calls) == 2
+    est.predict(X)  # 400 x 64 x 100: large enough for two threads
     assert len(calls) == 2
     assert mlp._blas_threads(256, [256, 512, 256, 2]) is not None
     calls.clear()
