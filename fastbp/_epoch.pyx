@@ -51,11 +51,17 @@ cdef class _Arrays:
     """Keeps the plan's index arrays alive while a Net points into them."""
 
 
-cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
-                        Py_ssize_t work_size, Py_ssize_t rows_needed):
-    """Fill net from plan after checking it fits the buffers it will index."""
-    cdef _Arrays a = _Arrays()
-    cdef Py_ssize_t l, L
+cdef _Arrays _plan_arrays(object plan):
+    """Views of the plan's arrays, taken once per plan object.
+
+    Plans are frozen with read-only arrays (and cached by make_plan), so the
+    views stay valid; taking a dozen of them costs a one-row predict about
+    2 us. _read_plan still checks everything through them on every call.
+    """
+    cdef _Arrays a = plan.__dict__.get("_views")
+    if a is not None:
+        return a
+    a = _Arrays()
     a.units = plan.units
     a.coef_off = plan.coef_off
     a.bias_off = plan.bias_off
@@ -66,14 +72,21 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
     a.drop = plan.drop
     a.mask_off = plan.mask_off
     a.drop_col = plan.drop_col
-    # Batch norm's offsets are read only when some layer has it: every
-    # memoryview costs time a small predict notices.
-    cdef bint bn = plan.n_running > 0
-    if bn:
+    if plan.n_running > 0:  # batch norm's offsets only when a layer has it
         a.bn_off = plan.bn_off
         a.zhat_off = plan.zhat_off
         a.bn_stat_off = plan.bn_stat_off
         a.run_off = plan.run_off
+    object.__setattr__(plan, "_views", a)  # frozen dataclass
+    return a
+
+
+cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
+                        Py_ssize_t work_size, Py_ssize_t rows_needed):
+    """Fill net from plan after checking it fits the buffers it will index."""
+    cdef _Arrays a = _plan_arrays(plan)
+    cdef Py_ssize_t l, L
+    cdef bint bn = plan.n_running > 0
     L = a.units.shape[0] - 1
     if L < 1:
         raise ValueError("plan needs at least one layer")

@@ -69,6 +69,8 @@ _BLAS_ONE_THREAD = (1 << 16, 1 << 21)
 
 def _blas_threads(rows, units):
     """Run a pass of rows-row products on one BLAS thread if they are small."""
+    if rows * max(units) ** 2 < _BLAS_ONE_THREAD[0]:  # bounds every product
+        return nullcontext()
     largest = rows * max(a * b for a, b in pairwise(units))
     if _BLAS_ONE_THREAD[0] <= largest < _BLAS_ONE_THREAD[1]:
         return threadpool_limits(limits=1, user_api="blas")

@@ -120,3 +120,21 @@ def test_small_products_run_on_one_blas_thread(monkeypatch):
     with mlp._blas_threads(256, [256, 512, 256, 2]):  # wide: 2 threads help
         pass
     assert calls == []
+
+
+def test_plan_views_are_taken_once_and_checks_still_run():
+    from fastbp import _epoch
+
+    plan = make_plan([3, 4, 2], "relu", "softmax", "log_loss", 2, False)
+    X = np.ones((2, 3))
+    params = np.zeros(plan.n_params)
+    out = np.empty((2, 2))
+    _epoch.forward(plan, X, None, params, np.empty(plan.work_size), out)
+    views = plan.__dict__["_views"]
+    _epoch.forward(plan, X, None, params, np.empty(plan.work_size), out)
+    assert plan.__dict__["_views"] is views
+    # Every size is still checked against the buffers of each call.
+    with pytest.raises(ValueError, match="workspace"):
+        _epoch.forward(plan, X, None, params, np.empty(plan.work_size - 1), out)
+    with pytest.raises(ValueError, match="parameter buffer"):
+        _epoch.forward(plan, X, None, params[:-1], np.empty(plan.work_size), out)
