@@ -438,18 +438,21 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
                 self._start_bookkeeping(incremental)
 
         Y = np.ascontiguousarray(Y, dtype=dtype)
-        if self.solver in _STOCHASTIC_SOLVERS:
-            tasks = FitTasks(self, X, y, sample_weight,
-                             1 if incremental else self.max_iter, "epoch")
+        stochastic = self.solver in _STOCHASTIC_SOLVERS
+        # Full-batch solvers get one extra, empty subtask: scipy reports an
+        # iteration after it ran.
+        tasks = FitTasks(
+            self, X, y, sample_weight,
+            (1 if incremental else self.max_iter) if stochastic else self.max_iter + 1,
+            "epoch" if stochastic else "iteration",
+        )
+        if stochastic:
             with _blas_threads(self._batch_size(n_samples, warn=False), units):
                 self._fit_stochastic(
                     X, Y, sample_weight, units, flat, random_state, incremental,
                     tasks, val_set, running,
                 )
         else:
-            # One extra, empty subtask: scipy reports an iteration after it ran.
-            tasks = FitTasks(self, X, y, sample_weight, self.max_iter + 1,
-                             "iteration")
             with _blas_threads(n_samples, units):
                 self._fit_full_batch(X, Y, sample_weight, units, flat, tasks,
                                      running)
@@ -466,7 +469,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             raise ValueError(
                 "X_val and y_val are passed to fit while early_stopping is False "
                 "or the solver is not stochastic; pass them with "
-                "early_stopping=True and solver 'sgd' or 'adam'."
+                "early_stopping=True and a stochastic solver."
             )
         X_val = validate_data(
             self, X_val, accept_sparse=["csr", "csc"], reset=False,
@@ -564,7 +567,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
     def _plan(self, units, rows, gather, dropout=0.0, batch_norm=None):
         # batch_norm None: as the fitted network.
         if batch_norm is None:
-            batch_norm = getattr(self, "batch_norm_scale_", None) is not None
+            batch_norm = self._fitted_batch_norm()
         return make_plan(
             units,
             self.activation,
@@ -939,7 +942,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         if flat is None:
             flat = self._flat_params()
             units = self._fitted_units()
-            if getattr(self, "batch_norm_scale_", None) is not None:
+            if self._fitted_batch_norm():
                 running = self._running_stats()
         X_dense, csr = self._as_kernel_input(X, flat.dtype)
         n_samples = X.shape[0]
