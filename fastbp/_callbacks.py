@@ -7,7 +7,7 @@ Meta-estimators (Pipeline, GridSearchCV) propagate their callbacks into ours
 through the same root context.
 """
 
-from fastbp._network import batch_norm_attributes, unpack
+from fastbp._network import fitted_arrays
 
 
 class FitTasks:
@@ -58,14 +58,7 @@ def _weights(flat, units, running):
     # Evaluated only if a callback asks for the fitted model; copies, because
     # training goes on updating flat in place.
     def attributes():
-        flat_copy = flat.copy()
-        coefs, intercepts = unpack(flat_copy, units)
-        out = {"coefs_": coefs, "intercepts_": intercepts}
-        if running is not None:
-            names = ("batch_norm_scale_", "batch_norm_shift_",
-                     "batch_norm_mean_", "batch_norm_var_")
-            out.update(zip(names, batch_norm_attributes(
-                flat_copy, running.copy(), units)))
-        return out
+        return fitted_arrays(flat.copy(), units,
+                             None if running is None else running.copy())
 
     return attributes

@@ -36,14 +36,13 @@ from threadpoolctl import threadpool_limits
 from fastbp import _epoch, _kernels, _reference
 from fastbp._callbacks import FitTasks
 from fastbp._network import (
-    batch_norm_attributes,
+    fitted_arrays,
     glorot_init,
     hidden_activations,
     hidden_dropout,
     init_batch_norm,
     make_plan,
     pack,
-    unpack,
 )
 from fastbp._optimizers import SOLVERS, STATE_ARRAYS
 from fastbp._schedules import SCHEDULES, epoch_learning_rate
@@ -518,13 +517,8 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
 
     def _set_params_flat(self, flat, units, running=None):
         self._flat = flat
-        self.coefs_, self.intercepts_ = unpack(flat, units)
         self._bn_running = running
-        bn = (None,) * 4
-        if running is not None:
-            bn = batch_norm_attributes(flat, running, units)
-        (self.batch_norm_scale_, self.batch_norm_shift_, self.batch_norm_mean_,
-         self.batch_norm_var_) = bn
+        self.__dict__.update(fitted_arrays(flat, units, running))
 
     def _fitted_batch_norm(self):
         return getattr(self, "batch_norm_scale_", None) is not None

@@ -307,6 +307,18 @@ def init_batch_norm(units, dtype):
             np.concatenate(running).astype(dtype))
 
 
+def fitted_arrays(flat, units, running=None):
+    """The fitted attributes that view flat (and running): coefs_,
+    intercepts_ and the batch_norm_*_ lists (None without batch norm)."""
+    coefs, intercepts = unpack(flat, units)
+    bn = (None,) * 4
+    if running is not None:
+        bn = batch_norm_attributes(flat, running, units)
+    names = ("coefs_", "intercepts_", "batch_norm_scale_", "batch_norm_shift_",
+             "batch_norm_mean_", "batch_norm_var_")
+    return dict(zip(names, (coefs, intercepts, *bn), strict=True))
+
+
 def batch_norm_attributes(flat, running, units):
     """Lists of views, one per hidden layer, of the scales and shifts in flat
     and of the running means and variances in running."""
