@@ -971,11 +971,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         X_new : ndarray of shape (n_samples, hidden_layer_sizes[-1])
             Activations of the last hidden layer, in the dtype of the weights.
         """
-        check_is_fitted(self)
-        X = validate_data(
-            self, X, accept_sparse=["csr", "csc"], reset=False,
-            dtype=(np.float64, np.float32),
-        )
+        X = self._validated_X(X)
         if len(self.coefs_) < 2:
             raise ValueError(
                 "transform returns the last hidden layer's activations; this "
@@ -1042,11 +1038,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
 
     def _validated_output(self, X):
         if not self._is_plain_input(X):
-            check_is_fitted(self)
-            X = validate_data(
-                self, X, accept_sparse=["csr", "csc"], reset=False,
-                dtype=(np.float64, np.float32),
-            )
+            X = self._validated_X(X)
         out = self._forward_output(X)
         if not self._backend().all_finite(out.reshape(-1)):
             raise ValueError(
@@ -1055,6 +1047,14 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
                 "the training data was scaled (for example with StandardScaler)."
             )
         return out
+
+    def _validated_X(self, X):
+        """X checked against the fitted model, as predict takes it."""
+        check_is_fitted(self)
+        return validate_data(
+            self, X, accept_sparse=["csr", "csc"], reset=False,
+            dtype=(np.float64, np.float32),
+        )
 
     def _is_plain_input(self, X):
         """True for X that validate_data would pass through unchanged.

@@ -16,7 +16,7 @@ buffer: ``coefs_[0].ravel()``, ..., ``coefs_[-1].ravel()``, then
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from fastbp import _curvature, _reference
 from fastbp._network import unpack
@@ -126,17 +126,17 @@ def _refuse_batch_norm(est):
 class SecondOrderMixin:
     """Derivatives of a fitted network; mixed into _BaseMLP."""
 
-    def _full_batch(self, X, y, sample_weight):
-        """The objective on (X, y) at the fitted weights, and those weights."""
+    def _full_batch(self, X, y, sample_weight, dtype=None):
+        """The objective on (X, y) at the fitted weights, and those weights,
+        in dtype (default: the weights' own)."""
         check_is_fitted(self)
         X, Y = self._validate_input(X, y, incremental=True, reset=False)
         flat = self._flat_params()
-        sample_weight = self._check_sample_weight(
-            sample_weight, X.shape[0], flat.dtype
-        )
-        sample_weight = self._weigh_classes(Y, sample_weight, False, flat.dtype)
+        dtype = flat.dtype if dtype is None else dtype
+        sample_weight = self._check_sample_weight(sample_weight, X.shape[0], dtype)
+        sample_weight = self._weigh_classes(Y, sample_weight, False, dtype)
         return _FullBatch(self, X, Y, sample_weight, self._fitted_units(),
-                          flat.dtype), flat
+                          dtype), flat.astype(dtype, copy=False)
 
     def loss_gradient(self, X, y, sample_weight=None):
         """The training objective on (X, y) and its gradient at the fitted weights.
@@ -247,12 +247,8 @@ class SecondOrderMixin:
             n_outputs is 2 (both columns of predict_proba), for a regressor
             with one target it is 1.
         """
-        check_is_fitted(self)
         _refuse_batch_norm(self)
-        X = validate_data(
-            self, X, accept_sparse=["csr", "csc"], reset=False,
-            dtype=(np.float64, np.float32),
-        )
+        X = self._validated_X(X)
         flat = self._flat_params()
         units = self._fitted_units()
         X_dense, csr = self._as_kernel_input(X, flat.dtype)
@@ -377,15 +373,8 @@ def check_gradients(estimator, X, y, sample_weight=None, eps=1e-5, floor=1e-6):
         raise ValueError(f"eps must be a positive float, got {eps!r}.")
     if not (np.isfinite(floor) and floor > 0):
         raise ValueError(f"floor must be a positive float, got {floor!r}.")
-    check_is_fitted(estimator)
-    X, Y = estimator._validate_input(X, y, incremental=True, reset=False)
-    sample_weight = estimator._check_sample_weight(
-        sample_weight, X.shape[0], np.float64
-    )
-    sample_weight = estimator._weigh_classes(Y, sample_weight, False, np.float64)
-    units = estimator._fitted_units()
-    problem = _FullBatch(estimator, X, Y, sample_weight, units, np.float64)
-    flat = estimator._flat_params().astype(np.float64)
+    problem, flat = estimator._full_batch(X, y, sample_weight, np.float64)
+    units = problem.units
     _, gradient = problem.loss_grad(flat)
     numerical = np.empty_like(flat)
     for i in range(flat.size):
