@@ -831,25 +831,28 @@ def _fit_with_blas_threads(threads, solver, dtype):
 
 
 @pytest.mark.parametrize(
-    "solver, dtype, bitwise",
-    [("sgd", np.float64, True), ("adam", np.float64, True),
-     ("adam", np.float32, False), ("lbfgs", np.float64, False)],
+    "solver, dtype",
+    [("sgd", np.float64), ("adam", np.float64), ("adam", np.float32),
+     ("lbfgs", np.float64)],
 )
-def test_one_and_two_blas_threads(solver, dtype, bitwise):
-    """Bit-identical where BLAS splits products by output blocks (float64
-    minibatches); otherwise OpenBLAS may split a product's sum differently
-    with 2 threads (float32 kernels, full-batch products over n_samples), and
-    the results agree to rounding only (README: Guarantees)."""
+def test_one_and_two_blas_threads(solver, dtype):
+    """The same BLAS thread count gives the same bits, run after run; 1 and 2
+    threads agree to rounding only, since how OpenBLAS splits a product's sum
+    across threads depends on its kernel for the CPU (on SkylakeX kernels
+    float64 minibatch weights differ in the last bit where Haswell kernels
+    give equal bits; README: Guarantees)."""
     pytest.importorskip("threadpoolctl")
-    one = _fit_with_blas_threads(1, solver, dtype)
-    two = _fit_with_blas_threads(2, solver, dtype)
-    for a, b in zip(one.coefs_ + one.intercepts_, two.coefs_ + two.intercepts_):
-        if bitwise:
+    fits = {t: [_fit_with_blas_threads(t, solver, dtype) for _ in range(2)]
+            for t in (1, 2)}
+    for again, first in fits.values():
+        for a, b in zip(first.coefs_ + first.intercepts_,
+                        again.coefs_ + again.intercepts_):
             np.testing.assert_array_equal(a, b)
-        else:
-            scale = max(np.abs(b).max(), 1e-3)
-            atol = (1e-3 if dtype == np.float32 else 1e-7) * scale
-            np.testing.assert_allclose(a, b, rtol=0, atol=atol)
+    one, two = fits[1][0], fits[2][0]
+    for a, b in zip(one.coefs_ + one.intercepts_, two.coefs_ + two.intercepts_):
+        scale = max(np.abs(b).max(), 1e-3)
+        atol = (1e-3 if dtype == np.float32 else 1e-7) * scale
+        np.testing.assert_allclose(a, b, rtol=0, atol=atol)
 
 
 def test_compiled_epoch_releases_the_gil(monkeypatch):
