@@ -199,6 +199,13 @@ _PARAMETER_RULES = {
 }
 
 
+_KEPT = " The previous model, if any, is kept."
+
+
+class _Diverged(Exception):
+    """Raised inside the epoch loop when training diverged; carries the message."""
+
+
 class FastbpVersionWarning(UserWarning):
     """A model file written by another fastbp version was loaded."""
 
@@ -631,6 +638,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         )
         best = flat.copy() if keep_best else None
         best_running = running.copy() if keep_best and running is not None else None
+        best_epoch = None
         backend = self._backend()
 
         self.n_iter_ = 0
@@ -661,16 +669,36 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
                 self.t_ += n_samples
                 self.loss_curve_.append(self.loss_)
                 self.learning_rate_curve_.append(optimizer["learning_rate"])
-                if not (np.isfinite(self.loss_) and backend.all_finite(flat)):
-                    self._diverged(optimizer["learning_rate"])
                 if self.verbose:
                     print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-
-                if (self._update_no_improvement_count(val, flat, units, running)
-                        and keep_best):
-                    best[:] = flat
-                    if running is not None:
-                        best_running[:] = running
+                diverged = None
+                if not (np.isfinite(self.loss_) and backend.all_finite(flat)):
+                    diverged = self._divergence(optimizer["learning_rate"], flat)
+                    if val is not None:
+                        self._record_validation(val, flat, units, running)
+                if diverged is None:
+                    try:
+                        improved = self._update_no_improvement_count(
+                            val, flat, units, running)
+                    except _Diverged as e:
+                        diverged = str(e)
+                    else:
+                        if improved and keep_best:
+                            best[:] = flat
+                            if running is not None:
+                                best_running[:] = running
+                            best_epoch = self.n_iter_
+                if diverged is not None:
+                    if best_epoch is None:
+                        raise ValueError(diverged + _KEPT)
+                    # A best-so-far model exists: keep it, as scikit-learn
+                    # does, but say so rather than stop silently.
+                    warnings.warn(
+                        f"{diverged} Training stopped; the weights of iteration "
+                        f"{best_epoch}, the best one, are restored.",
+                        ConvergenceWarning,
+                    )
+                    break
                 if tasks.end(flat, units, running):
                     break
                 if self._no_improvement_count > self.n_iter_no_change:
@@ -710,19 +738,23 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         draw = int(random_state.randint(_SEED_END, dtype=np.int64))
         return (draw + self.t_ * 0x9E3779B97F4A7C15) % 2**64
 
-    def _diverged(self, learning_rate, what=None):
+    def _divergence(self, learning_rate, flat=None, what=None):
+        """The message of a diverged fit (flat: the weights it ended with)."""
         if what is None:
-            what = (
-                f"the training loss is {self.loss_}"
-                if not np.isfinite(self.loss_)
-                else "the solver produced non-finite parameter weights"
-            )
+            what = f"the training loss is {self.loss_}"
+        if flat is not None and not self._backend().all_finite(flat):
+            what = "the solver produced non-finite parameter weights"
         rate = "" if learning_rate is None else f" ({learning_rate:g})"
-        raise ValueError(
-            f"Training diverged at iteration {self.n_iter_}: {what}. The learning "
-            f"rate{rate} may be too high, or the input data may contain large "
-            "values and need scaling (for example with StandardScaler). The "
-            "previous model, if any, is kept."
+        sklearn_words = (
+            "Solver produced non-finite parameter weights. The input data may "
+            "contain large values and need to be preprocessed. "
+            if what.endswith("non-finite parameter weights") else ""
+        )
+        return (
+            f"{sklearn_words}Training diverged at iteration {self.n_iter_}: "
+            f"{what}. The learning rate{rate} may be too high, or the input data "
+            "may contain large values and need scaling (for example with "
+            "StandardScaler)."
         )
 
     def _stop_or_slow_down(self, optimizer):
@@ -755,7 +787,10 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         triple (X_val, Y_val, sw_val).
         """
         # Multilabel targets are not stratified.
-        stratify = Y if self._is_classifier() and self.n_outputs_ == 1 else None
+        # As bool, the form scikit-learn's binarized y has: the same split, and
+        # a too-small class is named as scikit-learn names it (['True']).
+        stratify = (Y.astype(bool) if self._is_classifier() and self.n_outputs_ == 1
+                    else None)
         arrays = [X, Y] + ([] if sample_weight is None else [sample_weight])
         parts = train_test_split(
             *arrays,
@@ -771,6 +806,24 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             )
         return X, Y, sw, (X_val, Y_val, sw_val)
 
+    def _record_validation(self, val, flat, units, running):
+        """Append the validation score and loss of flat to their curves (NaN
+        both when its predictions are not finite, as scikit-learn records);
+        return them."""
+        X_val, Y_val, y_val, sw_val = val
+        output = self._forward_output(X_val, flat, units, running=running)
+        score = val_loss = np.nan
+        if np.isfinite(output).all():
+            score = self._score_function(y_val, self._decode(output), sw_val)
+            kernels = _kernels if self.backend == "cython" else _reference
+            val_loss, _ = kernels.loss_delta(
+                output, Y_val, sw_val, None, _kernels.LOSSES[self._loss_name()],
+                np.empty_like(output),
+            )
+        self.validation_scores_.append(float(score))
+        self.validation_loss_curve_.append(float(val_loss))
+        return score, val_loss
+
     def _update_no_improvement_count(self, val, flat, units, running=None):
         """Track progress; return True when the weights are the best so far."""
         if val is None:
@@ -783,21 +836,12 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             if improved:
                 self.best_loss_ = loss
             return improved
-        X_val, Y_val, y_val, sw_val = val
-        output = self._forward_output(X_val, flat, units, running=running)
-        if not np.isfinite(output).all():
-            self._diverged(
+        score, val_loss = self._record_validation(val, flat, units, running)
+        if not np.isfinite(score):
+            raise _Diverged(self._divergence(
                 self.learning_rate_init,
                 what="the validation predictions are not finite",
-            )
-        score = self._score_function(y_val, self._decode(output), sw_val)
-        self.validation_scores_.append(score)
-        kernels = _kernels if self.backend == "cython" else _reference
-        val_loss, _ = kernels.loss_delta(
-            output, Y_val, sw_val, None, _kernels.LOSSES[self._loss_name()],
-            np.empty_like(output),
-        )
-        self.validation_loss_curve_.append(val_loss)
+            ))
         if self.verbose:
             print("Validation score: %f" % score)
         if self.early_stopping_metric == "loss":
@@ -892,7 +936,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             flat[:] = result.x
         tasks.close_empty()
         if not (np.isfinite(self.loss_) and self._backend().all_finite(flat)):
-            self._diverged(None)
+            raise ValueError(self._divergence(None, flat) + _KEPT)
         if running is not None:
             loss_grad(flat.astype(np.float64))  # the statistics at the result
 

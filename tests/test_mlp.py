@@ -265,6 +265,60 @@ def test_nan_validation_score_is_divergence():
     assert not hasattr(clf, "coefs_")
 
 
+def _iris_diverging(**params):
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    # scikit-learn's test_mlp_diverging_loss: sgd at learning rate 1.
+    return X, y, MLPRegressor(
+        hidden_layer_sizes=100, activation="identity", solver="sgd",
+        learning_rate_init=1,
+        max_iter=20, n_iter_no_change=10, random_state=0, **params)
+
+
+def test_divergence_with_early_stopping_restores_the_best_epoch():
+    X, y, reg = _iris_diverging(early_stopping=True)
+    with pytest.warns(ConvergenceWarning, match=r"diverged at iteration (\d+).*"
+                      r"weights of iteration (\d+), the best one, are restored"):
+        reg.fit(X, y)
+    assert np.isnan(reg.validation_scores_[-1])
+    assert isinstance(reg.validation_scores_[-1], float)
+    assert reg.n_iter_ == len(reg.validation_scores_) < reg.max_iter
+    best = int(np.nanargmax(reg.validation_scores_)) + 1
+    assert np.isfinite(reg.predict(X)).all()
+    # The restored weights are those a fit stopped at the best epoch ends with.
+    _, _, short = _iris_diverging(early_stopping=True)
+    short.set_params(max_iter=best)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        short.fit(X, y)
+    for a, b in zip(reg.coefs_ + reg.intercepts_, short.coefs_ + short.intercepts_):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_divergence_with_restore_best_weights_keeps_the_lowest_loss():
+    X, y, reg = _iris_diverging(restore_best_weights=True)
+    with pytest.warns(ConvergenceWarning, match="diverged.*restored"):
+        reg.fit(X, y)
+    assert not np.isfinite(reg.loss_curve_[-1])
+    best = int(np.nanargmin(reg.loss_curve_)) + 1
+    _, _, short = _iris_diverging(restore_best_weights=True)
+    short.set_params(max_iter=best)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        short.fit(X, y)
+    for a, b in zip(reg.coefs_, short.coefs_):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_divergence_without_a_best_model_raises():
+    X, y, reg = _iris_diverging()
+    with pytest.raises(ValueError, match="Training diverged at iteration"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reg.fit(X, y)
+
+
 def test_warm_start_early_stopping_restarts_patience():
     X, y = _targets("multiclass")
     clf = MLPClassifier(
