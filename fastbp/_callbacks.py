@@ -7,13 +7,15 @@ Meta-estimators (Pipeline, GridSearchCV) propagate their callbacks into ours
 through the same root context.
 """
 
-from fastbp._network import fitted_arrays
-
 
 class FitTasks:
     """Root context of one fit plus the currently open subtask."""
 
-    def __init__(self, estimator, X, y, sample_weight, max_subtasks, task_name):
+    def __init__(self, estimator, X, y, sample_weight, max_subtasks, task_name,
+                 fitted=None):
+        # fitted: the attributes beside the weights that a model of this fit
+        # has (labels, widths), for the models callbacks reconstruct.
+        self._fitted = fitted or {}
         self._hook_args = dict(
             estimator=estimator,
             X=X,
@@ -25,20 +27,17 @@ class FitTasks:
         self._root.call_on_fit_task_begin(**self._hook_args)
         self._open = None
 
-    def begin(self, flat, units, running=None):
-        """Open the next subtask, the model being the current ``flat`` (and
-        batch-norm ``running`` statistics)."""
+    def begin(self, model):
+        """Open the next subtask, the model being the current ``model``."""
         self._open = self._root.subcontext(task_name=self._task_name)
         self._open.call_on_fit_task_begin(
-            **self._hook_args,
-            reconstruction_attributes=_weights(flat, units, running),
+            **self._hook_args, reconstruction_attributes=self._weights(model),
         )
 
-    def end(self, flat, units, running=None):
+    def end(self, model):
         """Close the open subtask; True when a callback asks to stop."""
         stop = self._open.call_on_fit_task_end(
-            **self._hook_args,
-            reconstruction_attributes=_weights(flat, units, running),
+            **self._hook_args, reconstruction_attributes=self._weights(model),
         )
         self._open = None
         return stop
@@ -53,12 +52,10 @@ class FitTasks:
         """End the root task; the estimator itself is the fitted model."""
         self._root.call_on_fit_task_end(**self._hook_args, reconstruction_attributes={})
 
+    def _weights(self, model):
+        # Evaluated only if a callback asks for the fitted model; a copy,
+        # because training goes on updating the model in place.
+        def attributes():
+            return {**self._fitted, **model.copy().attributes()}
 
-def _weights(flat, units, running):
-    # Evaluated only if a callback asks for the fitted model; copies, because
-    # training goes on updating flat in place.
-    def attributes():
-        return fitted_arrays(flat.copy(), units,
-                             None if running is None else running.copy())
-
-    return attributes
+        return attributes

@@ -77,11 +77,13 @@ def cosine_annealing(lr0: float, k: int, lr_min: float, period: int,
     return lr_min + (lr0 - lr_min) * (1 + math.cos(math.pi * k / period)) / 2
 
 
-def epoch_learning_rate(est, epoch: int, previous: float) -> float:
-    """The learning rate of the estimator's epoch (0-based, see module doc).
+def epoch_learning_rate(est, epoch: int, previous: float,
+                        samples_seen: int) -> float:
+    """The learning rate of an epoch (0-based, see module doc).
 
+    est holds the parameters (an estimator or a fit's settings record);
     previous is the rate the last epoch used (lr0 before the first), after
-    any cut by the adaptive schedule.
+    any cut by the adaptive schedule; samples_seen is t_ before the epoch.
     """
     lr0 = float(est.learning_rate_init)
     schedule = est.learning_rate
@@ -106,7 +108,7 @@ def epoch_learning_rate(est, epoch: int, previous: float) -> float:
     if schedule in ("invscaling", "adaptive") and k == 0:
         return lr0
     if schedule == "invscaling":
-        return inverse_scaling(lr0, est.t_, est.power_t)
+        return inverse_scaling(lr0, samples_seen, est.power_t)
     if schedule == "adaptive":
         return previous
     if schedule == "step":

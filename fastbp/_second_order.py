@@ -2,10 +2,9 @@
 
 ``SecondOrderMixin`` gives both estimators ``loss_gradient``,
 ``hessian_vector_product``, ``hessian``, ``jacobian`` and
-``unflatten_params``, and the objective the ``solver="newton"`` fit
-minimizes with ``scipy.optimize``'s trust-region Newton-CG. The products
-themselves run in ``fastbp._curvature`` (or its twin in ``_reference`` with
-backend="numpy"). ``check_gradients`` compares backpropagation with central
+``unflatten_params``, all on the full-batch objective that lbfgs and newton
+minimize (``fastbp._full_batch.Objective``). The products themselves run in
+``fastbp._curvature`` (or its twin in ``_reference`` with backend="numpy"). ``check_gradients`` compares backpropagation with central
 finite differences.
 
 Every vector over the parameters is in the order of the flat parameter
@@ -18,101 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from fastbp import _curvature, _reference
+from fastbp._backend import BACKENDS
+from fastbp._full_batch import Objective
+from fastbp._inputs import as_kernel_input, check_sample_weight
 from fastbp._network import unpack
 
-_CURVATURE = {"cython": _curvature, "numpy": _reference}
 # Largest network hessian() builds: n_params**2 entries, n_params products.
 MAX_HESSIAN_PARAMS = 2000
 # Rows per Jacobian pass: bounds the workspace, as predict does.
 _JACOBIAN_ROWS = 1024
-
-
-class _FullBatch:
-    """The full-batch training objective of one estimator on (X, Y).
-
-    The objective is the function whose gradient the engine computes (and
-    every solver follows): the weighted mean data loss plus
-    (alpha / 2 * ||W||^2 + l1 * ||W||_1) / sum(sample_weight), the sample
-    weights including the classifier's class weights. L1's
-    curvature is zero wherever it is differentiable, so Hessian-vector
-    products leave it out. It equals the ``loss_`` the
-    estimators report except for squared error with n_outputs > 1, where
-    ``loss_`` (as scikit-learn's) averages the data term over outputs while
-    the gradient belongs to their sum; ``objective`` converts.
-    """
-
-    def __init__(self, est, X, Y, sample_weight, units, dtype):
-        _refuse_batch_norm(est)
-        self.est = est
-        self.X, self.csr = est._as_kernel_input(X, dtype)
-        self.Y = np.ascontiguousarray(Y, dtype=dtype)
-        self.sw = sample_weight
-        self.units = units
-        self.plan = est._plan(units, max(1, X.shape[0]), gather=False)
-        self.work = np.empty(self.plan.work_size, dtype=dtype)
-        self.rwork = np.empty(self.plan.work_size, dtype=dtype)
-        self.params = np.empty(self.plan.n_params, dtype=dtype)
-        # True while work holds the compiled forward and backward passes at
-        # params: Hessian-vector products there reuse them.
-        self.ready = False
-        self.alpha = float(est.alpha)
-        self.l1 = float(est.l1)
-        self.sw_sum = (
-            X.shape[0]
-            if sample_weight is None
-            else float(np.sum(sample_weight, dtype=np.float64))
-        )
-        self.scale = Y.shape[1] if est._loss_name() == "squared_error" else 1
-
-    def _penalty(self, params):
-        coefs, _ = unpack(params, self.units)
-        sq = sum(float(np.dot(W.ravel(), W.ravel())) for W in coefs)
-        ab = sum(float(np.abs(W).sum()) for W in coefs)
-        return (0.5 * self.alpha * sq + self.l1 * ab) / self.sw_sum
-
-    def objective(self, reported, params):
-        """The objective from the loss the engine reports at params."""
-        if self.scale == 1:
-            return reported
-        penalty = self._penalty(params)
-        return self.scale * (reported - penalty) + penalty
-
-    def reported(self, objective, params):
-        """The inverse of objective: the loss_ convention."""
-        if self.scale == 1:
-            return objective
-        penalty = self._penalty(params)
-        return (objective - penalty) / self.scale + penalty
-
-    def _load(self, params):
-        if not np.array_equal(self.params, params):
-            self.params[:] = params
-            self.ready = False
-        return self.params
-
-    def loss_grad(self, params):
-        """(objective, gradient) at params, in the estimator's dtype."""
-        params = self._load(params)
-        grad = np.empty_like(params)
-        loss = self.est._backend().loss_grad(
-            self.plan, self.X, self.csr, self.Y, self.sw, params, grad,
-            self.work, self.alpha, self.l1,
-        )
-        self.ready = self.est.backend == "cython"
-        return self.objective(loss, params), grad
-
-    def hvp(self, params, v):
-        """Exact Hessian of the objective at params times v."""
-        params = self._load(params)
-        v = np.ascontiguousarray(v, dtype=params.dtype)
-        out = np.empty_like(params)
-        _CURVATURE[self.est.backend].hessian_vector_product(
-            self.plan, self.X, self.csr, self.Y, self.sw, params, v, out,
-            self.work, self.rwork, self.alpha, self.ready,
-        )
-        self.ready = self.est.backend == "cython"
-        return out
 
 
 def _refuse_batch_norm(est):
@@ -124,19 +37,24 @@ def _refuse_batch_norm(est):
 
 
 class SecondOrderMixin:
-    """Derivatives of a fitted network; mixed into _BaseMLP."""
+    """Derivatives of a fitted network; mixed into the estimators."""
 
     def _full_batch(self, X, y, sample_weight, dtype=None):
         """The objective on (X, y) at the fitted weights, and those weights,
         in dtype (default: the weights' own)."""
         check_is_fitted(self)
-        X, Y = self._validate_input(X, y, incremental=True, reset=False)
-        flat = self._flat_params()
-        dtype = flat.dtype if dtype is None else dtype
-        sample_weight = self._check_sample_weight(sample_weight, X.shape[0], dtype)
-        sample_weight = self._weigh_classes(Y, sample_weight, False, dtype)
-        return _FullBatch(self, X, Y, sample_weight, self._fitted_units(),
-                          dtype), flat.astype(dtype, copy=False)
+        _refuse_batch_norm(self)
+        X, y, _, _ = self._validated_Xy(X, y, reset=False)
+        Y, _ = self._targets(y, self.__dict__, self._as_fitted())
+        model = self._fitted_model()
+        dtype = model.flat.dtype if dtype is None else dtype
+        sample_weight = check_sample_weight(sample_weight, X.shape[0], dtype)
+        sample_weight = self._weigh_classes(Y, sample_weight,
+                                            getattr(self, "class_weight", None),
+                                            False, self.__dict__, dtype)
+        problem = Objective(self._network(), model.units, X, Y, sample_weight,
+                            dtype, self.alpha, self.l1, BACKENDS[self.backend])
+        return problem, model.flat.astype(dtype, copy=False)
 
     def loss_gradient(self, X, y, sample_weight=None):
         """The training objective on (X, y) and its gradient at the fitted weights.
@@ -249,14 +167,14 @@ class SecondOrderMixin:
         """
         _refuse_batch_norm(self)
         X = self._validated_X(X)
-        flat = self._flat_params()
-        units = self._fitted_units()
-        X_dense, csr = self._as_kernel_input(X, flat.dtype)
+        model = self._fitted_model()
+        flat, units = model.flat, model.units
+        X_dense, csr = as_kernel_input(X, flat.dtype)
         n_samples = X.shape[0]
-        plan = self._plan(units, max(1, min(n_samples, _JACOBIAN_ROWS)), False)
+        plan = self._network().plan(units, max(1, min(n_samples, _JACOBIAN_ROWS)))
         work = np.empty(plan.work_size, dtype=flat.dtype)
         J = np.empty((n_samples, units[-1], units[0]), dtype=flat.dtype)
-        _CURVATURE[self.backend].jacobian(plan, X_dense, csr, flat, work, J)
+        BACKENDS[self.backend].curvature.jacobian(plan, X_dense, csr, flat, work, J)
         if self._is_classifier() and self.n_outputs_ == 1:
             J = np.concatenate([-J, J], axis=1)  # predict_proba is [1 - p, p]
         return J
@@ -277,7 +195,7 @@ class SecondOrderMixin:
             intercepts[i] has the shape of intercepts_[i].
         """
         check_is_fitted(self)
-        units = self._fitted_units()
+        units = self._fitted_model().units
         vector = np.asarray(vector)
         n_params = sum(c.size + b.size for c, b in zip(self.coefs_, self.intercepts_))
         if vector.shape != (n_params,):
@@ -286,23 +204,6 @@ class SecondOrderMixin:
                 f"{vector.shape}."
             )
         return unpack(vector, units)
-
-    def _newton_objective(self, X, Y, sample_weight, units):
-        """(fun, hessp, reported) for scipy's trust-ncg on float64 vectors.
-
-        fun returns the objective and its gradient, hessp the exact H v;
-        reported(fun, x) converts an objective value to the loss_ convention.
-        """
-        problem = _FullBatch(self, X, Y, sample_weight, units, Y.dtype)
-
-        def fun(x):
-            loss, grad = problem.loss_grad(x)
-            return loss, grad.astype(np.float64)
-
-        def hessp(x, v):
-            return problem.hvp(x, v).astype(np.float64)
-
-        return fun, hessp, problem.reported
 
 
 @dataclass

@@ -359,7 +359,7 @@ def test_partial_fit_warm_start_and_pickle():
     assert not np.allclose(mean, clf.batch_norm_mean_[0])
     assert not np.allclose(scale, clf.batch_norm_scale_[0])
     # The attributes stay views of the buffers the engine updates.
-    assert clf.batch_norm_scale_[0].base is clf._flat
+    assert clf.batch_norm_scale_[0].base is clf._fitted_model().flat
     restored = pickle.loads(pickle.dumps(clf))
     assert_allclose(restored.predict_proba(X), clf.predict_proba(X))
     restored.partial_fit(X, y)

@@ -198,7 +198,7 @@ def test_float32_trains_and_predicts_in_float32():
 def test_coefs_are_views_of_one_flat_buffer():
     X, y = _targets("multiclass")
     clf = MLPClassifier((6, 4), random_state=0, max_iter=3).fit(X, y)
-    flat = clf._flat
+    flat = clf._fitted_model().flat
     assert all(a.base is flat for a in clf.coefs_ + clf.intercepts_)
     before = clf.predict_proba(X)
     clf.coefs_[1][:] = 0  # in-place edits reach the model
@@ -215,7 +215,7 @@ def test_pickle_round_trip_keeps_predictions_and_views():
     clf = MLPClassifier((6,), random_state=0, max_iter=3).fit(X, y)
     loaded = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
-    assert all(a.base is loaded._flat for a in loaded.coefs_)
+    assert all(a.base is loaded._fitted_model().flat for a in loaded.coefs_)
     loaded.partial_fit(X, y)  # training continues from the loaded state
 
 

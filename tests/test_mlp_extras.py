@@ -496,7 +496,7 @@ def test_second_order_tools_take_every_activation_newton_refuses_l1_dropout():
     for backend in ("cython", "numpy"):
         clf = _fit(MLPClassifier(hidden_layer_sizes=(3,), activation="silu",
                                  max_iter=3, backend=backend), X, y)
-        hv = clf.hessian_vector_product(X, y, np.ones(clf._flat_params().size))
+        hv = clf.hessian_vector_product(X, y, np.ones(clf._fitted_model().flat.size))
         assert np.isfinite(hv).all()
 
 

@@ -36,7 +36,7 @@ def _check_same(loaded, est):
                     est.coefs_ + est.intercepts_):
         np.testing.assert_array_equal(a, b)
     # The loaded weights are views into one flat buffer again.
-    assert all(c.base is loaded._flat_params() for c in loaded.coefs_)
+    assert all(c.base is loaded._fitted_model().flat for c in loaded.coefs_)
 
 
 @pytest.mark.parametrize("name", sorted(ESTIMATORS))

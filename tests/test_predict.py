@@ -96,7 +96,7 @@ def test_plans_are_cached_and_read_only():
 def test_small_products_run_on_one_blas_thread(monkeypatch):
     # A second BLAS thread slows small products down: passes whose largest
     # product is small pin BLAS to one thread; tiny and large ones do not.
-    import fastbp._mlp as mlp
+    import fastbp._forward as mlp
 
     calls = []
 
@@ -115,9 +115,9 @@ def test_small_products_run_on_one_blas_thread(monkeypatch):
     assert len(calls) == 2
     est.predict(X)  # 400 x 64 x 100: large enough for two threads
     assert len(calls) == 2
-    assert mlp._blas_threads(256, [256, 512, 256, 2]) is not None
+    assert mlp.blas_threads(256, [256, 512, 256, 2]) is not None
     calls.clear()
-    with mlp._blas_threads(256, [256, 512, 256, 2]):  # wide: 2 threads help
+    with mlp.blas_threads(256, [256, 512, 256, 2]):  # wide: 2 threads help
         pass
     assert calls == []
 

@@ -15,7 +15,8 @@ from sklearn.utils._param_validation import (
 )
 
 from fastbp import MLPClassifier, MLPRegressor
-from fastbp._mlp import _PARAMETER_RULES
+import fastbp._mlp
+from fastbp._params import PARAMETER_RULES as _PARAMETER_RULES
 
 SK = {MLPClassifier: sk.MLPClassifier, MLPRegressor: sk.MLPRegressor}
 ESTIMATORS = [MLPClassifier, MLPRegressor]
@@ -519,7 +520,7 @@ def _fail_interrupt_before_training(est, X, y, monkeypatch):
         raise KeyboardInterrupt
 
     # After labels and validation were redone: they must be rolled back too.
-    monkeypatch.setattr(type(est), "_check_sample_weight", interrupted)
+    monkeypatch.setattr(fastbp._mlp, "check_sample_weight", interrupted)
     return X, y, KeyboardInterrupt, ""
 
 
@@ -559,7 +560,7 @@ def test_failed_fit_leaves_previous_model_untouched(cls, method, failure,
     else:
         _quiet(est.fit, X, y)
     saved = pickle.dumps(est)
-    flat = est._flat.copy()
+    flat = est._fitted_model().flat.copy()
     attributes = set(vars(est))
     predictions = est.predict(X)
     params = est.get_params()
@@ -575,8 +576,8 @@ def test_failed_fit_leaves_previous_model_untouched(cls, method, failure,
 
     assert set(vars(est)) == attributes
     assert pickle.dumps(est) == saved  # every attribute, bit for bit
-    np.testing.assert_array_equal(est._flat, flat)
-    assert all(a.base is est._flat for a in est.coefs_ + est.intercepts_)
+    np.testing.assert_array_equal(est._fitted_model().flat, flat)
+    assert all(a.base is est._fitted_model().flat for a in est.coefs_ + est.intercepts_)
     np.testing.assert_array_equal(est.predict(X), predictions)
 
 

@@ -14,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 import fastbp
 from fastbp import MLPClassifier, MLPRegressor, _epoch, _reference, check_gradients
 from fastbp._network import pack
+from fastbp._state import Model
 
 HIDDEN = ["identity", "logistic", "tanh", "relu"]
 NEW_HIDDEN = ["leaky_relu", "elu", "gelu", "softplus", "silu", "softsign"]
@@ -57,7 +58,7 @@ def _weights(seed=0):
 
 
 def _set_flat(est, flat):
-    est._set_params_flat(flat, est._fitted_units())
+    est.__dict__.update(Model(flat, est._fitted_model().units).attributes())
 
 
 def _flat(est):
@@ -70,7 +71,7 @@ def _away_from_kinks(est, X, margin=1e-4):
     if isinstance(activations, str):
         activations = [activations] * (len(est.coefs_) - 1)
     coefs, intercepts = est.coefs_[:-1], est.intercepts_[:-1]
-    plan = est._plan(est._fitted_units(), X.shape[0], gather=False)
+    plan = est._network().plan(est._fitted_model().units, X.shape[0])
     pre = _reference._forward_layers(plan, X, est.coefs_, est.intercepts_)[1]
     assert len(coefs) == len(intercepts) == len(activations)
     for name, Z in zip(activations, pre[1:]):
@@ -198,7 +199,7 @@ def test_check_gradients_small_errors(head):
 
 def test_check_gradients_detects_a_wrong_gradient(monkeypatch):
     est, X, y = _fitted("multiclass", "tanh")
-    units = est._fitted_units()
+    units = est._fitted_model().units
     right = _epoch.loss_grad
 
     def wrong(plan, X, csr, Y, sw, params, grad, work, alpha, *rest):

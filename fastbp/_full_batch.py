@@ -1,0 +1,220 @@
+"""The full-batch objective and the drivers that minimise it (lbfgs, newton).
+
+``Objective`` is the training objective of one network on (X, Y): the
+engine's full-batch loss and gradient, and its exact Hessian-vector
+products. lbfgs, newton and the second-order tools (``loss_gradient``,
+``hessian``, ...) all evaluate it; ``train`` runs ``scipy.optimize`` on it.
+"""
+
+import warnings
+
+import numpy as np
+import scipy.optimize
+from sklearn.exceptions import ConvergenceWarning
+
+from fastbp._inputs import as_kernel_input
+from fastbp._network import unpack
+from fastbp._state import Model
+from fastbp._stochastic import KEPT, divergence
+
+
+class Objective:
+    """The full-batch objective of a network of given widths on (X, Y).
+
+    The engine reports the weighted mean data loss plus (alpha / 2 ||W||^2 +
+    l1 ||W||_1) / sum(sample_weight), the sample weights including the
+    classifier's class weights, and its gradient, which every solver
+    follows. ``objective`` is the function that gradient belongs to: the
+    reported loss except for squared error with n_outputs > 1, where the
+    reported loss (the ``loss_`` convention, scikit-learn's) averages the
+    data term over outputs while the gradient is that of their sum.
+    L1's curvature is zero wherever it is differentiable, so Hessian-vector
+    products leave it out.
+
+    With batch norm (``running`` given), every evaluation normalizes with
+    the whole data's statistics at the evaluated point and writes their
+    mean and unbiased variance into running.
+    """
+
+    def __init__(self, network, units, X, Y, sample_weight, dtype, alpha, l1,
+                 backend, running=None):
+        self.network, self.units, self.backend = network, tuple(units), backend
+        self.X, self.csr = as_kernel_input(X, dtype)
+        self.n_samples = X.shape[0]
+        self.Y = np.ascontiguousarray(Y, dtype=dtype)
+        self.sw = sample_weight
+        self.running = running
+        self.plan = network.plan(units, max(1, X.shape[0]),
+                                 batch_norm=running is not None)
+        self.work = np.empty(self.plan.work_size, dtype=dtype)
+        self.rwork = np.empty(self.plan.work_size, dtype=dtype)
+        self.params = np.empty(self.plan.n_params, dtype=dtype)
+        self.grad = np.empty(self.plan.n_params, dtype=dtype)
+        # True while work holds the compiled forward and backward passes at
+        # params: Hessian-vector products there reuse them.
+        self.ready = False
+        self.alpha, self.l1 = float(alpha), float(l1)
+        self.sw_sum = (X.shape[0] if sample_weight is None
+                       else float(np.sum(sample_weight, dtype=np.float64)))
+        self.scale = Y.shape[1] if network.loss == "squared_error" else 1
+
+    def _load(self, params):
+        if not np.array_equal(self.params, params):
+            self.params[:] = params
+            self.ready = False
+        return self.params
+
+    def _penalty(self, params):
+        coefs, _ = unpack(params, self.units)
+        sq = sum(float(np.dot(W.ravel(), W.ravel())) for W in coefs)
+        ab = sum(float(np.abs(W).sum()) for W in coefs)
+        return (0.5 * self.alpha * sq + self.l1 * ab) / self.sw_sum
+
+    def objective(self, reported, params):
+        """The objective from the loss the engine reports at params."""
+        if self.scale == 1:
+            return reported
+        penalty = self._penalty(params)
+        return self.scale * (reported - penalty) + penalty
+
+    def reported(self, objective, params):
+        """The inverse of objective: the loss_ convention."""
+        if self.scale == 1:
+            return objective
+        penalty = self._penalty(params)
+        return (objective - penalty) / self.scale + penalty
+
+    def engine_loss_grad(self, params):
+        """(reported loss, gradient) at params; the gradient is a buffer
+        reused by the next call."""
+        params = self._load(params)
+        loss = self.backend.epoch.loss_grad(
+            self.plan, self.X, self.csr, self.Y, self.sw, params, self.grad,
+            self.work, self.alpha, self.l1,
+        )
+        if self.running is not None:
+            self._copy_statistics()
+        self.ready = self.backend.reuses_work
+        return loss, self.grad
+
+    def _copy_statistics(self):
+        n = self.n_samples
+        plan, work, running = self.plan, self.work, self.running
+        for i in np.flatnonzero(plan.bn_off >= 0):
+            m, at, to = plan.units[i + 1], plan.bn_stat_off[i], plan.run_off[i]
+            running[to : to + m] = work[at : at + m]
+            running[to + m : to + 2 * m] = work[at + m : at + 2 * m] * (n / max(n - 1, 1))
+
+    def loss_grad(self, params):
+        """(objective, gradient) at params, in the model's dtype."""
+        loss, grad = self.engine_loss_grad(params)
+        return self.objective(loss, self.params), grad.copy()
+
+    def hvp(self, params, v):
+        """Exact Hessian of the objective at params times v."""
+        params = self._load(params)
+        v = np.ascontiguousarray(v, dtype=params.dtype)
+        out = np.empty_like(params)
+        self.backend.curvature.hessian_vector_product(
+            self.plan, self.X, self.csr, self.Y, self.sw, params, v, out,
+            self.work, self.rwork, self.alpha, self.ready,
+        )
+        self.ready = self.backend.reuses_work
+        return out
+
+
+def train(s, model, history, problem, tasks):
+    """Minimise problem from model's weights with lbfgs or newton (s.solver),
+    in place on model and history."""
+    f64 = np.float64
+    if s.solver == "newton":
+        def fun(x):
+            loss, grad = problem.loss_grad(x)
+            return loss, grad.astype(f64)
+
+        method = {"method": "trust-ncg",
+                  "hessp": lambda x, v: problem.hvp(x, v).astype(f64),
+                  "options": {"maxiter": s.max_iter, "gtol": s.tol}}
+        reported = problem.reported
+    else:
+        def fun(x):
+            loss, grad = problem.engine_loss_grad(x)
+            return loss, grad.astype(f64)
+
+        method = {"method": "L-BFGS-B",
+                  "options": {"maxfun": s.max_fun, "maxiter": s.max_iter,
+                              "gtol": s.tol}}
+        reported = None
+    x0 = model.flat.astype(f64)
+    # The last accepted iterate; fun is known at x0 once scipy evaluated it.
+    last = {"x": model.flat.copy(), "nit": 0, "fun": None, "stop": False}
+
+    def at(x):
+        return Model(x.astype(model.flat.dtype), model.units, problem.running)
+
+    def first(x):
+        loss, grad = fun(x)
+        if last["fun"] is None:
+            last["fun"] = loss if reported is None else reported(loss, x)
+        return loss, grad
+
+    def callback(intermediate_result):
+        last["x"] = intermediate_result.x.copy()
+        last["nit"] += 1
+        last["fun"] = intermediate_result.fun
+        if reported is not None:
+            last["fun"] = reported(last["fun"], last["x"])
+            history.loss_curve.append(float(last["fun"]))
+        if s.verbose:
+            print("Iteration %d, loss = %.8f" % (last["nit"], last["fun"]))
+        # With batch norm, running holds the statistics of the last
+        # evaluation: the accepted point x.
+        current = at(last["x"])
+        last["stop"] = tasks.end(current)
+        tasks.begin(current)
+        if last["stop"]:
+            raise StopIteration
+
+    tasks.begin(model)
+    try:
+        result = scipy.optimize.minimize(first, x0, jac=True, callback=callback,
+                                         **method)
+    except KeyboardInterrupt:
+        if last["fun"] is None:
+            raise  # nothing was evaluated: the fit fails, the old model stays
+        warnings.warn("Training interrupted by user.")
+        model.flat[:] = last["x"]
+        history.n_iter = last["nit"]
+        history.loss = float(last["fun"])
+    else:
+        history.n_iter = min(result.nit, s.max_iter)
+        if result.status != 0 and not last["stop"]:
+            _warn_not_converged(s, history.n_iter, result)
+        history.loss = float(result.fun)
+        if reported is not None:
+            history.loss = float(reported(result.fun, result.x))
+        model.flat[:] = result.x
+    tasks.close_empty()
+    finite = problem.backend.epoch.all_finite(model.flat)
+    if not (np.isfinite(history.loss) and finite):
+        raise ValueError(divergence(history.n_iter, history.loss, None, finite) + KEPT)
+    if problem.running is not None:
+        # The statistics at the result (problem.running is model.running).
+        problem.engine_loss_grad(model.flat)
+
+
+def _warn_not_converged(s, n_iter, result):
+    msg = (
+        f"{s.solver} failed to converge after {n_iter} "
+        f"iteration(s) (status={result.status}):\n{result.message}\n"
+    )
+    if n_iter == s.max_iter:
+        msg += (
+            "\nIncrease the number of iterations to improve the "
+            f"convergence (max_iter={s.max_iter})."
+        )
+    msg += (
+        "\nYou might also want to scale the data as shown in:\n"
+        "    https://scikit-learn.org/stable/modules/preprocessing.html"
+    )
+    warnings.warn(msg, ConvergenceWarning, stacklevel=4)
