@@ -354,6 +354,44 @@ def test_keyboard_interrupt_keeps_usable_model(monkeypatch):
     assert np.isfinite(clf.predict_proba(X)).all()
 
 
+@pytest.mark.parametrize("solver", ["lbfgs", "newton"])
+def test_full_batch_interrupt_says_it_was_an_interrupt(solver, monkeypatch):
+    """Ctrl-C before the first evaluation ends: the fit raises the interrupt
+    and a fresh estimator stays unfitted; after it (no iteration done yet):
+    'Training interrupted by user.' and the starting point with its loss,
+    never a false 'diverged'."""
+    X, y = _targets("multiclass")
+    original = fastbp._epoch.loss_grad
+    calls = []
+
+    def interrupted_at(n):
+        def loss_grad(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return original(*args, **kwargs)
+        return loss_grad
+
+    monkeypatch.setattr(fastbp._epoch, "loss_grad", interrupted_at(1))
+    clf = MLPClassifier((5,), solver=solver, activation="tanh", random_state=0)
+    with pytest.raises(KeyboardInterrupt):
+        clf.fit(X, y)
+    assert not hasattr(clf, "coefs_")
+    calls.clear()
+    monkeypatch.setattr(fastbp._epoch, "loss_grad", interrupted_at(2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clf.fit(X, y)
+    messages = [str(w.message) for w in caught]
+    assert "Training interrupted by user." in messages
+    assert not any("diverged" in m for m in messages)
+    assert clf.n_iter_ == 0
+    monkeypatch.undo()
+    # loss_ is the objective at the weights kept: the starting point's.
+    np.testing.assert_allclose(clf.loss_, clf.loss_gradient(X, y)[0], rtol=1e-12)
+    assert np.isfinite(clf.predict_proba(X)).all()
+
+
 def test_convergence_warning_texts():
     X, y = _targets("multiclass")
     msg = (
