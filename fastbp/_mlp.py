@@ -47,6 +47,7 @@ from fastbp._network import (
 from fastbp._optimizers import SOLVERS, STATE_ARRAYS
 from fastbp._schedules import SCHEDULES, epoch_learning_rate
 from fastbp._second_order import SecondOrderMixin
+from fastbp._settings import Settings
 from fastbp._version import __version__
 
 _STOCHASTIC_SOLVERS = tuple(SOLVERS)
@@ -644,16 +645,10 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
                 )
                 seed = self._dropout_seed(random_state) if use_dropout else 0
                 loss_sum, optimizer["step"] = backend.run_epoch(
-                    plan, X_dense, csr, Y, sample_weight,
-                    order if self.shuffle else None, batch_size,
-                    flat, grad, work, optimizer["state"], SOLVERS[self.solver],
-                    optimizer["learning_rate"], self.momentum,
-                    self.nesterovs_momentum, self.beta_1, self.beta_2,
-                    self.epsilon, self.alpha, optimizer["step"],
-                    rho=self.rho, weight_decay=self.weight_decay,
-                    clip_norm=self.clip_norm or 0.0,
-                    clip_value=self.clip_value or 0.0, l1=self.l1, seed=seed,
-                    running=running,
+                    plan, Settings.of(self, optimizer["learning_rate"]), X_dense,
+                    csr, Y, sample_weight, order if self.shuffle else None,
+                    batch_size, flat, grad, work, optimizer["state"],
+                    optimizer["step"], seed=seed, running=running,
                 )
                 self.n_iter_ += 1
                 optimizer["epoch"] = optimizer.get("epoch", 0) + 1
@@ -913,16 +908,8 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             flat[:] = x
             loss = backend.loss_grad(
                 plan, X_dense, csr, Y, sample_weight, flat, grad, work, self.alpha,
-                self.l1,
+                self.l1, running=running,
             )
-            if running is not None:
-                n = X.shape[0]
-                for i in np.flatnonzero(plan.bn_off >= 0):
-                    m, at, to = plan.units[i + 1], plan.bn_stat_off[i], plan.run_off[i]
-                    running[to : to + m] = work[at : at + m]
-                    running[to + m : to + 2 * m] = (
-                        work[at + m : at + 2 * m] * (n / max(n - 1, 1))
-                    )
             return loss, grad.astype(np.float64)
 
         return loss_grad
