@@ -36,7 +36,7 @@ from cython cimport floating
 
 from fastbp._blas cimport _gemm as gemm
 from fastbp._epoch cimport (
-    Data, Net, _backward, _check_data, _forward, _read_plan, _set_data,
+    Data, Net, _backward, _enter, _forward, _n_rows,
 )
 from fastbp._kernels import ACTIVATIONS
 from fastbp._kernels cimport (
@@ -355,14 +355,9 @@ def hessian_vector_product(plan, const floating[:, ::1] X, csr,
     cdef double loss, sw_sum = 0
     cdef Py_ssize_t i, P = params.shape[0]
     cdef const floating* A0
-    cdef const floating[::1] data = None
-    cdef const Py_ssize_t[::1] indices = None, indptr = None
-    n_samples = csr[2].shape[0] - 1 if csr is not None else X.shape[0]
-    arrays = _read_plan(plan, &net, P, work.shape[0], n_samples)
+    arrays = _enter(plan, &net, &d, P, work.shape[0], _n_rows(X, csr), X, csr,
+                    Y, sample_weight)
     _check_codes(&net)
-    _check_data(&d, &net, X, csr, Y, sample_weight)
-    if csr is not None:
-        data, indices, indptr = csr
     if Y is None:
         raise ValueError("hessian_vector_product needs targets")
     _check_length(v.shape[0], P, "v")
@@ -372,7 +367,6 @@ def hessian_vector_product(plan, const floating[:, ::1] X, csr,
                          f"{plan.work_size}")
     if &out[0] == &params[0] or &out[0] == &v[0]:
         raise ValueError("out must not share memory with params or v")
-    _set_data(&d, X, data, indices, indptr, Y, sample_weight)
     if sample_weight is None:
         sw_sum = d.n_samples
     else:
@@ -413,21 +407,16 @@ def jacobian(plan, const floating[:, ::1] X, csr, const floating[::1] params,
     cdef Data d
     cdef Py_ssize_t start, nb, L, n_out
     cdef const floating[:, ::1] no_Y = None
-    cdef const floating[::1] data = None, no_sw = None
-    cdef const Py_ssize_t[::1] indices = None, indptr = None
-    arrays = _read_plan(plan, &net, params.shape[0], work.shape[0],
-                        plan.max_rows)
+    cdef const floating[::1] no_sw = None
+    arrays = _enter(plan, &net, &d, params.shape[0], work.shape[0],
+                    <Py_ssize_t> plan.max_rows, X, csr, no_Y, no_sw)
     _check_codes(&net)
-    _check_data(&d, &net, X, csr, None, None)
-    if csr is not None:
-        data, indices, indptr = csr
     L = net.n_layers
     n_out = net.units[L]
     if (out.shape[0] != d.n_samples or out.shape[1] != n_out
             or out.shape[2] != net.units[0]):
         raise ValueError(f"out must have shape ({d.n_samples}, {n_out}, "
                          f"{net.units[0]})")
-    _set_data(&d, X, data, indices, indptr, no_Y, no_sw)
     with nogil:
         start = 0
         while start < d.n_samples:

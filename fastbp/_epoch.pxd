@@ -1,6 +1,6 @@
-# Shared with _curvature.pyx: the network and data descriptions and the
-# checked entry points (_read_plan, _check_data, _set_data) and the forward
-# and backward cores they guard.
+# Shared with _curvature.pyx: the network and data descriptions, the checked
+# entry sequence (_enter: _read_plan, _check_data, _set_data) and the
+# forward and backward cores it guards.
 from cython cimport floating
 
 
@@ -54,6 +54,11 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
                         Py_ssize_t work_size, Py_ssize_t rows_needed)
 cdef void _check_data(Data* d, Net* net, object X, object csr, object Y,
                       object sw) except *
+cdef _Arrays _enter(object plan, Net* net, Data* d, Py_ssize_t n_params,
+                   Py_ssize_t work_size, Py_ssize_t rows_needed,
+                   const floating[:, ::1] X, object csr,
+                   const floating[:, ::1] Y, const floating[::1] sw)
+cdef Py_ssize_t _n_rows(object X, object csr)
 cdef void _set_data(Data* d, const floating[:, ::1] X, const floating[::1] data,
                     const Py_ssize_t[::1] indices, const Py_ssize_t[::1] indptr,
                     const floating[:, ::1] Y, const floating[::1] sw)

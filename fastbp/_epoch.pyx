@@ -23,7 +23,7 @@ from fastbp._optimizers cimport (
     ADADELTA, ADAGRAD, ADAM, ADAMAX, ADAMW, NADAM, RMSPROP, SGD,
     _adadelta_step, _adagrad_step, _adam_step, _adamax_step, _adamw_step,
     _clip_gradient, _nadam_step, _rmsprop_step, _sgd_step, adam_step_size,
-    nadam_coefficients,
+    counts_steps, nadam_coefficients, state_arrays,
 )
 from libc.math cimport pow
 
@@ -224,6 +224,28 @@ cdef void _set_data(Data* d, const floating[:, ::1] X, const floating[::1] data,
     d.sw = &sw[0] if sw is not None and sw.shape[0] else NULL
 
 
+cdef _Arrays _enter(object plan, Net* net, Data* d, Py_ssize_t n_params,
+                   Py_ssize_t work_size, Py_ssize_t rows_needed,
+                   const floating[:, ::1] X, object csr,
+                   const floating[:, ::1] Y, const floating[::1] sw):
+    """Every compiled entry's first steps: read and check the plan for
+    passes of rows_needed rows, check the data against it, and take the data
+    pointers. Returns what keeps net's arrays alive."""
+    cdef const floating[::1] data = None
+    cdef const Py_ssize_t[::1] indices = None, indptr = None
+    arrays = _read_plan(plan, net, n_params, work_size, rows_needed)
+    _check_data(d, net, X, csr, Y, sw)
+    if csr is not None:
+        data, indices, indptr = csr
+    _set_data(d, X, data, indices, indptr, Y, sw)
+    return arrays
+
+
+cdef Py_ssize_t _n_rows(object X, object csr):
+    """Rows of the (dense or CSR) input, for entries that take all at once."""
+    return csr[2].shape[0] - 1 if csr is not None else X.shape[0]
+
+
 cdef const floating* _forward(Net* net, Data* d, const floating* params,
                               floating* work, const Py_ssize_t* rows,
                               Py_ssize_t row0, Py_ssize_t nb,
@@ -358,24 +380,42 @@ cdef double _backward(Net* net, Data* d, const floating* params,
 
 
 cdef struct Hyper:
-    # Optimizer settings of one epoch (see run_epoch).
+    # A Settings record (fastbp._settings), read once by _read_settings.
+    int solver
     double lr, momentum, beta_1, beta_2, epsilon, rho, weight_decay
+    double alpha, l1, clip_norm, clip_value
     bint nesterov
+    Py_ssize_t n_threads
 
 
-cdef inline Py_ssize_t _state_arrays(int solver) noexcept nogil:
-    """Flat state arrays (of n_params each) a solver keeps; 0: unknown."""
-    if solver == SGD or solver == ADAGRAD or solver == RMSPROP:
-        return 1
-    if solver == ADAM or solver == ADADELTA or solver == ADAMW \
-            or solver == ADAMAX or solver == NADAM:
-        return 2
-    return 0
-
-
-cdef inline bint _counts_steps(int solver) noexcept nogil:
-    return solver == ADAM or solver == ADAMW or solver == ADAMAX \
-        or solver == NADAM
+cdef Hyper _read_settings(object s) except *:
+    """The settings record's fields, after checking them."""
+    cdef Hyper h
+    h.solver = s.solver
+    h.lr = s.learning_rate
+    h.momentum = s.momentum
+    h.nesterov = s.nesterov
+    h.beta_1 = s.beta_1
+    h.beta_2 = s.beta_2
+    h.epsilon = s.epsilon
+    h.rho = s.rho
+    h.weight_decay = s.weight_decay
+    h.alpha = s.alpha
+    h.l1 = s.l1
+    h.clip_norm = s.clip_norm
+    h.clip_value = s.clip_value
+    h.n_threads = s.n_threads
+    if state_arrays(h.solver) == 0:
+        raise ValueError(f"unknown solver code {h.solver}")
+    for value in (h.lr, h.momentum, h.beta_1, h.beta_2, h.epsilon, h.rho,
+                  h.weight_decay, h.alpha, h.l1, h.clip_norm, h.clip_value):
+        if not isfinite(value):
+            raise ValueError(f"settings must be finite, got {s}")
+    if h.clip_norm < 0 or h.clip_value < 0:
+        raise ValueError("clip_norm and clip_value must be >= 0 (0: off)")
+    if h.n_threads < 1:
+        raise ValueError(f"n_threads must be >= 1, got {h.n_threads}")
+    return h
 
 
 cdef inline void _update(int solver, floating* params, const floating* grad,
@@ -424,14 +464,11 @@ cdef inline void _check_flat(Py_ssize_t n, Py_ssize_t expected,
         raise ValueError(f"{what} has length {n}, expected {expected}")
 
 
-def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
-              const floating[::1] sample_weight, const Py_ssize_t[::1] order,
-              Py_ssize_t batch_size, floating[::1] params, floating[::1] grad,
-              floating[::1] work, floating[::1] state, int solver, double lr,
-              double momentum, bint nesterov, double beta_1, double beta_2,
-              double epsilon, double alpha, Py_ssize_t step, double rho=0.9,
-              double weight_decay=0.0, double clip_norm=0.0,
-              double clip_value=0.0, double l1=0.0,
+def run_epoch(plan, settings, const floating[:, ::1] X, csr,
+              const floating[:, ::1] Y, const floating[::1] sample_weight,
+              const Py_ssize_t[::1] order, Py_ssize_t batch_size,
+              floating[::1] params, floating[::1] grad, floating[::1] work,
+              floating[::1] state, Py_ssize_t step,
               unsigned long long seed=0, floating[::1] running=None):
     """One epoch of minibatch training, in place on params and state.
 
@@ -439,6 +476,8 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
     ----------
     plan : Plan
         Layout from ``fastbp._network.make_plan``.
+    settings : Settings
+        Optimizer and training settings (``fastbp._settings.Settings``).
     X : ndarray of shape (n_samples, n_features); (0, n_features) with csr
     csr : (data, indices, indptr) of CSR input with intp indices, or None
     Y : ndarray of shape (n_samples, n_outputs)
@@ -451,20 +490,8 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
     state : ndarray of shape (k n_params,)
         The solver's k = ``STATE_ARRAYS[name]`` flat state arrays one after
         the other, in the order of its ``_optimizers`` step function.
-    solver : int
-        ``SOLVERS`` code.
-    lr : float
-        Learning rate of this epoch (before Adam's bias correction).
-    momentum, nesterov, beta_1, beta_2, epsilon, alpha : solver settings
     step : int
         Steps taken so far (counted by the Adam family only).
-    rho, weight_decay : float
-        rmsprop/adadelta decay rate; adamw's decoupled weight decay.
-    clip_norm, clip_value : float
-        Gradient clipping per minibatch before the step, 0 for off (see
-        ``_optimizers.clip_gradient``).
-    l1 : float
-        L1 penalty strength (coefficients only, like alpha).
     seed : int in [0, 2**64)
         Dropout seed of the epoch (unused without dropout in the plan).
     running : ndarray of shape (plan.n_running,) or None
@@ -487,7 +514,7 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
         carries the optimizer steps taken as its ``step`` attribute.
     """
     cdef Net net
-    cdef Hyper h
+    cdef Hyper h = _read_settings(settings)
     cdef Data d
     cdef Py_ssize_t n, start, nb, i, P = params.shape[0]
     cdef Py_ssize_t since_check = 0, check_work = SIGNAL_CHECK_WORK
@@ -497,13 +524,9 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
     cdef double loss_sum = 0
     cdef const floating* A0
     cdef const Py_ssize_t* rows = NULL
-    cdef const floating[::1] data = None
-    cdef const Py_ssize_t[::1] indices = None, indptr = None
-    arrays = _read_plan(plan, &net, P, work.shape[0],
-                        min(batch_size, plan.max_rows))
-    _check_data(&d, &net, X, csr, Y, sample_weight)
-    if csr is not None:
-        data, indices, indptr = csr
+    arrays = _enter(plan, &net, &d, P, work.shape[0],
+                    min(batch_size, <Py_ssize_t> plan.max_rows), X, csr, Y,
+                    sample_weight)
     n = d.n_samples
     if batch_size < 1 or batch_size > net.max_rows:
         raise ValueError(f"batch_size {batch_size} does not fit the plan")
@@ -518,14 +541,8 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
     if not d.sparse and order is not None and net.gather_off < 0:
         raise ValueError("shuffled dense input needs a gather buffer")
     _check_flat(grad.shape[0], P, "grad")
-    if _state_arrays(solver) == 0:
-        raise ValueError(f"unknown solver code {solver}")
-    _check_flat(state.shape[0], P * _state_arrays(solver), "state")
-    h = Hyper(lr=lr, momentum=momentum, beta_1=beta_1, beta_2=beta_2,
-              epsilon=epsilon, rho=rho, weight_decay=weight_decay,
-              nesterov=nesterov)
+    _check_flat(state.shape[0], P * state_arrays(h.solver), "state")
     _set_running(&net, plan, running)
-    _set_data(&d, X, data, indices, indptr, Y, sample_weight)
     net.seed = seed
     with nogil:
         start = 0
@@ -533,13 +550,13 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
             nb = min(batch_size, n - start)
             A0 = _forward(&net, &d, &params[0], &work[0], rows, start, nb, True)
             loss_sum += nb * _backward(&net, &d, &params[0], &grad[0],
-                                       &work[0], A0, rows, start, nb, alpha,
-                                       l1)
-            if clip_norm > 0 or clip_value > 0:
-                _clip_gradient(&grad[0], P, clip_norm, clip_value)
-            if _counts_steps(solver):
+                                       &work[0], A0, rows, start, nb, h.alpha,
+                                       h.l1)
+            if h.clip_norm > 0 or h.clip_value > 0:
+                _clip_gradient(&grad[0], P, h.clip_norm, h.clip_value)
+            if counts_steps(h.solver):
                 step += 1
-            _update(solver, &params[0], &grad[0], &state[0], P, step, &h)
+            _update(h.solver, &params[0], &grad[0], &state[0], P, step, &h)
             start += nb
             if check_signals:
                 since_check += nb * P
@@ -562,12 +579,15 @@ def run_epoch(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
 def loss_grad(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
               const floating[::1] sample_weight, floating[::1] params,
               floating[::1] grad, floating[::1] work, double alpha,
-              double l1=0.0, unsigned long long seed=0):
+              double l1=0.0, unsigned long long seed=0,
+              floating[::1] running=None):
     """Full-batch loss (with the L2 and L1 terms); its gradient into grad.
 
     With dropout in the plan, the masks of seed apply (a fixed mask: the
     gradient is that of the loss with those units dropped). Batch norm uses
-    the statistics of the whole batch (no running statistics involved).
+    the statistics of the whole batch; when running (of shape
+    (plan.n_running,)) is given, it receives them: each layer's mean and
+    unbiased variance (times n / (n - 1); n = 1 keeps the biased one).
 
     The plan must hold all n_samples rows in one pass. Used by L-BFGS.
     """
@@ -575,24 +595,41 @@ def loss_grad(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
     cdef Data d
     cdef double loss
     cdef const floating* A0
-    cdef const floating[::1] data = None
-    cdef const Py_ssize_t[::1] indices = None, indptr = None
-    n_samples = csr[2].shape[0] - 1 if csr is not None else X.shape[0]
-    arrays = _read_plan(plan, &net, params.shape[0], work.shape[0], n_samples)
-    _check_data(&d, &net, X, csr, Y, sample_weight)
-    if csr is not None:
-        data, indices, indptr = csr
+    arrays = _enter(plan, &net, &d, params.shape[0], work.shape[0],
+                    _n_rows(X, csr), X, csr, Y, sample_weight)
     if Y is None:
         raise ValueError("loss_grad needs targets")
     _check_flat(grad.shape[0], params.shape[0], "grad")
-    _set_data(&d, X, data, indices, indptr, Y, sample_weight)
+    if running is not None:
+        _check_flat(running.shape[0], plan.n_running, "running")
     net.seed = seed
     with nogil:
         A0 = _forward(&net, &d, &params[0], &work[0], NULL, 0, d.n_samples,
                       True)
         loss = _backward(&net, &d, &params[0], &grad[0], &work[0], A0, NULL,
                          0, d.n_samples, alpha, l1)
+        if running is not None and net.bn_off != NULL:
+            _batch_statistics(&net, &work[0], d.n_samples, &running[0])
     return loss
+
+
+cdef void _batch_statistics(Net* net, const floating* work, Py_ssize_t n,
+                            floating* running) noexcept nogil:
+    """Each batch-normalized layer's mean and unbiased variance of the pass
+    just run (from its statistics in work) into running."""
+    cdef Py_ssize_t l, j, m
+    cdef const floating* stats
+    cdef floating* run
+    cdef floating unbias = <floating> (<double> n / (n - 1 if n > 1 else 1))
+    for l in range(net.n_layers):
+        if net.bn_off[l] < 0:
+            continue
+        m = net.units[l + 1]
+        stats = work + net.bn_stat_off[l]
+        run = running + net.run_off[l]
+        for j in range(m):
+            run[j] = stats[j]
+            run[m + j] = stats[m + j] * unbias
 
 
 cdef void _set_running(Net* net, object plan, floating[::1] running) except *:
@@ -616,19 +653,14 @@ def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
     cdef Data d
     cdef Py_ssize_t start, nb, L, n_out
     cdef const floating[:, ::1] no_Y = None
-    cdef const floating[::1] data = None, no_sw = None
-    cdef const Py_ssize_t[::1] indices = None, indptr = None
-    arrays = _read_plan(plan, &net, params.shape[0], work.shape[0],
-                        plan.max_rows)
-    _check_data(&d, &net, X, csr, None, None)
-    if csr is not None:
-        data, indices, indptr = csr
+    cdef const floating[::1] no_sw = None
+    arrays = _enter(plan, &net, &d, params.shape[0], work.shape[0],
+                    <Py_ssize_t> plan.max_rows, X, csr, no_Y, no_sw)
     L = net.n_layers
     n_out = net.units[L]
     if out.shape[0] != d.n_samples or out.shape[1] != n_out:
         raise ValueError(f"out must have shape ({d.n_samples}, {n_out})")
     _set_running(&net, plan, running)
-    _set_data(&d, X, data, indices, indptr, no_Y, no_sw)
     with nogil:
         start = 0
         while start < d.n_samples:

@@ -40,7 +40,6 @@ class Objective:
                  backend, running=None):
         self.network, self.units, self.backend = network, tuple(units), backend
         self.X, self.csr = as_kernel_input(X, dtype)
-        self.n_samples = X.shape[0]
         self.Y = np.ascontiguousarray(Y, dtype=dtype)
         self.sw = sample_weight
         self.running = running
@@ -88,22 +87,14 @@ class Objective:
         """(reported loss, gradient) at params; the gradient is a buffer
         reused by the next call."""
         params = self._load(params)
-        loss = self.backend.epoch.loss_grad(
-            self.plan, self.X, self.csr, self.Y, self.sw, params, self.grad,
-            self.work, self.alpha, self.l1,
-        )
-        if self.running is not None:
-            self._copy_statistics()
+        args = (self.plan, self.X, self.csr, self.Y, self.sw, params, self.grad,
+                self.work, self.alpha, self.l1)
+        if self.running is None:
+            loss = self.backend.epoch.loss_grad(*args)
+        else:
+            loss = self.backend.epoch.loss_grad(*args, running=self.running)
         self.ready = self.backend.reuses_work
         return loss, self.grad
-
-    def _copy_statistics(self):
-        n = self.n_samples
-        plan, work, running = self.plan, self.work, self.running
-        for i in np.flatnonzero(plan.bn_off >= 0):
-            m, at, to = plan.units[i + 1], plan.bn_stat_off[i], plan.run_off[i]
-            running[to : to + m] = work[at : at + m]
-            running[to + m : to + 2 * m] = work[at + m : at + 2 * m] * (n / max(n - 1, 1))
 
     def loss_grad(self, params):
         """(objective, gradient) at params, in the model's dtype."""

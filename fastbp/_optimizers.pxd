@@ -13,6 +13,25 @@ cdef enum:
     NADAM = 7
 
 
+# The per-solver facts, written once: run_epoch reads them here, Python
+# (the estimators, the NumPy twin) through _optimizers.STATE_ARRAYS and
+# COUNTS_STEPS, which are built from them.
+cdef inline Py_ssize_t state_arrays(int solver) noexcept nogil:
+    """Flat state arrays (of n_params each) a solver keeps; 0: unknown."""
+    if solver == SGD or solver == ADAGRAD or solver == RMSPROP:
+        return 1
+    if solver == ADAM or solver == ADADELTA or solver == ADAMW \
+            or solver == ADAMAX or solver == NADAM:
+        return 2
+    return 0
+
+
+cdef inline bint counts_steps(int solver) noexcept nogil:
+    """Whether a solver counts its steps (the Adam family's bias corrections)."""
+    return solver == ADAM or solver == ADAMW or solver == ADAMAX \
+        or solver == NADAM
+
+
 cdef inline double adam_step_size(double lr, double beta1, double beta2,
                                   double t) noexcept nogil:
     """Bias-corrected Adam step size at step t (1-based)."""

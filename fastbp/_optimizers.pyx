@@ -13,11 +13,11 @@ SOLVERS = {"sgd": SGD, "adam": ADAM, "adagrad": ADAGRAD, "rmsprop": RMSPROP,
            "adadelta": ADADELTA, "adamw": ADAMW, "adamax": ADAMAX,
            "nadam": NADAM}
 # Flat state arrays each rule keeps (each of length n_params), in the order
-# run_epoch expects them in its state buffer.
-STATE_ARRAYS = {"sgd": 1, "adam": 2, "adagrad": 1, "rmsprop": 1,
-                "adadelta": 2, "adamw": 2, "adamax": 2, "nadam": 2}
-# Rules with a step counter t (bias corrections).
-COUNTS_STEPS = frozenset({"adam", "adamw", "adamax", "nadam"})
+# run_epoch expects them in its state buffer; and the rules with a step
+# counter t (bias corrections). Both from the cdef facts in _optimizers.pxd.
+STATE_ARRAYS = {name: state_arrays(code) for name, code in SOLVERS.items()}
+COUNTS_STEPS = frozenset(name for name, code in SOLVERS.items()
+                         if counts_steps(code))
 
 
 cdef void _sgd_step(floating* params, const floating* grad,

@@ -11,14 +11,25 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import erf, expit, ndtr, xlogy
 
+from fastbp._kernels import ACTIVATIONS, BATCH_NORM_EPS, BATCH_NORM_MOMENTUM, LOSSES
 from fastbp._network import bn_views, unpack
+from fastbp._optimizers import COUNTS_STEPS, SOLVERS, STATE_ARRAYS
 
-# Codes, as in _kernels.pxd and _optimizers.pxd.
-IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP = range(6)
-LEAKY_RELU, ELU, GELU, SOFTPLUS, SILU, SOFTSIGN = range(6, 12)
-SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON = range(4)
-SGD, ADAM, ADAGRAD, RMSPROP, ADADELTA, ADAMW, ADAMAX, NADAM = range(8)
-BATCH_NORM_EPS, BATCH_NORM_MOMENTUM = 1e-5, 0.1
+# The compiled modules' codes, shared rather than renumbered.
+IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP = (
+    ACTIVATIONS[a] for a in ("identity", "logistic", "tanh", "relu", "softmax", "exp")
+)
+LEAKY_RELU, ELU, GELU, SOFTPLUS, SILU, SOFTSIGN = (
+    ACTIVATIONS[a] for a in ("leaky_relu", "elu", "gelu", "softplus", "silu", "softsign")
+)
+SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON = (
+    LOSSES[k] for k in ("squared_error", "log_loss", "binary_log_loss", "poisson")
+)
+SGD, ADAM, ADAGRAD, RMSPROP, ADADELTA, ADAMW, ADAMAX, NADAM = (
+    SOLVERS[k] for k in ("sgd", "adam", "adagrad", "rmsprop", "adadelta", "adamw",
+                         "adamax", "nadam")
+)
+_SOLVER_NAMES = {code: name for name, code in SOLVERS.items()}
 
 
 def gemm(trans_a, trans_b, alpha, A, B, beta, out):
@@ -274,32 +285,28 @@ def clip_gradient(grad, clip_norm, clip_value):
             grad *= grad.dtype.type(clip_norm / norm)
 
 
-# Flat state arrays per solver code, and the rules that count steps.
-_STATE_ARRAYS = {SGD: 1, ADAM: 2, ADAGRAD: 1, RMSPROP: 1, ADADELTA: 2, ADAMW: 2,
-                 ADAMAX: 2, NADAM: 2}
-_COUNTS_STEPS = {ADAM, ADAMW, ADAMAX, NADAM}
-
-
-def _update(solver, params, grad, state, step, lr, momentum, nesterov, beta_1,
-            beta_2, epsilon, rho, weight_decay):
+def _update(settings, params, grad, state, step):
     """The solver's step over the flat buffer; state split into its arrays."""
-    dtype = params.dtype.type
-    arrays = np.split(state, _STATE_ARRAYS[solver])
+    s, dtype = settings, params.dtype.type
+    solver = s.solver
+    arrays = np.split(state, STATE_ARRAYS[_SOLVER_NAMES[solver]])
+    lr = s.learning_rate
     if solver == SGD:
-        sgd_step(params, grad, *arrays, dtype(lr), dtype(momentum), nesterov)
+        sgd_step(params, grad, *arrays, dtype(lr), dtype(s.momentum), s.nesterov)
     elif solver == ADAGRAD:
-        adagrad_step(params, grad, *arrays, dtype(lr), dtype(epsilon))
+        adagrad_step(params, grad, *arrays, dtype(lr), dtype(s.epsilon))
     elif solver == RMSPROP:
-        rmsprop_step(params, grad, *arrays, dtype(lr), dtype(rho), dtype(epsilon))
+        rmsprop_step(params, grad, *arrays, dtype(lr), dtype(s.rho), dtype(s.epsilon))
     elif solver == ADADELTA:
-        adadelta_step(params, grad, *arrays, dtype(lr), dtype(rho), dtype(epsilon))
+        adadelta_step(params, grad, *arrays, dtype(lr), dtype(s.rho),
+                      dtype(s.epsilon))
     elif solver == ADAMW:
-        adamw_step(params, grad, *arrays, step, lr, dtype(beta_1), dtype(beta_2),
-                   dtype(epsilon), weight_decay)
+        adamw_step(params, grad, *arrays, step, lr, dtype(s.beta_1), dtype(s.beta_2),
+                   dtype(s.epsilon), s.weight_decay)
     else:
         rule = {ADAM: adam_step, ADAMAX: adamax_step, NADAM: nadam_step}[solver]
-        rule(params, grad, *arrays, step, lr, dtype(beta_1), dtype(beta_2),
-             dtype(epsilon))
+        rule(params, grad, *arrays, step, lr, dtype(s.beta_1), dtype(s.beta_2),
+             dtype(s.epsilon))
 
 
 def _layers(plan, params):
@@ -395,11 +402,13 @@ def _bn(plan, params, running):
     return bn_views(params, running, plan) if plan.n_running else None
 
 
-def run_epoch(plan, X, csr, Y, sample_weight, order, batch_size, params, grad,
-              work, state, solver, lr, momentum, nesterov, beta_1, beta_2,
-              epsilon, alpha, step, rho=0.9, weight_decay=0.0, clip_norm=0.0,
-              clip_value=0.0, l1=0.0, seed=0, running=None):
+def run_epoch(plan, settings, X, csr, Y, sample_weight, order, batch_size, params,
+              grad, work, state, step, seed=0, running=None):
     """One epoch of minibatch training, as _epoch.run_epoch."""
+    if settings.solver not in _SOLVER_NAMES:
+        raise ValueError(f"unknown solver code {settings.solver}")
+    counts = _SOLVER_NAMES[settings.solver] in COUNTS_STEPS
+    alpha, l1 = settings.alpha, settings.l1
     coefs, intercepts = _layers(plan, params)
     bn = _bn(plan, params, running)
     X = _input(X, csr, int(plan.units[0]))
@@ -415,16 +424,16 @@ def run_epoch(plan, X, csr, Y, sample_weight, order, batch_size, params, grad,
         )
         loss_sum += len(rows) * loss
         grad[...] = _flat(grad_W, grad_b)
-        clip_gradient(grad, clip_norm, clip_value)
-        step += solver in _COUNTS_STEPS
-        _update(solver, params, grad, state, step, lr, momentum, nesterov,
-                beta_1, beta_2, epsilon, rho, weight_decay)
+        clip_gradient(grad, settings.clip_norm, settings.clip_value)
+        step += counts
+        _update(settings, params, grad, state, step)
     return loss_sum, step
 
 
 def loss_grad(plan, X, csr, Y, sample_weight, params, grad, work, alpha, l1=0.0,
-              seed=0):
-    """Full-batch loss with the L2 and L1 terms; its gradient into grad."""
+              seed=0, running=None):
+    """Full-batch loss with the L2 and L1 terms; its gradient into grad; with
+    batch norm, the batch's mean and unbiased variance into running if given."""
     coefs, intercepts = _layers(plan, params)
     X = _input(X, csr, int(plan.units[0]))
     loss, grad_W, grad_b = _backprop(
@@ -432,15 +441,23 @@ def loss_grad(plan, X, csr, Y, sample_weight, params, grad, work, alpha, l1=0.0,
         bn=_bn(plan, params, None),
     )
     grad[...] = _flat(grad_W, grad_b)
-    if plan.n_running and work is not None:
-        # The statistics used, where the compiled pass leaves them.
+    if plan.n_running and (work is not None or running is not None):
         normalized = []
         _forward_layers(plan, X, coefs, intercepts, seed, 0,
                         (*_bn(plan, params, None), True, normalized))
+        n = X.shape[0]
         for i, pair in enumerate(normalized):
-            if pair is not None:
-                stats = pair[1]
+            if pair is None:
+                continue
+            stats, m = pair[1], int(plan.units[i + 1])
+            if work is not None:  # where the compiled pass leaves them
                 work[plan.bn_stat_off[i] : plan.bn_stat_off[i] + stats.size] = stats
+            if running is not None:
+                at = plan.run_off[i]
+                running[at : at + m] = stats[:m]
+                running[at + m : at + 2 * m] = stats[m : 2 * m] * stats.dtype.type(
+                    n / max(n - 1, 1)
+                )
     return loss
 
 

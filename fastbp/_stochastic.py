@@ -17,8 +17,9 @@ from sklearn.model_selection import train_test_split
 
 from fastbp._inputs import as_kernel_input
 from fastbp._kernels import LOSSES
-from fastbp._optimizers import SOLVERS, STATE_ARRAYS
+from fastbp._optimizers import STATE_ARRAYS
 from fastbp._schedules import epoch_learning_rate
+from fastbp._settings import Settings
 from fastbp._state import Network
 
 # Dropout seeds are drawn from [0, _SEED_END).
@@ -152,14 +153,10 @@ def train(s, model, history, optimizer, data, val, target, backend, tasks,
                 s, optimizer.get("epoch", 0), optimizer["learning_rate"], h.t)
             seed = _dropout_seed(random_state, h.t) if use_dropout else 0
             loss_sum, optimizer["step"] = backend.epoch.run_epoch(
-                plan, X_dense, csr, Y, sample_weight,
-                order if s.shuffle else None, batch_size,
-                flat, grad, work, optimizer["state"], SOLVERS[s.solver],
-                optimizer["learning_rate"], s.momentum, s.nesterovs_momentum,
-                s.beta_1, s.beta_2, s.epsilon, s.alpha, optimizer["step"],
-                rho=s.rho, weight_decay=s.weight_decay,
-                clip_norm=s.clip_norm or 0.0, clip_value=s.clip_value or 0.0,
-                l1=s.l1, seed=seed, running=running,
+                plan, Settings.of(s, optimizer["learning_rate"]), X_dense, csr,
+                Y, sample_weight, order if s.shuffle else None, batch_size,
+                flat, grad, work, optimizer["state"], optimizer["step"],
+                seed=seed, running=running,
             )
             h.n_iter += 1
             optimizer["epoch"] = optimizer.get("epoch", 0) + 1

@@ -11,6 +11,7 @@ from numpy.testing import assert_allclose
 
 from fastbp import _epoch, _kernels, _reference
 from fastbp._network import bn_sizes, bn_views, glorot_init, make_plan
+from fastbp._settings import Settings
 
 UNITS = [5, 7, 6, 3]
 ATOL = {np.float32: 2e-5, np.float64: 1e-12}
@@ -96,10 +97,11 @@ def _epochs(mod, plan, params, X, csr, Y, sw, running, orders, solver="adam"):
     grad, work = np.empty_like(params), np.zeros(plan.work_size, params.dtype)
     step, losses = 0, []
     for order in orders:
+        settings = Settings(SOLVERS[solver], 0.01, 0.9, True, 0.9, 0.999, 1e-8,
+                            alpha=1e-3, l1=1e-3)
         loss, step = mod.run_epoch(
-            plan, X, csr, Y, sw, order, plan.max_rows, params, grad, work, state,
-            SOLVERS[solver], 0.01, 0.9, True, 0.9, 0.999, 1e-8, 1e-3, step,
-            l1=1e-3, running=running,
+            plan, settings, X, csr, Y, sw, order, plan.max_rows, params, grad, work,
+            state, step, running=running,
         )
         losses.append(loss)
     return losses, params, running
@@ -137,6 +139,36 @@ def test_run_epoch_forward_loss_grad_equal_twin(dtype, act, sparse):
         outs.append((out, grad, loss))
     for g, w in zip(*outs, strict=True):
         assert_allclose(g, w, rtol=1e-4, atol=ATOL[dtype] * 10)
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_loss_grad_running_is_the_batch_statistics(dtype, sparse):
+    # loss_grad's running output: the whole batch's mean and unbiased
+    # variance of every normalized layer, by hand for the first layer (its
+    # pre-activation is X W + b), equal to the twin for all, and the
+    # gradient the same with or without it.
+    _, params, X, csr, Y, _ = _problem(dtype, 40, sparse=sparse)
+    full = make_plan(UNITS, "tanh", "softmax", "log_loss", 40, False,
+                     batch_norm=True)
+    outs = []
+    for mod in (_epoch, _reference):
+        grad, plain = np.empty_like(params), np.empty_like(params)
+        running = np.full(full.n_running, np.nan, dtype)
+        work = np.zeros(full.work_size, dtype)
+        loss = mod.loss_grad(full, X, csr, Y, None, params, grad, work, 1e-3,
+                             running=running)
+        assert mod.loss_grad(full, X, csr, Y, None, params, plain, work,
+                             1e-3) == loss
+        assert_allclose(grad, plain, rtol=0, atol=0)
+        outs.append(running)
+    assert np.isfinite(outs[0]).all()
+    assert_allclose(outs[0], outs[1], rtol=1e-4 if dtype == np.float32 else 1e-12)
+    dense = X if csr is None else sp.csr_matrix((*csr,), shape=(40, UNITS[0])).toarray()
+    W = params[: UNITS[0] * UNITS[1]].reshape(UNITS[0], UNITS[1]).astype(np.float64)
+    Z = dense.astype(np.float64) @ W  # + b: shifts the mean, not the variance
+    at, m = full.run_off[0], UNITS[1]
+    assert_allclose(outs[0][at + m : at + 2 * m], Z.var(axis=0, ddof=1),
+                    rtol=1e-4 if dtype == np.float32 else 1e-10)
 
 
 @pytest.mark.parametrize("act", ["tanh", "logistic", "gelu", "softplus"])
@@ -437,9 +469,9 @@ def test_with_dropout_equals_twin(sparse):
         state, grad = np.zeros(2 * p.size), np.empty_like(p)
         work = np.zeros(plan.work_size)
         for k, order in enumerate(orders):
-            mod.run_epoch(plan, X, csr, Y, sw, order, 16, p, grad, work, state,
-                          1, 0.01, 0.9, True, 0.9, 0.999, 1e-8, 1e-3, k,
-                          seed=k + 7, running=running)
+            settings = Settings(1, 0.01, 0.9, True, 0.9, 0.999, 1e-8, alpha=1e-3)
+            mod.run_epoch(plan, settings, X, csr, Y, sw, order, 16, p, grad, work,
+                          state, k, seed=k + 7, running=running)
         outs.append((p, running))
     for g, w in zip(*outs, strict=True):
         assert_allclose(g, w, rtol=1e-9, atol=1e-12)

@@ -11,6 +11,7 @@ from numpy.testing import assert_allclose
 
 from fastbp import _epoch, _optimizers, _reference
 from fastbp._network import glorot_init, make_plan, unpack
+from fastbp._settings import Settings
 
 SOLVERS = _optimizers.SOLVERS
 
@@ -123,8 +124,13 @@ def _epochs(module, problem, orders, batch_size, optimizer, alpha=0.01, **extra)
     grad, work, state = _buffers(problem, solver)
     step, losses = 0, []
     for order in orders:
+        settings = Settings(
+            SOLVERS[solver], lr, MOMENTUM, nesterov, BETA_1, BETA_2, EPSILON,
+            alpha=alpha, **{**EXTRA, **extra},
+        )
         loss_sum, step = module.run_epoch(
             problem.plan,
+            settings,
             problem.X,
             problem.csr,
             problem.Y,
@@ -135,16 +141,7 @@ def _epochs(module, problem, orders, batch_size, optimizer, alpha=0.01, **extra)
             grad,
             work,
             state,
-            SOLVERS[solver],
-            lr,
-            MOMENTUM,
-            nesterov,
-            BETA_1,
-            BETA_2,
-            EPSILON,
-            alpha,
             step,
-            **{**EXTRA, **extra},
         )
         losses.append(loss_sum)
     return {
@@ -261,6 +258,7 @@ def test_run_epoch_loss_by_hand():
     state = np.zeros(2)
     loss_sum, step = _epoch.run_epoch(
         plan,
+        Settings(SOLVERS["sgd"], 0.5, 0.0, False, alpha=0.0),
         np.array([[3.0]]),
         None,
         np.array([[2.0]]),
@@ -271,14 +269,6 @@ def test_run_epoch_loss_by_hand():
         grad,
         np.empty(plan.work_size),
         state,
-        SOLVERS["sgd"],
-        0.5,
-        0.0,
-        False,
-        0.9,
-        0.999,
-        1e-8,
-        0.0,
         7,
     )
     assert loss_sum == 2.0 and step == 7
@@ -517,22 +507,21 @@ def _epoch_args(problem=None, **changes):
         "grad": grad,
         "work": work,
         "state": state,
-        "solver": SOLVERS["sgd"],
-        "lr": 0.1,
-        "momentum": 0.9,
-        "nesterov": True,
-        "beta_1": 0.9,
-        "beta_2": 0.999,
-        "epsilon": 1e-8,
-        "alpha": 1e-4,
         "step": 0,
     }
-    args.update(changes)
+    settings = Settings(SOLVERS["sgd"], 0.1, 0.9, True, 0.9, 0.999, 1e-8, alpha=1e-4)
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    args.update({k: v for k, v in changes.items() if k not in fields})
+    args["settings"] = dataclasses.replace(
+        settings, **{k: v for k, v in changes.items() if k in fields}
+    )
     return args
 
 
 def _call(args):
-    return _epoch.run_epoch(*args.values())
+    args = dict(args)
+    plan, settings = args.pop("plan"), args.pop("settings")
+    return _epoch.run_epoch(plan, settings, **args)
 
 
 def _replace_plan(**changes):
@@ -606,6 +595,10 @@ BAD_EPOCH_CALLS = {
     ),
     "unknown-solver": (lambda: _epoch_args(solver=99), "solver"),
     "negative-solver": (lambda: _epoch_args(solver=-1), "solver"),
+    "learning-rate-nan": (lambda: _epoch_args(learning_rate=np.nan), "finite"),
+    "alpha-inf": (lambda: _epoch_args(alpha=np.inf), "finite"),
+    "clip-negative": (lambda: _epoch_args(clip_norm=-1.0), "clip_norm"),
+    "no-threads": (lambda: _epoch_args(n_threads=0), "n_threads"),
     "order-too-large": (
         lambda: _epoch_args(order=np.r_[np.arange(12), 13].astype(np.intp)),
         "out of range",
@@ -843,10 +836,11 @@ def _one_full_batch_sgd_step(problem, **clip):
     """One plain gradient step (momentum 0) over the whole data set."""
     params = problem.params.copy()
     grad, work, state = _buffers(problem, "sgd")
-    _epoch.run_epoch(problem.plan, problem.X, problem.csr, problem.Y, problem.sw,
-                     None, problem.n_samples, params, grad, work, state,
-                     SOLVERS["sgd"], 0.5, 0.0, False, BETA_1, BETA_2, EPSILON,
-                     0.01, 0, **clip)
+    settings = Settings(SOLVERS["sgd"], 0.5, 0.0, False, BETA_1, BETA_2, EPSILON,
+                        alpha=0.01, **clip)
+    _epoch.run_epoch(problem.plan, settings, problem.X, problem.csr, problem.Y,
+                     problem.sw, None, problem.n_samples, params, grad, work,
+                     state, 0)
     return params
 
 
@@ -938,10 +932,11 @@ def test_run_epoch_l1_equals_twin(dtype, optimizer):
         grad, work, state = _buffers(problem, solver)
         step, losses = 0, []
         for order in orders:
+            settings = Settings(SOLVERS[solver], lr, MOMENTUM, nesterov, BETA_1,
+                                BETA_2, EPSILON, alpha=0.01, l1=0.2)
             loss_sum, step = module.run_epoch(
-                problem.plan, problem.X, problem.csr, problem.Y, problem.sw, order,
-                5, params, grad, work, state, SOLVERS[solver], lr, MOMENTUM,
-                nesterov, BETA_1, BETA_2, EPSILON, 0.01, step, l1=0.2)
+                problem.plan, settings, problem.X, problem.csr, problem.Y,
+                problem.sw, order, 5, params, grad, work, state, step)
             losses.append(loss_sum)
         results.append({"losses": losses, "step": step, "params": params,
                         "grad": grad, "state": state})
@@ -968,10 +963,11 @@ def _epochs_seeded(module, problem, orders, seeds, optimizer="adam"):
     grad, work, state = _buffers(problem, solver)
     step, losses = 0, []
     for order, seed in zip(orders, seeds):
+        settings = Settings(SOLVERS[solver], lr, MOMENTUM, nesterov, BETA_1,
+                            BETA_2, EPSILON, alpha=0.01, l1=0.0)
         loss_sum, step = module.run_epoch(
-            problem.plan, problem.X, problem.csr, problem.Y, problem.sw, order, 5,
-            params, grad, work, state, SOLVERS[solver], lr, MOMENTUM, nesterov,
-            BETA_1, BETA_2, EPSILON, 0.01, step, l1=0.0, seed=seed)
+            problem.plan, settings, problem.X, problem.csr, problem.Y, problem.sw,
+            order, 5, params, grad, work, state, step, seed=seed)
         losses.append(loss_sum)
     return {"losses": losses, "step": step, "params": params, "grad": grad,
             "state": state}

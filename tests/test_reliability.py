@@ -528,7 +528,7 @@ def _fail_interrupt_with_broken_weights(est, X, y, monkeypatch):
     from fastbp import _epoch
 
     def interrupted(*args, **kwargs):
-        args[7][:] = np.nan  # params
+        args[8][:] = np.nan  # params
         raise KeyboardInterrupt
 
     monkeypatch.setattr(_epoch, "run_epoch", interrupted)
@@ -870,7 +870,7 @@ def test_compiled_epoch_releases_the_gil(monkeypatch):
     buffers = []
 
     def observed(*args, **kwargs):
-        buffers.append(args[7])  # the flat parameter buffer, trained in place
+        buffers.append(args[8])  # the flat parameter buffer, trained in place
         entered.set()
         try:
             return compiled(*args, **kwargs)

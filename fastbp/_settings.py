@@ -1,0 +1,71 @@
+"""The optimizer and training settings of an epoch, as one record.
+
+``run_epoch`` (compiled and NumPy twin) takes a ``Settings`` the way it takes
+a ``Plan``: built here, in one place, from an estimator's parameters, and
+read and checked once on entry (``_epoch._read_settings``). Adding a
+hyperparameter is a field here, a line in ``Settings.of``, and its use.
+"""
+
+from dataclasses import dataclass
+
+from fastbp._optimizers import SOLVERS
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a minibatch step needs besides the network and the data.
+
+    Attributes
+    ----------
+    solver : int
+        ``_optimizers.SOLVERS`` code.
+    learning_rate : float
+        Learning rate of the epoch (before Adam's bias correction).
+    momentum, nesterov : float, bool
+        sgd's momentum and whether it is Nesterov's.
+    beta_1, beta_2, epsilon : float
+        The Adam family's decay rates and every adaptive rule's epsilon.
+    rho, weight_decay : float
+        rmsprop/adadelta decay rate; adamw's decoupled weight decay.
+    alpha, l1 : float
+        L2 and L1 penalty strengths (coefficients only).
+    clip_norm, clip_value : float
+        Gradient clipping per minibatch before the step, 0 for off.
+    n_threads : int
+        Threads a step may use (``_threads.effective_n_threads``).
+    """
+
+    solver: int
+    learning_rate: float
+    momentum: float = 0.9
+    nesterov: bool = True
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-8
+    rho: float = 0.9
+    weight_decay: float = 0.0
+    alpha: float = 1e-4
+    l1: float = 0.0
+    clip_norm: float = 0.0
+    clip_value: float = 0.0
+    n_threads: int = 1
+
+    @classmethod
+    def of(cls, est, learning_rate, n_threads=1):
+        """The settings of estimator est's parameters at learning_rate."""
+        return cls(
+            solver=SOLVERS[est.solver],
+            learning_rate=float(learning_rate),
+            momentum=float(est.momentum),
+            nesterov=bool(est.nesterovs_momentum),
+            beta_1=float(est.beta_1),
+            beta_2=float(est.beta_2),
+            epsilon=float(est.epsilon),
+            rho=float(est.rho),
+            weight_decay=float(est.weight_decay),
+            alpha=float(est.alpha),
+            l1=float(est.l1),
+            clip_norm=float(est.clip_norm or 0.0),
+            clip_value=float(est.clip_value or 0.0),
+            n_threads=int(n_threads),
+        )
