@@ -35,6 +35,8 @@ from threadpoolctl import threadpool_limits
 
 from fastbp import _epoch, _kernels, _reference
 from fastbp._callbacks import FitTasks
+from fastbp._finite import non_finite_error, require_finite
+from fastbp._fitted_state import check_fitted_state, ensure_checked, trust
 from fastbp._network import (
     fitted_arrays,
     glorot_init,
@@ -338,6 +340,8 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
     @with_callbacks
     def _fit(self, X, y, sample_weight, incremental, classes=None, val_set=None):
         self._check_params()
+        if incremental or self.warm_start:
+            ensure_checked(self)  # the state training continues from
         # Train on copies and commit at the end: a failed fit leaves the
         # previous model exactly as it was.
         before = dict(self.__dict__)
@@ -353,6 +357,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             self.__dict__.clear()
             self.__dict__.update(before, **running)
             raise
+        trust(self)
         return self
 
     def _fit_committed(self, X, y, sample_weight, incremental, val_set=None):
@@ -986,9 +991,12 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             + [np.ravel(a) for a in self._bn_parts()]
         ).astype(dtype, copy=False)
         bn = (self._fitted_batch_norm(),) * (len(units) - 1)
-        return self._forward_output(X, flat, units, plan=lambda rows: make_plan(
+        features = self._forward_output(X, flat, units, plan=lambda rows: make_plan(
             units, acts[:-1], acts[-1], "squared_error", rows, False, batch_norm=bn),
             running=self._running_stats())
+        require_finite([features], "The last hidden layer's activations (transform)",
+                       flat)
+        return features
 
     @property
     def _n_features_out(self):
@@ -1033,24 +1041,32 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             )
         super().__setstate__(state)
         if "coefs_" in state:
+            # A model file is user input. A copy that a callback takes while
+            # a fit runs may be half updated; it, and a state without coefs_,
+            # are checked when used.
+            loaded = _CALLBACK_STATE[0] not in state
+            if loaded:
+                check_fitted_state(self)
             self._set_params_flat(self._flat_params(), self._fitted_units(),
                                   self._running_stats())
+            if loaded:
+                trust(self)
 
     def _validated_output(self, X):
-        if not self._is_plain_input(X):
+        if self._is_plain_input(X):
+            ensure_checked(self)
+        else:
             X = self._validated_X(X)
         out = self._forward_output(X)
         if not self._backend().all_finite(out.reshape(-1)):
-            raise ValueError(
-                "The network's output is not finite for some rows of X: their "
-                f"values overflow the fitted {out.dtype} network. Scale X as "
-                "the training data was scaled (for example with StandardScaler)."
-            )
+            raise non_finite_error("The network's output",
+                                   self._flat_params())
         return out
 
     def _validated_X(self, X):
         """X checked against the fitted model, as predict takes it."""
         check_is_fitted(self)
+        ensure_checked(self)
         return validate_data(
             self, X, accept_sparse=["csr", "csc"], reset=False,
             dtype=(np.float64, np.float32),
