@@ -8,14 +8,14 @@ fail deep inside with an IndexError, KeyError or a buffer-dtype error.
 
 It runs in full when a model is loaded (``__setstate__``: pickle, joblib and
 skops all restore through it) and whenever the state is used after it may
-have changed: ``ensure_checked`` compares a cheap description of the state
-(every attribute's type, every array's identity, shape and dtype, every
-scalar's value) with the one last checked, and checks again only when it
-differs. ``trust`` records a state fit has just built.
+have changed: ``ensure_checked`` compares a cheap snapshot of the state (the
+identity of every attribute the check reads, and of the arrays in its lists)
+with the last checked one, and checks again only when they differ. ``trust`` records a state fit has just built.
 """
 
 import weakref
 from numbers import Integral, Real
+from operator import is_
 
 import numpy as np
 from sklearn.base import is_classifier
@@ -31,20 +31,22 @@ _BATCH_NORM = ("batch_norm_scale_", "batch_norm_shift_", "batch_norm_mean_",
 # (none of them: not fitted).
 _CORE = ("coefs_", "intercepts_", "n_features_in_", "n_layers_", "n_outputs_",
          "out_activation_")
-# Everything the check reads, so everything whose change triggers it again.
-_WATCHED = _CORE + _BATCH_NORM + (
-    "feature_names_in_", "classes_", "_label_binarizer", "_optimizer", "t_",
-    "n_iter_", "activation", "loss",
+# Everything the check reads, so everything whose change triggers it again;
+# the first _N_CONTAINERS may be lists or dicts, whose contents count too.
+_WATCHED = ("coefs_", "intercepts_", "activation", "_optimizer") + _BATCH_NORM + (
+    "n_features_in_", "n_layers_", "n_outputs_", "out_activation_",
+    "feature_names_in_", "classes_", "_label_binarizer", "t_", "n_iter_", "loss",
 )
+_N_CONTAINERS = 8
 _OUTPUTS = {  # y_type_ -> output activation (classifier)
     "binary": "logistic", "multilabel-indicator": "logistic",
     "multiclass": "softmax",
 }
 _REGRESSOR_OUTPUTS = {"squared_error": "identity", "poisson": "exp"}
 
-# estimator -> (description, the described objects) of the last checked
-# state; the objects are held so their ids in the description stay unique.
-_checked = weakref.WeakKeyDictionary()
+# id(estimator) -> (weak reference to it, _snapshot of its last checked
+# state); the snapshot holds the objects, so identity comparisons are exact.
+_checked = {}
 
 
 class _Inconsistent(ValueError):
@@ -238,37 +240,53 @@ def check_fitted_state(est):
         ) from None
 
 
-def _describe(v):
-    """What the check depends on in v, comparable with ==: types, ids and
-    shapes of arrays, values of scalars, recursively through lists and
-    dicts."""
-    kind = type(v)
-    if kind is np.ndarray:
-        return id(v), v.shape, v.dtype
-    if kind is list or kind is tuple:
-        return kind, tuple(map(_describe, v))
-    if kind is dict:
-        return kind, id(v), tuple((k, _describe(x)) for k, x in v.items())
-    if kind in (str, int, float, bool) or v is None or isinstance(v, np.generic):
-        return kind, v
-    return kind, id(v)
-
-
 def _snapshot(est):
+    """The watched attributes' values and the contents of the lists and the
+    optimizer dict among them (with each list's length), to compare by
+    identity. An array reshaped in place (``a.shape = ...``) goes unseen."""
     values = tuple(map(est.__dict__.get, _WATCHED))
-    return (type(est), tuple(map(_describe, values))), values
+    coefs, intercepts, activation, optimizer = values[:4]
+    if type(coefs) is not list or type(intercepts) is not list:
+        return values, None  # never the same: the full check reports it
+    contents = [len(coefs), *coefs, len(intercepts), *intercepts]
+    if type(optimizer) is dict:
+        contents += optimizer.values()
+    if type(activation) is list:
+        contents += activation
+    if values[4] is not None:  # batch norm
+        for v in values[4:_N_CONTAINERS]:
+            if type(v) is list:
+                contents.append(len(v))
+                contents += v
+    return values, contents
+
+
+def _same(a, b):
+    return a is not None and b is not None and len(a) == len(b) and all(
+        map(is_, a, b))
 
 
 def ensure_checked(est):
     """check_fitted_state(est) unless its state is the one last checked."""
-    description, values = _snapshot(est)
-    last = _checked.get(est)
-    if last is not None and last[0] == description:
+    values, contents = now = _snapshot(est)
+    last = _checked.get(id(est))
+    if (last is not None and last[0]() is est and _same(values, last[1][0])
+            and _same(contents, last[1][1])):
         return
     check_fitted_state(est)
-    _checked[est] = description, values
+    _remember(est, now)
 
 
 def trust(est):
     """Record est's current state as checked (fit has just built it)."""
-    _checked[est] = _snapshot(est)
+    _remember(est, _snapshot(est))
+
+
+def _remember(est, snapshot):
+    key = id(est)
+
+    def forget(ref):
+        if _checked.get(key, (None,))[0] is ref:
+            del _checked[key]
+
+    _checked[key] = weakref.ref(est, forget), snapshot

@@ -257,3 +257,17 @@ def test_intact_classifier_targets_pass(y):
         est = MLPClassifier((3,), max_iter=2, random_state=0).fit(X, y)
     _fitted_state.check_fitted_state(est)
     pickle.loads(pickle.dumps(est)).predict(X)
+
+
+def test_the_record_of_checked_states_does_not_outlive_its_estimators():
+    import gc
+
+    gc.collect()
+    before = len(_fitted_state._checked)
+    models = [_fit(MLPRegressor)[0] for _ in range(3)]
+    for est in models:
+        est.predict(np.zeros((1, 4)))
+    assert len(_fitted_state._checked) == before + 3
+    del models, est
+    gc.collect()
+    assert len(_fitted_state._checked) == before
