@@ -18,8 +18,11 @@ Run one case by hand: ``echo '[{...}]' | python tests/probe_cases.py``.
 """
 
 import json
+import os
 import pickle
+import signal
 import sys
+import time
 import traceback
 import warnings
 
@@ -117,9 +120,16 @@ def _check_fitted(est, X, y, sample_weight):
 
 def run(case):
     """The outcome of one description: (kind, detail)."""
+    fault = case.get("fault")  # the harness's own test injects these
+    if fault == "crash":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if fault == "hang":
+        time.sleep(3600)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
+            if fault == "raise":
+                raise KeyError("injected")
             est, X, y, sample_weight = build(case)
             try:
                 est.fit(X, y, sample_weight=sample_weight)
