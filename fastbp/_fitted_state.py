@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.base import is_classifier
 
 from fastbp._kernels import ACTIVATIONS
-from fastbp._network import bn_sizes, hidden_activations
+from fastbp._network import bn_sizes, hidden_activations, param_offsets
 from fastbp._optimizers import STATE_ARRAYS
 
 _HIDDEN = frozenset(ACTIVATIONS) - {"softmax", "exp"}
@@ -57,8 +57,9 @@ def _fail(what):
     raise _Inconsistent(what)
 
 
-def _is_int(v, low=0):
-    return isinstance(v, Integral) and not isinstance(v, (bool, np.bool_)) and v >= low
+def _is_int(v):
+    """v is a non-negative integer (not a bool)."""
+    return isinstance(v, Integral) and not isinstance(v, (bool, np.bool_)) and v >= 0
 
 
 def _arrays(d, name, ndim, dtype, lengths=None):
@@ -229,8 +230,7 @@ def check_fitted_state(est):
         _check_activations(est, units)
         if is_classifier(est):
             _check_classes(d, units[-1], d["out_activation_"])
-        n_params = sum(a * b + b for a, b in zip(units, units[1:]))
-        n_params += _check_batch_norm(d, units, dtype)
+        n_params = param_offsets(units)[2] + _check_batch_norm(d, units, dtype)
         _check_progress(d, n_params, dtype)
     except _Inconsistent as e:
         raise ValueError(
@@ -285,8 +285,9 @@ def trust(est):
 def _remember(est, snapshot):
     key = id(est)
 
-    def forget(ref):
-        if _checked.get(key, (None,))[0] is ref:
-            del _checked[key]
+    def forget(ref):  # est is gone
+        entry = _checked.get(key)
+        if entry is not None and entry[0] is ref:
+            _checked.pop(key, None)
 
     _checked[key] = weakref.ref(est, forget), snapshot

@@ -207,7 +207,7 @@ class SecondOrderMixin:
         if not np.isfinite(v).all():
             raise ValueError("v must be finite.")
         return require_finite([problem.hvp(flat, v)],
-                              "The Hessian-vector product", flat, _XY)[0]
+                              "The Hessian-vector product", flat, "X, y or v")[0]
 
     def hessian(self, X, y, sample_weight=None):
         """The exact Hessian of the objective of ``loss_gradient``.
@@ -285,6 +285,7 @@ class SecondOrderMixin:
             intercepts[i] has the shape of intercepts_[i].
         """
         check_is_fitted(self)
+        ensure_checked(self)
         units = self._fitted_units()
         vector = np.asarray(vector)
         n_params = sum(c.size + b.size for c, b in zip(self.coefs_, self.intercepts_))

@@ -192,6 +192,7 @@ def test_every_use_of_an_edited_state_checks_it():
         "hessian": lambda: est.hessian(X, y),
         "jacobian": lambda: est.jacobian(X),
         "check_gradients": lambda: fastbp.check_gradients(est, X, y),
+        "unflatten_params": lambda: est.unflatten_params(np.zeros(31)),
     }
     for name, use in uses.items():
         with _raises_inconsistent("intercepts_ has 2"):
