@@ -32,6 +32,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from fastbp import _docs, _full_batch, _stochastic
 from fastbp._backend import BACKENDS
 from fastbp._callbacks import FitTasks
+from fastbp._finite import non_finite_error, require_finite
+from fastbp._fitted_state import check_fitted_state, ensure_checked, trust
 from fastbp._forward import blas_threads, forward
 from fastbp._inputs import check_sample_weight
 from fastbp._network import glorot_init, hidden_activations, init_batch_norm, make_plan
@@ -134,6 +136,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
                     self.__dict__.pop(name, None)
                 else:
                     self.__dict__[name] = value
+            trust(self)  # built by this fit: no need to check it again
         tasks.finish()  # the estimator itself is now the fitted model
         return self
 
@@ -146,6 +149,8 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         X, y, ref, fitted = self._validated_Xy(X, y, reset=first_pass)
         Y, labels = self._targets(y, attrs, s, classes)
         fitted.update(labels)
+        if not first_pass:
+            self._check_continued(attrs, labels)
         dtype = X.dtype if first_pass else attrs["coefs_"][0].dtype
         n_samples, n_features = X.shape
         sample_weight = check_sample_weight(sample_weight, n_samples, dtype)
@@ -219,6 +224,16 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         fitted.update(history.attributes())
         return fitted, tasks
 
+    def _check_continued(self, attrs, labels):
+        """Check the fitted state a warm or incremental fit continues from,
+        with the labels this call sets (partial_fit's classes)."""
+        if not labels:
+            ensure_checked(self)
+            return
+        state = type(self).__new__(type(self))
+        state.__dict__.update(attrs, **labels)
+        check_fitted_state(state)
+
     def _validated_Xy(self, X, y, reset):
         """X and y validated as scikit-learn's MLP does; the object X_val is
         checked against (self, or on a first pass a probe holding the new
@@ -289,15 +304,13 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             model.units, rows, batch_norm=model.batch_norm), BACKENDS[self.backend])
 
     def _validated_output(self, X):
-        if not self._is_plain_input(X):
+        if self._is_plain_input(X):
+            ensure_checked(self)
+        else:
             X = self._validated_X(X)
         out = self._forward_output(X)
         if not BACKENDS[self.backend].epoch.all_finite(out.reshape(-1)):
-            raise ValueError(
-                "The network's output is not finite for some rows of X: their "
-                f"values overflow the fitted {out.dtype} network. Scale X as "
-                "the training data was scaled (for example with StandardScaler)."
-            )
+            raise non_finite_error("The network's output", self._fitted_model().flat)
         return out
 
     def transform(self, X):
@@ -333,9 +346,12 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         bn = Model.of({"coefs_": coefs, "intercepts_": intercepts,
                        **{k: getattr(self, k) for k in _BN_ATTRIBUTES}})
         flags = (model.batch_norm,) * (len(units) - 1)
-        return forward(X, bn, lambda rows: make_plan(
+        features = forward(X, bn, lambda rows: make_plan(
             units, acts[:-1], acts[-1], "squared_error", rows, False,
             batch_norm=flags), BACKENDS[self.backend])
+        require_finite([features], "The last hidden layer's activations "
+                       "(transform)", bn.flat)
+        return features
 
     @property
     def _n_features_out(self):
@@ -345,6 +361,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
     def _validated_X(self, X):
         """X checked against the fitted model, as predict takes it."""
         check_is_fitted(self)
+        ensure_checked(self)
         return validate_data(
             self, X, accept_sparse=["csr", "csc"], reset=False,
             dtype=(np.float64, np.float32),
@@ -391,7 +408,10 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             )
         super().__setstate__(state)
         if "coefs_" in state:
+            # A model file is user input: check it before building on it.
+            check_fitted_state(self)
             self.__dict__.update(self._fitted_model().attributes())
+            trust(self)
 
     def _check_solver(self):
         if self.solver not in STOCHASTIC_SOLVERS:

@@ -107,7 +107,12 @@ def loss_delta(P, Y, sw, rows, loss, delta):
     if loss == SQUARED_ERROR:
         per_sample = 0.5 * ((Y - P) ** 2).mean(axis=1)
     elif loss == POISSON:
-        per_sample = (xlogy(Y, Y / P) - Y + P).sum(axis=1)
+        # y log(y / p) only where y != 0, as the kernel: 0 log 0 is 0 even
+        # where p underflowed to 0 (0 / 0 would make it NaN).
+        nonzero = Y != 0
+        ylogy = np.zeros_like(Y)
+        ylogy[nonzero] = Y[nonzero] * np.log(Y[nonzero] / P[nonzero])
+        per_sample = (ylogy - Y + P).sum(axis=1)
     else:
         eps = np.finfo(delta.dtype).eps
         Q = np.clip(P, eps, 1 - eps)

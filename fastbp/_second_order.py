@@ -18,6 +18,8 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from fastbp._backend import BACKENDS
+from fastbp._finite import require_finite
+from fastbp._fitted_state import ensure_checked
 from fastbp._full_batch import Objective
 from fastbp._inputs import as_kernel_input, check_sample_weight
 from fastbp._network import unpack
@@ -26,6 +28,8 @@ from fastbp._network import unpack
 MAX_HESSIAN_PARAMS = 2000
 # Rows per Jacobian pass: bounds the workspace, as predict does.
 _JACOBIAN_ROWS = 1024
+# What the objective's inputs are, for its non-finite errors.
+_XY = "X or y"
 
 
 def _refuse_batch_norm(est):
@@ -43,6 +47,7 @@ class SecondOrderMixin:
         """The objective on (X, y) at the fitted weights, and those weights,
         in dtype (default: the weights' own)."""
         check_is_fitted(self)
+        ensure_checked(self)
         _refuse_batch_norm(self)
         X, y, _, _ = self._validated_Xy(X, y, reset=False)
         Y, _ = self._targets(y, self.__dict__, self._as_fitted())
@@ -88,7 +93,8 @@ class SecondOrderMixin:
             ``unflatten_params`` splits it.
         """
         problem, flat = self._full_batch(X, y, sample_weight)
-        loss, grad = problem.loss_grad(flat)
+        loss, grad = require_finite(problem.loss_grad(flat),
+                                    "The loss or its gradient", flat, _XY)
         return float(loss), grad
 
     def hessian_vector_product(self, X, y, v, sample_weight=None):
@@ -118,7 +124,8 @@ class SecondOrderMixin:
             )
         if not np.isfinite(v).all():
             raise ValueError("v must be finite.")
-        return problem.hvp(flat, v)
+        return require_finite([problem.hvp(flat, v)],
+                              "The Hessian-vector product", flat, "X, y or v")[0]
 
     def hessian(self, X, y, sample_weight=None):
         """The exact Hessian of the objective of ``loss_gradient``.
@@ -146,7 +153,7 @@ class SecondOrderMixin:
             e[i] = 1
             H[:, i] = problem.hvp(flat, e)
             e[i] = 0
-        return H
+        return require_finite([H], "The Hessian", flat, _XY)[0]
 
     def jacobian(self, X):
         """Derivative of the model's output with respect to its input.
@@ -175,6 +182,7 @@ class SecondOrderMixin:
         work = np.empty(plan.work_size, dtype=flat.dtype)
         J = np.empty((n_samples, units[-1], units[0]), dtype=flat.dtype)
         BACKENDS[self.backend].curvature.jacobian(plan, X_dense, csr, flat, work, J)
+        require_finite([J], "The Jacobian", flat)
         if self._is_classifier() and self.n_outputs_ == 1:
             J = np.concatenate([-J, J], axis=1)  # predict_proba is [1 - p, p]
         return J
@@ -195,6 +203,7 @@ class SecondOrderMixin:
             intercepts[i] has the shape of intercepts_[i].
         """
         check_is_fitted(self)
+        ensure_checked(self)
         units = self._fitted_model().units
         vector = np.asarray(vector)
         n_params = sum(c.size + b.size for c, b in zip(self.coefs_, self.intercepts_))
@@ -270,6 +279,12 @@ def check_gradients(estimator, X, y, sample_weight=None, eps=1e-5, floor=1e-6):
         ``print(result)`` shows a table. 1e-5 or less is a correct
         gradient; 1e-2 or more is a bug (or a ReLU kink).
     """
+    if not isinstance(estimator, SecondOrderMixin):
+        kind = type(estimator)
+        raise TypeError(
+            "check_gradients takes a fitted fastbp.MLPClassifier or "
+            f"fastbp.MLPRegressor, got {kind.__module__}.{kind.__qualname__}."
+        )
     if not (np.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a positive float, got {eps!r}.")
     if not (np.isfinite(floor) and floor > 0):
@@ -284,6 +299,8 @@ def check_gradients(estimator, X, y, sample_weight=None, eps=1e-5, floor=1e-6):
         plus = problem.loss_grad(w)[0]
         w[i] -= 2 * eps
         numerical[i] = (plus - problem.loss_grad(w)[0]) / (2 * eps)
+    require_finite([gradient, numerical], "The gradient or its finite-difference "
+                   "estimate", flat, _XY)
     error = np.abs(gradient - numerical) / np.maximum(
         np.maximum(np.abs(gradient), np.abs(numerical)), floor
     )

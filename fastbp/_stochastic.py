@@ -189,7 +189,11 @@ def train(s, model, history, optimizer, data, val, target, backend, tasks,
                 if best_epoch is None:
                     raise ValueError(diverged + KEPT)
                 # A best-so-far model exists: keep it, as scikit-learn does,
-                # and say so rather than stop silently.
+                # and say so rather than stop silently. The optimizer's
+                # moments diverged with the weights: a later partial_fit
+                # starts them afresh.
+                optimizer["state"][:] = 0
+                optimizer["step"] = 0
                 warnings.warn(
                     f"{diverged} Training stopped; the weights of iteration "
                     f"{best_epoch}, the best one, are restored.",

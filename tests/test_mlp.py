@@ -286,6 +286,7 @@ def test_divergence_with_early_stopping_restores_the_best_epoch():
     assert reg.n_iter_ == len(reg.validation_scores_) < reg.max_iter
     best = int(np.nanargmax(reg.validation_scores_)) + 1
     assert np.isfinite(reg.predict(X)).all()
+    assert np.isfinite(reg._optimizer["state"]).all()  # restarted, not NaN
     # The restored weights are those a fit stopped at the best epoch ends with.
     _, _, short = _iris_diverging(early_stopping=True)
     short.set_params(max_iter=best)

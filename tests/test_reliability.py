@@ -894,3 +894,107 @@ def test_compiled_epoch_releases_the_gil(monkeypatch):
         worker.join()
     assert states >= 5, states  # a held GIL allows 2 at most: before, after
     assert est.n_iter_ == 1
+
+
+# ---------------------------------------------------------------------------
+# the NumPy twin's Poisson loss skips y == 0 as the kernel does
+
+
+def test_poisson_zero_targets_with_zero_predictions_train_alike_on_both_backends():
+    # learning_rate_init=2000 drives exp's output to exactly 0 where y == 0:
+    # 0 log(0 / 0) is 0 in the kernel; the twin once made it NaN and diverged.
+    X, y = np.ones((4, 1)), np.zeros(4)
+    fits = {}
+    for backend in ("cython", "numpy"):
+        est = MLPRegressor(loss="poisson", hidden_layer_sizes=(), solver="sgd",
+                           momentum=0, learning_rate_init=2000.0, max_iter=3,
+                           random_state=0, backend=backend)
+        fits[backend] = _quiet(est.fit, X, y)
+    assert np.min(fits["cython"].predict(X)) == 0  # the case: p underflowed
+    for name in ("loss_curve_", "coefs_", "intercepts_"):
+        np.testing.assert_allclose(getattr(fits["numpy"], name),
+                                   getattr(fits["cython"], name), rtol=1e-12)
+    assert np.isfinite(fits["numpy"].loss_curve_).all()
+
+
+# ---------------------------------------------------------------------------
+# check_gradients names what it takes
+
+
+def test_check_gradients_refuses_other_estimators_with_a_type_error():
+    from fastbp import check_gradients
+
+    X, y = _data(MLPClassifier)
+    other = _quiet(sk.MLPClassifier((3,), max_iter=3, random_state=0).fit, X, y)
+    for est in (other, "not an estimator"):
+        with pytest.raises(TypeError, match=r"fastbp.MLPClassifier or "
+                           r"fastbp.MLPRegressor, got .*(MLPClassifier|str)"):
+            check_gradients(est, X, y)
+
+
+# ---------------------------------------------------------------------------
+# non-finite output is refused on every path, as predict refuses it
+
+
+def _absurd_regressor():
+    # The issue's kind of fit: sgd, leaky_relu, y of -1.3e5 unscaled. It
+    # ends with finite but huge weights; what they compute overflows.
+    rng = np.random.RandomState(28)
+    X, y = rng.randn(20, 4), np.full(20, -1.3e5) + rng.randn(20)
+    est = _quiet(MLPRegressor(hidden_layer_sizes=(4,), activation="leaky_relu",
+                              solver="sgd", learning_rate_init=0.01, max_iter=5,
+                              random_state=28).fit, X, y)
+    assert all(np.isfinite(c).all() for c in est.coefs_ + est.intercepts_)
+    assert est.loss_curve_[-1] > 1e100
+    return est, X, y
+
+
+def test_every_output_of_absurd_weights_is_refused():
+    from fastbp import check_gradients
+
+    est, X, y = _absurd_regressor()
+    v = np.ones(sum(c.size for c in est.coefs_ + est.intercepts_))
+    outputs = {
+        "predict": (lambda: est.predict(X), "network's output"),
+        "jacobian": (lambda: est.jacobian(X), "Jacobian"),
+        "loss_gradient": (lambda: est.loss_gradient(X, y), "loss or its gradient"),
+        "hessian_vector_product": (lambda: est.hessian_vector_product(X, y, v),
+                                   "Hessian-vector product"),
+        "hessian": (lambda: est.hessian(X, y), "Hessian"),
+        "check_gradients": (lambda: check_gradients(est, X, y), "gradient"),
+    }
+    for name, (output, what) in outputs.items():
+        with pytest.raises(ValueError, match=f"{what}.* is not finite") as info:
+            output()
+        assert "largest |weight| " in str(info.value), name
+        assert "scale" in str(info.value), name
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_transform_and_jacobian_refuse_overflowing_input(cls):
+    # The issue's inputs: 1e308 everywhere, and float64 beyond float32's range
+    # on a float32 model. transform must raise exactly when its NumPy oracle
+    # (relu(X W + b) in the model's dtype) is not finite.
+    X, y = _data(cls)
+    refused = 0
+    for dtype in (np.float64, np.float32):
+        est = _quiet(_small(cls).fit, X.astype(dtype), y)
+        for value in (1e308, -1.7e308, 1.7e308, 1e39, -1e39):
+            Xh = np.full((3, 4), value)
+            with np.errstate(all="ignore"):
+                oracle = np.maximum(Xh.astype(dtype) @ est.coefs_[0]
+                                    + est.intercepts_[0], 0)
+            for output in (est.transform, est.jacobian):
+                try:
+                    out = output(Xh)
+                except ValueError as e:
+                    assert "is not finite" in str(e) and f"{dtype.__name__} network" in str(e)
+                    assert output == est.jacobian or not np.isfinite(oracle).all()
+                    refused += 1
+                else:
+                    assert np.isfinite(out).all()
+                    if output == est.transform:
+                        np.testing.assert_allclose(out, oracle, rtol=1e-5)
+    assert refused >= 2  # the inputs do overflow: the rule was exercised
+    # Finite input still gives finite output.
+    assert np.isfinite(est.transform(X)).all() and np.isfinite(est.jacobian(X)).all()
