@@ -3,6 +3,7 @@
 from fastbp._mlp import FastbpVersionWarning, MLPClassifier, MLPRegressor
 from fastbp._onnx import to_onnx
 from fastbp._second_order import MAX_HESSIAN_PARAMS, GradientCheck, check_gradients
+from fastbp._skl2onnx import register_skl2onnx
 from fastbp._version import __version__
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "MLPRegressor",
     "__version__",
     "check_gradients",
+    "register_skl2onnx",
     "to_onnx",
 ]
