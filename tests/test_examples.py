@@ -30,6 +30,15 @@ def test_examples_folder_is_covered():
     assert scripts == tested
 
 
+def test_example_explain_shap():
+    """SHAP and jacobian-based expected gradients rank the features alike."""
+    pytest.importorskip("shap")
+    shap_top, eg_top, rho, shap_gap, eg_gap = _load("explain_shap").main(n_explain=8)
+    assert shap_top.shape == eg_top.shape == (8, 13)
+    assert shap_gap < 1e-10 and eg_gap < 1e-2  # each adds up to f(x) - E f(b)
+    assert rho.min() > 0.8
+
+
 def test_example_onnx_export():
     pytest.importorskip("onnxruntime")
     agree, gap = _load("onnx_export").main()
