@@ -19,7 +19,7 @@ from fastbp import MLPClassifier
 def main(n_images=6):
     X, y = load_digits(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(X / 16, y, random_state=0)
-    clf = MLPClassifier((64,), activation="tanh", max_iter=200,
+    clf = MLPClassifier((64,), activation="tanh", max_iter=400,
                         random_state=0).fit(X_train, y_train)
     print(f"test accuracy {clf.score(X_test, y_test):.3f}")
     images = X_test[:n_images]
