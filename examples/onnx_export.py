@@ -1,4 +1,6 @@
-"""Export a fitted classifier to ONNX and predict with onnxruntime.
+"""
+Export a fitted classifier to ONNX and predict with onnxruntime
+===============================================================
 
     pip install "fastbp[onnx]" onnxruntime && python examples/onnx_export.py
 """

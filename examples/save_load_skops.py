@@ -1,4 +1,6 @@
-"""Save a fitted pipeline with skops and load it back trusting only fastbp.
+"""
+Save a fitted pipeline with skops and load it back trusting only fastbp
+=======================================================================
 
     pip install "fastbp[skops]" && python examples/save_load_skops.py
 """

@@ -1,4 +1,6 @@
-"""Hyperparameter search across processes and across a dask cluster.
+"""
+Hyperparameter search across processes and across a dask cluster
+================================================================
 
 GridSearchCV(n_jobs=2) fits candidates in two worker processes; the same
 search runs on a dask.distributed cluster through joblib's "dask" backend.

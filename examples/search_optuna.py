@@ -1,4 +1,6 @@
-"""Bayesian hyperparameter search with Optuna's OptunaSearchCV.
+"""
+Bayesian hyperparameter search with Optuna's OptunaSearchCV
+===========================================================
 
     pip install "fastbp[optuna]" && python examples/search_optuna.py
 """

@@ -1,4 +1,6 @@
-"""Newton training, the exact Hessian, input Jacobians and a gradient check.
+"""
+Newton training, the exact Hessian, input Jacobians and a gradient check
+========================================================================
 
     python examples/second_order.py
 """

@@ -3,6 +3,8 @@
 from fastbp._mlp import FastbpVersionWarning, MLPClassifier, MLPRegressor
 from fastbp._onnx import to_onnx
 from fastbp._second_order import MAX_HESSIAN_PARAMS, GradientCheck, check_gradients
+from fastbp._skl2onnx import register_skl2onnx
+from fastbp._tensorboard import TensorBoardLogger
 from fastbp._version import __version__
 
 __all__ = [
@@ -11,7 +13,9 @@ __all__ = [
     "GradientCheck",
     "MLPClassifier",
     "MLPRegressor",
+    "TensorBoardLogger",
     "__version__",
     "check_gradients",
+    "register_skl2onnx",
     "to_onnx",
 ]

@@ -1,8 +1,11 @@
 """Export a fitted fastbp network to ONNX (optional extra: ``onnx``).
 
-The graph is the network itself, built with ``onnx.helper``: per layer a
-MatMul, an Add and the activation's ONNX operator; then the estimator's
-decoding (class labels and probabilities, or the regression output).
+The graph is the network itself: per layer a MatMul, an Add and the
+activation's ONNX operator; then the estimator's decoding (class labels and
+probabilities, or the regression output). The nodes are written through a
+small graph interface (``fresh``, ``const``, ``node``), so that ``to_onnx``
+(with ``onnx.helper``) and the skl2onnx converter of ``fastbp._skl2onnx``
+(with skl2onnx's scope and container) build the same network.
 """
 
 import numpy as np
@@ -26,8 +29,50 @@ _COMPOSED = ("gelu", "silu", "elu", "softplus", "softsign")
 _OPSET = 17
 
 
+class _Graph:
+    """Where nodes and constants go; subclasses say how names are made and
+    how a node or an initializer is added."""
+
+    def node(self, op, inputs, out=None, **attrs):
+        """Add node ``op``; return its output's name (a fresh one if None)."""
+        out = out or self.fresh(op.lower())
+        self._add_node(op, list(inputs), out, attrs)
+        return out
+
+    def const(self, value, hint):
+        """Add an initializer holding ``value``; return its name."""
+        name = self.fresh(hint)
+        self._add_const(name, np.asarray(value))
+        return name
+
+
+class _HelperGraph(_Graph):
+    """Nodes and initializers as onnx.helper protos, for ``to_onnx``."""
+
+    def __init__(self):
+        self.nodes, self.inits, self._count = [], [], 0
+
+    def fresh(self, hint):
+        self._count += 1
+        return f"{hint}_{self._count}"
+
+    def _add_node(self, op, inputs, out, attrs):
+        from onnx import helper
+
+        self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
+
+    def _add_const(self, name, value):
+        from onnx import numpy_helper
+
+        self.inits.append(numpy_helper.from_array(value, name))
+
+
 def to_onnx(estimator, *, dtype=np.float32, name=None):
     """Convert a fitted MLPClassifier or MLPRegressor to an ONNX model.
+
+    For a pipeline (or any scikit-learn composition) holding a fastbp
+    estimator, use ``skl2onnx.to_onnx``: importing skl2onnx registers
+    fastbp's converters with it (see ``fastbp._skl2onnx``).
 
     Parameters
     ----------
@@ -57,59 +102,81 @@ def to_onnx(estimator, *, dtype=np.float32, name=None):
     """
     try:
         import onnx
-        from onnx import TensorProto, helper, numpy_helper
+        from onnx import TensorProto, helper
     except ImportError as exc:  # pragma: no cover - depends on the extra
         raise ImportError(
             "to_onnx needs the 'onnx' package: pip install 'fastbp[onnx]'"
         ) from exc
     import fastbp
-    from fastbp._network import hidden_activations
 
-    check_is_fitted(estimator, "coefs_")
+    check_estimator(estimator, "fastbp.to_onnx")
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
     elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
-    acts = hidden_activations(estimator.activation, estimator.n_layers_ - 2)
-    acts = acts + [estimator.out_activation_]
-    for act in acts:
-        if act not in _ONNX_OPS and act not in _COMPOSED:
-            raise ValueError(f"activation {act!r} has no ONNX export")
 
-    nodes, inits = [], []
-
-    def const(arr, label):
-        inits.append(numpy_helper.from_array(np.asarray(arr), label))
-        return label
-
-    A = "X"
-    for i, (W, b, act) in enumerate(
-        zip(*_folded_layers(estimator), acts, strict=True)
-    ):
-        Z = f"z{i}"
-        nodes.append(helper.make_node(
-            "MatMul", [A, const(W.astype(dtype), f"W{i}")], [f"xw{i}"]))
-        nodes.append(helper.make_node(
-            "Add", [f"xw{i}", const(b.astype(dtype), f"b{i}")], [Z]))
-        A = _activation_nodes(act, Z, f"a{i}", nodes, const, dtype)
-
-    n_out = estimator.n_outputs_
+    g = _HelperGraph()
+    A = network_nodes(g, estimator, "X", dtype)
     x_info = helper.make_tensor_value_info(
         "X", elem, [None, estimator.coefs_[0].shape[0]])
     if is_classifier(estimator):
-        outputs = _decode_classes(estimator, A, nodes, const, dtype)
+        table = label_table(estimator.classes_, integral_floats_as_int64=False)
+        class_nodes(g, estimator, A, dtype, table, "label", "probabilities")
+        label_elem = (TensorProto.STRING if table.dtype == object
+                      else helper.np_dtype_to_tensor_dtype(table.dtype))
+        label = helper.make_tensor_value_info(
+            "label", label_elem, label_shape(estimator))
+        proba = helper.make_tensor_value_info(
+            "probabilities", elem, [None, len(estimator.classes_)])
+        outputs = [label, proba]
     else:
-        nodes.append(helper.make_node("Identity", [A], ["variable"]))
-        outputs = [helper.make_tensor_value_info("variable", elem, [None, n_out])]
+        g.node("Identity", [A], "variable")
+        outputs = [helper.make_tensor_value_info(
+            "variable", elem, [None, estimator.n_outputs_])]
 
     graph = helper.make_graph(
-        nodes, name or type(estimator).__name__, [x_info], outputs, inits)
+        g.nodes, name or type(estimator).__name__, [x_info], outputs, g.inits)
     model = helper.make_model(
         graph, producer_name="fastbp", producer_version=fastbp.__version__,
         opset_imports=[helper.make_opsetid("", _OPSET)])
     helper.set_model_props(model, {"fastbp_version": fastbp.__version__})
     onnx.checker.check_model(model)
     return model
+
+
+def check_estimator(estimator, caller):
+    """TypeError unless ``estimator`` is a fastbp estimator; then fitted."""
+    from fastbp._mlp import MLPClassifier, MLPRegressor
+
+    if not isinstance(estimator, (MLPClassifier, MLPRegressor)):
+        raise TypeError(
+            f"{caller} takes a fitted fastbp MLPClassifier or MLPRegressor, got "
+            f"{type(estimator).__name__}. To export a Pipeline or another "
+            f"scikit-learn composition holding a fastbp estimator, use "
+            f"skl2onnx.to_onnx(model, X[:1]): importing skl2onnx registers "
+            f"fastbp's converters with it (pip install 'fastbp[skl2onnx]')."
+        )
+    check_is_fitted(estimator, "coefs_")
+
+
+def network_nodes(g, estimator, X, dtype):
+    """Add the network's layers, input ``X``, to graph ``g``; return the name
+    of the output layer's activations."""
+    from fastbp._network import hidden_activations
+
+    acts = hidden_activations(estimator.activation, estimator.n_layers_ - 2)
+    acts = acts + [estimator.out_activation_]
+    for act in acts:
+        if act not in _ONNX_OPS and act not in _COMPOSED:
+            raise ValueError(f"activation {act!r} has no ONNX export")
+    A = X
+    for i, (W, b, act) in enumerate(
+        zip(*_folded_layers(estimator), acts, strict=True)
+    ):
+        Z = g.node("Add", [g.node("MatMul", [A, g.const(W.astype(dtype), f"W{i}")]),
+                           g.const(b.astype(dtype), f"b{i}")], g.fresh(f"z{i}"))
+        A = _activation_nodes(g, act, Z, dtype)
+    return A
 
 
 def _folded_layers(estimator):
@@ -134,18 +201,14 @@ def _folded_layers(estimator):
     return coefs, intercepts
 
 
-def _activation_nodes(act, Z, A, nodes, const, dtype):
-    """Append the nodes computing A = act(Z); return the output's name."""
-    from onnx import TensorProto, helper
-
-    def node(op, inputs, out=None, **attrs):
-        out = out or f"{A}_{len(nodes)}"
-        nodes.append(helper.make_node(op, inputs, [out], **attrs))
-        return out
+def _activation_nodes(g, act, Z, dtype):
+    """Add the nodes computing act(Z); return the output's name."""
+    from onnx import TensorProto
 
     def c(value, tag):
-        return const(np.array(value, dtype), f"{A}_{tag}")
+        return g.const(np.array(value, dtype), tag)
 
+    node = g.node
     if act == "gelu":  # exact: 0.5 z (1 + erf(z / sqrt(2)))
         s = node("Mul", [Z, c(np.sqrt(0.5), "r2")])
         if dtype == np.float64:  # no double Erf kernel: erf in float32
@@ -153,76 +216,69 @@ def _activation_nodes(act, Z, A, nodes, const, dtype):
             e = node("Cast", [node("Erf", [s])], to=TensorProto.DOUBLE)
         else:
             e = node("Erf", [s])
-        node("Mul", [node("Mul", [Z, c(0.5, "half")]), node("Add", [e, c(1, "one")])],
-             A)
-    elif act == "silu":  # z * sigmoid(z)
-        node("Mul", [Z, node("Sigmoid", [Z])], A)
-    elif act == "elu":  # z if z > 0 else exp(min(z, 0)) - 1
+        return node("Mul", [node("Mul", [Z, c(0.5, "half")]),
+                            node("Add", [e, c(1, "one")])])
+    if act == "silu":  # z * sigmoid(z)
+        return node("Mul", [Z, node("Sigmoid", [Z])])
+    if act == "elu":  # z if z > 0 else exp(min(z, 0)) - 1
         zero = c(0, "zero")
         neg = node("Sub", [node("Exp", [node("Min", [Z, zero])]), c(1, "one")])
-        node("Where", [node("Greater", [Z, zero]), Z, neg], A)
-    elif act == "softplus":  # max(z, 0) + log(1 + exp(-|z|)): no overflow
+        return node("Where", [node("Greater", [Z, zero]), Z, neg])
+    if act == "softplus":  # max(z, 0) + log(1 + exp(-|z|)): no overflow
         tail = node("Log", [node("Add", [
             node("Exp", [node("Neg", [node("Abs", [Z])])]), c(1, "one")])])
-        node("Add", [node("Relu", [Z]), tail], A)
-    elif act == "softsign":  # z / (1 + |z|)
-        node("Div", [Z, node("Add", [node("Abs", [Z]), c(1, "one")])], A)
-    elif _ONNX_OPS[act] is None:
+        return node("Add", [node("Relu", [Z]), tail])
+    if act == "softsign":  # z / (1 + |z|)
+        return node("Div", [Z, node("Add", [node("Abs", [Z]), c(1, "one")])])
+    if _ONNX_OPS[act] is None:
         return Z
-    else:
-        op, attrs = _ONNX_OPS[act]
-        node(op, [Z], A, **attrs)
-    return A
+    op, attrs = _ONNX_OPS[act]
+    return node(op, [Z], **attrs)
 
 
-def _decode_classes(estimator, A, nodes, const, dtype):
-    """Nodes turning output activations A into ``label`` and ``probabilities``.
+def label_table(classes, *, integral_floats_as_int64):
+    """The class labels as an ONNX-typed array: strings (object), int64
+    (integers, booleans, and integer-valued floats when asked: skl2onnx's
+    ZipMap takes int64 or string keys only), or float64."""
+    if classes.dtype.kind in "OUS":
+        return np.array([str(c) for c in classes], dtype=object)
+    if classes.dtype.kind in "iub":
+        return classes.astype(np.int64)
+    if integral_floats_as_int64 and np.all(classes == np.round(classes)):
+        return classes.astype(np.int64)
+    return classes.astype(np.float64)
+
+
+def label_shape(estimator):
+    """Shape of the ``label`` output: (N,), or (N, n_labels) for multilabel."""
+    if estimator._label_binarizer.y_type_ == "multilabel-indicator":
+        return [None, len(estimator.classes_)]
+    return [None]
+
+
+def class_nodes(g, estimator, A, dtype, table, label, proba):
+    """Add the nodes turning output activations A into outputs ``label``
+    (values from ``table``, one per class) and ``proba``.
 
     Mirrors LabelBinarizer.inverse_transform: p > 0.5 for one logistic
     output or multilabel columns, the first argmax for softmax.
     """
-    from onnx import TensorProto, helper
+    from onnx import TensorProto
 
-    elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
+    def over_half(out=None):  # LabelBinarizer's threshold, as 0/1 int64
+        on = g.node("Greater", [A, g.const(np.array(0.5, dtype), "half")])
+        return g.node("Cast", [on], out, to=TensorProto.INT64)
 
-    def over_half(out):  # LabelBinarizer's threshold, as 0/1 int64
-        half = const(np.array(0.5, dtype), "half")
-        nodes.append(helper.make_node("Greater", [A, half], ["on"]))
-        nodes.append(helper.make_node("Cast", ["on"], [out], to=TensorProto.INT64))
-
-    classes = estimator.classes_
-    kind = estimator._label_binarizer.y_type_
-    n_classes = len(classes)
-    if classes.dtype.kind in "OUS":
-        label_type, table = TensorProto.STRING, np.array(
-            [str(c) for c in classes], dtype=object)
-    elif classes.dtype.kind == "f":
-        label_type, table = TensorProto.DOUBLE, classes.astype(np.float64)
-    else:  # integers and booleans
-        label_type, table = TensorProto.INT64, classes.astype(np.int64)
-    if kind == "multilabel-indicator":
-        nodes.append(helper.make_node("Identity", [A], ["probabilities"]))
-        over_half("label")
-        label = helper.make_tensor_value_info(
-            "label", TensorProto.INT64, [None, n_classes])
+    if estimator._label_binarizer.y_type_ == "multilabel-indicator":
+        g.node("Identity", [A], proba)
+        over_half(label)
+        return
+    if estimator.n_outputs_ == 1:
+        # Binary: one logistic unit p; probabilities are [1 - p, p].
+        q = g.node("Sub", [g.const(np.array(1, dtype), "one"), A])
+        g.node("Concat", [q, A], proba, axis=1)
+        index = g.node("Reshape", [over_half(), g.const(np.array([-1]), "flat")])
     else:
-        if estimator.n_outputs_ == 1:
-            # Binary: one logistic unit p; probabilities are [1 - p, p].
-            one = const(np.array(1, dtype), "one")
-            nodes.append(helper.make_node("Sub", [one, A], ["q"]))
-            nodes.append(helper.make_node(
-                "Concat", ["q", A], ["probabilities"], axis=1))
-            over_half("on64")
-            nodes.append(helper.make_node(
-                "Squeeze", ["on64", const(np.array([1]), "axis1")], ["index"]))
-        else:
-            nodes.append(helper.make_node("Identity", [A], ["probabilities"]))
-            nodes.append(helper.make_node(
-                "ArgMax", [A], ["index"], axis=1, keepdims=0,
-                select_last_index=0))
-        nodes.append(helper.make_node(
-            "Gather", [const(table, "classes"), "index"], ["label"], axis=0))
-        label = helper.make_tensor_value_info("label", label_type, [None])
-    proba = helper.make_tensor_value_info("probabilities", elem, [None, n_classes])
-    return [label, proba]
-
+        g.node("Identity", [A], proba)
+        index = g.node("ArgMax", [A], axis=1, keepdims=0)
+    g.node("Gather", [g.const(table, "classes"), index], label, axis=0)

@@ -30,6 +30,83 @@ def test_examples_folder_is_covered():
     assert scripts == tested
 
 
+def test_example_explain_shap():
+    """SHAP and jacobian-based expected gradients rank the features alike."""
+    pytest.importorskip("shap")
+    shap_top, eg_top, rho, shap_gap, eg_gap = _load("explain_shap").main(n_explain=8)
+    assert shap_top.shape == eg_top.shape == (8, 13)
+    assert shap_gap < 1e-10 and eg_gap < 1e-2  # each adds up to f(x) - E f(b)
+    assert rho.min() > 0.8
+
+
+def test_example_plot_loss_curves():
+    pytest.importorskip("matplotlib")
+    example = _load("plot_loss_curves")
+    clf = example.main(max_iter=12)
+    assert clf.n_iter_ == 12 == len(clf.validation_loss_curve_)
+    lines = example.plot(clf).lines_
+    np.testing.assert_array_equal(lines["validation loss"].get_ydata(),
+                                  clf.validation_loss_curve_)
+    np.testing.assert_array_equal(lines["training loss"].get_ydata(), clf.loss_curve_)
+
+
+def test_example_plot_learning_rate_schedules():
+    """Each curve is its schedule's formula, epoch by epoch."""
+    pytest.importorskip("matplotlib")
+    example = _load("plot_learning_rate_schedules")
+    fits = example.main(max_iter=40)
+    k, lr0 = np.arange(40), 0.1
+    cosine = {0: 0, 10: 0, 30: 0}  # warm restarts: cycles of 10, then 20 epochs
+    expected = {
+        "constant": np.full(40, lr0),
+        "invscaling": np.r_[lr0, lr0 / (150 * k[1:] + 1) ** 0.25],
+        "step": lr0 * 0.5 ** (k // 10),
+        "exponential": lr0 * 0.5 ** (k / 10),
+    }
+    for name, curve in expected.items():
+        np.testing.assert_allclose(fits[name].learning_rate_curve_, curve, rtol=1e-12)
+    restarts = fits["cosine, warm restarts"].learning_rate_curve_
+    assert all(restarts[e] == lr0 for e in cosine) and min(restarts) > 0.005
+    warm = fits["warm-up, then cosine"].learning_rate_curve_
+    np.testing.assert_allclose(warm[:6], lr0 * np.r_[np.arange(1, 6) / 6, 1])
+    example.plot(fits)
+
+
+def test_example_plot_speed():
+    """The timed fits follow scikit-learn's trajectory (times are not tested)."""
+    pytest.importorskip("matplotlib")
+    example = _load("plot_speed")
+    results = example.main(max_iter=3, repeats=1)
+    assert all(r["loss_gap"] < 1e-10 for r in results.values())
+    example.plot(results)
+
+
+def test_example_plot_solver_convergence():
+    pytest.importorskip("matplotlib")
+    example = _load("plot_solver_convergence")
+    traces, fits, X, y = example.main(max_iter=25)
+    for solver in ("newton", "lbfgs"):  # trust region, Wolfe line search
+        assert np.all(np.diff(traces[solver][:, 1]) <= 1e-12)
+    for solver, fit in fits.items():
+        assert traces[solver][-1, 1] == pytest.approx(fit.loss_gradient(X, y)[0],
+                                                      rel=1e-12)
+    assert traces["newton"][-1, 1] < traces["adam"][-1, 1]
+    example.plot(traces)
+
+
+def test_example_plot_digits_saliency():
+    """The saliency maps are d predict_proba / d pixel: central differences."""
+    pytest.importorskip("matplotlib")
+    example = _load("plot_digits_saliency")
+    clf, images, predicted, saliency = example.main(n_images=3)
+    c, eps = clf.classes_.searchsorted(predicted[0]), 1e-6
+    steps = np.eye(64) * eps
+    numeric = (clf.predict_proba(images[0] + steps)[:, c]
+               - clf.predict_proba(images[0] - steps)[:, c]) / (2 * eps)
+    np.testing.assert_allclose(saliency[0], numeric, atol=1e-7)
+    example.plot(images, predicted, saliency)
+
+
 def test_example_onnx_export():
     pytest.importorskip("onnxruntime")
     agree, gap = _load("onnx_export").main()
