@@ -382,7 +382,7 @@ def hessian_vector_product(plan, const floating[:, ::1] X, csr,
                           False)
             # The gradient lands in out first, then H v overwrites all of it.
             loss = _backward(&net, &d, &params[0], &out[0], &work[0], A0, NULL,
-                             0, d.n_samples, alpha, 0)
+                             0, d.n_samples, alpha, 0, NULL)
         _r_pass(&net, &d, &params[0], &v[0], &out[0], &work[0], &rwork[0], A0,
                 alpha, sw_sum)
     return loss

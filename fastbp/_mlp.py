@@ -31,7 +31,6 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
-from threadpoolctl import threadpool_limits
 
 from fastbp import _epoch, _kernels, _reference
 from fastbp._callbacks import FitTasks
@@ -48,6 +47,7 @@ from fastbp._optimizers import SOLVERS, STATE_ARRAYS
 from fastbp._schedules import SCHEDULES, epoch_learning_rate
 from fastbp._second_order import SecondOrderMixin
 from fastbp._settings import Settings
+from fastbp._threads import blas_one_thread, effective_n_threads
 from fastbp._version import __version__
 
 _STOCHASTIC_SOLVERS = tuple(SOLVERS)
@@ -58,23 +58,18 @@ _BACKENDS = {"cython": _epoch, "numpy": _reference}
 _SEED_END = np.iinfo(np.int64).max
 # Rows per forward pass at predict time: bounds the workspace, keeps BLAS busy.
 _PREDICT_ROWS = 1024
-# Multiply-adds of a pass's largest matrix product between which a second BLAS
-# thread costs more (waking it, splitting the work) than it saves: measured
-# on 2 cores, digits (200x64x100: 1.3M) and the tanh regression (64x128x64)
-# slowed down by a third at 2 threads, while predict's blocks (1024x50x64:
-# 3.3M) and the wide network (256x512x256) gain 1.4x. Below the lower bound
-# OpenBLAS stays on one thread by itself.
-_BLAS_ONE_THREAD = (1 << 16, 1 << 21)
+# Multiply-adds below which every product of a pass is so small that
+# OpenBLAS stays on one thread by itself: no need to hold it there.
+_BLAS_TINY = 1 << 16
 
 
 def _blas_threads(rows, units):
-    """Run a pass of rows-row products on one BLAS thread if they are small."""
-    if rows * max(units) ** 2 < _BLAS_ONE_THREAD[0]:  # bounds every product
+    """BLAS on one thread for a pass of rows-row products: fastbp's own
+    threads (n_jobs) split the rows, each calling BLAS single-threaded, so
+    the result never depends on BLAS's threading. Tiny passes skip it."""
+    if rows * max(units) ** 2 < _BLAS_TINY:  # bounds every product
         return nullcontext()
-    largest = rows * max(a * b for a, b in pairwise(units))
-    if _BLAS_ONE_THREAD[0] <= largest < _BLAS_ONE_THREAD[1]:
-        return threadpool_limits(limits=1, user_api="blas")
-    return nullcontext()
+    return blas_one_thread()
 
 
 def _interval(lo, hi, closed, integral=False):
@@ -187,6 +182,9 @@ _PARAMETER_RULES = {
     "clip_value": _any_of(((lambda v: v is None), "None"),
                           _interval(0.0, _INF, "neither")),
     "backend": _options(*_BACKENDS),
+    "n_jobs": _any_of(((lambda v: v is None), "None"),
+                      ((lambda v: isinstance(v, Integral) and not isinstance(
+                          v, (bool, np.bool_)) and v != 0), "an int other than 0")),
     "l1": _interval(0.0, _INF, "left"),
     "early_stopping_metric": _options("score", "loss"),
     "restore_best_weights": _boolean(),
@@ -633,6 +631,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         best = flat.copy() if keep_best else None
         best_running = running.copy() if keep_best and running is not None else None
         backend = self._backend()
+        n_threads = effective_n_threads(self.n_jobs)
 
         self.n_iter_ = 0
         try:
@@ -645,7 +644,8 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
                 )
                 seed = self._dropout_seed(random_state) if use_dropout else 0
                 loss_sum, optimizer["step"] = backend.run_epoch(
-                    plan, Settings.of(self, optimizer["learning_rate"]), X_dense,
+                    plan, Settings.of(self, optimizer["learning_rate"], n_threads),
+                    X_dense,
                     csr, Y, sample_weight, order if self.shuffle else None,
                     batch_size, flat, grad, work, optimizer["state"],
                     optimizer["step"], seed=seed, running=running,
@@ -903,12 +903,13 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         work = np.empty(plan.work_size, dtype=flat.dtype)
         grad = np.empty_like(flat)
         backend = self._backend()
+        n_threads = effective_n_threads(self.n_jobs)
 
         def loss_grad(x):
             flat[:] = x
             loss = backend.loss_grad(
                 plan, X_dense, csr, Y, sample_weight, flat, grad, work, self.alpha,
-                self.l1, running=running,
+                self.l1, 0, running, n_threads,
             )
             return loss, grad.astype(np.float64)
 
@@ -933,12 +934,12 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         )
         work = np.empty(plan.work_size, dtype=flat.dtype)
         out = np.empty((n_samples, units[-1]), dtype=flat.dtype)
+        # Threads only for more than one block of rows (tiny passes skip
+        # asking OpenMP what it allows).
+        n_threads = 1 if n_samples <= rows else effective_n_threads(self.n_jobs)
         with _blas_threads(rows, units):
-            if running is None:  # keywords cost a small predict measurable time
-                self._backend().forward(plan, X_dense, csr, flat, work, out)
-            else:
-                self._backend().forward(plan, X_dense, csr, flat, work, out,
-                                        running=running)
+            self._backend().forward(plan, X_dense, csr, flat, work, out, running,
+                                    n_threads)
         return out
 
     def transform(self, X):
@@ -1262,6 +1263,14 @@ _PARAMETERS_DOC = """
         (the same algorithm, for checking and benchmarking). Not in
         scikit-learn.
 
+    n_jobs : int or None, default=None
+        Threads for training steps and predictions: None, what OpenMP allows
+        (``OMP_NUM_THREADS``, threadpoolctl limits; inside joblib workers
+        their share), at most the cores; n > 0, n; n < 0, cores + 1 + n.
+        Small steps run on one thread. The same n_jobs gives the same
+        result bit for bit; ``n_jobs=1`` follows scikit-learn's trajectory
+        (sgd, adam, float64). Not in scikit-learn's MLP.
+
     l1 : float, default=0.0
         Strength of the L1 regularization term on the coefficients (not the
         intercepts), scaled as alpha is: each batch's loss gains
@@ -1475,6 +1484,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         clip_norm=None,
         clip_value=None,
         backend="cython",
+        n_jobs=None,
         l1=0.0,
         early_stopping_metric="score",
         restore_best_weights=False,
@@ -1516,6 +1526,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.clip_norm = clip_norm
         self.clip_value = clip_value
         self.backend = backend
+        self.n_jobs = n_jobs
         self.l1 = l1
         self.early_stopping_metric = early_stopping_metric
         self.restore_best_weights = restore_best_weights
@@ -1800,6 +1811,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         clip_norm=None,
         clip_value=None,
         backend="cython",
+        n_jobs=None,
         l1=0.0,
         early_stopping_metric="score",
         restore_best_weights=False,
@@ -1841,6 +1853,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.clip_norm = clip_norm
         self.clip_value = clip_value
         self.backend = backend
+        self.n_jobs = n_jobs
         self.l1 = l1
         self.early_stopping_metric = early_stopping_metric
         self.restore_best_weights = restore_best_weights

@@ -826,20 +826,20 @@ def _fit_with_blas_threads(threads, solver, dtype):
     X, y = make_classification_data(2000, 200, 2)
     with threadpool_limits(threads):
         return _quiet(MLPClassifier((256, 128), solver=solver, batch_size=512,
-                                    max_iter=2, random_state=0).fit,
+                                    max_iter=2, random_state=0, n_jobs=1).fit,
                       X.astype(dtype), y)
 
 
 @pytest.mark.parametrize(
     "solver, dtype, bitwise",
     [("sgd", np.float64, True), ("adam", np.float64, True),
-     ("adam", np.float32, False), ("lbfgs", np.float64, False)],
+     ("adam", np.float32, True), ("lbfgs", np.float64, True)],
 )
 def test_one_and_two_blas_threads(solver, dtype, bitwise):
-    """Bit-identical where BLAS splits products by output blocks (float64
-    minibatches); otherwise OpenBLAS may split a product's sum differently
-    with 2 threads (float32 kernels, full-batch products over n_samples), and
-    the results agree to rounding only (README: Guarantees)."""
+    """Bit-identical by construction: fastbp holds BLAS on one thread inside
+    its passes (its own n_jobs threads split rows instead), so BLAS's thread
+    count, and how its kernel for this CPU would split products, cannot
+    change a result (README: Guarantees)."""
     pytest.importorskip("threadpoolctl")
     one = _fit_with_blas_threads(1, solver, dtype)
     two = _fit_with_blas_threads(2, solver, dtype)
