@@ -106,6 +106,7 @@ class Workload:
     numpy_epochs: int | None = None  # the NumPy twin runs fewer, timed per epoch
     predict: dict | None = None  # a predict workload: fit_rows, single_calls
     solvers: dict | None = None  # a time-to-target workload: solver -> budget
+    sizes: bool = False  # per-call times of predict etc. and partial_fit by size
 
 
 def sgd(batch, hidden=(64,), **kw):
@@ -140,6 +141,9 @@ WORKLOADS = [
     Workload("sparse 1% b64", sparse_binary, (20000, 1500), (2, 1), "clf", adam(64)),
     Workload("predict", classification(50), (100000, 20000), (5, 2), "clf",
              adam(200), predict={"fit_rows": 2000, "single_calls": 200}),
+    # Every call at every size, so a cliff (issue 12) cannot come back unseen.
+    Workload("sizes: digits default", digits, (1797, 1797), (20, 5), "clf",
+             adam(200, (100,)), sizes=True),
     # fastbp's full-batch solvers on one objective: iterations budgets below.
     Workload("to target: logistic regression", smooth_multiclass, (2000, 2000),
              (0, 0), "clf", {"hidden_layer_sizes": (), "alpha": 1.0},
@@ -370,6 +374,62 @@ def bench_predict(w, X, y, names, repeats, quick):
     return bulk, single, agree
 
 
+SIZES = (1, 10, 100, 1000, 100000)
+CHUNKS = (100, 1000)
+# Calls timed per contender and repeat at each size: about 20k rows' worth.
+CALL_ROWS = 20000
+SIZE_METHODS = ("predict", "predict_proba", "score", "transform")
+
+
+def _call_times(calls, repeats):
+    """Interleaved per-call seconds: name -> [median per repeat]."""
+    out = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, (fn, n_calls) in calls.items():
+            t = [timed(fn)[0] for _ in range(n_calls)]
+            out[name].append(median(t))
+    return out
+
+
+def bench_sizes(w, X, y, names, repeats, quick):
+    """Per-call seconds of predict, predict_proba, score and transform at
+    every size of SIZES, and of partial_fit on CHUNKS-row chunks, for fastbp
+    and scikit-learn. scikit-learn's MLP has no transform: its predict_proba
+    (the same pass and one layer more) stands in."""
+    params = estimator_params(w, w.epochs[quick])
+    names = [n for n in names if n in ("fastbp", "sklearn")]
+    models = {n: CONTENDERS[n](w, params).fit(X, y) for n in names}
+    reps = np.resize(np.arange(len(X)), max(SIZES))  # rows repeated to 100000
+    Xb, yb = X[reps], y[reps]
+    rows = []
+    for size in SIZES:
+        Xs, ys = Xb[:size], yb[:size]
+        n_calls = max(3, min(200, CALL_ROWS // size))
+        for method in SIZE_METHODS:
+            calls = {}
+            for n, m in models.items():
+                attr = method if hasattr(m, method) else "predict_proba"
+                fn = getattr(m, attr)
+                args = (Xs, ys) if method == "score" else (Xs,)
+                fn(*args)  # warm-up
+                calls[n] = ((lambda fn=fn, args=args: fn(*args)), n_calls)
+            rows.append((f"{method} {size} rows", _call_times(calls, repeats)))
+    for chunk in CHUNKS:
+        calls = {}
+        for n in names:
+            m = CONTENDERS[n](w, params).fit(X, y)
+            stream = iter(range(10**9))
+
+            def step(m=m, stream=stream):
+                i = next(stream) * chunk % (len(Xb) - chunk)
+                m.partial_fit(Xb[i : i + chunk], yb[i : i + chunk])
+
+            step()
+            calls[n] = (step, max(3, min(50, CALL_ROWS // chunk)))
+        rows.append((f"partial_fit {chunk}-row chunks", _call_times(calls, repeats)))
+    return rows
+
+
 def solver_params(w, solver, max_iter, n_samples):
     """One full-batch solver on the workload's objective, run for max_iter."""
     params = {**w.params, "solver": solver, "max_iter": max_iter, "tol": 0.0,
@@ -507,6 +567,11 @@ def run_workload(w, threads, peak, names, repeats, quick, memory):
             "units": units, "dtype": X.dtype.name}
     if w.solvers:
         return [{**base, "kind": "solvers", **bench_solvers(w, X, y, repeats)}]
+    if w.sizes:
+        return [{**base, "kind": "sizes", "workload": call,
+                 "time": {k: median(v) for k, v in secs.items()},
+                 "ratio": median_ratios(secs), "raw": secs}
+                for call, secs in bench_sizes(w, X, y, names, repeats, quick)]
     if w.predict:
         bulk, single, agree = bench_predict(w, X, y, names, repeats, quick)
         limit = flops(X, units, 2) / peak[X.dtype.name]
@@ -666,6 +731,17 @@ def markdown(report):
                 "busy: process CPU seconds per wall second (1.0 = one whole core; "
                 "below 1 sequentially means other processes hold the cores). "
                 f"Load average now: {os.getloadavg()[0]:.1f}."]
+    sizes = [r for r in rows if r["kind"] == "sizes"]
+    if sizes:
+        out += ["", f"## Calls by size: {sizes[0]['n_samples']}-row digits model "
+                "(median per call)", ""]
+        out += table(["call", "thr", "fastbp", "sklearn", "sklearn/fastbp"], [
+            [r["workload"], r["threads"], fmt_time(r["time"]["fastbp"]),
+             fmt_time(r["time"].get("sklearn")), fmt(r["ratio"].get("sklearn"),
+                                                    ".2f", "×")]
+            for r in sizes])
+        out += ["", "scikit-learn's MLP has no transform: its predict_proba stands "
+                "in. partial_fit: one call on the next chunk of the data."]
     solvers = [r for r in rows if r["kind"] == "solvers"]
     if solvers:
         order = list(solvers[0]["best"])

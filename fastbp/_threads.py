@@ -22,7 +22,14 @@ from threadpoolctl import ThreadpoolController
 from fastbp import _epoch
 
 _lock = threading.Lock()
-_state = {"controllers": None, "depth": 0, "saved": ()}
+_state = {"controllers": None, "depth": 0, "saved": (), "cores": None}
+
+
+def _cores():
+    # joblib's count (affinity, cgroup quotas) takes ~0.2 ms: read it once.
+    if _state["cores"] is None:
+        _state["cores"] = cpu_count()
+    return _state["cores"]
 
 
 def effective_n_threads(n_jobs):
@@ -32,9 +39,9 @@ def effective_n_threads(n_jobs):
     if not _epoch.OPENMP:
         return 1
     if n_jobs is None:
-        return max(1, min(_epoch.max_threads(), cpu_count()))
+        return max(1, min(_epoch.max_threads(), _cores()))
     if n_jobs < 0:
-        return max(1, cpu_count() + 1 + n_jobs)
+        return max(1, _cores() + 1 + n_jobs)
     return int(n_jobs)
 
 

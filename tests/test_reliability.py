@@ -779,8 +779,10 @@ warnings.simplefilter("ignore")
 X, y = make_classification(400, 30, random_state=0)
 for solver in ("sgd", "adam", "lbfgs"):
     for dtype in ("float64", "float32"):
+        # n_jobs fixed: None follows the process's OpenMP limits, which the
+        # suite's earlier tests and a fresh process need not share.
         est = fastbp.MLPClassifier((24, 12), solver=solver, batch_size=32,
-                                   max_iter=4, random_state=7)
+                                   max_iter=4, random_state=7, n_jobs=2)
         est.fit(X.astype(dtype), y)
         h = hashlib.sha256()
         for a in est.coefs_ + est.intercepts_:

@@ -197,3 +197,44 @@ def test_n_jobs_same_count_same_model(solver):
     for fit in fits[2:]:
         assert_allclose(fit.predict(X), fits[0].predict(X), rtol=1e-6, atol=1e-8)
     assert_array_equal(fits[0].predict(X[:300]), fits[0].predict(X)[:300])
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_forward_stops_on_a_signal_between_blocks(n_threads):
+    # A signal arriving during a long predict stops it at the next block:
+    # the interrupt is seen while rows at the end are still unwritten
+    # (counted, not timed: uninterrupted, the pass takes many seconds).
+    import signal
+    import threading
+
+    if not hasattr(signal, "pthread_kill"):
+        pytest.skip("needs pthread_kill")
+    units = [10, 300, 300, 2]
+    plan = make_plan(units, "relu", "softmax", "log_loss", 1024, False)
+    params = glorot_init(units, "relu", np.random.RandomState(0), np.float32)
+    X = np.random.RandomState(1).randn(500 * 1024, 10).astype(np.float32)
+    out = np.full((len(X), 2), np.nan, np.float32)
+
+    def handler(signum, frame):
+        raise _Stop
+
+    def send():  # once the first block is written
+        while np.isnan(out[0, 0]):
+            threading.Event().wait(0.001)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    sender = threading.Thread(target=send, daemon=True)
+    try:
+        sender.start()
+        with pytest.raises(_Stop):
+            _epoch.forward(plan, X, None, params, np.empty(plan.work_size, np.float32),
+                           out, None, n_threads)
+    finally:
+        sender.join(10)
+        signal.signal(signal.SIGUSR1, old)
+    assert np.isnan(out[-1]).all()
