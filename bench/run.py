@@ -50,6 +50,8 @@ GEMM_N = (2048, 1024)  # matrix size of the peak measurement: full, quick
 REPEATS = (5, 3)  # full, quick
 warnings.simplefilter("ignore", ConvergenceWarning)
 warnings.filterwarnings("ignore", message=".*[Ss]parse.*")  # torch beta notices
+# scikit-learn clips batch_size to a partial_fit chunk of 100 rows, and says so.
+warnings.filterwarnings("ignore", message="Got `batch_size`")
 
 
 # ----------------------------------------------------------------------------
@@ -374,6 +376,8 @@ def bench_predict(w, X, y, names, repeats, quick):
     return bulk, single, agree
 
 
+# Every power of two up to the cores (at least 1 and 2).
+POWERS_OF_TWO = sorted({1, 2} | {2**k for k in range(8) if 2**k <= (os.cpu_count() or 1)})
 SIZES = (1, 10, 100, 1000, 100000)
 CHUNKS = (100, 1000)
 # Calls timed per contender and repeat at each size: about 20k rows' worth.
@@ -786,11 +790,12 @@ def chart(report, path):
     fig, axes = plt.subplots(1, len(threads), figsize=(6 * len(threads), 6),
                              sharey=True, squeeze=False)
     for ax, t in zip(axes[0], threads):
-        rows = [r for r in report["rows"] if r["threads"] == t and "ratio" in r]
+        rows = [r for r in report["rows"] if r["threads"] == t and "ratio" in r
+                and r["kind"] != "sizes"]  # sizes: fastbp and sklearn only
         y = np.arange(len(rows))
         height = 0.8 / len(others)
         for k, name in enumerate(others):
-            ax.barh(y + k * height, [r["ratio"][name] for r in rows], height,
+            ax.barh(y + k * height, [r["ratio"].get(name, np.nan) for r in rows], height,
                     label=f"{name} time / fastbp time")
         ax.axvline(1.0, color="k", lw=1)
         ax.set_xscale("log")
@@ -813,7 +818,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="fewer samples, epochs and repeats (under 2 minutes)")
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--threads", type=int, nargs="+", default=POWERS_OF_TWO,
+                    help="thread counts (default: 1, 2, 4 ... up to the cores)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--repeats", type=int, help="override the repeat count")
     ap.add_argument("--only", nargs="+", help="workloads whose name contains one")

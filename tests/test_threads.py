@@ -203,27 +203,23 @@ class _Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("n_threads", [1, 2])
-def test_forward_stops_on_a_signal_between_blocks(n_threads):
-    # A signal arriving during a long predict stops it at the next block:
-    # the interrupt is seen while rows at the end are still unwritten
-    # (counted, not timed: uninterrupted, the pass takes many seconds).
+def _interrupted_after_first_block(call, out):
+    """Run call() while a thread sends SIGUSR1 to the main thread once out's
+    first entry is written; return whether the handler's exception stopped
+    it (out's last entry is then still unwritten: counted, not timed)."""
     import signal
     import threading
 
     if not hasattr(signal, "pthread_kill"):
         pytest.skip("needs pthread_kill")
-    units = [10, 300, 300, 2]
-    plan = make_plan(units, "relu", "softmax", "log_loss", 1024, False)
-    params = glorot_init(units, "relu", np.random.RandomState(0), np.float32)
-    X = np.random.RandomState(1).randn(500 * 1024, 10).astype(np.float32)
-    out = np.full((len(X), 2), np.nan, np.float32)
 
     def handler(signum, frame):
         raise _Stop
 
-    def send():  # once the first block is written
-        while np.isnan(out[0, 0]):
+    first = out.reshape(-1)[:1]
+
+    def send():
+        while np.isnan(first[0]):
             threading.Event().wait(0.001)
         signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
 
@@ -232,9 +228,37 @@ def test_forward_stops_on_a_signal_between_blocks(n_threads):
     try:
         sender.start()
         with pytest.raises(_Stop):
-            _epoch.forward(plan, X, None, params, np.empty(plan.work_size, np.float32),
-                           out, None, n_threads)
+            call()
     finally:
         sender.join(10)
         signal.signal(signal.SIGUSR1, old)
-    assert np.isnan(out[-1]).all()
+    return bool(np.isnan(out.reshape(-1)[-1]))
+
+
+# (10, 300, 300, 2) on 1024-row blocks: ~10 ms a block, seconds in all.
+SIGNAL_UNITS = [10, 300, 300, 2]
+
+
+def _signal_problem(n_blocks):
+    plan = make_plan(SIGNAL_UNITS, "tanh", "softmax", "log_loss", 1024, False)
+    params = glorot_init(SIGNAL_UNITS, "tanh", np.random.RandomState(0), np.float32)
+    X = np.random.RandomState(1).randn(n_blocks * 1024, 10).astype(np.float32)
+    return plan, params, X, np.empty(plan.work_size, np.float32)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_forward_stops_on_a_signal_between_blocks(n_threads):
+    plan, params, X, work = _signal_problem(500)
+    out = np.full((len(X), 2), np.nan, np.float32)
+    assert _interrupted_after_first_block(
+        lambda: _epoch.forward(plan, X, None, params, work, out, None, n_threads),
+        out)
+
+
+def test_jacobian_stops_on_a_signal_between_blocks():
+    from fastbp import _curvature
+
+    plan, params, X, work = _signal_problem(200)
+    out = np.full((len(X), 2, 10), np.nan, np.float32)
+    assert _interrupted_after_first_block(
+        lambda: _curvature.jacobian(plan, X, None, params, work, out), out)
