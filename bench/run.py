@@ -50,6 +50,8 @@ GEMM_N = (2048, 1024)  # matrix size of the peak measurement: full, quick
 REPEATS = (5, 3)  # full, quick
 warnings.simplefilter("ignore", ConvergenceWarning)
 warnings.filterwarnings("ignore", message=".*[Ss]parse.*")  # torch beta notices
+# scikit-learn clips batch_size to a partial_fit chunk of 100 rows, and says so.
+warnings.filterwarnings("ignore", message="Got `batch_size`")
 
 
 # ----------------------------------------------------------------------------
@@ -106,6 +108,7 @@ class Workload:
     numpy_epochs: int | None = None  # the NumPy twin runs fewer, timed per epoch
     predict: dict | None = None  # a predict workload: fit_rows, single_calls
     solvers: dict | None = None  # a time-to-target workload: solver -> budget
+    sizes: bool = False  # per-call times of predict etc. and partial_fit by size
 
 
 def sgd(batch, hidden=(64,), **kw):
@@ -140,6 +143,9 @@ WORKLOADS = [
     Workload("sparse 1% b64", sparse_binary, (20000, 1500), (2, 1), "clf", adam(64)),
     Workload("predict", classification(50), (100000, 20000), (5, 2), "clf",
              adam(200), predict={"fit_rows": 2000, "single_calls": 200}),
+    # Every call at every size, so a cliff (issue 12) cannot come back unseen.
+    Workload("sizes: digits default", digits, (1797, 1797), (20, 5), "clf",
+             adam(200, (100,)), sizes=True),
     # fastbp's full-batch solvers on one objective: iterations budgets below.
     Workload("to target: logistic regression", smooth_multiclass, (2000, 2000),
              (0, 0), "clf", {"hidden_layer_sizes": (), "alpha": 1.0},
@@ -370,6 +376,64 @@ def bench_predict(w, X, y, names, repeats, quick):
     return bulk, single, agree
 
 
+# Every power of two up to the cores (at least 1 and 2).
+POWERS_OF_TWO = sorted({1, 2} | {2**k for k in range(8) if 2**k <= (os.cpu_count() or 1)})
+SIZES = (1, 10, 100, 1000, 100000)
+CHUNKS = (100, 1000)
+# Calls timed per contender and repeat at each size: about 20k rows' worth.
+CALL_ROWS = 20000
+SIZE_METHODS = ("predict", "predict_proba", "score", "transform")
+
+
+def _call_times(calls, repeats):
+    """Interleaved per-call seconds: name -> [median per repeat]."""
+    out = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, (fn, n_calls) in calls.items():
+            t = [timed(fn)[0] for _ in range(n_calls)]
+            out[name].append(median(t))
+    return out
+
+
+def bench_sizes(w, X, y, names, repeats, quick):
+    """Per-call seconds of predict, predict_proba, score and transform at
+    every size of SIZES, and of partial_fit on CHUNKS-row chunks, for fastbp
+    and scikit-learn. scikit-learn's MLP has no transform: its predict_proba
+    (the same pass and one layer more) stands in."""
+    params = estimator_params(w, w.epochs[quick])
+    names = [n for n in names if n in ("fastbp", "sklearn")]
+    models = {n: CONTENDERS[n](w, params).fit(X, y) for n in names}
+    reps = np.resize(np.arange(len(X)), max(SIZES))  # rows repeated to 100000
+    Xb, yb = X[reps], y[reps]
+    rows = []
+    for size in SIZES:
+        Xs, ys = Xb[:size], yb[:size]
+        n_calls = max(3, min(200, CALL_ROWS // size))
+        for method in SIZE_METHODS:
+            calls = {}
+            for n, m in models.items():
+                attr = method if hasattr(m, method) else "predict_proba"
+                fn = getattr(m, attr)
+                args = (Xs, ys) if method == "score" else (Xs,)
+                fn(*args)  # warm-up
+                calls[n] = ((lambda fn=fn, args=args: fn(*args)), n_calls)
+            rows.append((f"{method} {size} rows", _call_times(calls, repeats)))
+    for chunk in CHUNKS:
+        calls = {}
+        for n in names:
+            m = CONTENDERS[n](w, params).fit(X, y)
+            stream = iter(range(10**9))
+
+            def step(m=m, stream=stream):
+                i = next(stream) * chunk % (len(Xb) - chunk)
+                m.partial_fit(Xb[i : i + chunk], yb[i : i + chunk])
+
+            step()
+            calls[n] = (step, max(3, min(50, CALL_ROWS // chunk)))
+        rows.append((f"partial_fit {chunk}-row chunks", _call_times(calls, repeats)))
+    return rows
+
+
 def solver_params(w, solver, max_iter, n_samples):
     """One full-batch solver on the workload's objective, run for max_iter."""
     params = {**w.params, "solver": solver, "max_iter": max_iter, "tol": 0.0,
@@ -507,6 +571,11 @@ def run_workload(w, threads, peak, names, repeats, quick, memory):
             "units": units, "dtype": X.dtype.name}
     if w.solvers:
         return [{**base, "kind": "solvers", **bench_solvers(w, X, y, repeats)}]
+    if w.sizes:
+        return [{**base, "kind": "sizes", "workload": call,
+                 "time": {k: median(v) for k, v in secs.items()},
+                 "ratio": median_ratios(secs), "raw": secs}
+                for call, secs in bench_sizes(w, X, y, names, repeats, quick)]
     if w.predict:
         bulk, single, agree = bench_predict(w, X, y, names, repeats, quick)
         limit = flops(X, units, 2) / peak[X.dtype.name]
@@ -666,6 +735,17 @@ def markdown(report):
                 "busy: process CPU seconds per wall second (1.0 = one whole core; "
                 "below 1 sequentially means other processes hold the cores). "
                 f"Load average now: {os.getloadavg()[0]:.1f}."]
+    sizes = [r for r in rows if r["kind"] == "sizes"]
+    if sizes:
+        out += ["", f"## Calls by size: {sizes[0]['n_samples']}-row digits model "
+                "(median per call)", ""]
+        out += table(["call", "thr", "fastbp", "sklearn", "sklearn/fastbp"], [
+            [r["workload"], r["threads"], fmt_time(r["time"]["fastbp"]),
+             fmt_time(r["time"].get("sklearn")), fmt(r["ratio"].get("sklearn"),
+                                                    ".2f", "×")]
+            for r in sizes])
+        out += ["", "scikit-learn's MLP has no transform: its predict_proba stands "
+                "in. partial_fit: one call on the next chunk of the data."]
     solvers = [r for r in rows if r["kind"] == "solvers"]
     if solvers:
         order = list(solvers[0]["best"])
@@ -710,11 +790,12 @@ def chart(report, path):
     fig, axes = plt.subplots(1, len(threads), figsize=(6 * len(threads), 6),
                              sharey=True, squeeze=False)
     for ax, t in zip(axes[0], threads):
-        rows = [r for r in report["rows"] if r["threads"] == t and "ratio" in r]
+        rows = [r for r in report["rows"] if r["threads"] == t and "ratio" in r
+                and r["kind"] != "sizes"]  # sizes: fastbp and sklearn only
         y = np.arange(len(rows))
         height = 0.8 / len(others)
         for k, name in enumerate(others):
-            ax.barh(y + k * height, [r["ratio"][name] for r in rows], height,
+            ax.barh(y + k * height, [r["ratio"].get(name, np.nan) for r in rows], height,
                     label=f"{name} time / fastbp time")
         ax.axvline(1.0, color="k", lw=1)
         ax.set_xscale("log")
@@ -737,7 +818,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="fewer samples, epochs and repeats (under 2 minutes)")
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--threads", type=int, nargs="+", default=POWERS_OF_TWO,
+                    help="thread counts (default: 1, 2, 4 ... up to the cores)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--repeats", type=int, help="override the repeat count")
     ap.add_argument("--only", nargs="+", help="workloads whose name contains one")

@@ -27,17 +27,20 @@ class FitTasks:
         self._root.call_on_fit_task_begin(**self._hook_args)
         self._open = None
 
-    def begin(self, model):
-        """Open the next subtask, the model being the current ``model``."""
+    def begin(self, model, history):
+        """Open the next subtask, the model being the current ``model``
+        trained so far as ``history`` records."""
         self._open = self._root.subcontext(task_name=self._task_name)
         self._open.call_on_fit_task_begin(
-            **self._hook_args, reconstruction_attributes=self._weights(model),
+            **self._hook_args,
+            reconstruction_attributes=self._fitted_so_far(model, history),
         )
 
-    def end(self, model):
+    def end(self, model, history):
         """Close the open subtask; True when a callback asks to stop."""
         stop = self._open.call_on_fit_task_end(
-            **self._hook_args, reconstruction_attributes=self._weights(model),
+            **self._hook_args,
+            reconstruction_attributes=self._fitted_so_far(model, history),
         )
         self._open = None
         return stop
@@ -52,10 +55,13 @@ class FitTasks:
         """End the root task; the estimator itself is the fitted model."""
         self._root.call_on_fit_task_end(**self._hook_args, reconstruction_attributes={})
 
-    def _weights(self, model):
-        # Evaluated only if a callback asks for the fitted model; a copy,
-        # because training goes on updating the model in place.
+    def _fitted_so_far(self, model, history):
+        # Evaluated only if a callback asks for the fitted model (sklearn's
+        # fitted_estimator); copies, because training goes on updating the
+        # model and the history in place.
         def attributes():
-            return {**self._fitted, **model.copy().attributes()}
+            curves = {k: list(v) if isinstance(v, list) else v
+                      for k, v in history.attributes().items()}
+            return {**self._fitted, **curves, **model.copy().attributes()}
 
         return attributes

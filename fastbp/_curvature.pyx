@@ -32,6 +32,9 @@ The workspace ``rwork`` has the plan's layout: R{Z_l} at act_off[l]; at
 delta_off[l] first R{A_l}, then R{D_l} (R{A_l} is dead once the backward
 pass reaches layer l + 1); pre_off[l] (GELU, SiLU) is scratch.
 """
+import threading
+
+from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
 
 from fastbp._blas cimport _gemm as gemm
@@ -382,7 +385,7 @@ def hessian_vector_product(plan, const floating[:, ::1] X, csr,
                           False)
             # The gradient lands in out first, then H v overwrites all of it.
             loss = _backward(&net, &d, &params[0], &out[0], &work[0], A0, NULL,
-                             0, d.n_samples, alpha, 0)
+                             0, d.n_samples, alpha, 0, NULL)
         _r_pass(&net, &d, &params[0], &v[0], &out[0], &work[0], &rwork[0], A0,
                 alpha, sw_sum)
     return loss
@@ -417,10 +420,15 @@ def jacobian(plan, const floating[:, ::1] X, csr, const floating[::1] params,
             or out.shape[2] != net.units[0]):
         raise ValueError(f"out must have shape ({d.n_samples}, {n_out}, "
                          f"{net.units[0]})")
-    with nogil:
-        start = 0
-        while start < d.n_samples:
-            nb = min(net.max_rows, d.n_samples - start)
+    # Pending signals are checked after every block (main thread only): a
+    # long jacobian stops at the next block.
+    check = threading.current_thread() is threading.main_thread()
+    start = 0
+    while start < d.n_samples:
+        nb = min(net.max_rows, d.n_samples - start)
+        with nogil:
             _jacobian(&net, &d, &params[0], &work[0], start, nb,
                       &out[start, 0, 0])
-            start += nb
+        start += nb
+        if check:
+            PyErr_CheckSignals()

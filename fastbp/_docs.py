@@ -183,6 +183,14 @@ PARAMETERS = """
         (the same algorithm, for checking and benchmarking). Not in
         scikit-learn.
 
+    n_jobs : int or None, default=None
+        Threads for training steps and predictions: None, what OpenMP allows
+        (``OMP_NUM_THREADS``, threadpoolctl limits; inside joblib workers
+        their share), at most the cores; n > 0, n; n < 0, cores + 1 + n.
+        Small steps run on one thread. The same n_jobs gives the same
+        result bit for bit; ``n_jobs=1`` follows scikit-learn's trajectory
+        (sgd, adam, float64). Not in scikit-learn's MLP.
+
     l1 : float, default=0.0
         Strength of the L1 regularization term on the coefficients (not the
         intercepts), scaled as alpha is: each batch's loss gains

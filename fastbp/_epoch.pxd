@@ -69,4 +69,4 @@ cdef const floating* _forward(Net* net, Data* d, const floating* params,
 cdef double _backward(Net* net, Data* d, const floating* params,
                       floating* grad, floating* work, const floating* A0,
                       const Py_ssize_t* rows, Py_ssize_t row0, Py_ssize_t nb,
-                      double alpha, double l1) noexcept nogil
+                      double alpha, double l1, double* share_sw) noexcept nogil

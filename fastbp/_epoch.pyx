@@ -8,8 +8,11 @@ Twins: ``fastbp._reference.run_epoch``, ``loss_grad``, ``forward``.
 """
 import threading
 
+import numpy as np
+
 from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
+from cython.parallel cimport prange
 from libc.math cimport isfinite
 from libc.string cimport memcpy, memset
 
@@ -37,6 +40,43 @@ cdef extern from *:
 
 # True in the debug build (FASTBP_CYTHON_DEBUG=1): bounds checks are on.
 DEBUG_BUILD = bool(FASTBP_DEBUG)
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define FASTBP_OPENMP 1
+    static int fastbp_max_threads(void) { return omp_get_max_threads(); }
+    static int fastbp_thread_id(void) { return omp_get_thread_num(); }
+    #else
+    #define FASTBP_OPENMP 0
+    static int fastbp_max_threads(void) { return 1; }
+    static int fastbp_thread_id(void) { return 0; }
+    #endif
+    """
+    int FASTBP_OPENMP
+    int fastbp_max_threads() noexcept nogil
+    int _thread_id "fastbp_thread_id"() noexcept nogil
+
+# True when built with OpenMP: steps and predicts may run on several threads.
+OPENMP = bool(FASTBP_OPENMP)
+cdef enum:
+    # Threads one call may use (the per-thread sums live on the stack).
+    MAX_THREADS = 64
+    # Fewest rows a thread takes of a step.
+    MIN_SHARE_ROWS = 16
+# A step runs on several threads from this many multiply-adds (rows x
+# parameters) on: measured on 2 cores (bench/README.md), sgd batch 32 on
+# (64,) (110k) loses on two threads, the tanh regression batch 64 (860k)
+# gains.
+cdef Py_ssize_t PARALLEL_STEP_WORK = 1 << 18
+STEP_RULE = {"max_threads": MAX_THREADS, "min_share_rows": MIN_SHARE_ROWS,
+             "parallel_step_work": PARALLEL_STEP_WORK}
+
+
+def max_threads():
+    """omp_get_max_threads(): what OMP_NUM_THREADS and threadpoolctl allow."""
+    return fastbp_max_threads()
 
 # Multiply-adds (batch rows x parameters) between two checks for pending
 # signals in run_epoch: a few milliseconds of work, so Ctrl-C stops a long
@@ -308,7 +348,7 @@ cdef const floating* _forward(Net* net, Data* d, const floating* params,
 cdef double _backward(Net* net, Data* d, const floating* params,
                       floating* grad, floating* work, const floating* A0,
                       const Py_ssize_t* rows, Py_ssize_t row0, Py_ssize_t nb,
-                      double alpha, double l1) noexcept nogil:
+                      double alpha, double l1, double* share_sw) noexcept nogil:
     """Loss of the batch just forwarded (L2 and L1 terms included); its gradient.
 
     Penalties on coefficients only, divided by the batch's sample-weight sum:
@@ -316,9 +356,14 @@ cdef double _backward(Net* net, Data* d, const floating* params,
     Batch-normalized layers: the gradient of batch statistics (the forward
     pass must have used them); their intercepts, which the normalization
     cancels, get a zero gradient.
+
+    With share_sw (one thread's share of a batch, no batch norm): the plain
+    sums instead, without penalties or division, the loss weighted by the
+    share's sample-weight sum, which goes to share_sw; _finish_shares
+    completes the summed shares.
     """
     cdef Py_ssize_t l, L = net.n_layers, fan_in, fan_out
-    cdef double loss, sw_sum = 0, sq = 0, ab = 0
+    cdef double loss, sw_sum = 0, div
     cdef floating* delta
     cdef floating* grad_W
     cdef const floating* W
@@ -326,14 +371,13 @@ cdef double _backward(Net* net, Data* d, const floating* params,
                        <const floating*> d.Y, <const floating*> d.sw, rows,
                        row0, nb, net.units[L], net.loss,
                        work + net.delta_off[L - 1], &sw_sum)
-    for l in range(L):
-        sq += _sq_norm(params + net.coef_off[l], net.units[l] * net.units[l + 1])
-    loss += 0.5 * alpha * sq / sw_sum
-    if l1 != 0:
-        for l in range(L):
-            ab += _abs_sum(params + net.coef_off[l],
-                           net.units[l] * net.units[l + 1])
-        loss += l1 * ab / sw_sum
+    if share_sw != NULL:
+        share_sw[0] = sw_sum
+        loss *= sw_sum
+        div = 1  # x / 1 is x: the shares' sums divide once, in _finish_shares
+    else:
+        loss = _add_penalty(net, params, alpha, l1, sw_sum, loss)
+        div = sw_sum
     for l in range(L - 1, -1, -1):
         fan_in = net.units[l]
         fan_out = net.units[l + 1]
@@ -352,15 +396,12 @@ cdef double _backward(Net* net, Data* d, const floating* params,
             gemm(True, False, fan_in, fan_out, nb, 1,
                  A0 if l == 0 else work + net.act_off[l - 1], fan_in,
                  delta, fan_out, 0, grad_W, fan_out)
-        _l2_grad(grad_W, W, fan_in * fan_out, <floating> alpha,
-                 <floating> sw_sum)
-        if l1 != 0:
-            _l1_grad(grad_W, W, fan_in * fan_out, <floating> l1,
-                     <floating> sw_sum)
+        if share_sw == NULL:
+            _penalize(grad_W, W, fan_in * fan_out, alpha, l1, sw_sum)
         if net.bn_off != NULL and net.bn_off[l] >= 0:
             memset(grad + net.bias_off[l], 0, fan_out * sizeof(floating))
         else:
-            _bias_grad(delta, nb, fan_out, <floating> sw_sum,
+            _bias_grad(delta, nb, fan_out, <floating> div,
                        grad + net.bias_off[l])
         if l > 0:
             # No delta for the input layer: nothing would use it.
@@ -377,6 +418,98 @@ cdef double _backward(Net* net, Data* d, const floating* params,
                       else NULL,
                       work + net.delta_off[l - 1], nb, fan_in, net.acts[l - 1])
     return loss
+
+
+cdef double _add_penalty(Net* net, const floating* params, double alpha,
+                         double l1, double sw_sum, double loss) noexcept nogil:
+    """loss + alpha / 2 ||W||^2 / sw_sum (+ l1 ||W||_1 / sw_sum), all layers."""
+    cdef Py_ssize_t l
+    cdef double sq = 0, ab = 0
+    for l in range(net.n_layers):
+        sq += _sq_norm(params + net.coef_off[l], net.units[l] * net.units[l + 1])
+    loss += 0.5 * alpha * sq / sw_sum
+    if l1 != 0:
+        for l in range(net.n_layers):
+            ab += _abs_sum(params + net.coef_off[l],
+                           net.units[l] * net.units[l + 1])
+        loss += l1 * ab / sw_sum
+    return loss
+
+
+cdef inline void _penalize(floating* grad_W, const floating* W, Py_ssize_t n,
+                           double alpha, double l1,
+                           double sw_sum) noexcept nogil:
+    """A layer's coefficient gradient sum to (sum + alpha W) / sw_sum (+ L1)."""
+    _l2_grad(grad_W, W, n, <floating> alpha, <floating> sw_sum)
+    if l1 != 0:
+        _l1_grad(grad_W, W, n, <floating> l1, <floating> sw_sum)
+
+
+cdef void _finish_shares(Net* net, const floating* params, floating* grad,
+                         double alpha, double l1,
+                         double sw_sum) noexcept nogil:
+    """The summed shares' gradient sums to the batch's gradient (as
+    _backward divides and penalizes a whole batch's)."""
+    cdef Py_ssize_t l, j
+    cdef floating* b
+    for l in range(net.n_layers):
+        _penalize(grad + net.coef_off[l], params + net.coef_off[l],
+                  net.units[l] * net.units[l + 1], alpha, l1, sw_sum)
+        b = grad + net.bias_off[l]
+        for j in range(net.units[l + 1]):
+            b[j] = b[j] / <floating> sw_sum
+
+
+cdef inline int _step_threads(int n_threads, Py_ssize_t nb, Py_ssize_t P,
+                              const Net* net) noexcept nogil:
+    """Threads for a step of nb rows: one when the step is too small to gain
+    (waking threads and moving the parameters between caches cost more than
+    they save) or the network has batch norm (its statistics are the whole
+    batch's)."""
+    if n_threads < 2 or net.bn_off != NULL or nb * P < PARALLEL_STEP_WORK:
+        return 1
+    return <int> min(<Py_ssize_t> n_threads, nb // MIN_SHARE_ROWS)
+
+
+cdef double _threaded_step(Net* net, Data* d, const floating* params,
+                           floating* grad, floating* work, floating* scratch,
+                           Py_ssize_t W, Py_ssize_t P, const Py_ssize_t* rows,
+                           Py_ssize_t row0, Py_ssize_t nb, int T, double alpha,
+                           double l1) noexcept nogil:
+    """_forward and _backward of a batch on T threads: thread t takes rows
+    [nb t / T, nb (t + 1) / T) into its own workspace and gradient (thread 0
+    work and grad, thread t > 0 the t-th (W + P) slice of scratch); the
+    gradients are summed in thread order, split over the parameters. The
+    result depends on T only, never on timing. Returns the batch loss."""
+    cdef double part_loss[MAX_THREADS]
+    cdef double part_sw[MAX_THREADS]
+    cdef double loss = 0, sw_sum = 0
+    cdef Py_ssize_t lo, hi, i
+    cdef int t, u
+    cdef floating* wk
+    cdef floating* g
+    cdef floating* other
+    cdef const floating* A0
+    for t in prange(T, num_threads=T, schedule="static", chunksize=1):
+        lo = row0 + nb * t // T
+        hi = row0 + nb * (t + 1) // T
+        wk = work if t == 0 else scratch + (t - 1) * (W + P)
+        g = grad if t == 0 else scratch + (t - 1) * (W + P) + W
+        A0 = _forward(net, d, params, wk, rows, lo, hi - lo, True)
+        part_loss[t] = _backward(net, d, params, g, wk, A0, rows, lo, hi - lo,
+                                 alpha, l1, &part_sw[t])
+    for t in prange(T, num_threads=T, schedule="static", chunksize=1):
+        lo = P * t // T
+        hi = P * (t + 1) // T
+        for u in range(1, T):
+            other = scratch + (u - 1) * (W + P) + W
+            for i in range(lo, hi):
+                grad[i] = grad[i] + other[i]
+    for t in range(T):
+        loss += part_loss[t]
+        sw_sum += part_sw[t]
+    _finish_shares(net, params, grad, alpha, l1, sw_sum)
+    return _add_penalty(net, params, alpha, l1, sw_sum, loss / sw_sum)
 
 
 cdef struct Hyper:
@@ -458,6 +591,11 @@ cdef inline void _update(int solver, floating* params, const floating* grad,
                     <floating> h.epsilon)
 
 
+cdef floating[::1] _scratch(const floating* like, Py_ssize_t n):
+    """Buffer of n (at least 1) of like's type: the other threads' workspaces."""
+    return np.empty(max(n, 1), np.float64 if floating is double else np.float32)
+
+
 cdef inline void _check_flat(Py_ssize_t n, Py_ssize_t expected,
                              str what) except *:
     if n != expected:
@@ -524,6 +662,8 @@ def run_epoch(plan, settings, const floating[:, ::1] X, csr,
     cdef double loss_sum = 0
     cdef const floating* A0
     cdef const Py_ssize_t* rows = NULL
+    cdef Py_ssize_t W = plan.work_size
+    cdef int T, t
     arrays = _enter(plan, &net, &d, P, work.shape[0],
                     min(batch_size, <Py_ssize_t> plan.max_rows), X, csr, Y,
                     sample_weight)
@@ -544,14 +684,24 @@ def run_epoch(plan, settings, const floating[:, ::1] X, csr,
     _check_flat(state.shape[0], P * state_arrays(h.solver), "state")
     _set_running(&net, plan, running)
     net.seed = seed
+    T = min(h.n_threads, MAX_THREADS,
+            _step_threads(h.n_threads, min(batch_size, n), P, &net))
+    cdef floating[::1] scratch = _scratch(&params[0], (T - 1) * (W + P))
     with nogil:
         start = 0
         while start < n:
             nb = min(batch_size, n - start)
-            A0 = _forward(&net, &d, &params[0], &work[0], rows, start, nb, True)
-            loss_sum += nb * _backward(&net, &d, &params[0], &grad[0],
-                                       &work[0], A0, rows, start, nb, h.alpha,
-                                       h.l1)
+            t = _step_threads(T, nb, P, &net)
+            if t > 1:
+                loss_sum += nb * _threaded_step(
+                    &net, &d, &params[0], &grad[0], &work[0], &scratch[0], W, P,
+                    rows, start, nb, t, h.alpha, h.l1)
+            else:
+                A0 = _forward(&net, &d, &params[0], &work[0], rows, start, nb,
+                              True)
+                loss_sum += nb * _backward(&net, &d, &params[0], &grad[0],
+                                           &work[0], A0, rows, start, nb,
+                                           h.alpha, h.l1, NULL)
             if h.clip_norm > 0 or h.clip_value > 0:
                 _clip_gradient(&grad[0], P, h.clip_norm, h.clip_value)
             if counts_steps(h.solver):
@@ -580,7 +730,7 @@ def loss_grad(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
               const floating[::1] sample_weight, floating[::1] params,
               floating[::1] grad, floating[::1] work, double alpha,
               double l1=0.0, unsigned long long seed=0,
-              floating[::1] running=None):
+              floating[::1] running=None, int n_threads=1):
     """Full-batch loss (with the L2 and L1 terms); its gradient into grad.
 
     With dropout in the plan, the masks of seed apply (a fixed mask: the
@@ -589,25 +739,40 @@ def loss_grad(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
     (plan.n_running,)) is given, it receives them: each layer's mean and
     unbiased variance (times n / (n - 1); n = 1 keeps the biased one).
 
+    n_threads > 1 shares the rows among threads as a training step does
+    (not with batch norm, nor for small batches); work then holds thread
+    0's share only, so it cannot prepare hessian_vector_product.
+
     The plan must hold all n_samples rows in one pass. Used by L-BFGS.
     """
     cdef Net net
     cdef Data d
     cdef double loss
     cdef const floating* A0
-    arrays = _enter(plan, &net, &d, params.shape[0], work.shape[0],
-                    _n_rows(X, csr), X, csr, Y, sample_weight)
+    cdef Py_ssize_t P = params.shape[0], W = plan.work_size
+    cdef int T
+    arrays = _enter(plan, &net, &d, P, work.shape[0], _n_rows(X, csr), X, csr,
+                    Y, sample_weight)
     if Y is None:
         raise ValueError("loss_grad needs targets")
-    _check_flat(grad.shape[0], params.shape[0], "grad")
+    _check_flat(grad.shape[0], P, "grad")
     if running is not None:
         _check_flat(running.shape[0], plan.n_running, "running")
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be >= 1, got {n_threads}")
     net.seed = seed
+    T = _step_threads(min(n_threads, MAX_THREADS), d.n_samples, P, &net)
+    cdef floating[::1] scratch = _scratch(&params[0], (T - 1) * (W + P))
     with nogil:
-        A0 = _forward(&net, &d, &params[0], &work[0], NULL, 0, d.n_samples,
-                      True)
-        loss = _backward(&net, &d, &params[0], &grad[0], &work[0], A0, NULL,
-                         0, d.n_samples, alpha, l1)
+        if T > 1:
+            loss = _threaded_step(&net, &d, &params[0], &grad[0], &work[0],
+                                  &scratch[0], W, P, NULL, 0, d.n_samples, T,
+                                  alpha, l1)
+        else:
+            A0 = _forward(&net, &d, &params[0], &work[0], NULL, 0, d.n_samples,
+                          True)
+            loss = _backward(&net, &d, &params[0], &grad[0], &work[0], A0,
+                             NULL, 0, d.n_samples, alpha, l1, NULL)
         if running is not None and net.bn_off != NULL:
             _batch_statistics(&net, &work[0], d.n_samples, &running[0])
     return loss
@@ -644,14 +809,25 @@ cdef void _set_running(Net* net, object plan, floating[::1] running) except *:
 
 def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
             floating[::1] work, floating[:, ::1] out,
-            floating[::1] running=None):
+            floating[::1] running=None, int n_threads=1):
     """Network output for every row of X into out, plan.max_rows at a time.
 
     Batch-normalized layers use the running statistics (required then).
+    With n_threads > 1 the blocks of plan.max_rows rows are shared among
+    that many threads (the others' workspaces allocated here); every block
+    is computed alike, so the output does not depend on n_threads.
+
+    Raises
+    ------
+    KeyboardInterrupt (or whatever a signal handler raises)
+        In the main thread, pending signals are checked between blocks every
+        SIGNAL_CHECK_WORK multiply-adds: a long predict stops early.
     """
     cdef Net net
     cdef Data d
-    cdef Py_ssize_t start, nb, L, n_out
+    cdef Py_ssize_t start, nb, L, n_out, n_blocks, b, b0, b1, per_check
+    cdef Py_ssize_t W = plan.work_size
+    cdef int T
     cdef const floating[:, ::1] no_Y = None
     cdef const floating[::1] no_sw = None
     arrays = _enter(plan, &net, &d, params.shape[0], work.shape[0],
@@ -660,15 +836,45 @@ def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
     n_out = net.units[L]
     if out.shape[0] != d.n_samples or out.shape[1] != n_out:
         raise ValueError(f"out must have shape ({d.n_samples}, {n_out})")
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be >= 1, got {n_threads}")
     _set_running(&net, plan, running)
-    with nogil:
-        start = 0
-        while start < d.n_samples:
-            nb = min(net.max_rows, d.n_samples - start)
-            _forward(&net, &d, &params[0], &work[0], NULL, start, nb, False)
-            memcpy(&out[start, 0], &work[net.act_off[L - 1]],
-                   nb * n_out * sizeof(floating))
-            start += nb
+    n_blocks = (d.n_samples + net.max_rows - 1) // net.max_rows
+    T = min(n_threads, MAX_THREADS, max(n_blocks, 1))
+    cdef floating[::1] scratch = _scratch(&params[0], (T - 1) * W)
+    cdef floating* thread_work[MAX_THREADS]
+    for b in range(T):
+        thread_work[b] = &work[0] if b == 0 else &scratch[(b - 1) * W]
+    # Blocks between two signal checks: a multiple of T, so threads stay busy.
+    per_check = max(1, SIGNAL_CHECK_WORK // max(1, net.max_rows * params.shape[0]))
+    per_check = T * ((per_check + T - 1) // T)
+    check = threading.current_thread() is threading.main_thread()
+    b0 = 0
+    while b0 < n_blocks:
+        b1 = min(n_blocks, b0 + per_check)
+        with nogil:
+            if T > 1:
+                for b in prange(b0, b1, num_threads=T, schedule="static"):
+                    _forward_block(&net, &d, &params[0],
+                                   thread_work[_thread_id()], &out[0, 0], b)
+            else:
+                for b in range(b0, b1):
+                    _forward_block(&net, &d, &params[0], &work[0], &out[0, 0], b)
+        b0 = b1
+        if check:
+            PyErr_CheckSignals()
+
+
+cdef void _forward_block(Net* net, Data* d, const floating* params,
+                         floating* work, floating* out,
+                         Py_ssize_t b) noexcept nogil:
+    """Predict block b (rows b max_rows ..) into its rows of out."""
+    cdef Py_ssize_t start = b * net.max_rows, L = net.n_layers
+    cdef Py_ssize_t nb = min(net.max_rows, d.n_samples - start)
+    cdef Py_ssize_t n_out = net.units[L]
+    _forward(net, d, params, work, NULL, start, nb, False)
+    memcpy(out + start * n_out, work + net.act_off[L - 1],
+           nb * n_out * sizeof(floating))
 
 
 def all_finite(const floating[::1] a):

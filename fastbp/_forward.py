@@ -2,36 +2,29 @@
 they profit from. Used by predict, transform and the validation score."""
 
 from contextlib import nullcontext
-from itertools import pairwise
-
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from fastbp._inputs import as_kernel_input
+from fastbp._threads import blas_one_thread, effective_n_threads
 
 # Rows per forward pass at predict time: bounds the workspace, keeps BLAS busy.
 PREDICT_ROWS = 1024
-# Multiply-adds of a pass's largest matrix product between which a second BLAS
-# thread costs more (waking it, splitting the work) than it saves: measured
-# on 2 cores, digits (200x64x100: 1.3M) and the tanh regression (64x128x64)
-# slowed down by a third at 2 threads, while predict's blocks (1024x50x64:
-# 3.3M) and the wide network (256x512x256) gain 1.4x. Below the lower bound
-# OpenBLAS stays on one thread by itself.
-_BLAS_ONE_THREAD = (1 << 16, 1 << 21)
+# Multiply-adds below which every product of a pass is so small that
+# OpenBLAS stays on one thread by itself: no need to hold it there.
+_BLAS_TINY = 1 << 16
 
 
 def blas_threads(rows, units):
-    """Run a pass of rows-row products on one BLAS thread if they are small."""
-    if rows * max(units) ** 2 < _BLAS_ONE_THREAD[0]:  # bounds every product
+    """BLAS on one thread for a pass of rows-row products: fastbp's own
+    threads (n_jobs) split the rows, each calling BLAS single-threaded, so
+    the result never depends on BLAS's threading. Tiny passes skip it."""
+    if rows * max(units) ** 2 < _BLAS_TINY:  # bounds every product
         return nullcontext()
-    largest = rows * max(a * b for a, b in pairwise(units))
-    if _BLAS_ONE_THREAD[0] <= largest < _BLAS_ONE_THREAD[1]:
-        return threadpool_limits(limits=1, user_api="blas")
-    return nullcontext()
+    return blas_one_thread()
 
 
-def forward(X, model, plan_for, backend):
-    """Output-layer activations of model for validated X.
+def forward(X, model, plan_for, backend, n_jobs=None):
+    """Output-layer activations of model for validated X, on n_jobs threads.
 
     plan_for(rows) gives the layout of passes of up to rows rows.
     """
@@ -42,10 +35,10 @@ def forward(X, model, plan_for, backend):
     plan = plan_for(rows)
     work = np.empty(plan.work_size, dtype=flat.dtype)
     out = np.empty((n_samples, units[-1]), dtype=flat.dtype)
+    # Threads only for more than one block of rows (tiny passes skip
+    # asking OpenMP what it allows).
+    n_threads = 1 if n_samples <= rows else effective_n_threads(n_jobs)
     with blas_threads(rows, units):
-        if running is None:  # keywords cost a small predict measurable time
-            backend.epoch.forward(plan, X_dense, csr, flat, work, out)
-        else:
-            backend.epoch.forward(plan, X_dense, csr, flat, work, out,
-                                  running=running)
+        backend.epoch.forward(plan, X_dense, csr, flat, work, out, running,
+                              n_threads)
     return out

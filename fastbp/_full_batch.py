@@ -37,12 +37,15 @@ class Objective:
     """
 
     def __init__(self, network, units, X, Y, sample_weight, dtype, alpha, l1,
-                 backend, running=None):
+                 backend, running=None, n_threads=1):
         self.network, self.units, self.backend = network, tuple(units), backend
         self.X, self.csr = as_kernel_input(X, dtype)
         self.Y = np.ascontiguousarray(Y, dtype=dtype)
         self.sw = sample_weight
         self.running = running
+        # Threads of loss_grad (lbfgs); 1 where Hessian-vector products
+        # reuse its workspace (newton, the second-order tools).
+        self.n_threads = n_threads
         self.plan = network.plan(units, max(1, X.shape[0]),
                                  batch_norm=running is not None)
         self.work = np.empty(self.plan.work_size, dtype=dtype)
@@ -89,11 +92,13 @@ class Objective:
         params = self._load(params)
         args = (self.plan, self.X, self.csr, self.Y, self.sw, params, self.grad,
                 self.work, self.alpha, self.l1)
-        if self.running is None:
+        if self.running is None and self.n_threads == 1:
             loss = self.backend.epoch.loss_grad(*args)
         else:
-            loss = self.backend.epoch.loss_grad(*args, running=self.running)
-        self.ready = self.backend.reuses_work
+            loss = self.backend.epoch.loss_grad(*args, 0, self.running,
+                                                self.n_threads)
+        # A threaded pass leaves its rows' work in per-thread buffers.
+        self.ready = self.backend.reuses_work and self.n_threads == 1
         return loss, self.grad
 
     def loss_grad(self, params):
@@ -161,12 +166,13 @@ def train(s, model, history, problem, tasks):
         # With batch norm, running holds the statistics of the last
         # evaluation: the accepted point x.
         current = at(last["x"])
-        last["stop"] = tasks.end(current)
-        tasks.begin(current)
+        history.n_iter = last["nit"]
+        last["stop"] = tasks.end(current, history)
+        tasks.begin(current, history)
         if last["stop"]:
             raise StopIteration
 
-    tasks.begin(model)
+    tasks.begin(model, history)
     try:
         result = scipy.optimize.minimize(first, x0, jac=True, callback=callback,
                                          **method)

@@ -40,6 +40,7 @@ from fastbp._network import glorot_init, hidden_activations, init_batch_norm, ma
 from fastbp._params import STOCHASTIC_SOLVERS, fit_settings
 from fastbp._second_order import SecondOrderMixin
 from fastbp._state import History, Model, Network, loss_name
+from fastbp._threads import effective_n_threads
 from fastbp._version import __version__
 
 # Fits and partial fits of one estimator run one at a time (a second waits),
@@ -206,7 +207,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
 
             def validation_output(X_val, model):
                 return forward(X_val, model, lambda rows: network.plan(
-                    units, rows, batch_norm=model.batch_norm), backend)
+                    units, rows, batch_norm=model.batch_norm), backend, s.n_jobs)
 
             with blas_threads(_stochastic.batch_size_of(s.batch_size, n_samples,
                                                         warn=False), units):
@@ -217,7 +218,9 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         else:
             problem = _full_batch.Objective(
                 network, units, X, Y, sample_weight, dtype, s.alpha, s.l1,
-                backend, model.running)
+                backend, model.running,
+                # newton's Hessian products reuse one-thread passes' workspace
+                effective_n_threads(s.n_jobs) if s.solver == "lbfgs" else 1)
             with blas_threads(n_samples, units):
                 _full_batch.train(s, model, history, problem, tasks)
         fitted.update(model.attributes())
@@ -301,7 +304,8 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         model = self._fitted_model()
         network = self._network()
         return forward(X, model, lambda rows: network.plan(
-            model.units, rows, batch_norm=model.batch_norm), BACKENDS[self.backend])
+            model.units, rows, batch_norm=model.batch_norm), BACKENDS[self.backend],
+            self.n_jobs)
 
     def _validated_output(self, X):
         if self._is_plain_input(X):
@@ -348,7 +352,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         flags = (model.batch_norm,) * (len(units) - 1)
         features = forward(X, bn, lambda rows: make_plan(
             units, acts[:-1], acts[-1], "squared_error", rows, False,
-            batch_norm=flags), BACKENDS[self.backend])
+            batch_norm=flags), BACKENDS[self.backend], self.n_jobs)
         require_finite([features], "The last hidden layer's activations "
                        "(transform)", bn.flat)
         return features
@@ -543,6 +547,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         clip_norm=None,
         clip_value=None,
         backend="cython",
+        n_jobs=None,
         l1=0.0,
         early_stopping_metric="score",
         restore_best_weights=False,
@@ -584,6 +589,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.clip_norm = clip_norm
         self.clip_value = clip_value
         self.backend = backend
+        self.n_jobs = n_jobs
         self.l1 = l1
         self.early_stopping_metric = early_stopping_metric
         self.restore_best_weights = restore_best_weights
@@ -869,6 +875,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         clip_norm=None,
         clip_value=None,
         backend="cython",
+        n_jobs=None,
         l1=0.0,
         early_stopping_metric="score",
         restore_best_weights=False,
@@ -910,6 +917,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.clip_norm = clip_norm
         self.clip_value = clip_value
         self.backend = backend
+        self.n_jobs = n_jobs
         self.l1 = l1
         self.early_stopping_metric = early_stopping_metric
         self.restore_best_weights = restore_best_weights

@@ -129,6 +129,9 @@ PARAMETER_RULES = {
     "clip_value": _any_of(((lambda v: v is None), "None"),
                           _interval(0.0, _INF, "neither")),
     "backend": _options(*BACKENDS),
+    "n_jobs": _any_of(((lambda v: v is None), "None"),
+                      ((lambda v: isinstance(v, Integral) and not isinstance(
+                          v, (bool, np.bool_)) and v != 0), "an int other than 0")),
     "l1": _interval(0.0, _INF, "left"),
     "early_stopping_metric": _options("score", "loss"),
     "restore_best_weights": _boolean(),

@@ -436,7 +436,7 @@ def run_epoch(plan, settings, X, csr, Y, sample_weight, order, batch_size, param
 
 
 def loss_grad(plan, X, csr, Y, sample_weight, params, grad, work, alpha, l1=0.0,
-              seed=0, running=None):
+              seed=0, running=None, n_threads=1):
     """Full-batch loss with the L2 and L1 terms; its gradient into grad; with
     batch norm, the batch's mean and unbiased variance into running if given."""
     coefs, intercepts = _layers(plan, params)
@@ -466,7 +466,7 @@ def loss_grad(plan, X, csr, Y, sample_weight, params, grad, work, alpha, l1=0.0,
     return loss
 
 
-def forward(plan, X, csr, params, work, out, running=None):
+def forward(plan, X, csr, params, work, out, running=None, n_threads=1):
     """Network output for every row of X into out."""
     coefs, intercepts = _layers(plan, params)
     X = _input(X, csr, int(plan.units[0]))

@@ -21,6 +21,7 @@ from fastbp._optimizers import STATE_ARRAYS
 from fastbp._schedules import epoch_learning_rate
 from fastbp._settings import Settings
 from fastbp._state import Network
+from fastbp._threads import effective_n_threads
 
 # Dropout seeds are drawn from [0, _SEED_END).
 _SEED_END = np.iinfo(np.int64).max
@@ -141,11 +142,12 @@ def train(s, model, history, optimizer, data, val, target, backend, tasks,
     best = model.copy() if keep_best else None
     best_epoch = None
     h = history
+    n_threads = effective_n_threads(s.n_jobs)
 
     h.n_iter = 0
     try:
         for _ in range(s.max_iter):
-            tasks.begin(model)
+            tasks.begin(model, h)
             if s.shuffle:
                 # sklearn.utils.shuffle's permutation, without its checks.
                 order = order[random_state.permutation(n_samples)]
@@ -153,7 +155,8 @@ def train(s, model, history, optimizer, data, val, target, backend, tasks,
                 s, optimizer.get("epoch", 0), optimizer["learning_rate"], h.t)
             seed = _dropout_seed(random_state, h.t) if use_dropout else 0
             loss_sum, optimizer["step"] = backend.epoch.run_epoch(
-                plan, Settings.of(s, optimizer["learning_rate"]), X_dense, csr,
+                plan, Settings.of(s, optimizer["learning_rate"], n_threads),
+                X_dense, csr,
                 Y, sample_weight, order if s.shuffle else None, batch_size,
                 flat, grad, work, optimizer["state"], optimizer["step"],
                 seed=seed, running=running,
@@ -200,7 +203,7 @@ def train(s, model, history, optimizer, data, val, target, backend, tasks,
                     ConvergenceWarning,
                 )
                 break
-            if tasks.end(model):
+            if tasks.end(model, h):
                 break
             if h.no_improvement_count > s.n_iter_no_change:
                 if _stop_or_slow_down(s, optimizer):

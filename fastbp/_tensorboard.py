@@ -83,7 +83,9 @@ class TensorBoardLogger:
         self._runs[id(context)] = [writer, written]
         self.run_dirs_.append(run_dir)
 
-    def on_fit_task_end(self, estimator, context, **kwargs):
+    def on_fit_task_end(self, estimator, context, *, fitted_estimator=None):
+        # The curves so far are the model's as fitted to the end of this task
+        # (a fit commits its attributes to the estimator only at its end).
         if not _is_fastbp(estimator):
             return
         root = context if context.task_name == "fit" else context.parent
@@ -91,8 +93,9 @@ class TensorBoardLogger:
         if run is None:
             return
         writer, written = run
-        for tag, attr in CURVES.items():
-            values = getattr(estimator, attr, None) or []
+        # An empty task (lbfgs' last) has no model to read.
+        for tag, attr in CURVES.items() if fitted_estimator is not None else ():
+            values = getattr(fitted_estimator, attr, None) or []
             for step in range(written[attr], len(values)):
                 writer.add_scalar(tag, float(values[step]), global_step=step + 1)
             written[attr] = len(values)

@@ -93,33 +93,30 @@ def test_plans_are_cached_and_read_only():
         a.coef_off[0] = 1
 
 
-def test_small_products_run_on_one_blas_thread(monkeypatch):
-    # A second BLAS thread slows small products down: passes whose largest
-    # product is small pin BLAS to one thread; tiny and large ones do not.
+def test_passes_hold_blas_on_one_thread_unless_tiny(monkeypatch):
+    # fastbp's own threads split the rows; BLAS stays on one thread inside
+    # every pass whose products are not tiny (tiny ones: OpenBLAS stays on
+    # one thread by itself, and asking would cost a one-row predict).
     import fastbp._forward as mlp
 
     calls = []
+    real = mlp.blas_one_thread
 
-    def spy(**kwargs):
-        calls.append(kwargs)
-        return mlp.nullcontext()
+    def spy():
+        calls.append(1)
+        return real()
 
-    monkeypatch.setattr(mlp, "threadpool_limits", spy)
+    monkeypatch.setattr(mlp, "blas_one_thread", spy)
     X, y = make_classification(400, 64, random_state=0)
     est = MLPClassifier((100,), max_iter=2, batch_size=200, random_state=0)
-    est.fit(X, y)  # 200 x 64 x 100 multiply-adds per product: small
-    assert calls == [{"limits": 1, "user_api": "blas"}]
-    est.predict(X[:1])  # tiny: OpenBLAS uses one thread anyway
+    est.fit(X, y)
+    assert calls == [1]
+    est.predict(X[:1])  # tiny: 1 x 100 x 100
     assert len(calls) == 1
-    est.predict(X[:300])  # 300 x 64 x 100: small
+    est.predict(X[:300])
     assert len(calls) == 2
-    est.predict(X)  # 400 x 64 x 100: large enough for two threads
+    assert mlp.blas_threads(1, [3, 4, 2]) is not None
     assert len(calls) == 2
-    assert mlp.blas_threads(256, [256, 512, 256, 2]) is not None
-    calls.clear()
-    with mlp.blas_threads(256, [256, 512, 256, 2]):  # wide: 2 threads help
-        pass
-    assert calls == []
 
 
 def test_plan_views_are_taken_once_and_checks_still_run():

@@ -1,0 +1,264 @@
+"""fastbp's own threads: steps and predicts shared over rows, n_jobs, BLAS held
+on one thread. Results are compared, never timed."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import RTOL
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.datasets import make_classification
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from fastbp import MLPClassifier, MLPRegressor, _epoch, _reference
+from fastbp._network import bn_sizes, glorot_init, make_plan
+from fastbp._optimizers import SOLVERS, STATE_ARRAYS
+from fastbp._settings import Settings
+from fastbp._threads import blas_one_thread, effective_n_threads
+
+# (20, 64, 32, 3): 3523 parameters; batches of 128 rows are 451k multiply-adds,
+# above the rule's threshold, so two threads share them.
+UNITS = [20, 64, 32, 3]
+BATCH = 128
+needs_openmp = pytest.mark.skipif(not _epoch.OPENMP, reason="built without OpenMP")
+
+
+def _problem(dtype, sparse=False, dropout=0.0, batch_norm=False, n=300, rows=BATCH):
+    rng = np.random.RandomState(0)
+    plan = make_plan(UNITS, "relu", "softmax", "log_loss", rows, not sparse,
+                     dropout=dropout, batch_norm=batch_norm)
+    params = glorot_init(UNITS, "relu", rng, np.float64)
+    if batch_norm:
+        params = np.r_[params, rng.uniform(0.5, 1.5, bn_sizes(UNITS, True)[0])]
+    params = params.astype(dtype)
+    dense = rng.randn(n, UNITS[0])
+    csr = None
+    X = dense.astype(dtype)
+    if sparse:
+        dense[rng.rand(*dense.shape) < 0.7] = 0
+        m = sp.csr_matrix(dense.astype(dtype))
+        csr = (m.data, m.indices.astype(np.intp), m.indptr.astype(np.intp))
+        X = np.empty((0, UNITS[0]), dtype)
+    Y = np.eye(3)[rng.randint(3, size=n)].astype(dtype)
+    sw = rng.uniform(0.5, 2, n).astype(dtype)
+    return plan, params, X, csr, Y, sw
+
+
+def _epochs(mod, problem, solver, n_threads, epochs=2):
+    plan, params, X, csr, Y, sw = problem
+    params = params.copy()
+    grad = np.empty_like(params)
+    work = np.empty(plan.work_size, params.dtype)
+    state = np.zeros(STATE_ARRAYS[solver] * params.size, params.dtype)
+    running = np.zeros(plan.n_running, params.dtype) if plan.n_running else None
+    order = None if csr is not None else np.random.RandomState(1).permutation(
+        len(Y)).astype(np.intp)
+    settings = Settings(SOLVERS[solver], 0.01, alpha=1e-3, l1=1e-4,
+                        n_threads=n_threads)
+    step, losses = 0, []
+    for epoch in range(epochs):
+        loss, step = mod.run_epoch(plan, settings, X, csr, Y, sw, order, BATCH,
+                                   params, grad, work, state, step,
+                                   seed=epoch + 3, running=running)
+        losses.append(loss)
+    return losses, params, state
+
+
+@needs_openmp
+@pytest.mark.parametrize("solver", ["sgd", "adam", "rmsprop"])
+@pytest.mark.parametrize("kind", ["dense", "sparse", "dropout"])
+def test_threaded_epochs_equal_one_thread_and_twin(dtype, solver, kind):
+    problem = _problem(dtype, sparse=kind == "sparse",
+                       dropout=0.3 if kind == "dropout" else 0.0)
+    two = _epochs(_epoch, problem, solver, 2)
+    again = _epochs(_epoch, problem, solver, 2)
+    for a, b in zip(two, again, strict=True):  # same thread count: same bits
+        assert_array_equal(a, b)
+    one = _epochs(_epoch, problem, solver, 1)
+    twin = _epochs(_reference, problem, solver, 2)
+    tol = {"rtol": RTOL[dtype], "atol": 1e-5 if dtype == np.float32 else 1e-11}
+    for other in (one, twin):
+        for a, b in zip(two, other, strict=True):
+            assert np.isfinite(a).all()
+            assert_allclose(a, b, **tol)
+    # The rows really were shared: a different summation order shows in the
+    # last bits somewhere (masks follow row positions, so dropout agrees too).
+    assert not all(np.array_equal(a, b) for a, b in zip(two, one, strict=True))
+
+
+@needs_openmp
+def test_batch_norm_steps_stay_on_one_thread(dtype):
+    problem = _problem(dtype, batch_norm=True)
+    for a, b in zip(_epochs(_epoch, problem, "adam", 2),
+                    _epochs(_epoch, problem, "adam", 1), strict=True):
+        assert_array_equal(a, b)
+
+
+def test_small_steps_stay_on_one_thread(dtype):
+    # 16-row batches: 56k multiply-adds, below the rule: bit-identical.
+    plan, params, X, csr, Y, sw = _problem(dtype, rows=16)
+    results = []
+    for n_threads in (1, 2):
+        p, grad, work = params.copy(), np.empty_like(params), np.empty(plan.work_size, dtype)
+        state = np.zeros(params.size, dtype)
+        _epoch.run_epoch(plan, Settings(SOLVERS["sgd"], 0.01, n_threads=n_threads),
+                         X, csr, Y, sw, None, 16, p, grad, work, state, 0)
+        results.append(p)
+    assert_array_equal(*results)
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_forward_does_not_depend_on_threads(dtype, sparse):
+    plan, params, X, csr, Y, _ = _problem(dtype, sparse=sparse, rows=32)
+    outs = []
+    for n_threads in (1, 2, 3, 64, 65):
+        out = np.full((len(Y), 3), np.nan, dtype)
+        _epoch.forward(plan, X, csr, params, np.empty(plan.work_size, dtype), out,
+                       None, n_threads)
+        outs.append(out)
+    for out in outs[1:]:
+        assert_array_equal(out, outs[0])
+    want = np.empty_like(outs[0])
+    _reference.forward(plan, X, csr, params, None, want)
+    assert_allclose(outs[0], want, rtol=RTOL[dtype], atol=1e-6)
+
+
+def test_loss_grad_threads_equal_twin(dtype):
+    plan, params, X, csr, Y, sw = _problem(dtype, rows=300)
+    got = []
+    for n_threads in (1, 2):
+        grad = np.empty_like(params)
+        loss = _epoch.loss_grad(plan, X, csr, Y, sw, params, grad,
+                                np.empty(plan.work_size, dtype), 1e-3, 1e-4, 0,
+                                None, n_threads)
+        got.append((loss, grad))
+    want = np.empty_like(params)
+    loss = _reference.loss_grad(plan, X, csr, Y, sw, params, want, None, 1e-3, 1e-4)
+    for value, grad in got:
+        assert_allclose(value, loss, rtol=RTOL[dtype])
+        assert_allclose(grad, want, rtol=RTOL[dtype], atol=1e-6)
+
+
+@pytest.mark.parametrize("function", ["forward", "loss_grad"])
+def test_bad_thread_count_raises(function):
+    plan, params, X, csr, Y, sw = _problem(np.float64, rows=300)
+    work = np.empty(plan.work_size)
+    with pytest.raises(ValueError, match="n_threads"):
+        if function == "forward":
+            _epoch.forward(plan, X, csr, params, work, np.empty((300, 3)), None, 0)
+        else:
+            _epoch.loss_grad(plan, X, csr, Y, sw, params, np.empty_like(params),
+                             work, 0.0, 0.0, 0, None, 0)
+
+
+def test_effective_n_threads():
+    from joblib import cpu_count
+
+    if not _epoch.OPENMP:
+        assert effective_n_threads(4) == effective_n_threads(None) == 1
+        return
+    assert effective_n_threads(3) == 3
+    assert effective_n_threads(-1) == cpu_count()
+    assert effective_n_threads(-cpu_count() - 5) == 1
+    assert 1 <= effective_n_threads(None) <= cpu_count()
+    with threadpool_limits(1, user_api="openmp"):  # as joblib workers do
+        assert effective_n_threads(None) == 1
+
+
+def _blas_counts():
+    return [lib["num_threads"] for lib in threadpool_info()
+            if lib["user_api"] == "blas"]
+
+
+def test_blas_one_thread_nests_and_restores():
+    before = _blas_counts()
+    with blas_one_thread():
+        assert set(_blas_counts()) == {1}
+        with blas_one_thread():
+            assert set(_blas_counts()) == {1}
+        assert set(_blas_counts()) == {1}
+    assert _blas_counts() == before
+
+
+@pytest.mark.parametrize("n_jobs", [0, 1.5, "2", True])
+def test_bad_n_jobs_raises(n_jobs):
+    X, y = make_classification(50, 5, random_state=0)
+    with pytest.raises(ValueError, match="n_jobs"):
+        MLPClassifier(n_jobs=n_jobs).fit(X, y)
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_n_jobs_same_count_same_model(solver):
+    X, y = make_classification(600, 20, random_state=0)
+    fits = [MLPRegressor(hidden_layer_sizes=(64, 32), solver=solver, batch_size=200, max_iter=3,
+                         random_state=0, n_jobs=n).fit(X, y.astype(float))
+            for n in (2, 2, 1, -1)]
+    for a, b in zip(fits[0].coefs_, fits[1].coefs_, strict=True):
+        assert_array_equal(a, b)
+    for fit in fits[2:]:
+        assert_allclose(fit.predict(X), fits[0].predict(X), rtol=1e-6, atol=1e-8)
+    assert_array_equal(fits[0].predict(X[:300]), fits[0].predict(X)[:300])
+
+
+class _Stop(Exception):
+    pass
+
+
+def _interrupted_after_first_block(call, out):
+    """Run call() while a thread sends SIGUSR1 to the main thread once out's
+    first entry is written; return whether the handler's exception stopped
+    it (out's last entry is then still unwritten: counted, not timed)."""
+    import signal
+    import threading
+
+    if not hasattr(signal, "pthread_kill"):
+        pytest.skip("needs pthread_kill")
+
+    def handler(signum, frame):
+        raise _Stop
+
+    first = out.reshape(-1)[:1]
+
+    def send():
+        while np.isnan(first[0]):
+            threading.Event().wait(0.001)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    sender = threading.Thread(target=send, daemon=True)
+    try:
+        sender.start()
+        with pytest.raises(_Stop):
+            call()
+    finally:
+        sender.join(10)
+        signal.signal(signal.SIGUSR1, old)
+    return bool(np.isnan(out.reshape(-1)[-1]))
+
+
+# (10, 300, 300, 2) on 1024-row blocks: ~10 ms a block, seconds in all.
+SIGNAL_UNITS = [10, 300, 300, 2]
+
+
+def _signal_problem(n_blocks):
+    plan = make_plan(SIGNAL_UNITS, "tanh", "softmax", "log_loss", 1024, False)
+    params = glorot_init(SIGNAL_UNITS, "tanh", np.random.RandomState(0), np.float32)
+    X = np.random.RandomState(1).randn(n_blocks * 1024, 10).astype(np.float32)
+    return plan, params, X, np.empty(plan.work_size, np.float32)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_forward_stops_on_a_signal_between_blocks(n_threads):
+    plan, params, X, work = _signal_problem(500)
+    out = np.full((len(X), 2), np.nan, np.float32)
+    assert _interrupted_after_first_block(
+        lambda: _epoch.forward(plan, X, None, params, work, out, None, n_threads),
+        out)
+
+
+def test_jacobian_stops_on_a_signal_between_blocks():
+    from fastbp import _curvature
+
+    plan, params, X, work = _signal_problem(200)
+    out = np.full((len(X), 2, 10), np.nan, np.float32)
+    assert _interrupted_after_first_block(
+        lambda: _curvature.jacobian(plan, X, None, params, work, out), out)
