@@ -62,9 +62,10 @@ def _is_int(v):
     return isinstance(v, Integral) and not isinstance(v, (bool, np.bool_)) and v >= 0
 
 
-def _arrays(d, name, ndim, dtype, lengths=None):
+def _arrays(d, name, ndim, dtype, lengths=None, finite=True):
     """d[name] as a list of ndim-dimensional arrays of dtype (the first one's
-    if None), each of the given length(s) if lengths is given."""
+    if None), each of the given length(s) if lengths is given, finite if
+    finite (fit guarantees it for the trained parameters only)."""
     arrays = d[name]
     if type(arrays) is not list:
         _fail(f"{name} is a {type(arrays).__name__}, not a list of arrays")
@@ -85,7 +86,7 @@ def _arrays(d, name, ndim, dtype, lengths=None):
         if lengths is not None and a.shape != (lengths[i],):
             _fail(f"{where} has shape {a.shape}, the network needs "
                   f"({lengths[i]},)")
-        if not np.isfinite(a).all():
+        if finite and not np.isfinite(a).all():
             _fail(f"{where} holds non-finite values")
     return arrays
 
@@ -168,7 +169,9 @@ def _check_batch_norm(d, units, dtype):
         _fail(f"batch normalization is fitted but {missing[0]} is missing")
     widths = units[1:-1]
     for name in _BATCH_NORM:
-        arrays = _arrays(d, name, 1, dtype, widths)
+        # A fit on huge values may leave infinite running statistics.
+        running = name in ("batch_norm_mean_", "batch_norm_var_")
+        arrays = _arrays(d, name, 1, dtype, widths, finite=not running)
         if name == "batch_norm_var_" and any((a < 0).any() for a in arrays):
             _fail("batch_norm_var_ holds negative variances")
     return bn_sizes(units, True)[0]
@@ -194,8 +197,6 @@ def _check_progress(d, n_params, dtype):
                 if isinstance(state, np.ndarray) else type(state).__name__)
         _fail(f"the {solver} optimizer state has {what}; {n_params} parameters "
               f"need shape ({size},) and dtype {dtype}")
-    if not np.isfinite(state).all():
-        _fail(f"the {solver} optimizer state holds non-finite values")
     for key in ("step", "epoch"):
         if not _is_int(optimizer.get(key, 0)):
             _fail(f"the optimizer's {key} is {optimizer.get(key)!r}, not a "
@@ -209,7 +210,7 @@ def check_fitted_state(est):
     """Raise a ValueError naming what is inconsistent in est's fitted state.
 
     Checks: coefs_ and intercepts_ are lists of 2-D and 1-D float arrays of
-    one dtype, finite, whose shapes chain from n_features_in_ to n_outputs_;
+    one dtype, finite (as fit leaves them), whose shapes chain from n_features_in_ to n_outputs_;
     n_layers_ matches; the hidden activations, the loss and out_activation_
     are known and fit the estimator; a classifier's classes_ agree with its
     label binarizer and n_outputs_ (1 for binary targets, one per class

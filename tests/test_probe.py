@@ -12,7 +12,8 @@ runs on in a new child. Every case must end ``ok`` or ``refused`` (see
 CI runs FASTBP_PROBE_EXAMPLES=300 cases by default (derandomized: the same
 cases every run); before a release run more, for example
 ``FASTBP_PROBE_EXAMPLES=14000 pytest tests/test_probe.py -s`` (prints the
-figures). FASTBP_PROBE_SEED picks another derandomized draw.
+figures). FASTBP_PROBE_SEED picks another derandomized draw;
+FASTBP_PROBE_FAILURES=path writes every failing case there as JSON.
 """
 
 import json
@@ -179,6 +180,9 @@ def test_probe_every_case_ends_ok_or_refused():
         print(f"  known open {count:5d}  {what}")
     wrong = [(case, detail) for case, (kind, detail) in zip(cases, outcomes)
              if kind == "wrong" and not any(k in detail for k in KNOWN_OPEN)]
+    if os.environ.get("FASTBP_PROBE_FAILURES"):  # a file for every finding
+        Path(os.environ["FASTBP_PROBE_FAILURES"]).write_text(json.dumps(
+            [{"case": case, "detail": detail} for case, detail in wrong], indent=1))
     assert not wrong, "\n\n".join(
         f"{json.dumps(case)}\n{detail}" for case, detail in wrong[:5])
     # The space is covered: most cases train, every solver trains somewhere.

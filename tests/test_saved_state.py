@@ -272,3 +272,15 @@ def test_the_record_of_checked_states_does_not_outlive_its_estimators():
     del models, est
     gc.collect()
     assert len(_fitted_state._checked) == before
+
+
+def test_what_a_fit_may_leave_non_finite_passes():
+    # Found by the probe: a fit on huge values can overflow rmsprop's
+    # accumulator or the batch-norm running variance (to inf) while the
+    # weights stay finite; such a model must still load.
+    est, X, _ = _fit(MLPRegressor, solver="rmsprop", **BN)
+    est._optimizer["state"][:3] = np.inf
+    est.batch_norm_var_[0][:] = np.inf
+    est.batch_norm_mean_[1][:] = -np.inf
+    loaded = pickle.loads(pickle.dumps(est))
+    assert np.isinf(loaded.batch_norm_var_[0]).all()
