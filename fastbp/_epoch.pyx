@@ -845,16 +845,18 @@ def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
     cdef floating* thread_work[MAX_THREADS]
     for b in range(T):
         thread_work[b] = &work[0] if b == 0 else &scratch[(b - 1) * W]
-    # Blocks between two signal checks: a multiple of T, so threads stay busy.
-    per_check = max(1, SIGNAL_CHECK_WORK // max(1, net.max_rows * params.shape[0]))
-    per_check = T * ((per_check + T - 1) // T)
+    # Blocks between two signal checks: at least 8 a thread, so a parallel
+    # region's start and end stay a small share of its work.
+    per_check = max(8 * T, SIGNAL_CHECK_WORK // max(1, net.max_rows * params.shape[0]))
     check = threading.current_thread() is threading.main_thread()
     b0 = 0
     while b0 < n_blocks:
         b1 = min(n_blocks, b0 + per_check)
         with nogil:
             if T > 1:
-                for b in prange(b0, b1, num_threads=T, schedule="static"):
+                # dynamic: a thread the OS holds back takes fewer blocks
+                # (each block is computed alike wherever it runs).
+                for b in prange(b0, b1, num_threads=T, schedule="dynamic"):
                     _forward_block(&net, &d, &params[0],
                                    thread_work[_thread_id()], &out[0, 0], b)
             else:

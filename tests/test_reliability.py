@@ -410,8 +410,13 @@ def test_property_fit_predict_finite_or_clean_error(problem):
 # Ctrl-C inside the compiled epoch
 
 INTERRUPTED_CHILD = """
+import signal
 import warnings
 import numpy as np
+# A child inherits ignored and blocked signals from the suite's process:
+# take SIGINT's Python default back, as a fresh interpreter has it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 import fastbp
 from fastbp import _epoch
 
