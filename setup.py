@@ -72,6 +72,10 @@ class BuildExt(build_ext):
     def build_extensions(self):
         kind = "msvc" if self.compiler.compiler_type == "msvc" else "unix"
         opt, omp_compile, omp_link = FLAGS[kind]
+        if sys.platform == "darwin":
+            # Apple's clang rejects -fopenmp: libomp's flags come from
+            # CPPFLAGS/LDFLAGS, which the compiler already gets.
+            omp_compile, omp_link = [], []
         openmp = WANT_OPENMP and _compiles(self.compiler, omp_compile, omp_link)
         if WANT_OPENMP and not openmp:
             print("fastbp: the compiler has no OpenMP; building for one thread",
