@@ -307,11 +307,17 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             model.units, rows, batch_norm=model.batch_norm), BACKENDS[self.backend],
             self.n_jobs)
 
-    def _validated_output(self, X):
+    def _checked_input(self, X):
+        """X as predict and transform take it: a plain float array of the
+        fitted width as it is (validate_data would pass it through, at ten
+        times a small predict's cost), anything else through validate_data."""
         if self._is_plain_input(X):
             ensure_checked(self)
-        else:
-            X = self._validated_X(X)
+            return X
+        return self._validated_X(X)
+
+    def _validated_output(self, X):
+        X = self._checked_input(X)
         out = self._forward_output(X)
         if not BACKENDS[self.backend].epoch.all_finite(out.reshape(-1)):
             raise non_finite_error("The network's output", self._fitted_model().flat)
@@ -334,7 +340,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         X_new : ndarray of shape (n_samples, hidden_layer_sizes[-1])
             Activations of the last hidden layer, in the dtype of the weights.
         """
-        X = self._validated_X(X)
+        X = self._checked_input(X)
         if len(self.coefs_) < 2:
             raise ValueError(
                 "transform returns the last hidden layer's activations; this "
