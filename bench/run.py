@@ -293,7 +293,8 @@ class TorchMLP:
 
 def make_fastbp(w, params, backend="cython"):
     cls = {"clf": fastbp.MLPClassifier, "reg": fastbp.MLPRegressor}[w.task]
-    return cls(**params, backend=backend)
+    # n_jobs=-1: the threads threadpool_limits allows (the run's thread count).
+    return cls(**params, backend=backend, n_jobs=-1)
 
 
 CONTENDERS = {

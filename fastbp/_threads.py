@@ -33,15 +33,15 @@ def _cores():
 
 
 def effective_n_threads(n_jobs):
-    """Threads for n_jobs: None, what OpenMP allows (at most the cores); an
-    int n > 0, n; n < 0, cores + 1 + n (at least 1). A build without OpenMP
-    runs one thread whatever is asked."""
-    if not _epoch.OPENMP:
+    """Threads for n_jobs: None, one (scikit-learn's n_jobs convention; on 2
+    cores a second thread measured slower than one on digits and the tanh
+    regression, see README: Benchmarks); an int n > 0, n; n < 0, what OpenMP
+    allows (OMP_NUM_THREADS, threadpoolctl limits, at most the cores) + 1 + n,
+    at least 1. A build without OpenMP runs one thread whatever is asked."""
+    if not _epoch.OPENMP or n_jobs is None:
         return 1
-    if n_jobs is None:
-        return max(1, min(_epoch.max_threads(), _cores()))
     if n_jobs < 0:
-        return max(1, _cores() + 1 + n_jobs)
+        return max(1, min(_epoch.max_threads(), _cores()) + 1 + n_jobs)
     return int(n_jobs)
 
 
