@@ -54,13 +54,6 @@ class Model:
         return Model(self.flat.copy(), self.units,
                      None if self.running is None else self.running.copy())
 
-    def astype(self, dtype):
-        """This model in dtype (itself if it already is)."""
-        if self.flat.dtype == dtype:
-            return self
-        return Model(self.flat.astype(dtype), self.units,
-                     None if self.running is None else self.running.astype(dtype))
-
     def attributes(self):
         """coefs_, intercepts_ and batch_norm_*_ as views of this record."""
         return {**fitted_arrays(self.flat, self.units, self.running),
