@@ -145,10 +145,12 @@ PARAMETER_RULES = {
 }
 
 
-def check_params(estimator):
+def check_params(estimator, params=None):
     """Raise InvalidParameterError (a ValueError and a TypeError, as in
-    scikit-learn) naming a bad parameter."""
-    for name, value in estimator.get_params(deep=False).items():
+    scikit-learn) naming a bad parameter (params: get_params' dict, if read)."""
+    if params is None:
+        params = estimator.get_params(deep=False)
+    for name, value in params.items():
         check, allowed = PARAMETER_RULES[name]
         if not check(value):
             raise InvalidParameterError(
@@ -180,8 +182,9 @@ def fit_settings(estimator, incremental=False, has_val_set=False):
     nothing else of the estimator's parameters, so set_params during a fit
     cannot change it halfway.
     """
-    check_params(estimator)
-    s = SimpleNamespace(**estimator.get_params(deep=False))
+    params = estimator.get_params(deep=False)
+    check_params(estimator, params)
+    s = SimpleNamespace(**params)
     s.hidden = hidden_sizes(s.hidden_layer_sizes)
     s.stochastic = s.solver in STOCHASTIC_SOLVERS
     s.incremental = incremental
