@@ -445,19 +445,25 @@ cdef inline void _penalize(floating* grad_W, const floating* W, Py_ssize_t n,
         _l1_grad(grad_W, W, n, <floating> l1, <floating> sw_sum)
 
 
-cdef void _finish_shares(Net* net, const floating* params, floating* grad,
-                         double alpha, double l1,
-                         double sw_sum) noexcept nogil:
-    """The summed shares' gradient sums to the batch's gradient (as
-    _backward divides and penalizes a whole batch's)."""
-    cdef Py_ssize_t l, j
-    cdef floating* b
+cdef void _finish_range(Net* net, const floating* params, floating* grad,
+                        Py_ssize_t lo, Py_ssize_t hi, double alpha, double l1,
+                        double sw_sum, double* sq, double* ab) noexcept nogil:
+    """Parameters lo .. hi of the summed shares' gradient sums to the batch's
+    gradient (as _backward divides and penalizes a whole batch's); the
+    squared and absolute sums of their coefficients to sq and ab."""
+    cdef Py_ssize_t l, a, b, j
     for l in range(net.n_layers):
-        _penalize(grad + net.coef_off[l], params + net.coef_off[l],
-                  net.units[l] * net.units[l + 1], alpha, l1, sw_sum)
-        b = grad + net.bias_off[l]
-        for j in range(net.units[l + 1]):
-            b[j] = b[j] / <floating> sw_sum
+        a = max(lo, net.coef_off[l])
+        b = min(hi, net.coef_off[l] + net.units[l] * net.units[l + 1])
+        if a < b:
+            _penalize(grad + a, params + a, b - a, alpha, l1, sw_sum)
+            sq[0] += _sq_norm(params + a, b - a)
+            if l1 != 0:
+                ab[0] += _abs_sum(params + a, b - a)
+        a = max(lo, net.bias_off[l])
+        b = min(hi, net.bias_off[l] + net.units[l + 1])
+        for j in range(a, b):
+            grad[j] = grad[j] / <floating> sw_sum
 
 
 cdef inline int _step_threads(int n_threads, Py_ssize_t nb, Py_ssize_t P,
@@ -469,47 +475,6 @@ cdef inline int _step_threads(int n_threads, Py_ssize_t nb, Py_ssize_t P,
     if n_threads < 2 or net.bn_off != NULL or nb * P < PARALLEL_STEP_WORK:
         return 1
     return <int> min(<Py_ssize_t> n_threads, nb // MIN_SHARE_ROWS)
-
-
-cdef double _threaded_step(Net* net, Data* d, const floating* params,
-                           floating* grad, floating* work, floating* scratch,
-                           Py_ssize_t W, Py_ssize_t P, const Py_ssize_t* rows,
-                           Py_ssize_t row0, Py_ssize_t nb, int T, double alpha,
-                           double l1) noexcept nogil:
-    """_forward and _backward of a batch on T threads: thread t takes rows
-    [nb t / T, nb (t + 1) / T) into its own workspace and gradient (thread 0
-    work and grad, thread t > 0 the t-th (W + P) slice of scratch); the
-    gradients are summed in thread order, split over the parameters. The
-    result depends on T only, never on timing. Returns the batch loss."""
-    cdef double part_loss[MAX_THREADS]
-    cdef double part_sw[MAX_THREADS]
-    cdef double loss = 0, sw_sum = 0
-    cdef Py_ssize_t lo, hi, i
-    cdef int t, u
-    cdef floating* wk
-    cdef floating* g
-    cdef floating* other
-    cdef const floating* A0
-    for t in prange(T, num_threads=T, schedule="static", chunksize=1):
-        lo = row0 + nb * t // T
-        hi = row0 + nb * (t + 1) // T
-        wk = work if t == 0 else scratch + (t - 1) * (W + P)
-        g = grad if t == 0 else scratch + (t - 1) * (W + P) + W
-        A0 = _forward(net, d, params, wk, rows, lo, hi - lo, True)
-        part_loss[t] = _backward(net, d, params, g, wk, A0, rows, lo, hi - lo,
-                                 alpha, l1, &part_sw[t])
-    for t in prange(T, num_threads=T, schedule="static", chunksize=1):
-        lo = P * t // T
-        hi = P * (t + 1) // T
-        for u in range(1, T):
-            other = scratch + (u - 1) * (W + P) + W
-            for i in range(lo, hi):
-                grad[i] = grad[i] + other[i]
-    for t in range(T):
-        loss += part_loss[t]
-        sw_sum += part_sw[t]
-    _finish_shares(net, params, grad, alpha, l1, sw_sum)
-    return _add_penalty(net, params, alpha, l1, sw_sum, loss / sw_sum)
 
 
 cdef struct Hyper:
@@ -552,15 +517,16 @@ cdef Hyper _read_settings(object s) except *:
 
 
 cdef inline void _update(int solver, floating* params, const floating* grad,
-                         floating* state, Py_ssize_t P, Py_ssize_t t,
-                         const Hyper* h) noexcept nogil:
-    """Step t (1-based; counted by the Adam family only) of the solver."""
+                         floating* state, Py_ssize_t stride, Py_ssize_t P,
+                         Py_ssize_t t, const Hyper* h) noexcept nogil:
+    """Step t (1-based; counted by the Adam family only) of the solver on P
+    parameters, its state arrays stride apart (the whole model's size)."""
     cdef double c_m, c_g, bc2
     if solver == SGD:
         _sgd_step(params, grad, state, P, <floating> h.lr,
                   <floating> h.momentum, h.nesterov)
     elif solver == ADAM:
-        _adam_step(params, grad, state, state + P, P,
+        _adam_step(params, grad, state, state + stride, P,
                    adam_step_size(h.lr, h.beta_1, h.beta_2, t),
                    <floating> h.beta_1, <floating> h.beta_2,
                    <floating> h.epsilon)
@@ -571,24 +537,83 @@ cdef inline void _update(int solver, floating* params, const floating* grad,
         _rmsprop_step(params, grad, state, P, <floating> h.lr,
                       <floating> h.rho, <floating> h.epsilon)
     elif solver == ADADELTA:
-        _adadelta_step(params, grad, state, state + P, P, <floating> h.lr,
+        _adadelta_step(params, grad, state, state + stride, P, <floating> h.lr,
                        <floating> h.rho, <floating> h.epsilon)
     elif solver == ADAMW:
-        _adamw_step(params, grad, state, state + P, P,
+        _adamw_step(params, grad, state, state + stride, P,
                     adam_step_size(h.lr, h.beta_1, h.beta_2, t),
                     <floating> (1 - h.lr * h.weight_decay),
                     <floating> h.beta_1, <floating> h.beta_2,
                     <floating> h.epsilon)
     elif solver == ADAMAX:
-        _adamax_step(params, grad, state, state + P, P,
+        _adamax_step(params, grad, state, state + stride, P,
                      h.lr / (1 - pow(h.beta_1, t)), <floating> h.beta_1,
                      <floating> h.beta_2, <floating> h.epsilon)
     elif solver == NADAM:
         nadam_coefficients(h.beta_1, h.beta_2, t, &c_m, &c_g, &bc2)
-        _nadam_step(params, grad, state, state + P, P, <floating> h.lr,
+        _nadam_step(params, grad, state, state + stride, P, <floating> h.lr,
                     <floating> c_m, <floating> c_g, <floating> bc2,
                     <floating> h.beta_1, <floating> h.beta_2,
                     <floating> h.epsilon)
+
+
+cdef double _threaded_step(Net* net, Data* d, floating* params,
+                           floating* grad, floating* work, floating* scratch,
+                           Py_ssize_t W, Py_ssize_t P, const Py_ssize_t* rows,
+                           Py_ssize_t row0, Py_ssize_t nb, int T, double alpha,
+                           double l1, const Hyper* h, floating* state,
+                           Py_ssize_t step) noexcept nogil:
+    """_forward and _backward of a batch on T threads, then (with h) the
+    optimizer's step t: thread t takes rows [nb t / T, nb (t + 1) / T) into
+    its own workspace and gradient (thread 0 work and grad, thread t > 0 the
+    t-th (W + P) slice of scratch); then parameters [P t / T, P (t + 1) / T):
+    the shares' gradients summed in thread order, divided and penalized, and
+    updated. The result depends on T only, never on timing: every parameter
+    pass is elementwise, and the penalty's sums are added in thread order.
+    Returns the batch loss (at the parameters before the update)."""
+    cdef double part_loss[MAX_THREADS]
+    cdef double part_sw[MAX_THREADS]
+    cdef double part_sq[MAX_THREADS]
+    cdef double part_ab[MAX_THREADS]
+    cdef double loss = 0, sw_sum = 0, sq = 0, ab = 0
+    cdef Py_ssize_t lo, hi, i
+    cdef int t, u
+    cdef floating* wk
+    cdef floating* g
+    cdef floating* other
+    cdef const floating* A0
+    for t in prange(T, num_threads=T, schedule="static", chunksize=1):
+        lo = row0 + nb * t // T
+        hi = row0 + nb * (t + 1) // T
+        wk = work if t == 0 else scratch + (t - 1) * (W + P)
+        g = grad if t == 0 else scratch + (t - 1) * (W + P) + W
+        A0 = _forward(net, d, params, wk, rows, lo, hi - lo, True)
+        part_loss[t] = _backward(net, d, params, g, wk, A0, rows, lo, hi - lo,
+                                 alpha, l1, &part_sw[t])
+    for t in range(T):
+        loss += part_loss[t]
+        sw_sum += part_sw[t]
+    for t in prange(T, num_threads=T, schedule="static", chunksize=1):
+        lo = P * t // T
+        hi = P * (t + 1) // T
+        for u in range(1, T):
+            other = scratch + (u - 1) * (W + P) + W
+            for i in range(lo, hi):
+                grad[i] = grad[i] + other[i]
+        part_sq[t] = 0
+        part_ab[t] = 0
+        _finish_range(net, params, grad, lo, hi, alpha, l1, sw_sum,
+                      &part_sq[t], &part_ab[t])
+        if h != NULL:
+            _update(h.solver, params + lo, grad + lo, state + lo, P, hi - lo,
+                    step, h)
+    for t in range(T):
+        sq += part_sq[t]
+        ab += part_ab[t]
+    loss = loss / sw_sum + 0.5 * alpha * sq / sw_sum
+    if l1 != 0:
+        loss += l1 * ab / sw_sum
+    return loss
 
 
 cdef floating[::1] _scratch(const floating* like, Py_ssize_t n):
@@ -664,6 +689,7 @@ def run_epoch(plan, settings, const floating[:, ::1] X, csr,
     cdef const Py_ssize_t* rows = NULL
     cdef Py_ssize_t W = plan.work_size
     cdef int T, t
+    cdef bint clip = h.clip_norm > 0 or h.clip_value > 0
     arrays = _enter(plan, &net, &d, P, work.shape[0],
                     min(batch_size, <Py_ssize_t> plan.max_rows), X, csr, Y,
                     sample_weight)
@@ -692,21 +718,26 @@ def run_epoch(plan, settings, const floating[:, ::1] X, csr,
         while start < n:
             nb = min(batch_size, n - start)
             t = _step_threads(T, nb, P, &net)
+            if counts_steps(h.solver):
+                step += 1
             if t > 1:
+                # The update runs on the threads too, split over the
+                # parameters, unless clipping needs the whole gradient first.
                 loss_sum += nb * _threaded_step(
                     &net, &d, &params[0], &grad[0], &work[0], &scratch[0], W, P,
-                    rows, start, nb, t, h.alpha, h.l1)
+                    rows, start, nb, t, h.alpha, h.l1,
+                    NULL if clip else &h, &state[0], step)
             else:
                 A0 = _forward(&net, &d, &params[0], &work[0], rows, start, nb,
                               True)
                 loss_sum += nb * _backward(&net, &d, &params[0], &grad[0],
                                            &work[0], A0, rows, start, nb,
                                            h.alpha, h.l1, NULL)
-            if h.clip_norm > 0 or h.clip_value > 0:
-                _clip_gradient(&grad[0], P, h.clip_norm, h.clip_value)
-            if counts_steps(h.solver):
-                step += 1
-            _update(h.solver, &params[0], &grad[0], &state[0], P, step, &h)
+            if t == 1 or clip:
+                if clip:
+                    _clip_gradient(&grad[0], P, h.clip_norm, h.clip_value)
+                _update(h.solver, &params[0], &grad[0], &state[0], P, P, step,
+                        &h)
             start += nb
             if check_signals:
                 since_check += nb * P
@@ -767,7 +798,7 @@ def loss_grad(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
         if T > 1:
             loss = _threaded_step(&net, &d, &params[0], &grad[0], &work[0],
                                   &scratch[0], W, P, NULL, 0, d.n_samples, T,
-                                  alpha, l1)
+                                  alpha, l1, NULL, NULL, 0)
         else:
             A0 = _forward(&net, &d, &params[0], &work[0], NULL, 0, d.n_samples,
                           True)

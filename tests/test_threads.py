@@ -43,7 +43,7 @@ def _problem(dtype, sparse=False, dropout=0.0, batch_norm=False, n=300, rows=BAT
     return plan, params, X, csr, Y, sw
 
 
-def _epochs(mod, problem, solver, n_threads, epochs=2):
+def _epochs(mod, problem, solver, n_threads, epochs=2, clip=0.0):
     plan, params, X, csr, Y, sw = problem
     params = params.copy()
     grad = np.empty_like(params)
@@ -53,7 +53,7 @@ def _epochs(mod, problem, solver, n_threads, epochs=2):
     order = None if csr is not None else np.random.RandomState(1).permutation(
         len(Y)).astype(np.intp)
     settings = Settings(SOLVERS[solver], 0.01, alpha=1e-3, l1=1e-4,
-                        n_threads=n_threads)
+                        weight_decay=0.1, clip_norm=clip, n_threads=n_threads)
     step, losses = 0, []
     for epoch in range(epochs):
         loss, step = mod.run_epoch(plan, settings, X, csr, Y, sw, order, BATCH,
@@ -64,17 +64,20 @@ def _epochs(mod, problem, solver, n_threads, epochs=2):
 
 
 @needs_openmp
-@pytest.mark.parametrize("solver", ["sgd", "adam", "rmsprop"])
-@pytest.mark.parametrize("kind", ["dense", "sparse", "dropout"])
+@pytest.mark.parametrize("solver", list(SOLVERS))
+@pytest.mark.parametrize("kind", ["dense", "sparse", "dropout", "clip"])
 def test_threaded_epochs_equal_one_thread_and_twin(dtype, solver, kind):
+    # Every solver: threaded steps update their share of the parameters
+    # (state arrays a whole model apart); with clipping, after the threads.
     problem = _problem(dtype, sparse=kind == "sparse",
                        dropout=0.3 if kind == "dropout" else 0.0)
-    two = _epochs(_epoch, problem, solver, 2)
-    again = _epochs(_epoch, problem, solver, 2)
+    clip = 0.5 if kind == "clip" else 0.0
+    two = _epochs(_epoch, problem, solver, 2, clip=clip)
+    again = _epochs(_epoch, problem, solver, 2, clip=clip)
     for a, b in zip(two, again, strict=True):  # same thread count: same bits
         assert_array_equal(a, b)
-    one = _epochs(_epoch, problem, solver, 1)
-    twin = _epochs(_reference, problem, solver, 2)
+    one = _epochs(_epoch, problem, solver, 1, clip=clip)
+    twin = _epochs(_reference, problem, solver, 2, clip=clip)
     tol = {"rtol": RTOL[dtype], "atol": 1e-5 if dtype == np.float32 else 1e-11}
     for other in (one, twin):
         for a, b in zip(two, other, strict=True):
