@@ -872,14 +872,18 @@ def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
     _set_running(&net, plan, running)
     n_blocks = (d.n_samples + net.max_rows - 1) // net.max_rows
     T = min(n_threads, MAX_THREADS, max(n_blocks, 1))
-    cdef floating[::1] scratch = _scratch(&params[0], (T - 1) * W)
+    cdef floating[::1] scratch
     cdef floating* thread_work[MAX_THREADS]
-    for b in range(T):
-        thread_work[b] = &work[0] if b == 0 else &scratch[(b - 1) * W]
+    thread_work[0] = &work[0]
+    if T > 1:  # a one-block predict allocates nothing
+        scratch = _scratch(&params[0], (T - 1) * W)
+        for b in range(1, T):
+            thread_work[b] = &scratch[(b - 1) * W]
     # Blocks between two signal checks: at least 8 a thread, so a parallel
     # region's start and end stay a small share of its work.
     per_check = max(8 * T, SIGNAL_CHECK_WORK // max(1, net.max_rows * params.shape[0]))
-    check = threading.current_thread() is threading.main_thread()
+    check = n_blocks > per_check and (
+        threading.current_thread() is threading.main_thread())
     b0 = 0
     while b0 < n_blocks:
         b1 = min(n_blocks, b0 + per_check)

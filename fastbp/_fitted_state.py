@@ -45,7 +45,8 @@ _OUTPUTS = {  # y_type_ -> output activation (classifier)
 _REGRESSOR_OUTPUTS = {"squared_error": "identity", "poisson": "exp"}
 
 # id(estimator) -> (weak reference to it, _snapshot of its last checked
-# state); the snapshot holds the objects, so identity comparisons are exact.
+# state, memo of that state); the snapshot holds the objects, so identity
+# comparisons are exact.
 _checked = {}
 
 
@@ -268,14 +269,18 @@ def _same(a, b):
 
 
 def ensure_checked(est):
-    """check_fitted_state(est) unless its state is the one last checked."""
+    """check_fitted_state(est) unless its state is the one last checked.
+
+    Returns that state's memo: a dict for what callers derive from the
+    state (the Model record, plans), empty whenever the state changed.
+    """
     values, contents = now = _snapshot(est)
     last = _checked.get(id(est))
     if (last is not None and last[0]() is est and _same(values, last[1][0])
             and _same(contents, last[1][1])):
-        return
+        return last[2]
     check_fitted_state(est)
-    _remember(est, now)
+    return _remember(est, now)
 
 
 def trust(est):
@@ -291,4 +296,6 @@ def _remember(est, snapshot):
         if entry is not None and entry[0] is ref:
             _checked.pop(key, None)
 
-    _checked[key] = weakref.ref(est, forget), snapshot
+    memo = {}
+    _checked[key] = weakref.ref(est, forget), snapshot, memo
+    return memo

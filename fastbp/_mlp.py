@@ -13,6 +13,7 @@ import weakref
 from types import SimpleNamespace
 
 import numpy as np
+from math import isfinite
 from sklearn.base import (
     BaseEstimator,
     ClassifierMixin,
@@ -54,6 +55,8 @@ _COMMIT = threading.Lock()
 def _fit_lock(estimator):
     with _REGISTRY:
         return _FIT_LOCKS.setdefault(estimator, threading.RLock())
+
+_FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 
 
 class FastbpVersionWarning(UserWarning):
@@ -299,26 +302,49 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
     # ------------------------------------------------------------------
     # prediction
 
-    def _forward_output(self, X):
-        """Output-layer activations of the fitted network for validated X."""
+    def _predictor(self, memo):
+        """(model, plan_for) of the fitted state whose memo (ensure_checked's)
+        this is, derived once while the state stays the one checked."""
+        cached = memo.get("predictor")
+        if cached is not None:
+            return cached
         model = self._fitted_model()
         network = self._network()
-        return forward(X, model, lambda rows: network.plan(
-            model.units, rows, batch_norm=model.batch_norm), BACKENDS[self.backend],
-            self.n_jobs)
+        plans = {}
+
+        def plan_for(rows):
+            plan = plans.get(rows)
+            if plan is None:
+                if len(plans) > 16:
+                    plans.clear()
+                plan = plans[rows] = network.plan(model.units, rows,
+                                                  batch_norm=model.batch_norm)
+            return plan
+
+        cached = model, plan_for
+        # Only a model the attributes view: in-place edits of coefs_ show in
+        # it. One packed from replaced arrays is a copy, packed per call.
+        if model is self.__dict__.get("_model"):
+            memo["predictor"] = cached
+        return cached
+
+    def _forward_output(self, X, memo):
+        """Output-layer activations of the fitted network for validated X."""
+        model, plan_for = self._predictor(memo)
+        return forward(X, model, plan_for, BACKENDS[self.backend], self.n_jobs)
 
     def _checked_input(self, X):
-        """X as predict and transform take it: a plain float array of the
-        fitted width as it is (validate_data would pass it through, at ten
-        times a small predict's cost), anything else through validate_data."""
-        if self._is_plain_input(X):
-            ensure_checked(self)
-            return X
-        return self._validated_X(X)
+        """(X, memo) as predict and transform take X: a plain float array of
+        the fitted width as it is (validate_data would pass it through, at
+        ten times a small predict's cost), anything else through
+        validate_data; memo is ensure_checked's for the fitted state."""
+        if not self._is_plain_input(X):
+            X = self._validated_X(X)
+        return X, ensure_checked(self)
 
     def _validated_output(self, X):
-        X = self._checked_input(X)
-        out = self._forward_output(X)
+        X, memo = self._checked_input(X)
+        out = self._forward_output(X, memo)
         if not BACKENDS[self.backend].epoch.all_finite(out.reshape(-1)):
             raise non_finite_error("The network's output", self._fitted_model().flat)
         return out
@@ -340,7 +366,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         X_new : ndarray of shape (n_samples, hidden_layer_sizes[-1])
             Activations of the last hidden layer, in the dtype of the weights.
         """
-        X = self._checked_input(X)
+        X, _ = self._checked_input(X)
         if len(self.coefs_) < 2:
             raise ValueError(
                 "transform returns the last hidden layer's activations; this "
@@ -385,15 +411,16 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         validate_data dominates single-row predict otherwise. Anything else
         (and a sum that overflows) takes the full validation.
         """
+        d = self.__dict__
         return (
             type(X) is np.ndarray
             and X.ndim == 2
-            and X.dtype in (np.float64, np.float32)
+            and X.dtype in _FLOATS  # native byte order only
             and X.shape[0] > 0
-            and "coefs_" in self.__dict__
-            and "feature_names_in_" not in self.__dict__
-            and X.shape[1] == self.n_features_in_
-            and np.isfinite(X.sum())
+            and X.shape[1] == d.get("n_features_in_")
+            and "coefs_" in d
+            and "feature_names_in_" not in d
+            and isfinite(X.sum())
         )
 
     # ------------------------------------------------------------------

@@ -135,3 +135,35 @@ def test_plan_views_are_taken_once_and_checks_still_run():
         _epoch.forward(plan, X, None, params, np.empty(plan.work_size - 1), out)
     with pytest.raises(ValueError, match="parameter buffer"):
         _epoch.forward(plan, X, None, params[:-1], np.empty(plan.work_size), out)
+
+
+def _numpy_proba(est, X):
+    """Softmax of a relu network, from the attributes as they are now."""
+    A = X
+    for W, b in zip(est.coefs_[:-1], est.intercepts_[:-1], strict=True):
+        A = np.maximum(A @ W + b, 0)
+    Z = A @ est.coefs_[-1] + est.intercepts_[-1]
+    Z = np.exp(Z - Z.max(1, keepdims=True))
+    return Z / Z.sum(1, keepdims=True)
+
+
+def test_predict_sees_every_edit_of_the_fitted_weights():
+    # Predict derives its model and plans once per checked state: an edit
+    # of the weights in place, a replaced array or a replaced list must
+    # still show in the very next call.
+    X, y = make_classification(60, 5, n_classes=3, n_informative=3, random_state=0)
+    est = MLPClassifier((6,), max_iter=20, random_state=0).fit(X, y)
+    np.testing.assert_allclose(est.predict_proba(X), _numpy_proba(est, X), rtol=1e-12)
+    edits = [
+        lambda: est.coefs_[0].__imul__(-0.5),               # in place
+        lambda: est.intercepts_[0].__iadd__(1.0),           # in place
+        lambda: est.coefs_.__setitem__(1, est.coefs_[1] * 2),  # a new array
+        lambda: setattr(est, "coefs_", [c + 0.1 for c in est.coefs_]),  # a new list
+        lambda: est.coefs_[0].__imul__(3.0),                # in place, on the copy
+    ]
+    for edit in edits:
+        before = est.predict_proba(X)
+        edit()
+        after = est.predict_proba(X)
+        assert not np.allclose(before, after)
+        np.testing.assert_allclose(after, _numpy_proba(est, X), rtol=1e-12)
