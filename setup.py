@@ -67,7 +67,13 @@ def _compiles(compiler, args, link_args):
 
 
 class BuildExt(build_ext):
-    """Adds the compiler's flags; OpenMP only where it compiles and links."""
+    """Adds the compiler's flags; OpenMP only where it compiles and links.
+    Compiles the modules in parallel on every core unless told (-j N)."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:
+            self.parallel = os.cpu_count() or 1
 
     def build_extensions(self):
         kind = "msvc" if self.compiler.compiler_type == "msvc" else "unix"
@@ -101,6 +107,7 @@ extensions = [
 # force: the C files depend on the directives, which timestamps do not see,
 # so switching between the debug and release builds must regenerate them.
 setup(
-    ext_modules=cythonize(extensions, compiler_directives=directives, force=True),
+    ext_modules=cythonize(extensions, compiler_directives=directives, force=True,
+                          nthreads=os.cpu_count() or 1),
     cmdclass={"build_ext": BuildExt},
 )
