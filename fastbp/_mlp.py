@@ -59,6 +59,29 @@ def _fit_lock(estimator):
 _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 
 
+def _known_labels_encoded(y, binarizer, fitted):
+    """binarizer.transform(y), reshaped to (n, n_outputs), for a 1-D array of
+    plain labels that are all among the sorted fitted ones; None otherwise,
+    for the general path's checks and messages. LabelBinarizer.transform
+    runs type_of_target and check_array several times: most of a small
+    partial_fit's Python time."""
+    if not (type(y) is np.ndarray and y.ndim == 1 and y.dtype.kind in "biufU"
+            and fitted.dtype.kind in "biufU" and len(fitted) >= 2
+            and binarizer.y_type_ in ("binary", "multiclass")
+            and (binarizer.y_type_ == "binary") == (len(fitted) == 2)
+            and (y.dtype.kind == "U") == (fitted.dtype.kind == "U")):
+        return None
+    at = np.searchsorted(fitted, y)
+    np.minimum(at, len(fitted) - 1, out=at)
+    if not np.array_equal(fitted[at], y):
+        return None
+    if len(fitted) == 2:
+        return (at == 1).astype(np.int64).reshape(-1, 1)
+    Y = np.zeros((len(y), len(fitted)), dtype=np.int64)
+    Y[np.arange(len(y)), at] = 1
+    return Y
+
+
 class FastbpVersionWarning(UserWarning):
     """A model file written by another fastbp version was loaded."""
 
@@ -642,6 +665,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             labels = {"_label_binarizer": binarizer, "classes_": binarizer.classes_}
         else:
             binarizer, fitted = current["_label_binarizer"], current["classes_"]
+            Y = _known_labels_encoded(y, binarizer, fitted)
+            if Y is not None and not (s.warm_start and not s.incremental):
+                return Y, labels
             found = unique_labels(y)
             if s.warm_start and not s.incremental:
                 if set(found) != set(fitted):

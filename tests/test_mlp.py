@@ -563,3 +563,25 @@ def test_predict_proba_and_log_proba_shapes():
     np.testing.assert_allclose(clf.predict_log_proba(X), np.log(proba))
     assert set(clf.predict(X)) <= {"yes", "no"}
     assert list(clf.classes_) == ["no", "yes"]
+
+
+@pytest.mark.parametrize("labels", [[0, 1], [3, 5, 9], ["a", "b"], ["x", "y", "zz"],
+                                    [0.0, 2.0, 7.0], [-2, 4]])
+def test_known_labels_are_encoded_as_label_binarizer_does(labels):
+    # partial_fit's shortcut past LabelBinarizer.transform gives its output,
+    # and declines (None) whenever a label is not a fitted one.
+    from sklearn.preprocessing import LabelBinarizer
+
+    from fastbp._mlp import _known_labels_encoded
+
+    fitted = np.array(labels)
+    binarizer = LabelBinarizer().fit(fitted)
+    y = np.random.RandomState(0).choice(fitted, 50)
+    Y = binarizer.transform(y)
+    got = _known_labels_encoded(y, binarizer, binarizer.classes_)
+    np.testing.assert_array_equal(got, Y.reshape(len(y), -1))
+    assert got.dtype == Y.dtype
+    unseen = np.r_[y[:5], np.array(["new"] if fitted.dtype.kind == "U" else [99])]
+    assert _known_labels_encoded(unseen.astype(y.dtype), binarizer,
+                                 binarizer.classes_) is None
+    assert _known_labels_encoded(y.astype(object), binarizer, binarizer.classes_) is None
