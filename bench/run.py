@@ -311,6 +311,15 @@ MEMORY_CONTENDERS = ["fastbp", "numpy", "sklearn"]
 # measuring
 
 
+# Seconds of idle before each timed fit: OpenBLAS's pthreads workers spin
+# for about 0.1 s (2^28 TSC ticks) after every multithreaded BLAS call,
+# and spinning workers take the cores from whoever runs next. Measured on 2
+# cores: a 10-epoch digits fit on 2 threads took 13 ms per epoch right after
+# a 2-thread matmul, 3.3 ms without one. The pause gives every contender an
+# idle machine, as the contender before it would otherwise decide its time.
+SETTLE = 0.25
+
+
 def timed(fn, *args):
     """(seconds, result) of one call, with the cyclic GC off as in timeit."""
     gc.disable()
@@ -352,6 +361,7 @@ def bench_train(w, X, y, names, repeats, quick):
     for _ in range(repeats):
         for name in names:
             est = CONTENDERS[name](w, estimator_params(w, epochs[name]))
+            time.sleep(SETTLE)
             secs[name].append(timed(est.fit, X, y)[0] / epochs[name])
             assert est.n_iter_ == epochs[name], (w.name, name, est.n_iter_)
             loss[name] = float(est.loss_)
@@ -369,6 +379,7 @@ def bench_predict(w, X, y, names, repeats, quick):
     bulk, single = {name: [] for name in names}, {name: [] for name in names}
     for _ in range(repeats):
         for name, model in models.items():
+            time.sleep(SETTLE)
             bulk[name].append(timed(model.predict, X)[0])
             single[name] += [timed(model.predict, X[:1])[0] for _ in range(calls)]
     labels = models["fastbp"].predict(X)
