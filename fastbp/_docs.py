@@ -184,12 +184,13 @@ PARAMETERS = """
         scikit-learn.
 
     n_jobs : int or None, default=None
-        Threads for training steps and predictions: None, one (scikit-learn's
-        convention); n > 0, n; n < 0, what OpenMP allows (``OMP_NUM_THREADS``,
-        threadpoolctl limits; inside joblib workers their share, at most the
-        cores) + 1 + n, so -1 is all of it. Small steps run on one thread. The same n_jobs gives the same
-        result bit for bit; ``n_jobs=1`` follows scikit-learn's trajectory
-        (sgd, adam, float64). Not in scikit-learn's MLP.
+        Threads for training steps and predictions, counted as scikit-learn's
+        OpenMP estimators (HistGradientBoosting) count them: None, what
+        OpenMP allows (``OMP_NUM_THREADS``, threadpoolctl limits; inside
+        joblib workers their share), at most the cores; n > 0, n; n < 0,
+        that + 1 + n. Small steps run on one thread. The same n_jobs gives
+        the same result bit for bit; ``n_jobs=1`` follows scikit-learn's
+        trajectory (sgd, adam, float64). Not in scikit-learn's MLP.
 
     l1 : float, default=0.0
         Strength of the L1 regularization term on the coefficients (not the

@@ -33,15 +33,18 @@ def _cores():
 
 
 def effective_n_threads(n_jobs):
-    """Threads for n_jobs: None, one (scikit-learn's n_jobs convention; on 2
-    cores a second thread measured slower than one on digits and the tanh
-    regression, see README: Benchmarks); an int n > 0, n; n < 0, what OpenMP
-    allows (OMP_NUM_THREADS, threadpoolctl limits, at most the cores) + 1 + n,
-    at least 1. A build without OpenMP runs one thread whatever is asked."""
-    if not _epoch.OPENMP or n_jobs is None:
+    """Threads for n_jobs, as scikit-learn's OpenMP estimators count them
+    (HistGradientBoosting's ``_openmp_effective_n_threads``): None, what
+    OpenMP allows (OMP_NUM_THREADS, threadpoolctl limits, a joblib worker's
+    share), at most the cores; an int n > 0, n; n < 0, that + 1 + n, at least
+    1. A build without OpenMP runs one thread whatever is asked."""
+    if not _epoch.OPENMP:
         return 1
+    allowed = min(_epoch.max_threads(), _cores())
+    if n_jobs is None:
+        return allowed
     if n_jobs < 0:
-        return max(1, min(_epoch.max_threads(), _cores()) + 1 + n_jobs)
+        return max(1, allowed + 1 + n_jobs)
     return int(n_jobs)
 
 

@@ -162,8 +162,9 @@ def test_effective_n_threads():
     assert effective_n_threads(3) == 3
     assert effective_n_threads(-1) == cpu_count()
     assert effective_n_threads(-cpu_count() - 5) == 1
-    assert effective_n_threads(None) == 1  # scikit-learn's n_jobs=None
+    assert effective_n_threads(None) == min(_epoch.max_threads(), cpu_count())
     with threadpool_limits(1, user_api="openmp"):  # as joblib workers do
+        assert effective_n_threads(None) == 1
         assert effective_n_threads(-1) == 1
 
 
