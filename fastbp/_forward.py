@@ -23,10 +23,11 @@ def blas_threads(rows, units):
     return blas_one_thread()
 
 
-def forward(X, model, plan_for, backend, n_jobs=None):
+def forward(X, model, plan_for, backend, n_jobs=None, n_out=None):
     """Output-layer activations of model for validated X, on n_jobs threads.
 
-    plan_for(rows) gives the layout of passes of up to rows rows.
+    plan_for(rows) gives the layout of passes of up to rows rows; a plan of
+    the first layers only (n_out wide) gives those layers' activations.
     """
     flat, units, running = model.flat, model.units, model.running
     X_dense, csr = as_kernel_input(X, flat.dtype)
@@ -34,7 +35,7 @@ def forward(X, model, plan_for, backend, n_jobs=None):
     rows = max(1, min(n_samples, PREDICT_ROWS))
     plan = plan_for(rows)
     work = np.empty(plan.work_size, dtype=flat.dtype)
-    out = np.empty((n_samples, units[-1]), dtype=flat.dtype)
+    out = np.empty((n_samples, n_out or units[-1]), dtype=flat.dtype)
     # Threads only for more than one block of rows (tiny passes skip
     # asking OpenMP what it allows).
     n_threads = 1 if n_samples <= rows else effective_n_threads(n_jobs)

@@ -37,7 +37,9 @@ from fastbp._finite import non_finite_error, require_finite
 from fastbp._fitted_state import check_fitted_state, ensure_checked, trust
 from fastbp._forward import blas_threads, forward
 from fastbp._inputs import check_sample_weight
-from fastbp._network import glorot_init, hidden_activations, init_batch_norm, make_plan
+from fastbp._network import (
+    glorot_init, hidden_activations, init_batch_norm, make_plan, reading_params_of,
+)
 from fastbp._params import STOCHASTIC_SOLVERS, fit_settings
 from fastbp._second_order import SecondOrderMixin
 from fastbp._state import History, Model, Network, loss_name
@@ -389,27 +391,35 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         X_new : ndarray of shape (n_samples, hidden_layer_sizes[-1])
             Activations of the last hidden layer, in the dtype of the weights.
         """
-        X, _ = self._checked_input(X)
+        X, memo = self._checked_input(X)
         if len(self.coefs_) < 2:
             raise ValueError(
                 "transform returns the last hidden layer's activations; this "
                 "network has no hidden layer (hidden_layer_sizes=())."
             )
-        model = self._fitted_model()
+        model, plan_for = self._predictor(memo)
         units = model.units[:-1]
         acts = hidden_activations(self.activation, len(units) - 1)
-        # The network without its output layer (whose coefficients and
-        # intercepts end the two halves of the buffer); batch norm:
-        # every layer of the truncated network is normalized.
-        coefs, intercepts = self.coefs_[:-1], self.intercepts_[:-1]
-        bn = Model.of({"coefs_": coefs, "intercepts_": intercepts,
-                       **{k: getattr(self, k) for k in _BN_ATTRIBUTES}})
+        # The network without its output layer, batch norm on every layer
+        # of it, reading the whole model's buffers (no copy, so edits show).
         flags = (model.batch_norm,) * (len(units) - 1)
-        features = forward(X, bn, lambda rows: make_plan(
-            units, acts[:-1], acts[-1], "squared_error", rows, False,
-            batch_norm=flags), BACKENDS[self.backend], self.n_jobs)
+
+        plans = memo.setdefault("hidden_plans", {})  # offsets only: safe
+
+        def hidden_plan_for(rows):
+            plan = plans.get(rows)
+            if plan is None:
+                if len(plans) > 16:
+                    plans.clear()
+                plan = plans[rows] = reading_params_of(make_plan(
+                    units, acts[:-1], acts[-1], "squared_error", rows, False,
+                    batch_norm=flags), plan_for(rows))
+            return plan
+
+        features = forward(X, model, hidden_plan_for, BACKENDS[self.backend],
+                           self.n_jobs, n_out=units[-1])
         require_finite([features], "The last hidden layer's activations "
-                       "(transform)", bn.flat)
+                       "(transform)", model.flat)
         return features
 
     @property

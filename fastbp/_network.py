@@ -8,7 +8,7 @@ with batch normalization, each normalized layer's scale (gamma) and shift
 clipping, L-BFGS and best-weight snapshots all work on one array.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import pairwise
 
@@ -267,6 +267,19 @@ def unpack(flat, units):
         coefs.append(flat[start : start + fan_in * fan_out].reshape(fan_in, fan_out))
         intercepts.append(flat[bias_off[i] : bias_off[i] + fan_out])
     return coefs, intercepts
+
+
+def reading_params_of(plan, whole):
+    """plan (the first layers of a network) with its parameters and running
+    statistics where the whole network's plan keeps them: a pass over the
+    whole network's buffers computes the first layers only, with no copy."""
+    n = len(plan.coef_off)
+    changes = {"coef_off": whole.coef_off[:n], "bias_off": whole.bias_off[:n],
+               "n_params": whole.n_params}
+    if whole.n_running:
+        changes.update(bn_off=whole.bn_off[:n], run_off=whole.run_off[:n],
+                       n_running=whole.n_running)
+    return replace(plan, **changes)
 
 
 def pack(coefs, intercepts, dtype):

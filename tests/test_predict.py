@@ -167,3 +167,35 @@ def test_predict_sees_every_edit_of_the_fitted_weights():
         after = est.predict_proba(X)
         assert not np.allclose(before, after)
         np.testing.assert_allclose(after, _numpy_proba(est, X), rtol=1e-12)
+
+
+def _hidden_by_hand(est, X):
+    """The last hidden layer of a relu network, batch norm by its running
+    statistics where fitted with it, from the attributes as they are now."""
+    A = X
+    for i, (W, b) in enumerate(zip(est.coefs_[:-1], est.intercepts_[:-1],
+                                   strict=True)):
+        Z = A @ W + b
+        if est.batch_norm:
+            Z = (Z - est.batch_norm_mean_[i]) / np.sqrt(est.batch_norm_var_[i] + 1e-5)
+            Z = est.batch_norm_scale_[i] * Z + est.batch_norm_shift_[i]
+        A = np.maximum(Z, 0)
+    return A
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_transform_reads_the_whole_models_buffers(batch_norm):
+    # transform runs the first layers straight on the fitted buffers (a plan
+    # with the whole network's offsets): by hand, before and after edits.
+    X, y = make_classification(60, 5, n_classes=3, n_informative=3, random_state=0)
+    est = MLPClassifier((6, 4), batch_norm=batch_norm, max_iter=20,
+                        random_state=0).fit(X, y)
+    np.testing.assert_allclose(est.transform(X), _hidden_by_hand(est, X), rtol=1e-12)
+    est.coefs_[1] *= -0.7  # in place
+    if batch_norm:
+        est.batch_norm_shift_[1] += 0.3
+        est.batch_norm_mean_[0] -= 0.2
+    H = est.transform(X[:1])
+    np.testing.assert_allclose(H, _hidden_by_hand(est, X[:1]), rtol=1e-12)
+    est.coefs_ = [c * 1.1 for c in est.coefs_]  # replaced: a packed copy
+    np.testing.assert_allclose(est.transform(X), _hidden_by_hand(est, X), rtol=1e-12)
