@@ -673,6 +673,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if current.get("classes_") is None or (not s.warm_start and not s.incremental):
             binarizer = LabelBinarizer().fit(y)
             labels = {"_label_binarizer": binarizer, "classes_": binarizer.classes_}
+            Y = _known_labels_encoded(y, binarizer, binarizer.classes_)
+            if Y is not None:
+                return Y, labels
         else:
             binarizer, fitted = current["_label_binarizer"], current["classes_"]
             Y = _known_labels_encoded(y, binarizer, fitted)
