@@ -734,6 +734,11 @@ def run_epoch(plan, settings, const floating[:, ::1] X, csr,
         those of the last whole optimizer step (an interrupted step is
         abandoned before its update; grad and work are scratch) and carries
         the optimizer steps taken as its ``step`` attribute.
+    ValueError
+        When a minibatch's sample weights sum to zero (its weighted mean loss
+        and gradient are undefined; scikit-learn's np.average raises
+        ZeroDivisionError there): the epoch stops before that step, params
+        and state those of the last whole step.
     """
     cdef Net net
     cdef Hyper h = _read_settings(settings)
@@ -742,6 +747,8 @@ def run_epoch(plan, settings, const floating[:, ::1] X, csr,
     cdef Py_ssize_t since_check = 0, check_work = SIGNAL_CHECK_WORK
     cdef Py_ssize_t chunk_work = STEP_CHUNK_WORK
     cdef bint check_signals = threading.current_thread() is threading.main_thread()
+    cdef bint weightless = False, weighted = sample_weight is not None
+    cdef double batch_weight
     cdef double loss_sum = 0
     cdef const floating* A0
     cdef const Py_ssize_t* rows = NULL
@@ -780,6 +787,14 @@ def run_epoch(plan, settings, const floating[:, ::1] X, csr,
             start = 0
             while start < n:
                 nb = min(batch_size, n - start)
+                if weighted:
+                    batch_weight = 0
+                    for i in range(start, start + nb):
+                        batch_weight += sample_weight[rows[i] if rows != NULL
+                                                      else i]
+                    if batch_weight == 0:  # weights are >= 0: all of them 0
+                        weightless = True
+                        break
                 t = _step_threads(T, nb, P, &net)
                 chunks = _step_chunks(nb, P, t, &net, chunk_work)
                 # step stays the steps taken until this one is whole.
@@ -813,7 +828,15 @@ def run_epoch(plan, settings, const floating[:, ::1] X, csr,
     except BaseException as interrupt:
         interrupt.step = step
         raise
+    if weightless:
+        raise ValueError(_weightless(start, nb))
     return loss_sum, step
+
+
+def _weightless(start, nb):
+    return (f"the sample weights of a minibatch (rows {start} to {start + nb} "
+            "of the epoch's order) sum to zero: its loss and gradient are "
+            "undefined; use a larger batch_size or fewer zero weights")
 
 
 def loss_grad(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
