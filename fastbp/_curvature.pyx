@@ -34,12 +34,16 @@ pass reaches layer l + 1); pre_off[l] (GELU, SiLU) is scratch.
 """
 import threading
 
+import numpy as np
+
 from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
 
 from fastbp._blas cimport _gemm as gemm
+from fastbp import _epoch as _epoch_module
 from fastbp._epoch cimport (
-    Data, Net, _backward, _enter, _forward, _n_rows,
+    Data, Net, _add_penalty, _backward, _check_signals, _enter, _forward,
+    _n_rows, _step_chunks,
 )
 from fastbp._kernels import ACTIVATIONS
 from fastbp._kernels cimport (
@@ -347,6 +351,16 @@ def hessian_vector_product(plan, const floating[:, ::1] X, csr,
     loss : float
         The loss ``loss_grad`` returns at params; NaN when prepared.
 
+    Raises
+    ------
+    KeyboardInterrupt (or whatever a signal handler raises)
+        More than ``_epoch.STEP_CHUNK_WORK`` rows x parameters run in row
+        chunks (each its forward, backward and R passes, the shares of H v
+        summed in chunk order), pending signals checked between them in the
+        main thread; the exception leaves out, work and rwork partly
+        written. Chunked, work is never reused (``loss_grad`` left only its
+        last chunk there): prepared only makes the loss NaN.
+
     Notes
     -----
     The objective is the one whose gradient ``loss_grad`` computes: for
@@ -354,10 +368,14 @@ def hessian_vector_product(plan, const floating[:, ::1] X, csr,
     outputs, as scikit-learn's gradient.
     """
     cdef Net net
-    cdef Data d
-    cdef double loss, sw_sum = 0
-    cdef Py_ssize_t i, P = params.shape[0]
+    cdef Data d, part
+    cdef double loss, sw_sum = 0, total = 0, part_sw
+    cdef Py_ssize_t i, c, lo, hi, chunks, P = params.shape[0], L, F, m
+    cdef Py_ssize_t chunk_work = _epoch_module.STEP_CHUNK_WORK
+    cdef bint check = threading.current_thread() is threading.main_thread()
     cdef const floating* A0
+    cdef floating* g
+    cdef floating[::1] share
     arrays = _enter(plan, &net, &d, P, work.shape[0], _n_rows(X, csr), X, csr,
                     Y, sample_weight)
     _check_codes(&net)
@@ -376,6 +394,45 @@ def hessian_vector_product(plan, const floating[:, ::1] X, csr,
         for i in range(d.n_samples):
             sw_sum += sample_weight[i]
     loss = float("nan")
+    chunks = _step_chunks(d.n_samples, P, 1, &net, chunk_work)
+    if chunks > 1:
+        L = net.n_layers
+        F = net.units[0]
+        m = net.units[L]
+        share = _like(&out[0], P)
+        with nogil:
+            for c in range(chunks):
+                # Rows [lo, hi) as data of their own (CSR row pointers stay
+                # offsets into the whole data and indices).
+                lo = d.n_samples * c // chunks
+                hi = d.n_samples * (c + 1) // chunks
+                part = d
+                part.n_samples = hi - lo
+                if not d.sparse:
+                    part.X = <const floating*> d.X + lo * F
+                else:
+                    part.indptr = d.indptr + lo
+                part.Y = <const floating*> d.Y + lo * m
+                if d.sw != NULL:
+                    part.sw = <const floating*> d.sw + lo
+                g = &out[0] if c == 0 else &share[0]
+                A0 = _forward(&net, &part, &params[0], &work[0], NULL, 0,
+                              hi - lo, False)
+                # Sums, not means: no penalty, no division (x / 1 is x).
+                total += _backward(&net, &part, &params[0], g, &work[0], A0,
+                                   NULL, 0, hi - lo, 0, 0, &part_sw)
+                _r_pass(&net, &part, &params[0], &v[0], g, &work[0], &rwork[0],
+                        A0, 0, 1)
+                if c > 0:
+                    for i in range(P):
+                        out[i] = out[i] + g[i]
+                if check and c < chunks - 1:
+                    _check_signals()
+            _finish_hv(&net, &out[0], &v[0], alpha, sw_sum)
+            if not prepared:
+                loss = _add_penalty(&net, &params[0], alpha, 0, sw_sum,
+                                    total / sw_sum)
+        return loss
     with nogil:
         if prepared:
             # What _forward returns for a full batch without a row order.
@@ -389,6 +446,25 @@ def hessian_vector_product(plan, const floating[:, ::1] X, csr,
         _r_pass(&net, &d, &params[0], &v[0], &out[0], &work[0], &rwork[0], A0,
                 alpha, sw_sum)
     return loss
+
+
+cdef floating[::1] _like(const floating* like, Py_ssize_t n):
+    """Buffer of n of like's type."""
+    return np.empty(n, np.float64 if floating is double else np.float32)
+
+
+cdef void _finish_hv(Net* net, floating* out, const floating* v, double alpha,
+                     double sw_sum) noexcept nogil:
+    """The summed chunks' H v sums to H v, as _r_pass finishes a whole pass:
+    (sum + alpha V_W) / S for coefficients, sum / S for intercepts."""
+    cdef Py_ssize_t l, j, fan_out
+    for l in range(net.n_layers):
+        fan_out = net.units[l + 1]
+        _l2_grad(out + net.coef_off[l], v + net.coef_off[l],
+                 net.units[l] * fan_out, <floating> alpha, <floating> sw_sum)
+        for j in range(fan_out):
+            out[net.bias_off[l] + j] = out[net.bias_off[l] + j] / \
+                <floating> sw_sum
 
 
 def jacobian(plan, const floating[:, ::1] X, csr, const floating[::1] params,

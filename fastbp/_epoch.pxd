@@ -1,6 +1,7 @@
 # Shared with _curvature.pyx: the network and data descriptions, the checked
 # entry sequence (_enter: _read_plan, _check_data, _set_data) and the
-# forward and backward cores it guards.
+# forward and backward cores it guards; the penalty, the row-chunk rule and
+# the signal check of huge passes.
 from cython cimport floating
 
 
@@ -70,3 +71,9 @@ cdef double _backward(Net* net, Data* d, const floating* params,
                       floating* grad, floating* work, const floating* A0,
                       const Py_ssize_t* rows, Py_ssize_t row0, Py_ssize_t nb,
                       double alpha, double l1, double* share_sw) noexcept nogil
+cdef double _add_penalty(Net* net, const floating* params, double alpha,
+                         double l1, double sw_sum, double loss) noexcept nogil
+cdef Py_ssize_t _step_chunks(Py_ssize_t nb, Py_ssize_t P, int T,
+                             const Net* net,
+                             Py_ssize_t chunk_work) noexcept nogil
+cdef int _check_signals() except -1 nogil

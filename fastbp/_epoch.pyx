@@ -82,6 +82,14 @@ def max_threads():
 # signals in run_epoch: a few milliseconds of work, so Ctrl-C stops a long
 # epoch quickly while the check (taking the GIL) costs nothing measurable.
 SIGNAL_CHECK_WORK = 1 << 22
+# A step (or full-batch pass) of more rows x parameters than this runs in row
+# chunks, with a signal check between them: 2^30 is about 0.1 s on this
+# machine (a 60000-row step on (1024, 1024) is 2^36.7, ~9 s in float32), so
+# well under a second on one several times slower, while a chunk's one extra
+# pass over the P gradient entries stays small beside its 3 x 576
+# multiply-adds per parameter (on that network; the step measured no slower).
+# Read on every call, so tests can lower it.
+STEP_CHUNK_WORK = 1 << 30
 
 
 # Net, Data and _Arrays' fields are declared in _epoch.pxd.
@@ -466,6 +474,29 @@ cdef void _finish_range(Net* net, const floating* params, floating* grad,
             grad[j] = grad[j] / <floating> sw_sum
 
 
+cdef Py_ssize_t _step_chunks(Py_ssize_t nb, Py_ssize_t P, int T,
+                             const Net* net,
+                             Py_ssize_t chunk_work) noexcept nogil:
+    """Row chunks of a step of nb rows on T threads: one (the step as it
+    always was) up to chunk_work rows x parameters or with batch norm (its
+    statistics are the whole batch's); else enough that each holds about
+    chunk_work, and at least T MIN_SHARE_ROWS rows. Depends on its arguments
+    only, so a trajectory never depends on timing."""
+    cdef Py_ssize_t c
+    if net.bn_off != NULL or chunk_work < 1 or nb * P <= chunk_work:
+        return 1
+    c = (nb * P + chunk_work - 1) // chunk_work
+    return max(1, min(c, nb // (<Py_ssize_t> T * MIN_SHARE_ROWS)))
+
+
+cdef int _check_signals() except -1 nogil:
+    """PyErr_CheckSignals with the GIL taken: a handler's exception (Ctrl-C's
+    KeyboardInterrupt) propagates from here. Main thread only."""
+    with gil:
+        PyErr_CheckSignals()
+    return 0
+
+
 cdef inline int _step_threads(int n_threads, Py_ssize_t nb, Py_ssize_t P,
                               const Net* net) noexcept nogil:
     """Threads for a step of nb rows: one when the step is too small to gain
@@ -560,44 +591,69 @@ cdef inline void _update(int solver, floating* params, const floating* grad,
 cdef double _threaded_step(Net* net, Data* d, floating* params,
                            floating* grad, floating* work, floating* scratch,
                            Py_ssize_t W, Py_ssize_t P, const Py_ssize_t* rows,
-                           Py_ssize_t row0, Py_ssize_t nb, int T, double alpha,
-                           double l1, const Hyper* h, floating* state,
-                           Py_ssize_t step) noexcept nogil:
-    """_forward and _backward of a batch on T threads, then (with h) the
-    optimizer's step t: thread t takes rows [nb t / T, nb (t + 1) / T) into
-    its own workspace and gradient (thread 0 work and grad, thread t > 0 the
-    t-th (W + P) slice of scratch); then parameters [P t / T, P (t + 1) / T):
-    the shares' gradients summed in thread order, divided and penalized, and
-    updated. The result depends on T only, never on timing: every parameter
-    pass is elementwise, and the penalty's sums are added in thread order.
+                           Py_ssize_t row0, Py_ssize_t nb, int T, Py_ssize_t C,
+                           double alpha, double l1, const Hyper* h,
+                           floating* state, Py_ssize_t step,
+                           bint check) except? -1 nogil:
+    """_forward and _backward of a batch in C row chunks on T threads, then
+    (with h) the optimizer's step t. Chunk c is rows [nb c / C, nb (c + 1) /
+    C); thread t takes its share [n t / T, n (t + 1) / T) of a chunk's n rows
+    into its own workspace and gradient (thread 0 work and grad, in later
+    chunks the P after the other threads' slices; thread t > 0 the t-th
+    (W + P) slice of scratch, which then holds (T - 1) (W + P) + P with
+    C > 1). Each chunk's shares are summed into grad in thread order; after
+    the last, parameters [P t / T, P (t + 1) / T) are divided, penalized and
+    updated. The result depends on T and C only, never on timing: every
+    parameter pass is elementwise, the penalty's sums are added in thread
+    order. With check, pending signals are checked between chunks: a
+    handler's exception abandons the step before the update (params and
+    state untouched; grad and work hold partial sums).
     Returns the batch loss (at the parameters before the update)."""
     cdef double part_loss[MAX_THREADS]
     cdef double part_sw[MAX_THREADS]
     cdef double part_sq[MAX_THREADS]
     cdef double part_ab[MAX_THREADS]
     cdef double loss = 0, sw_sum = 0, sq = 0, ab = 0
-    cdef Py_ssize_t lo, hi, i
-    cdef int t, u
+    cdef Py_ssize_t lo, hi, i, c, c0, cn
+    cdef int t, u, first = 1
     cdef floating* wk
     cdef floating* g
     cdef floating* other
+    cdef floating* grad0 = scratch + (T - 1) * (W + P)  # thread 0's, c > 0
     cdef const floating* A0
-    for t in prange(T, num_threads=T, schedule="static", chunksize=1):
-        lo = row0 + nb * t // T
-        hi = row0 + nb * (t + 1) // T
-        wk = work if t == 0 else scratch + (t - 1) * (W + P)
-        g = grad if t == 0 else scratch + (t - 1) * (W + P) + W
-        A0 = _forward(net, d, params, wk, rows, lo, hi - lo, True)
-        part_loss[t] = _backward(net, d, params, g, wk, A0, rows, lo, hi - lo,
-                                 alpha, l1, &part_sw[t])
-    for t in range(T):
-        loss += part_loss[t]
-        sw_sum += part_sw[t]
+    for c in range(C):
+        c0 = row0 + nb * c // C
+        cn = row0 + nb * (c + 1) // C - c0
+        for t in prange(T, num_threads=T, schedule="static", chunksize=1):
+            lo = c0 + cn * t // T
+            hi = c0 + cn * (t + 1) // T
+            wk = work if t == 0 else scratch + (t - 1) * (W + P)
+            g = (grad if c == 0 else grad0) if t == 0 else \
+                scratch + (t - 1) * (W + P) + W
+            A0 = _forward(net, d, params, wk, rows, lo, hi - lo, True)
+            part_loss[t] = _backward(net, d, params, g, wk, A0, rows, lo,
+                                     hi - lo, alpha, l1, &part_sw[t])
+        for t in range(T):
+            loss += part_loss[t]
+            sw_sum += part_sw[t]
+        # The first chunk's thread 0 share is in grad already.
+        first = 1 if c == 0 else 0
+        if c == C - 1:
+            break
+        for t in prange(T, num_threads=T, schedule="static", chunksize=1):
+            lo = P * t // T
+            hi = P * (t + 1) // T
+            for u in range(first, T):
+                other = grad0 if u == 0 else scratch + (u - 1) * (W + P) + W
+                for i in range(lo, hi):
+                    grad[i] = grad[i] + other[i]
+        if check:
+            _check_signals()
     for t in prange(T, num_threads=T, schedule="static", chunksize=1):
         lo = P * t // T
         hi = P * (t + 1) // T
-        for u in range(1, T):
-            other = scratch + (u - 1) * (W + P) + W
+        for u in range(first, T):
+            other = grad0 if u == 0 else scratch + (u - 1) * (W + P) + W
             for i in range(lo, hi):
                 grad[i] = grad[i] + other[i]
         part_sq[t] = 0
@@ -672,18 +728,27 @@ def run_epoch(plan, settings, const floating[:, ::1] X, csr,
     ------
     KeyboardInterrupt (or whatever a signal handler raises)
         In the main thread, pending signals are checked between minibatches
-        every SIGNAL_CHECK_WORK multiply-adds; the exception stops the epoch
-        after a whole optimizer step (params and state stay consistent) and
-        carries the optimizer steps taken as its ``step`` attribute.
+        every SIGNAL_CHECK_WORK multiply-adds, and inside a step of more than
+        STEP_CHUNK_WORK (rows x parameters; not with batch norm), which runs
+        in row chunks, between chunks. The exception leaves params and state
+        those of the last whole optimizer step (an interrupted step is
+        abandoned before its update; grad and work are scratch) and carries
+        the optimizer steps taken as its ``step`` attribute.
+    ValueError
+        When a minibatch's sample weights sum to zero (its weighted mean loss
+        and gradient are undefined; scikit-learn's np.average raises
+        ZeroDivisionError there): the epoch stops before that step, params
+        and state those of the last whole step.
     """
     cdef Net net
     cdef Hyper h = _read_settings(settings)
     cdef Data d
-    cdef Py_ssize_t n, start, nb, i, P = params.shape[0]
+    cdef Py_ssize_t n, start, nb, i, P = params.shape[0], chunks, taken
     cdef Py_ssize_t since_check = 0, check_work = SIGNAL_CHECK_WORK
+    cdef Py_ssize_t chunk_work = STEP_CHUNK_WORK
     cdef bint check_signals = threading.current_thread() is threading.main_thread()
-    cdef bint interrupted = False
-    interrupt = None
+    cdef bint weightless = False, weighted = sample_weight is not None
+    cdef double batch_weight
     cdef double loss_sum = 0
     cdef const floating* A0
     cdef const Py_ssize_t* rows = NULL
@@ -712,49 +777,66 @@ def run_epoch(plan, settings, const floating[:, ::1] X, csr,
     net.seed = seed
     T = min(h.n_threads, MAX_THREADS,
             _step_threads(h.n_threads, min(batch_size, n), P, &net))
-    cdef floating[::1] scratch = _scratch(&params[0], (T - 1) * (W + P))
-    with nogil:
-        start = 0
-        while start < n:
-            nb = min(batch_size, n - start)
-            t = _step_threads(T, nb, P, &net)
-            if counts_steps(h.solver):
-                step += 1
-            if t > 1:
-                # The update runs on the threads too, split over the
-                # parameters, unless clipping needs the whole gradient first.
-                loss_sum += nb * _threaded_step(
-                    &net, &d, &params[0], &grad[0], &work[0], &scratch[0], W, P,
-                    rows, start, nb, t, h.alpha, h.l1,
-                    NULL if clip else &h, &state[0], step)
-            else:
-                A0 = _forward(&net, &d, &params[0], &work[0], rows, start, nb,
-                              True)
-                loss_sum += nb * _backward(&net, &d, &params[0], &grad[0],
-                                           &work[0], A0, rows, start, nb,
-                                           h.alpha, h.l1, NULL)
-            if t == 1 or clip:
-                if clip:
-                    _clip_gradient(&grad[0], P, h.clip_norm, h.clip_value)
-                _update(h.solver, &params[0], &grad[0], &state[0], P, P, step,
-                        &h)
-            start += nb
-            if check_signals:
-                since_check += nb * P
-                if since_check >= check_work:
-                    since_check = 0
-                    with gil:
-                        try:
-                            PyErr_CheckSignals()
-                        except BaseException as e:
-                            interrupt = e
-                            interrupted = True
-                    if interrupted:
+    # Chunked steps need thread 0's share gradient beside the others' slices.
+    cdef floating[::1] scratch = _scratch(
+        &params[0], (T - 1) * (W + P)
+        + (P if _step_chunks(min(batch_size, n), P, 1, &net, chunk_work) > 1
+           else 0))
+    try:
+        with nogil:
+            start = 0
+            while start < n:
+                nb = min(batch_size, n - start)
+                if weighted:
+                    batch_weight = 0
+                    for i in range(start, start + nb):
+                        batch_weight += sample_weight[rows[i] if rows != NULL
+                                                      else i]
+                    if batch_weight == 0:  # weights are >= 0: all of them 0
+                        weightless = True
                         break
-    if interrupt is not None:
+                t = _step_threads(T, nb, P, &net)
+                chunks = _step_chunks(nb, P, t, &net, chunk_work)
+                # step stays the steps taken until this one is whole.
+                taken = step + 1 if counts_steps(h.solver) else step
+                if t > 1 or chunks > 1:
+                    # The update runs on the threads too, split over the
+                    # parameters, unless clipping needs the whole gradient
+                    # first.
+                    loss_sum += nb * _threaded_step(
+                        &net, &d, &params[0], &grad[0], &work[0], &scratch[0],
+                        W, P, rows, start, nb, t, chunks, h.alpha, h.l1,
+                        NULL if clip else &h, &state[0], taken, check_signals)
+                else:
+                    A0 = _forward(&net, &d, &params[0], &work[0], rows, start,
+                                  nb, True)
+                    loss_sum += nb * _backward(&net, &d, &params[0], &grad[0],
+                                               &work[0], A0, rows, start, nb,
+                                               h.alpha, h.l1, NULL)
+                if (t == 1 and chunks == 1) or clip:
+                    if clip:
+                        _clip_gradient(&grad[0], P, h.clip_norm, h.clip_value)
+                    _update(h.solver, &params[0], &grad[0], &state[0], P, P,
+                            taken, &h)
+                step = taken
+                start += nb
+                if check_signals:
+                    since_check += nb * P
+                    if since_check >= check_work:
+                        since_check = 0
+                        _check_signals()
+    except BaseException as interrupt:
         interrupt.step = step
-        raise interrupt
+        raise
+    if weightless:
+        raise ValueError(_weightless(start, nb))
     return loss_sum, step
+
+
+def _weightless(start, nb):
+    return (f"the sample weights of a minibatch (rows {start} to {start + nb} "
+            "of the epoch's order) sum to zero: its loss and gradient are "
+            "undefined; use a larger batch_size or fewer zero weights")
 
 
 def loss_grad(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
@@ -772,15 +854,26 @@ def loss_grad(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
 
     n_threads > 1 shares the rows among threads as a training step does
     (not with batch norm, nor for small batches); work then holds thread
-    0's share only, so it cannot prepare hessian_vector_product.
+    0's share only, so it cannot prepare hessian_vector_product. More than
+    STEP_CHUNK_WORK rows x parameters (no batch norm) run in row chunks as
+    a training step's do; work then holds the last chunk (which
+    hessian_vector_product knows: it then recomputes).
 
     The plan must hold all n_samples rows in one pass. Used by L-BFGS.
+
+    Raises
+    ------
+    KeyboardInterrupt (or whatever a signal handler raises)
+        In the main thread, pending signals are checked between chunks; the
+        exception leaves grad, work and running partly written.
     """
     cdef Net net
     cdef Data d
     cdef double loss
     cdef const floating* A0
-    cdef Py_ssize_t P = params.shape[0], W = plan.work_size
+    cdef Py_ssize_t P = params.shape[0], W = plan.work_size, chunks
+    cdef Py_ssize_t chunk_work = STEP_CHUNK_WORK
+    cdef bint check = threading.current_thread() is threading.main_thread()
     cdef int T
     arrays = _enter(plan, &net, &d, P, work.shape[0], _n_rows(X, csr), X, csr,
                     Y, sample_weight)
@@ -793,12 +886,14 @@ def loss_grad(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
         raise ValueError(f"n_threads must be >= 1, got {n_threads}")
     net.seed = seed
     T = _step_threads(min(n_threads, MAX_THREADS), d.n_samples, P, &net)
-    cdef floating[::1] scratch = _scratch(&params[0], (T - 1) * (W + P))
+    chunks = _step_chunks(d.n_samples, P, T, &net, chunk_work)
+    cdef floating[::1] scratch = _scratch(
+        &params[0], (T - 1) * (W + P) + (P if chunks > 1 else 0))
     with nogil:
-        if T > 1:
+        if T > 1 or chunks > 1:
             loss = _threaded_step(&net, &d, &params[0], &grad[0], &work[0],
                                   &scratch[0], W, P, NULL, 0, d.n_samples, T,
-                                  alpha, l1, NULL, NULL, 0)
+                                  chunks, alpha, l1, NULL, NULL, 0, check)
         else:
             A0 = _forward(&net, &d, &params[0], &work[0], NULL, 0, d.n_samples,
                           True)

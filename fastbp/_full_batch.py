@@ -92,6 +92,9 @@ class Objective:
         params = self._load(params)
         args = (self.plan, self.X, self.csr, self.Y, self.sw, params, self.grad,
                 self.work, self.alpha, self.l1)
+        # An interrupted pass (Ctrl-C between row chunks) leaves work half
+        # written: not ready until the pass returns.
+        self.ready = False
         if self.running is None and self.n_threads == 1:
             loss = self.backend.epoch.loss_grad(*args)
         else:
@@ -111,9 +114,10 @@ class Objective:
         params = self._load(params)
         v = np.ascontiguousarray(v, dtype=params.dtype)
         out = np.empty_like(params)
+        prepared, self.ready = self.ready, False  # as in engine_loss_grad
         self.backend.curvature.hessian_vector_product(
             self.plan, self.X, self.csr, self.Y, self.sw, params, v, out,
-            self.work, self.rwork, self.alpha, self.ready,
+            self.work, self.rwork, self.alpha, prepared,
         )
         self.ready = self.backend.reuses_work
         return out

@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import erf, expit, ndtr, xlogy
 
+from fastbp._epoch import _weightless as _epoch_weightless
 from fastbp._kernels import ACTIVATIONS, BATCH_NORM_EPS, BATCH_NORM_MOMENTUM, LOSSES
 from fastbp._network import bn_views, unpack
 from fastbp._optimizers import COUNTS_STEPS, SOLVERS, STATE_ARRAYS
@@ -423,6 +424,8 @@ def run_epoch(plan, settings, X, csr, Y, sample_weight, order, batch_size, param
     for start in range(0, n_samples, batch_size):
         rows = order[start : start + batch_size]
         sw = None if sample_weight is None else sample_weight[rows]
+        if sw is not None and not sw.any():
+            raise ValueError(_epoch_weightless(start, len(rows)))
         loss, grad_W, grad_b = _backprop(
             plan, X[rows], Y[rows], sw, coefs, intercepts, alpha, l1, seed, start,
             bn,

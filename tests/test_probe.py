@@ -38,12 +38,7 @@ BATCH_TIMEOUT = 300  # seconds per child: a hang is a case that outlasts it
 
 # Findings reported and not fixed here (the engine's), by a line of their
 # traceback: counted and printed, not failed on. Remove an entry once fixed.
-KNOWN_OPEN = {
-    "ZeroDivisionError: Weights sum to zero": (
-        "a minibatch whose sample weights are all 0: the NumPy twin's "
-        "np.average raises (the compiled epoch reports a NaN loss as "
-        "divergence; scikit-learn raises ZeroDivisionError too)"),
-}
+KNOWN_OPEN = {}
 
 SOLVERS = ["sgd", "adam", "lbfgs", "newton", "adagrad", "rmsprop", "adadelta",
            "adamw", "adamax", "nadam"]

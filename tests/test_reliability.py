@@ -1001,3 +1001,18 @@ def test_transform_and_jacobian_refuse_overflowing_input(cls):
     assert refused >= 2  # the inputs do overflow: the rule was exercised
     # Finite input still gives finite output.
     assert np.isfinite(est.transform(X)).all() and np.isfinite(est.jacobian(X)).all()
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_a_minibatch_of_zero_weights_is_refused_naming_it(backend, method):
+    """Its weighted mean loss is undefined (scikit-learn's np.average raises
+    ZeroDivisionError): both backends raise the same ValueError, and the
+    estimator keeps what it had."""
+    X, y = make_regression_data(8, 3)
+    sample_weight = np.r_[np.ones(4), np.zeros(4)]  # the second batch
+    est = MLPRegressor(hidden_layer_sizes=(4,), batch_size=4, shuffle=False,
+                       max_iter=3, random_state=0, backend=backend)
+    with pytest.raises(ValueError, match=r"rows 4 to 8 .* sum to zero"):
+        getattr(est, method)(X, y, sample_weight=sample_weight)
+    assert not hasattr(est, "coefs_")
