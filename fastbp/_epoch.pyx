@@ -588,6 +588,22 @@ cdef inline void _update(int solver, floating* params, const floating* grad,
                     <floating> h.epsilon)
 
 
+cdef inline void _add_shares(floating* grad, const floating* scratch,
+                             const floating* grad0, Py_ssize_t W, Py_ssize_t P,
+                             Py_ssize_t lo, Py_ssize_t hi, int first,
+                             int T) noexcept nogil:
+    """grad[lo:hi] += the other shares' gradients there, in thread order:
+    thread 0's own (grad0) unless first, then thread u > 0's (the u-th
+    (W + P) slice of scratch, after its workspace)."""
+    cdef Py_ssize_t i
+    cdef int u
+    cdef const floating* other
+    for u in range(first, T):
+        other = grad0 if u == 0 else scratch + (u - 1) * (W + P) + W
+        for i in range(lo, hi):
+            grad[i] = grad[i] + other[i]
+
+
 cdef double _threaded_step(Net* net, Data* d, floating* params,
                            floating* grad, floating* work, floating* scratch,
                            Py_ssize_t W, Py_ssize_t P, const Py_ssize_t* rows,
@@ -614,11 +630,10 @@ cdef double _threaded_step(Net* net, Data* d, floating* params,
     cdef double part_sq[MAX_THREADS]
     cdef double part_ab[MAX_THREADS]
     cdef double loss = 0, sw_sum = 0, sq = 0, ab = 0
-    cdef Py_ssize_t lo, hi, i, c, c0, cn
-    cdef int t, u, first = 1
+    cdef Py_ssize_t lo, hi, c, c0, cn
+    cdef int t, first = 1
     cdef floating* wk
     cdef floating* g
-    cdef floating* other
     cdef floating* grad0 = scratch + (T - 1) * (W + P)  # thread 0's, c > 0
     cdef const floating* A0
     for c in range(C):
@@ -641,21 +656,14 @@ cdef double _threaded_step(Net* net, Data* d, floating* params,
         if c == C - 1:
             break
         for t in prange(T, num_threads=T, schedule="static", chunksize=1):
-            lo = P * t // T
-            hi = P * (t + 1) // T
-            for u in range(first, T):
-                other = grad0 if u == 0 else scratch + (u - 1) * (W + P) + W
-                for i in range(lo, hi):
-                    grad[i] = grad[i] + other[i]
+            _add_shares(grad, scratch, grad0, W, P, P * t // T,
+                        P * (t + 1) // T, first, T)
         if check:
             _check_signals()
     for t in prange(T, num_threads=T, schedule="static", chunksize=1):
         lo = P * t // T
         hi = P * (t + 1) // T
-        for u in range(first, T):
-            other = grad0 if u == 0 else scratch + (u - 1) * (W + P) + W
-            for i in range(lo, hi):
-                grad[i] = grad[i] + other[i]
+        _add_shares(grad, scratch, grad0, W, P, lo, hi, first, T)
         part_sq[t] = 0
         part_ab[t] = 0
         _finish_range(net, params, grad, lo, hi, alpha, l1, sw_sum,

@@ -61,6 +61,20 @@ def _fit_lock(estimator):
 _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 
 
+def _plans_by_rows(plans, make):
+    """plan_for(rows): make(rows), kept in the dict plans (a few sizes at a
+    time: predict's row counts vary, each plan is cheap to remake)."""
+    def plan_for(rows):
+        plan = plans.get(rows)
+        if plan is None:
+            if len(plans) > 16:
+                plans.clear()
+            plan = plans[rows] = make(rows)
+        return plan
+
+    return plan_for
+
+
 def _known_labels_encoded(y, binarizer, fitted):
     """binarizer.transform(y), reshaped to (n, n_outputs), for a 1-D array of
     plain labels that are all among the sorted fitted ones; None otherwise,
@@ -335,16 +349,8 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             return cached
         model = self._fitted_model()
         network = self._network()
-        plans = {}
-
-        def plan_for(rows):
-            plan = plans.get(rows)
-            if plan is None:
-                if len(plans) > 16:
-                    plans.clear()
-                plan = plans[rows] = network.plan(model.units, rows,
-                                                  batch_norm=model.batch_norm)
-            return plan
+        plan_for = _plans_by_rows({}, lambda rows: network.plan(
+            model.units, rows, batch_norm=model.batch_norm))
 
         cached = model, plan_for
         # Only a model the attributes view: in-place edits of coefs_ show in
@@ -403,19 +409,11 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         # The network without its output layer, batch norm on every layer
         # of it, reading the whole model's buffers (no copy, so edits show).
         flags = (model.batch_norm,) * (len(units) - 1)
-
-        plans = memo.setdefault("hidden_plans", {})  # offsets only: safe
-
-        def hidden_plan_for(rows):
-            plan = plans.get(rows)
-            if plan is None:
-                if len(plans) > 16:
-                    plans.clear()
-                plan = plans[rows] = reading_params_of(make_plan(
-                    units, acts[:-1], acts[-1], "squared_error", rows, False,
-                    batch_norm=flags), plan_for(rows))
-            return plan
-
+        hidden_plan_for = _plans_by_rows(
+            memo.setdefault("hidden_plans", {}),  # offsets only: safe to keep
+            lambda rows: reading_params_of(make_plan(
+                units, acts[:-1], acts[-1], "squared_error", rows, False,
+                batch_norm=flags), plan_for(rows)))
         features = forward(X, model, hidden_plan_for, BACKENDS[self.backend],
                            self.n_jobs, n_out=units[-1])
         require_finite([features], "The last hidden layer's activations "
