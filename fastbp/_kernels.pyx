@@ -107,6 +107,31 @@ cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,
     cdef Py_ssize_t i, j
     cdef floating* z
     cdef floating v, mx
+    if act == SOFTMAX:
+        # Rows shifted by their maximum so exp never overflows; then one exp
+        # call over the block, as scikit-learn's over the whole array (the
+        # same bits: NumPy's exp is elementwise), then each row's sum.
+        for i in range(n):
+            z = Z + i * m
+            for j in range(m):
+                z[j] = z[j] + b[j]
+            if pre != NULL:
+                memcpy(pre + i * m, z, m * sizeof(floating))
+            mx = z[0]
+            for j in range(1, m):
+                if z[j] > mx:
+                    mx = z[j]
+            for j in range(m):
+                z[j] = z[j] - mx
+        _numpy_loop(Z, n * m, _EXP_F, _EXP_D)
+        for i in range(n):
+            z = Z + i * m
+            v = 0
+            for j in range(m):
+                v = v + z[j]
+            for j in range(m):
+                z[j] = z[j] / v
+        return
     if act == TANH or act == EXP or act == LOGISTIC:
         for i in range(n):
             z = Z + i * m
@@ -130,22 +155,6 @@ cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,
             for j in range(m):
                 v = z[j] + b[j]
                 z[j] = 0 if v < 0 else v  # NaN passes through, as np.maximum
-        elif act == SOFTMAX:
-            # Subtract the row maximum so exp never overflows.
-            for j in range(m):
-                z[j] = z[j] + b[j]
-            mx = z[0]
-            for j in range(1, m):
-                if z[j] > mx:
-                    mx = z[j]
-            for j in range(m):
-                z[j] = z[j] - mx
-            _numpy_loop(z, m, _EXP_F, _EXP_D)
-            v = 0
-            for j in range(m):
-                v = v + z[j]
-            for j in range(m):
-                z[j] = z[j] / v
         elif act >= LEAKY_RELU:
             for j in range(m):
                 z[j] = _act_value(z[j] + b[j], act)
@@ -228,24 +237,41 @@ cdef double _loss_delta(const floating* P, const floating* Y,
         y_row = Y + row * m
         p_row = P + r * m
         d_row = delta + r * m
-        acc = 0
+        # The delta first, in loops of its own that vectorize; then the
+        # loss terms, each loss in its own loop (log only where y needs it).
         for k in range(m):
             d_row[k] = p_row[k] - y_row[k]
-            if sw != NULL:
+        if sw != NULL:
+            for k in range(m):
                 d_row[k] = d_row[k] * <floating> w
-            y = y_row[k]
-            p = p_row[k]
-            if loss == SQUARED_ERROR:
+        acc = 0
+        if loss == SQUARED_ERROR:
+            for k in range(m):
+                y = y_row[k]
+                p = p_row[k]
                 acc += (y - p) * (y - p)
-            elif loss == POISSON:
+        elif loss == POISSON:
+            for k in range(m):
+                y = y_row[k]
+                p = p_row[k]
                 acc += p - y
                 if y != 0:
                     acc += y * log(y / p)
-            else:
+        elif loss == LOG_LOSS:
+            for k in range(m):
+                y = y_row[k]
+                if y != 0:
+                    p = p_row[k]
+                    q = eps if p < eps else (1 - eps if p > 1 - eps else p)
+                    acc += y * log(q)
+        else:
+            for k in range(m):
+                y = y_row[k]
+                p = p_row[k]
                 q = eps if p < eps else (1 - eps if p > 1 - eps else p)
                 if y != 0:
                     acc += y * log(q)
-                if loss == BINARY_LOG_LOSS and y != 1:
+                if y != 1:
                     acc += (1 - y) * log(1 - q)
         total += w * acc
     sw_sum[0] = wsum
@@ -362,13 +388,46 @@ cdef void _dropout_backward(floating* A, const floating* mask, floating* delta,
         A[i] = A[i] * keep
 
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FASTBP_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+    #elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+    #include <xmmintrin.h>
+    #define FASTBP_PREFETCH(p) _mm_prefetch((const char*)(p), _MM_HINT_T0)
+    #else
+    #define FASTBP_PREFETCH(p) ((void)(p))
+    #endif
+    """
+    void _prefetch "FASTBP_PREFETCH"(const void* p) noexcept nogil
+
+# Rows ahead that _gather_rows asks the memory for: shuffled rows are
+# scattered over X, and the copy otherwise waits on each row in turn.
+cdef enum:
+    GATHER_AHEAD = 8
+
+
+cdef inline void _prefetch_row(const floating* x, Py_ssize_t n) noexcept nogil:
+    """Ask for the cache lines of x[:n] (64 bytes each)."""
+    cdef Py_ssize_t j = 0
+    while j < n:
+        _prefetch(x + j)
+        j += 64 // sizeof(floating)
+    _prefetch(x + n - 1)
+
+
 cdef void _gather_rows(const floating* X, Py_ssize_t n_features,
                        const Py_ssize_t* rows, Py_ssize_t row0, Py_ssize_t n,
                        floating* out) noexcept nogil:
     """out[r, :] = X[rows[row0 + r], :]."""
     cdef Py_ssize_t r, j
     cdef const floating* x
+    for r in range(min(n, GATHER_AHEAD)):
+        _prefetch_row(X + rows[row0 + r] * n_features, n_features)
     for r in range(n):
+        if r + GATHER_AHEAD < n:
+            _prefetch_row(X + rows[row0 + r + GATHER_AHEAD] * n_features,
+                          n_features)
         x = X + rows[row0 + r] * n_features
         for j in range(n_features):
             out[r * n_features + j] = x[j]
