@@ -9,7 +9,7 @@ from cython cimport floating
 from libc.math cimport sqrt
 from libc.string cimport memcpy, memset
 
-from fastbp._simd cimport avx2_void, use_avx2
+from fastbp._simd cimport avx2_void, rule_void, use_avx2
 
 import numpy as np
 import scipy.special
@@ -100,12 +100,9 @@ cdef inline floating _act_value(floating v, int act) noexcept nogil:
     return v
 
 
-cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,
-                    Py_ssize_t m, int act, floating* pre) noexcept nogil:
-    """Z[i, :] = act(Z[i, :] + b) in place; softmax is row-wise.
-
-    When pre is not NULL, the pre-activation Z + b is also written there.
-    """
+cdef inline rule_void _bias_act_rule(floating* Z, const floating* b,
+                                     Py_ssize_t n, Py_ssize_t m, int act,
+                                     floating* pre) noexcept nogil:
     cdef Py_ssize_t i, j
     cdef floating* z
     cdef floating v, mx
@@ -165,12 +162,28 @@ cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,
                 z[j] = z[j] + b[j]
 
 
-cdef void _act_grad(const floating* A, const floating* Z, floating* delta,
-                    Py_ssize_t n, Py_ssize_t m, int act) noexcept nogil:
-    """delta *= act'(Z), written through the activation A = act(Z).
+cdef avx2_void _bias_act_avx2(floating* Z, const floating* b, Py_ssize_t n,
+                              Py_ssize_t m, int act,
+                              floating* pre) noexcept nogil:
+    _bias_act_rule(Z, b, n, m, act, pre)
 
-    Only GELU and SiLU read the pre-activation Z (NULL for the others).
+
+cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,
+                    Py_ssize_t m, int act, floating* pre) noexcept nogil:
+    """Z[i, :] = act(Z[i, :] + b) in place; softmax is row-wise.
+
+    When pre is not NULL, the pre-activation Z + b is also written there.
     """
+    # AVX2 where the CPU has it (fastbp._simd).
+    if use_avx2():
+        _bias_act_avx2(Z, b, n, m, act, pre)
+    else:
+        _bias_act_rule(Z, b, n, m, act, pre)
+
+
+cdef inline rule_void _act_grad_rule(const floating* A, const floating* Z,
+                                     floating* delta, Py_ssize_t n,
+                                     Py_ssize_t m, int act) noexcept nogil:
     cdef Py_ssize_t i, size = n * m
     cdef floating s, a
     # Selects rather than conditional stores: the loops then vectorize and
@@ -212,6 +225,25 @@ cdef void _act_grad(const floating* A, const floating* Z, floating* delta,
         for i in range(size):
             s = _logistic(Z[i])
             delta[i] = delta[i] * s * (1 + Z[i] * (1 - s))
+
+
+cdef avx2_void _act_grad_avx2(const floating* A, const floating* Z,
+                              floating* delta, Py_ssize_t n, Py_ssize_t m,
+                              int act) noexcept nogil:
+    _act_grad_rule(A, Z, delta, n, m, act)
+
+
+cdef void _act_grad(const floating* A, const floating* Z, floating* delta,
+                    Py_ssize_t n, Py_ssize_t m, int act) noexcept nogil:
+    """delta *= act'(Z), written through the activation A = act(Z).
+
+    Only GELU and SiLU read the pre-activation Z (NULL for the others).
+    """
+    # AVX2 where the CPU has it (fastbp._simd).
+    if use_avx2():
+        _act_grad_avx2(A, Z, delta, n, m, act)
+    else:
+        _act_grad_rule(A, Z, delta, n, m, act)
 
 
 cdef double _loss_delta(const floating* P, const floating* Y,
@@ -285,9 +317,9 @@ cdef double _loss_delta(const floating* P, const floating* Y,
     return -total
 
 
-cdef void _bias_grad(const floating* delta, Py_ssize_t n, Py_ssize_t m,
-                     floating sw_sum, floating* out) noexcept nogil:
-    """out = delta.sum(axis=0) / sw_sum, summing rows in order as NumPy does."""
+cdef inline rule_void _bias_grad_rule(const floating* delta, Py_ssize_t n,
+                                      Py_ssize_t m, floating sw_sum,
+                                      floating* out) noexcept nogil:
     cdef Py_ssize_t i, j
     for j in range(m):
         out[j] = 0
@@ -298,9 +330,25 @@ cdef void _bias_grad(const floating* delta, Py_ssize_t n, Py_ssize_t m,
         out[j] = out[j] / sw_sum
 
 
-cdef inline void _l2_rule(floating* grad_W, const floating* W,
-                          Py_ssize_t size, floating alpha,
-                          floating sw_sum) noexcept nogil:
+cdef avx2_void _bias_grad_avx2(const floating* delta, Py_ssize_t n,
+                               Py_ssize_t m, floating sw_sum,
+                               floating* out) noexcept nogil:
+    _bias_grad_rule(delta, n, m, sw_sum, out)
+
+
+cdef void _bias_grad(const floating* delta, Py_ssize_t n, Py_ssize_t m,
+                     floating sw_sum, floating* out) noexcept nogil:
+    """out = delta.sum(axis=0) / sw_sum, summing rows in order as NumPy does."""
+    # AVX2 where the CPU has it (fastbp._simd).
+    if use_avx2():
+        _bias_grad_avx2(delta, n, m, sw_sum, out)
+    else:
+        _bias_grad_rule(delta, n, m, sw_sum, out)
+
+
+cdef inline rule_void _l2_rule(floating* grad_W, const floating* W,
+                               Py_ssize_t size, floating alpha,
+                               floating sw_sum) noexcept nogil:
     cdef Py_ssize_t i
     for i in range(size):
         grad_W[i] = (grad_W[i] + alpha * W[i]) / sw_sum

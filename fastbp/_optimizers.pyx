@@ -9,7 +9,7 @@ minibatch gradient and ``lr`` the learning rate of the current epoch.
 from cython cimport floating
 from libc.math cimport fabs
 
-from fastbp._simd cimport avx2_void, use_avx2
+from fastbp._simd cimport avx2_void, rule_void, use_avx2
 
 # Whether the sgd and Adam loops run their AVX2 build here (fastbp._simd).
 AVX2 = bool(use_avx2())
@@ -25,9 +25,10 @@ COUNTS_STEPS = frozenset(name for name, code in SOLVERS.items()
                          if counts_steps(code))
 
 
-cdef inline void _sgd_rule(floating* params, const floating* grad,
-                           floating* velocity, Py_ssize_t n, floating lr,
-                           floating momentum, bint nesterov) noexcept nogil:
+cdef inline rule_void _sgd_rule(floating* params, const floating* grad,
+                                floating* velocity, Py_ssize_t n,
+                                floating lr, floating momentum,
+                                bint nesterov) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating vel
     for i in range(n):
@@ -97,10 +98,11 @@ cdef void _adadelta_step(floating* params, const floating* grad,
         params[i] = params[i] - lr * dx
 
 
-cdef inline void _adamw_rule(floating* params, const floating* grad,
-                             floating* m, floating* v, Py_ssize_t n,
-                             double step_size, floating decay, floating beta1,
-                             floating beta2, floating eps) noexcept nogil:
+cdef inline rule_void _adamw_rule(floating* params, const floating* grad,
+                                  floating* m, floating* v, Py_ssize_t n,
+                                  double step_size, floating decay,
+                                  floating beta1, floating beta2,
+                                  floating eps) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating g
     for i in range(n):

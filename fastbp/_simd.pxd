@@ -8,6 +8,7 @@ cdef extern from *:
     #include <stdlib.h>
     #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
     #define FASTBP_AVX2_VOID __attribute__((target("avx2"))) void
+    #define FASTBP_RULE_VOID __attribute__((always_inline)) void
     static int fastbp_avx2_state = -1;
     static int fastbp_use_avx2(void) {
         if (fastbp_avx2_state < 0) {
@@ -20,9 +21,13 @@ cdef extern from *:
     }
     #else
     #define FASTBP_AVX2_VOID void
+    #define FASTBP_RULE_VOID void
     static int fastbp_use_avx2(void) { return 0; }
     #endif
     """
-    # The return type of a function to compile for AVX2 too.
+    # The return types of a loop's body (always inlined, so that each
+    # wrapper compiles it for its own instruction set) and of its AVX2
+    # wrapper.
+    ctypedef void rule_void "FASTBP_RULE_VOID"
     ctypedef void avx2_void "FASTBP_AVX2_VOID"
     bint use_avx2 "fastbp_use_avx2"() noexcept nogil

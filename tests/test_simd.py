@@ -1,5 +1,7 @@
-"""The AVX2 builds of the sgd, Adam and L2 loops (fastbp._simd) give the
-SSE2 builds' bits: the same fits in a process with FASTBP_NO_AVX2=1."""
+"""The AVX2 builds of the loops fastbp._simd dispatches (the sgd and Adam
+rules, the L2 gradient, bias + activation and its derivative, the bias
+gradient) give the SSE2 builds' bits: the same fits, in every activation,
+in a process with FASTBP_NO_AVX2=1."""
 
 import os
 import subprocess
@@ -27,6 +29,13 @@ for dtype in (np.float64, np.float32):
                             random_state=0, **params).fit(X.astype(dtype), y)
         for a in est.coefs_ + est.intercepts_:
             digest.update(a.tobytes())
+        digest.update(repr(est.loss_curve_).encode())
+    for activation in ("identity", "logistic", "tanh", "leaky_relu", "elu",
+                       "gelu", "softplus", "silu", "softsign"):
+        est = MLPClassifier((17,), activation=activation, alpha=0.01,
+                            batch_size=37, max_iter=3, random_state=0
+                            ).fit(X.astype(dtype), y)
+        digest.update(est.predict_proba(X.astype(dtype)).tobytes())
         digest.update(repr(est.loss_curve_).encode())
 print(_optimizers.AVX2, digest.hexdigest())
 """
