@@ -11,7 +11,7 @@ from libc.math cimport fabs
 
 from fastbp._simd cimport avx2_void, rule_void, use_avx2
 
-# Whether the sgd and Adam loops run their AVX2 build here (fastbp._simd).
+# Whether the update rules run their AVX2 builds here (fastbp._simd).
 AVX2 = bool(use_avx2())
 
 SOLVERS = {"sgd": SGD, "adam": ADAM, "adagrad": ADAGRAD, "rmsprop": RMSPROP,
@@ -63,8 +63,9 @@ cdef void _adam_step(floating* params, const floating* grad, floating* m,
     _adamw_step(params, grad, m, v, n, step_size, 1, beta1, beta2, eps)
 
 
-cdef void _adagrad_step(floating* params, const floating* grad, floating* G,
-                        Py_ssize_t n, floating lr, floating eps) noexcept nogil:
+cdef inline rule_void _adagrad_rule(floating* params, const floating* grad,
+                                    floating* G, Py_ssize_t n, floating lr,
+                                    floating eps) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating g
     for i in range(n):
@@ -73,9 +74,24 @@ cdef void _adagrad_step(floating* params, const floating* grad, floating* G,
         params[i] = params[i] - lr * g / (sqrt(G[i]) + eps)
 
 
-cdef void _rmsprop_step(floating* params, const floating* grad, floating* v,
-                        Py_ssize_t n, floating lr, floating rho,
+cdef avx2_void _adagrad_avx2(floating* params, const floating* grad,
+                             floating* G, Py_ssize_t n, floating lr,
+                             floating eps) noexcept nogil:
+    _adagrad_rule(params, grad, G, n, lr, eps)
+
+
+cdef void _adagrad_step(floating* params, const floating* grad, floating* G,
+                        Py_ssize_t n, floating lr,
                         floating eps) noexcept nogil:
+    if use_avx2():
+        _adagrad_avx2(params, grad, G, n, lr, eps)
+    else:
+        _adagrad_rule(params, grad, G, n, lr, eps)
+
+
+cdef inline rule_void _rmsprop_rule(floating* params, const floating* grad,
+                                    floating* v, Py_ssize_t n, floating lr,
+                                    floating rho, floating eps) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating g
     for i in range(n):
@@ -84,10 +100,25 @@ cdef void _rmsprop_step(floating* params, const floating* grad, floating* v,
         params[i] = params[i] - lr * g / (sqrt(v[i]) + eps)
 
 
-cdef void _adadelta_step(floating* params, const floating* grad,
-                         floating* Eg2, floating* Edx2, Py_ssize_t n,
-                         floating lr, floating rho,
-                         floating eps) noexcept nogil:
+cdef avx2_void _rmsprop_avx2(floating* params, const floating* grad,
+                             floating* v, Py_ssize_t n, floating lr,
+                             floating rho, floating eps) noexcept nogil:
+    _rmsprop_rule(params, grad, v, n, lr, rho, eps)
+
+
+cdef void _rmsprop_step(floating* params, const floating* grad, floating* v,
+                        Py_ssize_t n, floating lr, floating rho,
+                        floating eps) noexcept nogil:
+    if use_avx2():
+        _rmsprop_avx2(params, grad, v, n, lr, rho, eps)
+    else:
+        _rmsprop_rule(params, grad, v, n, lr, rho, eps)
+
+
+cdef inline rule_void _adadelta_rule(floating* params, const floating* grad,
+                                     floating* Eg2, floating* Edx2,
+                                     Py_ssize_t n, floating lr, floating rho,
+                                     floating eps) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating g, dx
     for i in range(n):
@@ -96,6 +127,23 @@ cdef void _adadelta_step(floating* params, const floating* grad,
         dx = sqrt(Edx2[i] + eps) / sqrt(Eg2[i] + eps) * g
         Edx2[i] = rho * Edx2[i] + (1 - rho) * (dx * dx)
         params[i] = params[i] - lr * dx
+
+
+cdef avx2_void _adadelta_avx2(floating* params, const floating* grad,
+                              floating* Eg2, floating* Edx2, Py_ssize_t n,
+                              floating lr, floating rho,
+                              floating eps) noexcept nogil:
+    _adadelta_rule(params, grad, Eg2, Edx2, n, lr, rho, eps)
+
+
+cdef void _adadelta_step(floating* params, const floating* grad,
+                         floating* Eg2, floating* Edx2, Py_ssize_t n,
+                         floating lr, floating rho,
+                         floating eps) noexcept nogil:
+    if use_avx2():
+        _adadelta_avx2(params, grad, Eg2, Edx2, n, lr, rho, eps)
+    else:
+        _adadelta_rule(params, grad, Eg2, Edx2, n, lr, rho, eps)
 
 
 cdef inline rule_void _adamw_rule(floating* params, const floating* grad,
@@ -132,10 +180,11 @@ cdef void _adamw_step(floating* params, const floating* grad, floating* m,
         _adamw_rule(params, grad, m, v, n, step_size, decay, beta1, beta2, eps)
 
 
-cdef void _adamax_step(floating* params, const floating* grad, floating* m,
-                       floating* u, Py_ssize_t n, double step_size,
-                       floating beta1, floating beta2,
-                       floating eps) noexcept nogil:
+cdef inline rule_void _adamax_rule(floating* params, const floating* grad,
+                                   floating* m, floating* u, Py_ssize_t n,
+                                   double step_size, floating beta1,
+                                   floating beta2,
+                                   floating eps) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating g, decayed
     for i in range(n):
@@ -146,10 +195,28 @@ cdef void _adamax_step(floating* params, const floating* grad, floating* m,
         params[i] = params[i] + (-step_size * m[i] / (u[i] + eps))
 
 
-cdef void _nadam_step(floating* params, const floating* grad, floating* m,
-                      floating* v, Py_ssize_t n, floating lr, floating c_m,
-                      floating c_g, floating bc2, floating beta1,
-                      floating beta2, floating eps) noexcept nogil:
+cdef avx2_void _adamax_avx2(floating* params, const floating* grad,
+                            floating* m, floating* u, Py_ssize_t n,
+                            double step_size, floating beta1, floating beta2,
+                            floating eps) noexcept nogil:
+    _adamax_rule(params, grad, m, u, n, step_size, beta1, beta2, eps)
+
+
+cdef void _adamax_step(floating* params, const floating* grad, floating* m,
+                       floating* u, Py_ssize_t n, double step_size,
+                       floating beta1, floating beta2,
+                       floating eps) noexcept nogil:
+    if use_avx2():
+        _adamax_avx2(params, grad, m, u, n, step_size, beta1, beta2, eps)
+    else:
+        _adamax_rule(params, grad, m, u, n, step_size, beta1, beta2, eps)
+
+
+cdef inline rule_void _nadam_rule(floating* params, const floating* grad,
+                                  floating* m, floating* v, Py_ssize_t n,
+                                  floating lr, floating c_m, floating c_g,
+                                  floating bc2, floating beta1, floating beta2,
+                                  floating eps) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating g
     for i in range(n):
@@ -158,6 +225,26 @@ cdef void _nadam_step(floating* params, const floating* grad, floating* m,
         v[i] = beta2 * v[i] + (1 - beta2) * (g * g)
         params[i] = params[i] - lr * (c_m * m[i] + c_g * g) / (
             sqrt(bc2 * v[i]) + eps)
+
+
+cdef avx2_void _nadam_avx2(floating* params, const floating* grad, floating* m,
+                           floating* v, Py_ssize_t n, floating lr,
+                           floating c_m, floating c_g, floating bc2,
+                           floating beta1, floating beta2,
+                           floating eps) noexcept nogil:
+    _nadam_rule(params, grad, m, v, n, lr, c_m, c_g, bc2, beta1, beta2, eps)
+
+
+cdef void _nadam_step(floating* params, const floating* grad, floating* m,
+                      floating* v, Py_ssize_t n, floating lr, floating c_m,
+                      floating c_g, floating bc2, floating beta1,
+                      floating beta2, floating eps) noexcept nogil:
+    if use_avx2():
+        _nadam_avx2(params, grad, m, v, n, lr, c_m, c_g, bc2, beta1, beta2,
+                    eps)
+    else:
+        _nadam_rule(params, grad, m, v, n, lr, c_m, c_g, bc2, beta1, beta2,
+                    eps)
 
 
 cdef void _clip_gradient(floating* grad, Py_ssize_t n, double clip_norm,

@@ -1,5 +1,5 @@
-"""The AVX2 builds of the loops fastbp._simd dispatches (the sgd and Adam
-rules, the L2 gradient, bias + activation and its derivative, the bias
+"""The AVX2 builds of the loops fastbp._simd dispatches (every update
+rule, the L2 gradient, bias + activation and its derivative, the bias
 gradient) give the SSE2 builds' bits: the same fits, in every activation,
 in a process with FASTBP_NO_AVX2=1."""
 
@@ -22,7 +22,9 @@ digest = hashlib.sha256()
 for dtype in (np.float64, np.float32):
     for params in ({"solver": "adam"}, {"solver": "adamw", "weight_decay": 0.1},
                    {"solver": "sgd"}, {"solver": "sgd", "nesterovs_momentum": False},
-                   {"solver": "sgd", "momentum": 0.0}):
+                   {"solver": "sgd", "momentum": 0.0}, {"solver": "adagrad"},
+                   {"solver": "rmsprop"}, {"solver": "adadelta"},
+                   {"solver": "adamax"}, {"solver": "nadam"}):
         # Odd layer sizes (292 parameters): the loops' vector bodies and
         # their scalar tails both run.
         est = MLPClassifier((17,), alpha=0.01, batch_size=37, max_iter=4,
