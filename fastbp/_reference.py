@@ -13,7 +13,7 @@ from scipy.special import erf, expit, ndtr, xlogy
 
 from fastbp._epoch import _weightless as _epoch_weightless
 from fastbp._kernels import ACTIVATIONS, BATCH_NORM_EPS, BATCH_NORM_MOMENTUM, LOSSES
-from fastbp._network import bn_views, unpack
+from fastbp._network import bn_views
 from fastbp._optimizers import COUNTS_STEPS, SOLVERS, STATE_ARRAYS
 
 # The compiled modules' codes, shared rather than renumbered.
@@ -316,7 +316,14 @@ def _update(settings, params, grad, state, step):
 
 
 def _layers(plan, params):
-    coefs, intercepts = unpack(params, [int(u) for u in plan.units])
+    """Views of the coefficients and intercepts where the plan puts them
+    (a plan of the first layers may read a whole network's buffer)."""
+    coefs, intercepts = [], []
+    for i, (fan_in, fan_out) in enumerate(zip(plan.units[:-1], plan.units[1:])):
+        fan_in, fan_out = int(fan_in), int(fan_out)
+        c, b = int(plan.coef_off[i]), int(plan.bias_off[i])
+        coefs.append(params[c : c + fan_in * fan_out].reshape(fan_in, fan_out))
+        intercepts.append(params[b : b + fan_out])
     return coefs, intercepts
 
 
