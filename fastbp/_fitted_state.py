@@ -14,7 +14,7 @@ with the last checked one, and checks again only when they differ. ``trust`` rec
 """
 
 import weakref
-from numbers import Integral, Real
+from numbers import Integral
 from operator import is_
 
 import numpy as np
@@ -22,7 +22,7 @@ from sklearn.base import is_classifier
 
 from fastbp._kernels import ACTIVATIONS
 from fastbp._network import bn_sizes, hidden_activations, param_offsets
-from fastbp._optimizers import STATE_ARRAYS
+from fastbp._state import Optimizer
 
 _HIDDEN = frozenset(ACTIVATIONS) - {"softmax", "exp"}
 _BATCH_NORM = ("batch_norm_scale_", "batch_norm_shift_", "batch_norm_mean_",
@@ -183,28 +183,10 @@ def _check_progress(d, n_params, dtype):
         if name in d and not _is_int(d[name]):
             _fail(f"{name} is {d[name]!r}, not a non-negative integer")
     optimizer = d.get("_optimizer")
-    if optimizer is None:
-        return
-    if not isinstance(optimizer, dict):
-        _fail("the optimizer state (_optimizer) is not a dict")
-    solver = optimizer.get("solver")
-    if solver not in STATE_ARRAYS:
-        _fail(f"the optimizer state is for an unknown solver {solver!r}")
-    state = optimizer.get("state")
-    size = STATE_ARRAYS[solver] * n_params
-    if not (isinstance(state, np.ndarray) and state.shape == (size,)
-            and state.dtype == dtype):
-        what = (f"shape {state.shape} and dtype {state.dtype}"
-                if isinstance(state, np.ndarray) else type(state).__name__)
-        _fail(f"the {solver} optimizer state has {what}; {n_params} parameters "
-              f"need shape ({size},) and dtype {dtype}")
-    for key in ("step", "epoch"):
-        if not _is_int(optimizer.get(key, 0)):
-            _fail(f"the optimizer's {key} is {optimizer.get(key)!r}, not a "
-                  "non-negative integer")
-    rate = optimizer.get("learning_rate")
-    if not (isinstance(rate, Real) and np.isfinite(rate) and rate > 0):
-        _fail(f"the optimizer's learning rate is {rate!r}, not a positive float")
+    if optimizer is not None:
+        problem = Optimizer.problem(optimizer, n_params, dtype)
+        if problem is not None:
+            _fail(problem)
 
 
 def check_fitted_state(est):

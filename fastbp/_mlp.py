@@ -42,7 +42,7 @@ from fastbp._network import (
 )
 from fastbp._params import STOCHASTIC_SOLVERS, fit_settings
 from fastbp._second_order import SecondOrderMixin
-from fastbp._state import History, Model, Network, loss_name
+from fastbp._state import History, Model, Network, Optimizer, loss_name
 from fastbp._threads import effective_n_threads
 from fastbp._version import __version__
 
@@ -235,14 +235,14 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             {k: v for k, v in fitted.items() if v is not _DELETE},
         )
         if s.stochastic:
-            optimizer = attrs.get("_optimizer")
+            kept = attrs.get("_optimizer")
             # The same widths and dtype as before are checked above, so a
             # kept state always fits the model.
-            if not s.incremental or optimizer is None or optimizer["solver"] != s.solver:
-                optimizer = _stochastic.new_optimizer(
-                    s.solver, model.flat.size, dtype, s.learning_rate_init)
+            if not s.incremental or kept is None or kept["solver"] != s.solver:
+                optimizer = Optimizer.new(s.solver, model.flat.size, dtype,
+                                          s.learning_rate_init)
             else:
-                optimizer = dict(optimizer, state=optimizer["state"].copy())
+                optimizer = Optimizer.of(kept)
             target = _stochastic.Target(
                 network, decode=lambda out: self._decode(out, labels or attrs),
                 score=self._score_function, classifier=self._is_classifier())
@@ -256,7 +256,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
                 _stochastic.train(s, model, history, optimizer,
                                   (X, Y, sample_weight), val, target, backend,
                                   tasks, random_state, validation_output)
-            fitted["_optimizer"] = optimizer
+            fitted["_optimizer"] = optimizer.record()
         else:
             problem = _full_batch.Objective(
                 network, units, X, Y, sample_weight, dtype, s.alpha, s.l1,

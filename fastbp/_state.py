@@ -4,7 +4,8 @@
 batch-norm scales and shifts), the layer widths, and the running batch-norm
 statistics. ``Network`` is what the weights compute: activations and loss.
 ``History`` is the bookkeeping a stochastic fit carries from epoch to epoch
-(curves, best values, patience). A fit builds these records itself and the
+(curves, best values, patience); ``Optimizer`` the solver's state between
+steps and between fits. A fit builds these records itself and the
 estimator receives their ``attributes()`` in one commit, so a fit that fails
 leaves the estimator as it was.
 """
@@ -16,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fastbp._network import fitted_arrays, make_plan, pack
+from fastbp._optimizers import STATE_ARRAYS
 
 _BN_PARAMS = ("batch_norm_scale_", "batch_norm_shift_")
 _BN_STATS = ("batch_norm_mean_", "batch_norm_var_")
@@ -183,3 +185,68 @@ class History:
     def attributes(self):
         return {_HISTORY_NAMES[f.name]: getattr(self, f.name) for f in fields(self)
                 if f.name in self.writes}
+
+
+@dataclass
+class Optimizer:
+    """A stochastic solver's state: its flat state arrays, the learning rate
+    the schedule reached, the steps taken (counted by the Adam family) and
+    the epochs run. The estimator keeps it as ``record()``'s plain dict
+    (``_optimizer``), so pickle and skops load it with no type of fastbp's
+    to trust; ``problem`` checks such a record entry by entry on load."""
+
+    solver: str
+    state: np.ndarray
+    learning_rate: float
+    step: int = 0
+    epoch: int = 0
+
+    @classmethod
+    def new(cls, solver, n_params, dtype, learning_rate):
+        """The state before the solver's first step."""
+        return cls(solver, np.zeros(STATE_ARRAYS[solver] * n_params, dtype=dtype),
+                   float(learning_rate))
+
+    @classmethod
+    def of(cls, record):
+        """A copy of a checked record (a failed fit leaves it as it was)."""
+        return cls(**dict(record, state=record["state"].copy()))
+
+    def record(self):
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def problem(cls, record, n_params, dtype):
+        """What is wrong with a saved record for n_params parameters of
+        dtype (None when nothing): a missing, extra or mistyped entry."""
+        if type(record) is not dict:
+            return f"the optimizer state (_optimizer) is a {type(record).__name__}, " \
+                "not a dict"
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in record]
+        extra = sorted(map(repr, set(record) - set(names)))
+        if missing or extra:
+            return (f"the optimizer state (_optimizer) lacks {missing}" if missing
+                    else f"the optimizer state (_optimizer) has unknown entries "
+                    f"{', '.join(extra)}")
+        solver, state = record["solver"], record["state"]
+        if not (isinstance(solver, str) and solver in STATE_ARRAYS):
+            return f"the optimizer state is for an unknown solver {solver!r}"
+        size = STATE_ARRAYS[solver] * n_params
+        if not (type(state) is np.ndarray and state.shape == (size,)
+                and state.dtype == dtype):
+            what = (f"shape {state.shape} and dtype {state.dtype}"
+                    if isinstance(state, np.ndarray) else type(state).__name__)
+            return (f"the {solver} optimizer state has {what}; {n_params} "
+                    f"parameters need shape ({size},) and dtype {dtype}")
+        for key in ("step", "epoch"):
+            v = record[key]
+            if not (isinstance(v, (int, np.integer)) and not isinstance(
+                    v, (bool, np.bool_)) and v >= 0):
+                return f"the optimizer's {key} is {v!r}, not a non-negative integer"
+        rate = record["learning_rate"]
+        if not (isinstance(rate, (float, int, np.floating, np.integer))
+                and not isinstance(rate, (bool, np.bool_))
+                and math.isfinite(rate) and rate > 0):
+            return f"the optimizer's learning rate is {rate!r}, not a positive float"
+        return None

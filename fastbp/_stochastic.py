@@ -17,7 +17,6 @@ from sklearn.model_selection import train_test_split
 
 from fastbp._inputs import as_kernel_input
 from fastbp._kernels import LOSSES
-from fastbp._optimizers import STATE_ARRAYS
 from fastbp._schedules import epoch_learning_rate
 from fastbp._settings import Settings
 from fastbp._state import Network
@@ -41,17 +40,6 @@ class Target:
 
 class Diverged(Exception):
     """Training diverged; the message says where and why."""
-
-
-def new_optimizer(solver, n_params, dtype, learning_rate):
-    """A solver's state before its first step (a plain dict: it pickles)."""
-    return {
-        "solver": solver,
-        "state": np.zeros(STATE_ARRAYS[solver] * n_params, dtype=dtype),
-        "learning_rate": float(learning_rate),
-        "step": 0,
-        "epoch": 0,
-    }
 
 
 def divergence(n_iter, loss, learning_rate, weights_finite, what=None):
@@ -107,7 +95,7 @@ def train(s, model, history, optimizer, data, val, target, backend, tasks,
     s : the fit's settings (``_params.fit_settings``)
     model : Model, trained in place
     history : History, extended in place
-    optimizer : dict from ``new_optimizer`` (or a copy of a kept one)
+    optimizer : Optimizer (``_state``), updated in place
     data : (X, Y, sample_weight), Y in the model's dtype
     val : (X_val, Y_val, sw_val), a user's validation set, or None
     target : Target
@@ -151,28 +139,28 @@ def train(s, model, history, optimizer, data, val, target, backend, tasks,
             if s.shuffle:
                 # sklearn.utils.shuffle's permutation, without its checks.
                 order = order[random_state.permutation(n_samples)]
-            optimizer["learning_rate"] = epoch_learning_rate(
-                s, optimizer.get("epoch", 0), optimizer["learning_rate"], h.t)
+            optimizer.learning_rate = epoch_learning_rate(
+                s, optimizer.epoch, optimizer.learning_rate, h.t)
             seed = _dropout_seed(random_state, h.t) if use_dropout else 0
-            loss_sum, optimizer["step"] = backend.epoch.run_epoch(
-                plan, Settings.of(s, optimizer["learning_rate"], n_threads),
+            loss_sum, optimizer.step = backend.epoch.run_epoch(
+                plan, Settings.of(s, optimizer.learning_rate, n_threads),
                 X_dense, csr,
                 Y, sample_weight, order if s.shuffle else None, batch_size,
-                flat, grad, work, optimizer["state"], optimizer["step"],
+                flat, grad, work, optimizer.state, optimizer.step,
                 seed=seed, running=running,
             )
             h.n_iter += 1
-            optimizer["epoch"] = optimizer.get("epoch", 0) + 1
+            optimizer.epoch += 1
             h.loss = loss_sum / n_samples
             h.t += n_samples
             h.loss_curve.append(h.loss)
-            h.learning_rate_curve.append(optimizer["learning_rate"])
+            h.learning_rate_curve.append(optimizer.learning_rate)
             if s.verbose:
                 print("Iteration %d, loss = %.8f" % (h.n_iter, h.loss))
             diverged = None
             finite = backend.epoch.all_finite(flat)
             if not (np.isfinite(h.loss) and finite):
-                diverged = divergence(h.n_iter, h.loss, optimizer["learning_rate"],
+                diverged = divergence(h.n_iter, h.loss, optimizer.learning_rate,
                                       finite)
                 if val is not None:
                     _record_validation(h, val, model, target, backend, forward)
@@ -195,8 +183,8 @@ def train(s, model, history, optimizer, data, val, target, backend, tasks,
                 # and say so rather than stop silently. The optimizer's
                 # moments diverged with the weights: a later partial_fit
                 # starts them afresh.
-                optimizer["state"][:] = 0
-                optimizer["step"] = 0
+                optimizer.state[:] = 0
+                optimizer.step = 0
                 warnings.warn(
                     f"{diverged} Training stopped; the weights of iteration "
                     f"{best_epoch}, the best one, are restored.",
@@ -221,7 +209,7 @@ def train(s, model, history, optimizer, data, val, target, backend, tasks,
     except KeyboardInterrupt as interrupt:
         # The compiled epoch stops between minibatches and tells how far
         # Adam got; the weights are those of the last whole step.
-        optimizer["step"] = getattr(interrupt, "step", optimizer["step"])
+        optimizer.step = getattr(interrupt, "step", optimizer.step)
         warnings.warn("Training interrupted by user.")
         if not backend.epoch.all_finite(flat):
             raise ValueError(
@@ -323,11 +311,11 @@ def _stop_or_slow_down(s, optimizer):
         if s.verbose:
             print(msg + " Stopping.")
         return True
-    if optimizer["learning_rate"] <= 1e-6:
+    if optimizer.learning_rate <= 1e-6:
         if s.verbose:
             print(msg + " Learning rate too small. Stopping.")
         return True
-    optimizer["learning_rate"] /= 5.0
+    optimizer.learning_rate /= 5.0
     if s.verbose:
-        print(msg + " Setting learning rate to %f" % optimizer["learning_rate"])
+        print(msg + " Setting learning rate to %f" % optimizer.learning_rate)
     return False

@@ -70,6 +70,16 @@ def _optimizer(key, value):
     return tamper
 
 
+def _without_entry(key):
+    def tamper(est):
+        est._optimizer = {k: v for k, v in est._optimizer.items() if k != key}
+    return tamper
+
+
+def _optimizer_extra(est):
+    est._optimizer = dict(est._optimizer, momentum=0.9)
+
+
 C, R = MLPClassifier, MLPRegressor
 BN = {"hidden_layer_sizes": (4, 4), "batch_norm": True}
 # (id, estimator, parameters, tamper, what the message names)
@@ -119,6 +129,21 @@ BAD_STATES = [
     ("unknown optimizer", C, {}, _optimizer("solver", lambda s: "bogus"),
      "unknown solver 'bogus'"),
     ("optimizer step", C, {}, _optimizer("step", lambda s: -3), "step is -3"),
+    ("optimizer step a float", R, {}, _optimizer("step", float), r"step is \d+\.0"),
+    ("optimizer epoch a string", C, {}, _optimizer("epoch", str), r"epoch is '\d+'"),
+    ("optimizer rate a string", C, {}, _optimizer("learning_rate", str),
+     "learning rate is '0.001'"),
+    ("optimizer rate NaN", R, {}, _optimizer("learning_rate", lambda r: np.nan),
+     "learning rate is nan"),
+    ("optimizer state a list", C, {}, _optimizer("state", list),
+     "optimizer state has list"),
+    *[(f"optimizer {key} missing", C, {}, _without_entry(key),
+       rf"_optimizer\) lacks \['{key}'\]")
+      for key in ("solver", "state", "learning_rate", "step", "epoch")],
+    ("optimizer with an extra entry", R, {}, _optimizer_extra,
+     r"_optimizer\) has unknown entries 'momentum'"),
+    ("optimizer a list", C, {}, _set("_optimizer", lambda e: list(e._optimizer)),
+     r"\(_optimizer\) is a list, not a dict"),
     ("t_ negative", C, {}, _set("t_", -1), "t_ is -1"),
     ("n_iter_ a string", R, {}, _set("n_iter_", "3"), "n_iter_ is '3'"),
 ]
