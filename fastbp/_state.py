@@ -233,7 +233,7 @@ class Optimizer:
         if not (isinstance(solver, str) and solver in STATE_ARRAYS):
             return f"the optimizer state is for an unknown solver {solver!r}"
         size = STATE_ARRAYS[solver] * n_params
-        if not (type(state) is np.ndarray and state.shape == (size,)
+        if not (isinstance(state, np.ndarray) and state.shape == (size,)
                 and state.dtype == dtype):
             what = (f"shape {state.shape} and dtype {state.dtype}"
                     if isinstance(state, np.ndarray) else type(state).__name__)
