@@ -10,7 +10,11 @@ OpenMP limits are honoured (loky's joblib workers set them, so a fit inside
 ``blas_one_thread`` sets BLAS's thread count through threadpoolctl
 controllers found once (``threadpool_limits`` rescans every loaded library on
 each call, about 1 ms); nested and concurrent uses share one save and
-restore.
+restore. It sets OpenBLAS's count from whichever thread fits: threadpoolctl
+3.8 ignores, silently, a pthreads OpenBLAS limit set from any thread but the
+first that set one, which left a fit run from a worker thread calling
+threaded OpenBLAS from each of fastbp's threads (slower, and a fork during
+it hangs the parent in OpenBLAS's at-fork shutdown).
 """
 
 import threading
@@ -56,6 +60,12 @@ def _controllers():
     return _state["controllers"]
 
 
+def _set_threads(lib, n):
+    # The library's own setter (threadpoolctl >= 3.8 wraps OpenBLAS's in its
+    # controlling-thread rule; blas_one_thread coordinates its users itself).
+    getattr(lib, "_real_set_num_threads", lib.set_num_threads)(n)
+
+
 @contextmanager
 def blas_one_thread():
     """BLAS on one thread for the duration (restored when the last user of
@@ -65,7 +75,7 @@ def blas_one_thread():
             libs = _controllers()
             _state["saved"] = tuple(lib.get_num_threads() for lib in libs)
             for lib in libs:
-                lib.set_num_threads(1)
+                _set_threads(lib, 1)
         _state["depth"] += 1
     try:
         yield
@@ -74,4 +84,4 @@ def blas_one_thread():
             _state["depth"] -= 1
             if _state["depth"] == 0:
                 for lib, n in zip(_controllers(), _state["saved"], strict=True):
-                    lib.set_num_threads(n)
+                    _set_threads(lib, n)

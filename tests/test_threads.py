@@ -1,6 +1,8 @@
 """fastbp's own threads: steps and predicts shared over rows, n_jobs, BLAS held
 on one thread. Results are compared, never timed."""
 
+import threading
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -181,6 +183,33 @@ def test_blas_one_thread_nests_and_restores():
             assert set(_blas_counts()) == {1}
         assert set(_blas_counts()) == {1}
     assert _blas_counts() == before
+
+
+def test_blas_one_thread_holds_blas_in_any_thread():
+    """A fit run from a worker thread (a server, a threading backend) holds
+    BLAS on one thread too, after another thread set a BLAS limit through
+    threadpoolctl (3.8 then ignores OpenBLAS limits set from other threads)."""
+    from threadpoolctl import ThreadpoolController
+    libs = ThreadpoolController().select(user_api="blas").lib_controllers
+    before = [lib.get_num_threads() for lib in libs]
+    for lib in libs:
+        lib.set_num_threads(2)  # this thread now controls them, for threadpoolctl
+    seen = []
+
+    def worker():
+        with blas_one_thread():
+            seen.append(_blas_counts())
+        seen.append(_blas_counts())
+
+    try:
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join(60)
+        assert seen[0] and set(seen[0]) == {1}
+        assert set(seen[1]) == {2}  # restored
+    finally:
+        for lib, n in zip(libs, before):
+            lib.set_num_threads(n)
 
 
 @pytest.mark.parametrize("n_jobs", [0, 1.5, "2", True])
