@@ -12,11 +12,11 @@ import numpy as np
 
 from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
-from cython.parallel cimport prange
 from libc.math cimport isfinite
 from libc.string cimport memcpy, memset
 
 from fastbp._blas cimport _gemm as gemm
+from fastbp._pool cimport Barrier, Word, barrier_init, barrier_wait, next_item, run
 from fastbp._kernels cimport (
     SOFTMAX, _act_grad, _bias_act, _bn_backward, _bn_forward, _bias_grad, _csr_forward, _csr_grad,
     _abs_sum, _dropout_backward, _dropout_forward, _gather_rows, _l1_grad,
@@ -41,27 +41,8 @@ cdef extern from *:
 # True in the debug build (FASTBP_CYTHON_DEBUG=1): bounds checks are on.
 DEBUG_BUILD = bool(FASTBP_DEBUG)
 
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    #define FASTBP_OPENMP 1
-    static int fastbp_max_threads(void) { return omp_get_max_threads(); }
-    static int fastbp_thread_id(void) { return omp_get_thread_num(); }
-    #else
-    #define FASTBP_OPENMP 0
-    static int fastbp_max_threads(void) { return 1; }
-    static int fastbp_thread_id(void) { return 0; }
-    #endif
-    """
-    int FASTBP_OPENMP
-    int fastbp_max_threads() noexcept nogil
-    int _thread_id "fastbp_thread_id"() noexcept nogil
-
-# True when built with OpenMP: steps and predicts may run on several threads.
-OPENMP = bool(FASTBP_OPENMP)
 cdef enum:
-    # Threads one call may use (the per-thread sums live on the stack).
+    # Threads one call may use (fastbp._pool's limit too).
     MAX_THREADS = 64
     # Fewest rows a thread takes of a step.
     MIN_SHARE_ROWS = 16
@@ -73,10 +54,6 @@ cdef Py_ssize_t PARALLEL_STEP_WORK = 1 << 18
 STEP_RULE = {"max_threads": MAX_THREADS, "min_share_rows": MIN_SHARE_ROWS,
              "parallel_step_work": PARALLEL_STEP_WORK}
 
-
-def max_threads():
-    """omp_get_max_threads(): what OMP_NUM_THREADS and threadpoolctl allow."""
-    return fastbp_max_threads()
 
 # Multiply-adds (batch rows x parameters) between two checks for pending
 # signals in run_epoch: a few milliseconds of work, so Ctrl-C stops a long
@@ -604,6 +581,79 @@ cdef inline void _add_shares(floating* grad, const floating* scratch,
             grad[i] = grad[i] + other[i]
 
 
+cdef struct StepJob:
+    # One row chunk of a threaded step (_threaded_step), shared by its threads.
+    Net* net
+    Data* d
+    void* params
+    void* grad
+    void* work
+    void* scratch
+    void* grad0
+    void* state
+    const Hyper* h
+    const Py_ssize_t* rows
+    Py_ssize_t W, P, c0, cn, step
+    double alpha, l1
+    double sw_before       # sample weights of the earlier chunks
+    int T
+    bint first, last, dbl
+    double part_loss[MAX_THREADS]
+    double part_sw[MAX_THREADS]
+    double part_sq[MAX_THREADS]
+    double part_ab[MAX_THREADS]
+    Barrier rows_done
+
+
+cdef void _step_task(void* ctx, int t) noexcept nogil:
+    cdef StepJob* j = <StepJob*> ctx
+    if j.dbl:
+        _step_part(j, t, <double*> j.params)
+    else:
+        _step_part(j, t, <float*> j.params)
+
+
+cdef void _step_part(StepJob* j, int t, floating* params) noexcept nogil:
+    """Thread t's part of a chunk: its share of the rows into its own
+    workspace and gradient; once all shares are in, the sum of the shares
+    over its range of parameters (in thread order), and after the last
+    chunk their division, penalty and (with h) update there."""
+    cdef Py_ssize_t lo, hi, W = j.W, P = j.P
+    cdef int u, T = j.T
+    cdef floating* scratch = <floating*> j.scratch
+    cdef floating* grad = <floating*> j.grad
+    cdef floating* grad0 = <floating*> j.grad0
+    cdef floating* wk = <floating*> j.work if t == 0 else scratch + (t - 1) * (W + P)
+    cdef floating* g
+    cdef const floating* A0
+    cdef double sw
+    if t == 0:
+        g = grad if j.first else grad0
+    else:
+        g = scratch + (t - 1) * (W + P) + W
+    lo = j.c0 + j.cn * t // T
+    hi = j.c0 + j.cn * (t + 1) // T
+    A0 = _forward(j.net, j.d, params, wk, j.rows, lo, hi - lo, True)
+    j.part_loss[t] = _backward(j.net, j.d, params, g, wk, A0, j.rows, lo,
+                               hi - lo, j.alpha, j.l1, &j.part_sw[t])
+    barrier_wait(&j.rows_done)
+    lo = P * t // T
+    hi = P * (t + 1) // T
+    _add_shares(grad, scratch, grad0, W, P, lo, hi, j.first, T)
+    if not j.last:
+        return
+    sw = j.sw_before
+    for u in range(T):
+        sw += j.part_sw[u]
+    j.part_sq[t] = 0
+    j.part_ab[t] = 0
+    _finish_range(j.net, params, grad, lo, hi, j.alpha, j.l1, sw,
+                  &j.part_sq[t], &j.part_ab[t])
+    if j.h != NULL:
+        _update(j.h.solver, params + lo, grad + lo, <floating*> j.state + lo, P,
+                hi - lo, j.step, j.h)
+
+
 cdef double _threaded_step(Net* net, Data* d, floating* params,
                            floating* grad, floating* work, floating* scratch,
                            Py_ssize_t W, Py_ssize_t P, const Py_ssize_t* rows,
@@ -619,65 +669,52 @@ cdef double _threaded_step(Net* net, Data* d, floating* params,
     (W + P) slice of scratch, which then holds (T - 1) (W + P) + P with
     C > 1). Each chunk's shares are summed into grad in thread order; after
     the last, parameters [P t / T, P (t + 1) / T) are divided, penalized and
-    updated. The result depends on T and C only, never on timing: every
-    parameter pass is elementwise, the penalty's sums are added in thread
-    order. With check, pending signals are checked between chunks: a
-    handler's exception abandons the step before the update (params and
-    state untouched; grad and work hold partial sums).
+    updated. Each chunk is one job of the pool (_step_part). The result
+    depends on T and C only, never on timing: every parameter pass is
+    elementwise, the penalty's sums are added in thread order. With check,
+    pending signals are checked between chunks: a handler's exception
+    abandons the step before the update (params and state untouched; grad
+    and work hold partial sums).
     Returns the batch loss (at the parameters before the update)."""
-    cdef double part_loss[MAX_THREADS]
-    cdef double part_sw[MAX_THREADS]
-    cdef double part_sq[MAX_THREADS]
-    cdef double part_ab[MAX_THREADS]
+    cdef StepJob j
     cdef double loss = 0, sw_sum = 0, sq = 0, ab = 0
-    cdef Py_ssize_t lo, hi, c, c0, cn
-    cdef int t, first = 1
-    cdef floating* wk
-    cdef floating* g
-    cdef floating* grad0 = scratch + (T - 1) * (W + P)  # thread 0's, c > 0
-    cdef const floating* A0
+    cdef Py_ssize_t c
+    cdef int t
+    j.net, j.d, j.rows, j.h = net, d, rows, h
+    j.params, j.grad, j.work, j.scratch, j.state = params, grad, work, scratch, state
+    j.grad0 = scratch + (T - 1) * (W + P)  # thread 0's, c > 0
+    j.W, j.P, j.step, j.T = W, P, step, T
+    j.alpha, j.l1 = alpha, l1
+    j.dbl = floating is double
     for c in range(C):
-        c0 = row0 + nb * c // C
-        cn = row0 + nb * (c + 1) // C - c0
-        for t in prange(T, num_threads=T, schedule="static", chunksize=1):
-            lo = c0 + cn * t // T
-            hi = c0 + cn * (t + 1) // T
-            wk = work if t == 0 else scratch + (t - 1) * (W + P)
-            g = (grad if c == 0 else grad0) if t == 0 else \
-                scratch + (t - 1) * (W + P) + W
-            A0 = _forward(net, d, params, wk, rows, lo, hi - lo, True)
-            part_loss[t] = _backward(net, d, params, g, wk, A0, rows, lo,
-                                     hi - lo, alpha, l1, &part_sw[t])
+        j.c0 = row0 + nb * c // C
+        j.cn = row0 + nb * (c + 1) // C - j.c0
+        # The first chunk's thread 0 share goes to grad directly.
+        j.first = c == 0
+        j.last = c == C - 1
+        j.sw_before = sw_sum
+        barrier_init(&j.rows_done, T)
+        if run(_step_task, &j, T) != 0:
+            _no_threads(T)
         for t in range(T):
-            loss += part_loss[t]
-            sw_sum += part_sw[t]
-        # The first chunk's thread 0 share is in grad already.
-        first = 1 if c == 0 else 0
-        if c == C - 1:
-            break
-        for t in prange(T, num_threads=T, schedule="static", chunksize=1):
-            _add_shares(grad, scratch, grad0, W, P, P * t // T,
-                        P * (t + 1) // T, first, T)
-        if check:
+            loss += j.part_loss[t]
+            sw_sum += j.part_sw[t]
+        if check and not j.last:
             _check_signals()
-    for t in prange(T, num_threads=T, schedule="static", chunksize=1):
-        lo = P * t // T
-        hi = P * (t + 1) // T
-        _add_shares(grad, scratch, grad0, W, P, lo, hi, first, T)
-        part_sq[t] = 0
-        part_ab[t] = 0
-        _finish_range(net, params, grad, lo, hi, alpha, l1, sw_sum,
-                      &part_sq[t], &part_ab[t])
-        if h != NULL:
-            _update(h.solver, params + lo, grad + lo, state + lo, P, hi - lo,
-                    step, h)
     for t in range(T):
-        sq += part_sq[t]
-        ab += part_ab[t]
+        sq += j.part_sq[t]
+        ab += j.part_ab[t]
     loss = loss / sw_sum + 0.5 * alpha * sq / sw_sum
     if l1 != 0:
         loss += l1 * ab / sw_sum
     return loss
+
+
+cdef int _no_threads(int T) except -1 nogil:
+    """A job found fewer threads than reserved (the system refused them)."""
+    with gil:
+        raise RuntimeError(f"fastbp could not start the {T} threads this pass "
+                           "needs; set n_jobs lower")
 
 
 cdef floating[::1] _scratch(const floating* like, Py_ssize_t n):
@@ -976,14 +1013,16 @@ def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
     n_blocks = (d.n_samples + net.max_rows - 1) // net.max_rows
     T = min(n_threads, MAX_THREADS, max(n_blocks, 1))
     cdef floating[::1] scratch
-    cdef floating* thread_work[MAX_THREADS]
-    thread_work[0] = &work[0]
+    cdef ForwardJob job
+    job.net, job.d, job.params, job.out = &net, &d, &params[0], &out[0, 0]
+    job.dbl = floating is double
+    job.work[0] = &work[0]
     if T > 1:  # a one-block predict allocates nothing
         scratch = _scratch(&params[0], (T - 1) * W)
         for b in range(1, T):
-            thread_work[b] = &scratch[(b - 1) * W]
-    # Blocks between two signal checks: at least 8 a thread, so a parallel
-    # region's start and end stay a small share of its work.
+            job.work[b] = &scratch[(b - 1) * W]
+    # Blocks between two signal checks: at least 8 a thread, so a job's
+    # start and end stay a small share of its work.
     per_check = max(8 * T, SIGNAL_CHECK_WORK // max(1, net.max_rows * params.shape[0]))
     check = n_blocks > per_check and (
         threading.current_thread() is threading.main_thread())
@@ -992,17 +1031,45 @@ def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
         b1 = min(n_blocks, b0 + per_check)
         with nogil:
             if T > 1:
-                # dynamic: a thread the OS holds back takes fewer blocks
-                # (each block is computed alike wherever it runs).
-                for b in prange(b0, b1, num_threads=T, schedule="dynamic"):
-                    _forward_block(&net, &d, &params[0],
-                                   thread_work[_thread_id()], &out[0, 0], b)
+                # Blocks taken one at a time: a thread the OS holds back
+                # takes fewer (each block is computed alike wherever it runs).
+                job.next.v = b0
+                job.end = b1
+                if run(_forward_task, &job, T) != 0:
+                    _no_threads(T)
             else:
                 for b in range(b0, b1):
                     _forward_block(&net, &d, &params[0], &work[0], &out[0, 0], b)
         b0 = b1
         if check:
             PyErr_CheckSignals()
+
+
+cdef struct ForwardJob:
+    # Predict blocks b0 .. end on the pool's threads, each in its own workspace.
+    Net* net
+    Data* d
+    const void* params
+    void* out
+    void* work[MAX_THREADS]
+    Word next
+    Py_ssize_t end
+    bint dbl
+
+
+cdef void _forward_task(void* ctx, int t) noexcept nogil:
+    cdef ForwardJob* j = <ForwardJob*> ctx
+    cdef Py_ssize_t b
+    while True:
+        b = next_item(&j.next)
+        if b >= j.end:
+            return
+        if j.dbl:
+            _forward_block(j.net, j.d, <const double*> j.params,
+                           <double*> j.work[t], <double*> j.out, b)
+        else:
+            _forward_block(j.net, j.d, <const float*> j.params,
+                           <float*> j.work[t], <float*> j.out, b)
 
 
 cdef void _forward_block(Net* net, Data* d, const floating* params,

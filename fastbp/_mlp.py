@@ -7,6 +7,7 @@ has succeeded; the drivers in ``_stochastic`` and ``_full_batch`` train them,
 the engine (``fastbp._epoch`` or its NumPy twin) runs every pass.
 """
 
+import os
 import threading
 import warnings
 import weakref
@@ -57,6 +58,18 @@ _COMMIT = threading.Lock()
 def _fit_lock(estimator):
     with _REGISTRY:
         return _FIT_LOCKS.setdefault(estimator, threading.RLock())
+
+
+def _after_fork_in_child():
+    # A lock another thread of the parent held stays held in the child,
+    # where that thread does not exist: start with fresh ones (the forking
+    # thread keeps the lock objects it holds, and releases those).
+    global _REGISTRY, _COMMIT, _FIT_LOCKS
+    _REGISTRY, _COMMIT = threading.Lock(), threading.Lock()
+    _FIT_LOCKS = weakref.WeakKeyDictionary()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 

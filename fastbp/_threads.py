@@ -1,11 +1,13 @@
 """How many threads fastbp uses, and BLAS held to one thread cheaply.
 
-fastbp runs its own threads over the rows of a minibatch or of a predict
-(OpenMP in ``_epoch``); each of them calls BLAS, which must then stay on
-one thread. ``effective_n_threads`` follows scikit-learn's
-``_openmp_effective_n_threads``: ``OMP_NUM_THREADS`` and threadpoolctl's
-OpenMP limits are honoured (loky's joblib workers set them, so a fit inside
-``GridSearchCV(n_jobs=...)`` does not oversubscribe), capped at the cores.
+fastbp runs its own threads (``_pool``) over the rows of a minibatch or of
+a predict; each of them calls BLAS, which must then stay on one thread.
+``effective_n_threads`` follows scikit-learn's
+``_openmp_effective_n_threads``: the pool's limit (``OMP_NUM_THREADS`` when
+set, as OpenMP reads it, and threadpoolctl's limits, since fastbp's pool is
+registered with threadpoolctl as an OpenMP library: loky's joblib workers
+set both, so a fit inside ``GridSearchCV(n_jobs=...)`` does not
+oversubscribe), capped at the cores.
 
 ``blas_one_thread`` sets BLAS's thread count through threadpoolctl
 controllers found once (``threadpool_limits`` rescans every loaded library on
@@ -17,16 +19,43 @@ threaded OpenBLAS from each of fastbp's threads (slower, and a fork during
 it hangs the parent in OpenBLAS's at-fork shutdown).
 """
 
+import os
 import threading
 from contextlib import contextmanager
 
+import threadpoolctl
 from joblib import cpu_count
 from threadpoolctl import ThreadpoolController
 
-from fastbp import _epoch
+from fastbp import _pool
 
 _lock = threading.Lock()
 _state = {"controllers": None, "depth": 0, "saved": (), "cores": None}
+_held = threading.local()  # each thread's depth of blas_one_thread
+
+
+class _PoolController(threadpoolctl.LibController):
+    """fastbp's pool as threadpoolctl sees it: an OpenMP-like library, so
+    ``threadpool_limits(n)`` and ``threadpool_limits(n, user_api="openmp")``
+    limit fastbp as they limit scikit-learn's OpenMP estimators."""
+
+    user_api = "openmp"
+    internal_api = "fastbp"
+    filename_prefixes = ("_pool.",)
+    check_symbols = ("fastbp_get_max_threads", "fastbp_set_num_threads")
+
+    def get_num_threads(self):
+        return self.dynlib.fastbp_get_max_threads()
+
+    def set_num_threads(self, num_threads):
+        return self.dynlib.fastbp_set_num_threads(num_threads)
+
+    def get_version(self):
+        from fastbp._version import __version__
+        return __version__
+
+
+threadpoolctl.register(_PoolController)
 
 
 def _cores():
@@ -39,17 +68,34 @@ def _cores():
 def effective_n_threads(n_jobs):
     """Threads for n_jobs, as scikit-learn's OpenMP estimators count them
     (HistGradientBoosting's ``_openmp_effective_n_threads``): None, what
-    OpenMP allows (OMP_NUM_THREADS, threadpoolctl limits, a joblib worker's
-    share), at most the cores; an int n > 0, n; n < 0, that + 1 + n, at least
-    1. A build without OpenMP runs one thread whatever is asked."""
-    if not _epoch.OPENMP:
-        return 1
-    allowed = min(_epoch.max_threads(), _cores())
+    the pool allows (OMP_NUM_THREADS, threadpoolctl limits, a joblib
+    worker's share), at most the cores; an int n > 0, n; n < 0, that + 1 +
+    n, at least 1. At most the threads the system lets the pool start."""
+    allowed = min(_pool.max_threads(), _cores())
     if n_jobs is None:
-        return allowed
-    if n_jobs < 0:
-        return max(1, allowed + 1 + n_jobs)
-    return int(n_jobs)
+        n = allowed
+    elif n_jobs < 0:
+        n = max(1, allowed + 1 + n_jobs)
+    else:
+        n = min(int(n_jobs), _pool.MAX_THREADS)
+    return n if n == 1 else _pool.reserve(n)
+
+
+def _after_fork_in_child():
+    # Other threads of the parent may have held the lock or been inside
+    # blas_one_thread; only the forking thread is here: a new lock, and the
+    # depth this thread holds (what it saved is restored when it leaves).
+    global _lock
+    _lock = threading.Lock()
+    mine = getattr(_held, "depth", 0)
+    if _state["depth"] > 0 and mine == 0:
+        # BLAS was held on one thread for a thread that is not here.
+        for lib, n in zip(_controllers(), _state["saved"], strict=True):
+            _set_threads(lib, n)
+    _state["depth"] = mine
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _controllers():
@@ -77,10 +123,12 @@ def blas_one_thread():
             for lib in libs:
                 _set_threads(lib, 1)
         _state["depth"] += 1
+        _held.depth = getattr(_held, "depth", 0) + 1
     try:
         yield
     finally:
         with _lock:
+            _held.depth -= 1
             _state["depth"] -= 1
             if _state["depth"] == 0:
                 for lib, n in zip(_controllers(), _state["saved"], strict=True):

@@ -11,7 +11,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.datasets import make_classification
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from fastbp import MLPClassifier, MLPRegressor, _epoch, _reference
+from fastbp import MLPClassifier, MLPRegressor, _epoch, _pool, _reference
 from fastbp._network import bn_sizes, glorot_init, make_plan
 from fastbp._optimizers import SOLVERS, STATE_ARRAYS
 from fastbp._settings import Settings
@@ -21,7 +21,6 @@ from fastbp._threads import blas_one_thread, effective_n_threads
 # above the rule's threshold, so two threads share them.
 UNITS = [20, 64, 32, 3]
 BATCH = 128
-needs_openmp = pytest.mark.skipif(not _epoch.OPENMP, reason="built without OpenMP")
 
 
 def _problem(dtype, sparse=False, dropout=0.0, batch_norm=False, n=300, rows=BATCH):
@@ -65,7 +64,6 @@ def _epochs(mod, problem, solver, n_threads, epochs=2, clip=0.0):
     return losses, params, state
 
 
-@needs_openmp
 @pytest.mark.parametrize("solver", list(SOLVERS))
 @pytest.mark.parametrize("kind", ["dense", "sparse", "dropout", "clip"])
 def test_threaded_epochs_equal_one_thread_and_twin(dtype, solver, kind):
@@ -90,7 +88,6 @@ def test_threaded_epochs_equal_one_thread_and_twin(dtype, solver, kind):
     assert not all(np.array_equal(a, b) for a, b in zip(two, one, strict=True))
 
 
-@needs_openmp
 def test_batch_norm_steps_stay_on_one_thread(dtype):
     problem = _problem(dtype, batch_norm=True)
     for a, b in zip(_epochs(_epoch, problem, "adam", 2),
@@ -158,16 +155,22 @@ def test_bad_thread_count_raises(function):
 def test_effective_n_threads():
     from joblib import cpu_count
 
-    if not _epoch.OPENMP:
-        assert effective_n_threads(4) == effective_n_threads(None) == 1
-        return
     assert effective_n_threads(3) == 3
-    assert effective_n_threads(-1) == cpu_count()
+    assert effective_n_threads(-1) == min(_pool.max_threads(), cpu_count())
     assert effective_n_threads(-cpu_count() - 5) == 1
-    assert effective_n_threads(None) == min(_epoch.max_threads(), cpu_count())
-    with threadpool_limits(1, user_api="openmp"):  # as joblib workers do
-        assert effective_n_threads(None) == 1
-        assert effective_n_threads(-1) == 1
+    assert effective_n_threads(None) == min(_pool.max_threads(), cpu_count())
+    for api in ("openmp", None):  # as joblib workers do; all libraries
+        with threadpool_limits(1, user_api=api):
+            assert _pool.max_threads() == 1
+            assert effective_n_threads(None) == 1
+            assert effective_n_threads(-1) == 1
+    assert effective_n_threads(None) == min(_pool.max_threads(), cpu_count())
+
+
+def test_threadpoolctl_sees_the_pool():
+    info = [lib for lib in threadpool_info() if lib["internal_api"] == "fastbp"]
+    assert len(info) == 1 and info[0]["user_api"] == "openmp"
+    assert info[0]["num_threads"] == _pool.max_threads()
 
 
 def _blas_counts():

@@ -1,0 +1,50 @@
+"""fastbp's threads: the pool every threaded pass runs on (``_pool.h``).
+
+``run(task, ctx, T)`` (cimported by the compiled modules) runs task(ctx, t)
+for t < T, t = 0 on the caller; ``barrier_wait`` meets the other threads
+of the job. A forked child starts its own workers on its first job.
+"""
+
+cdef extern from "_pool_impl.h":
+    ctypedef void (*fastbp_task)(void* ctx, int t) noexcept nogil
+    ctypedef struct fastbp_barrier:
+        pass
+    int fastbp_pool_setup() noexcept nogil
+    int fastbp_pool_run(fastbp_task task, void* ctx, int n) noexcept nogil
+    int fastbp_pool_reserve(int want) noexcept nogil
+    void fastbp_barrier_wait(fastbp_barrier* b) noexcept nogil
+    int fastbp_get_max_threads() noexcept nogil
+    void fastbp_set_num_threads(int n) noexcept nogil
+    int FASTBP_POOL_MAX
+
+if fastbp_pool_setup() != 0:
+    raise ImportError("fastbp could not register its at-fork handler")
+
+# The most threads one job may use.
+MAX_THREADS = FASTBP_POOL_MAX
+
+
+cdef int run(task_fn task, void* ctx, int n_threads) noexcept nogil:
+    return fastbp_pool_run(<fastbp_task> task, ctx, n_threads)
+
+
+cdef void barrier_wait(Barrier* b) noexcept nogil:
+    fastbp_barrier_wait(<fastbp_barrier*> b)
+
+
+def reserve(int n_threads):
+    """Start the workers a job of n_threads needs; the threads it can have
+    (fewer only when the system refuses to start more)."""
+    with nogil:
+        n = fastbp_pool_reserve(n_threads)
+    return n
+
+
+def max_threads():
+    """The threads fastbp may use: OMP_NUM_THREADS (read at import) or the
+    CPUs this process may run on, or what threadpoolctl set since."""
+    return fastbp_get_max_threads()
+
+
+def set_max_threads(int n):
+    fastbp_set_num_threads(n)
