@@ -11,6 +11,8 @@ from libc.string cimport memcpy, memset
 
 from fastbp._simd cimport avx2_void, rule_void, use_avx2
 
+import inspect
+
 import numpy as np
 import scipy.special
 
@@ -61,8 +63,11 @@ cdef _Loop _TANH_F = _ufunc_loop(np.tanh, cnp.NPY_FLOAT)
 cdef _Loop _TANH_D = _ufunc_loop(np.tanh, cnp.NPY_DOUBLE)
 cdef _Loop _EXP_F = _ufunc_loop(np.exp, cnp.NPY_FLOAT)
 cdef _Loop _EXP_D = _ufunc_loop(np.exp, cnp.NPY_DOUBLE)
-cdef _Loop _EXPIT_F = _ufunc_loop(scipy.special.expit, cnp.NPY_FLOAT)
-cdef _Loop _EXPIT_D = _ufunc_loop(scipy.special.expit, cnp.NPY_DOUBLE)
+# With SCIPY_ARRAY_API=1, scipy.special.expit is a dispatching wrapper of
+# the ufunc (functools.wraps): unwrap it, whatever the switch says.
+_EXPIT = inspect.unwrap(scipy.special.expit)
+cdef _Loop _EXPIT_F = _ufunc_loop(_EXPIT, cnp.NPY_FLOAT)
+cdef _Loop _EXPIT_D = _ufunc_loop(_EXPIT, cnp.NPY_DOUBLE)
 
 
 cdef inline void _numpy_loop(floating* z, Py_ssize_t size, _Loop f32,

@@ -1,6 +1,7 @@
 """Reliability: bad input, property-based fuzzing, faults, interrupts,
 threads, memory and determinism, each tried rather than assumed."""
 
+import os
 import warnings
 
 import numpy as np
@@ -1016,3 +1017,27 @@ def test_a_minibatch_of_zero_weights_is_refused_naming_it(backend, method):
     with pytest.raises(ValueError, match=r"rows 4 to 8 .* sum to zero"):
         getattr(est, method)(X, y, sample_weight=sample_weight)
     assert not hasattr(est, "coefs_")
+
+
+def test_import_with_scipy_array_api_switch():
+    """SCIPY_ARRAY_API=1 (scikit-learn's array-API mode needs it) turns
+    scipy.special.expit into a dispatching wrapper; fastbp still imports and
+    its logistic output is scipy's."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, scipy.special, fastbp\n"
+        "from fastbp import _kernels\n"
+        "assert not isinstance(scipy.special.expit, np.ufunc)\n"
+        "X = np.random.default_rng(0).standard_normal((40, 3))\n"
+        "y = (X[:, 0] > 0).astype(int)\n"
+        "m = fastbp.MLPClassifier((4,), activation='logistic', max_iter=5,\n"
+        "                         random_state=0).fit(X, y)\n"
+        "h = scipy.special.expit(X @ m.coefs_[0] + m.intercepts_[0])\n"
+        "np.testing.assert_allclose(m.transform(X), h, rtol=1e-12)\n"
+        "print('OK')\n")
+    env = dict(os.environ, SCIPY_ARRAY_API="1")
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", code], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "OK", done.stderr[-2000:]
