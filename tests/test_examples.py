@@ -39,6 +39,35 @@ def test_example_explain_shap():
     assert rho.min() > 0.8
 
 
+def test_example_explain_lime():
+    """LIME, SHAP and expected gradients on breast cancer: each passes its own
+    oracle, they rank the features alike, and each method's top features move
+    the prediction more than random ones."""
+    pytest.importorskip("lime")
+    pytest.importorskip("shap")
+    pytest.importorskip("matplotlib")
+    example = _load("explain_lime")
+    results = example.main(n_explain=6, num_samples=1000, max_k=6)
+    attributions = results["attributions"]
+    assert all(a.shape == (6, 30) for a in attributions.values())
+    # SHAP adds up to f(x) - E f(b) exactly, expected gradients up to the
+    # midpoint rule in t.
+    assert results["additivity"]["SHAP"] < 1e-10
+    assert results["additivity"]["expected gradients"] < 1e-2
+    # LIME's ridge explains most of the model's variance near each row, and
+    # its terms are read right: intercept + terms = its local prediction.
+    assert results["lime_scores"].min() > 0.6
+    assert np.abs(results["lime_gaps"]).max() < 1e-10
+    assert results["rho"]["SHAP", "expected gradients"].min() > 0.8
+    assert min(np.median(r) for r in results["rho"].values()) > 0.6
+    drops, k = results["drops"], results["k"]
+    for name in example.METHODS:
+        assert drops[name][k - 1] > 0.05 + 3 * max(drops["random"][k - 1], 0)
+    # Setting the top features to the mean one by one: the first matters most.
+    assert all(drops[name][0] > drops["random"][0] for name in example.METHODS)
+    example.plot(results)
+
+
 def test_example_plot_loss_curves():
     pytest.importorskip("matplotlib")
     example = _load("plot_loss_curves")
