@@ -1,9 +1,9 @@
 """fastbp estimators through fairlearn's mitigations: the reductions refit
 clones with sample_weight (bare, in a pipeline by step name or by metadata
 routing, DataFrames, early stopping, regressors), the postprocessing reads
-predict_proba of a prefit model or fits a clone. Each path must actually
-reduce the disparity it targets, which it cannot if the weights are dropped
-or the scores are not the model's."""
+predict_proba of a prefit model or fits a clone. Each path must reduce the
+disparity it targets, and the reductions' weights must reach fastbp's fit and
+shape it (relabelling alone would reduce the disparity too)."""
 
 import numpy as np
 import pandas as pd
