@@ -94,6 +94,9 @@ def main(n_samples=4000, eg_max_iter=50):
     X, y, group = make_credit(n_samples)
     X_train, X_test, y_train, y_test, g_train, g_test = train_test_split(
         X, y, group, random_state=0, stratify=group)
+    base_rates = pd.Series(y_test, index=g_test.index).groupby(g_test).mean()
+    print("share of label 1 (repaid) in the test set: "
+          + ", ".join(f"group {g} {rate:.2f}" for g, rate in base_rates.items()))
     model = network().fit(X_train, y_train)
 
     predictions = {"unmitigated": model.predict(X_test)}
