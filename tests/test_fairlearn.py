@@ -26,7 +26,9 @@ from fairlearn.reductions import (  # noqa: E402
     SquareLoss,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore")  # short fits, pandas' notices
+# Short fits; fairlearn's reductions trip pandas' deprecation notices.
+pytestmark = [pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+              pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 
 def biased(n=600, seed=0):
