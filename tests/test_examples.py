@@ -39,6 +39,60 @@ def test_example_explain_shap():
     assert rho.min() > 0.8
 
 
+def test_example_explain_lime():
+    """LIME, SHAP and expected gradients on breast cancer: each passes its own
+    oracle, they rank the features alike, and each method's top features move
+    the prediction more than random ones."""
+    pytest.importorskip("lime")
+    pytest.importorskip("shap")
+    pytest.importorskip("matplotlib")
+    example = _load("explain_lime")
+    results = example.main(n_explain=6, num_samples=1000, max_k=6)
+    attributions = results["attributions"]
+    assert all(a.shape == (6, 30) for a in attributions.values())
+    # SHAP adds up to f(x) - E f(b) exactly, expected gradients up to the
+    # midpoint rule in t.
+    assert results["additivity"]["SHAP"] < 1e-10
+    assert results["additivity"]["expected gradients"] < 1e-2
+    # LIME's ridge explains most of the model's variance near each row, and
+    # its terms are read right: intercept + terms = its local prediction.
+    assert results["lime_scores"].min() > 0.6
+    assert np.abs(results["lime_gaps"]).max() < 1e-10
+    assert results["rho"]["SHAP", "expected gradients"].min() > 0.8
+    assert min(np.median(r) for r in results["rho"].values()) > 0.6
+    drops, k = results["drops"], results["k"]
+    for name in example.METHODS:
+        assert drops[name][k - 1] > max(0.05, 3 * drops["random"][k - 1])
+    # Setting the top features to the mean one by one: the first matters most.
+    assert all(drops[name][0] > drops["random"][0] for name in example.METHODS)
+    example.plot(results)
+
+
+def test_example_fairness_fairlearn():
+    """On the fixed seed the unmitigated network is biased, and each
+    mitigation shrinks the disparity it targets to under half, on held-out
+    data, at a bounded cost in accuracy."""
+    pytest.importorskip("fairlearn")
+    pytest.importorskip("matplotlib")
+    example = _load("fairness_fairlearn")
+    audits = example.main(eg_max_iter=15)
+    before = audits["unmitigated"]
+    dp, eo = "demographic parity difference", "equalized odds difference"
+    assert before[dp] > 0.2 and before[eo] > 0.05  # there is a bias to mitigate
+    assert before["accuracy"] > 0.8
+    for name, result in audits.items():
+        # The disparity is the gap between the groups' selection rates.
+        rates = result["by group"]["selection rate"]
+        assert result[dp] == pytest.approx(rates.max() - rates.min(), abs=1e-12)
+        if name == "unmitigated":
+            continue
+        target = dp if name.endswith("DemographicParity") else eo
+        assert result[target] < 0.5 * before[target], name
+        assert result["accuracy"] > 0.7, name
+    assert len(audits) == 5
+    example.plot(audits)
+
+
 def test_example_plot_loss_curves():
     pytest.importorskip("matplotlib")
     example = _load("plot_loss_curves")
