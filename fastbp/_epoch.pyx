@@ -11,11 +11,12 @@ import threading
 import numpy as np
 
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cython cimport floating
 from libc.math cimport isfinite
 from libc.string cimport memcpy, memset
 
-from fastbp._blas cimport _gemm as gemm
+from fastbp._blas cimport _gemm as gemm, _row_gemv
 from fastbp._pool cimport Barrier, Word, barrier_init, barrier_wait, next_item, run
 from fastbp._kernels cimport (
     SOFTMAX, _act_grad, _bias_act, _bn_backward, _bn_forward, _bias_grad, _csr_forward, _csr_grad,
@@ -53,6 +54,32 @@ cdef enum:
 cdef Py_ssize_t PARALLEL_STEP_WORK = 1 << 18
 STEP_RULE = {"max_threads": MAX_THREADS, "min_share_rows": MIN_SHARE_ROWS,
              "parallel_step_work": PARALLEL_STEP_WORK}
+
+
+# A predict of few blocks for its threads (under 2 a thread) computes each
+# block's products as tiles (row chunks x column panels) that all threads
+# share. The tiles come from the block's shape alone, never from the thread
+# count, so every thread count that shares blocks computes the same products
+# and gives the same result. A tile is worth about PREDICT_TILE_WORK
+# multiply-adds, a panel at least PANEL_COLS output columns and a chunk at
+# least CHUNK_ROWS rows. One thread, or many blocks, computes each product
+# whole: tiles cost one thread 2-7% (bench/README.md), and may round
+# differently from the whole product in the last bit on some BLAS kernels.
+# Read on every call, so tests and benchmarks can change it.
+PREDICT_TILE_WORK = 1 << 22
+cdef enum:
+    PANEL_COLS = 128
+    CHUNK_ROWS = 128
+    MAX_TILES = 4 * MAX_THREADS
+    # A one-row product of this many multiply-adds or more goes through
+    # gemv, 3-5x faster than gemm there (_blas._row_gemv); the two may round
+    # differently, so below it a row predicted alone keeps the bits it has
+    # inside a larger block.
+    ROW_GEMV_WORK = 1 << 15
+# Tile work that leaves every product whole.
+cdef Py_ssize_t UNTILED = PY_SSIZE_T_MAX
+PREDICT_RULE = {"panel_cols": PANEL_COLS, "chunk_rows": CHUNK_ROWS,
+                "max_tiles": MAX_TILES, "row_gemv_work": ROW_GEMV_WORK}
 
 
 # Multiply-adds (batch rows x parameters) between two checks for pending
@@ -289,7 +316,6 @@ cdef const floating* _forward(Net* net, Data* d, const floating* params,
     cdef Py_ssize_t l, fan_in, fan_out
     cdef const floating* A0 = NULL
     cdef const floating* A
-    cdef const floating* b
     cdef floating* Z
     if not d.sparse:
         if rows != NULL:
@@ -309,25 +335,36 @@ cdef const floating* _forward(Net* net, Data* d, const floating* params,
         else:
             gemm(False, False, nb, fan_out, fan_in, 1, A, fan_in,
                  params + net.coef_off[l], fan_out, 0, Z, fan_out)
-        if net.bn_off != NULL and net.bn_off[l] >= 0:
-            # Z = gamma zhat; the shift beta is added as the bias below.
-            _bn_forward(Z, params + net.bias_off[l], params + net.bn_off[l],
-                        nb, fan_out, work + net.zhat_off[l],
-                        work + net.bn_stat_off[l],
-                        <floating*> net.running + net.run_off[l]
-                        if net.running != NULL else NULL,
-                        training or net.running == NULL)
-            b = params + net.bn_off[l] + fan_out
-        else:
-            b = params + net.bias_off[l]
-        _bias_act(Z, b, nb, fan_out, net.acts[l],
-                  work + net.pre_off[l] if net.pre_off[l] >= 0 else NULL)
+        _activate(net, params, work, l, 0, nb, training)
         if training and net.drop[l] > 0:
             _dropout_forward(Z, work + net.mask_off[l], nb, fan_out,
                              net.drop[l], net.seed, row0, net.drop_col[l],
                              net.drop_width)
         A = Z
     return A0
+
+
+cdef inline void _activate(Net* net, const floating* params, floating* work,
+                           Py_ssize_t l, Py_ssize_t r0, Py_ssize_t nr,
+                           bint training) noexcept nogil:
+    """Batch norm (where layer l has it), bias and activation, in place, of
+    rows r0 .. r0 + nr of layer l's products."""
+    cdef Py_ssize_t m = net.units[l + 1]
+    cdef floating* Z = work + net.act_off[l] + r0 * m
+    cdef const floating* b
+    if net.bn_off != NULL and net.bn_off[l] >= 0:
+        # Z = gamma zhat; the shift beta is added as the bias below.
+        _bn_forward(Z, params + net.bias_off[l], params + net.bn_off[l],
+                    nr, m, work + net.zhat_off[l] + r0 * m,
+                    work + net.bn_stat_off[l],
+                    <floating*> net.running + net.run_off[l]
+                    if net.running != NULL else NULL,
+                    training or net.running == NULL)
+        b = params + net.bn_off[l] + m
+    else:
+        b = params + net.bias_off[l]
+    _bias_act(Z, b, nr, m, net.acts[l],
+              work + net.pre_off[l] + r0 * m if net.pre_off[l] >= 0 else NULL)
 
 
 cdef double _backward(Net* net, Data* d, const floating* params,
@@ -984,9 +1021,13 @@ def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
     """Network output for every row of X into out, plan.max_rows at a time.
 
     Batch-normalized layers use the running statistics (required then).
-    With n_threads > 1 the blocks of plan.max_rows rows are shared among
-    that many threads (the others' workspaces allocated here); every block
-    is computed alike, so the output does not depend on n_threads.
+    With n_threads > 1, many blocks (at least 2 a thread) are shared among
+    the threads, each computed whole in its thread's workspace (allocated
+    here), as one thread computes them: the output does not depend on
+    n_threads. Fewer blocks are computed one after another by all threads
+    together, tile by tile (_tiles, from the block's shape): the output is
+    the same for every n_threads > 1 and may differ from one thread's in
+    the last bit.
 
     Raises
     ------
@@ -996,7 +1037,7 @@ def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
     """
     cdef Net net
     cdef Data d
-    cdef Py_ssize_t start, nb, L, n_out, n_blocks, b, b0, b1, per_check
+    cdef Py_ssize_t L, n_out, n_blocks, b, b0, b1, per_check
     cdef Py_ssize_t W = plan.work_size
     cdef int T
     cdef const floating[:, ::1] no_Y = None
@@ -1011,13 +1052,26 @@ def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
         raise ValueError(f"n_threads must be >= 1, got {n_threads}")
     _set_running(&net, plan, running)
     n_blocks = (d.n_samples + net.max_rows - 1) // net.max_rows
-    T = min(n_threads, MAX_THREADS, max(n_blocks, 1))
-    cdef floating[::1] scratch
     cdef ForwardJob job
     job.net, job.d, job.params, job.out = &net, &d, &params[0], &out[0, 0]
     job.dbl = floating is double
     job.work[0] = &work[0]
-    if T > 1:  # a one-block predict allocates nothing
+    T = min(n_threads, MAX_THREADS)
+    # Many blocks (or one thread): a thread a block, each block's products
+    # whole. Few: all threads on each block's tiles (as many as the first
+    # block's widest layer has).
+    job.together = n_blocks < 2 * T
+    job.tile_work = max(1, PREDICT_TILE_WORK) if job.together else UNTILED
+    if job.together:
+        T = min(T, _most_tiles(&net, d.sparse, min(net.max_rows, d.n_samples),
+                               job.tile_work))
+    else:
+        T = min(T, n_blocks)
+    T = max(1, T)
+    if T == 1:
+        job.tile_work = UNTILED
+    cdef floating[::1] scratch
+    if T > 1 and not job.together:
         scratch = _scratch(&params[0], (T - 1) * W)
         for b in range(1, T):
             job.work[b] = &scratch[(b - 1) * W]
@@ -1035,18 +1089,22 @@ def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
                 # takes fewer (each block is computed alike wherever it runs).
                 job.next.v = b0
                 job.end = b1
+                barrier_init(&job.layer_done, T)
+                job.n_threads = T
                 if run(_forward_task, &job, T) != 0:
                     _no_threads(T)
             else:
                 for b in range(b0, b1):
-                    _forward_block(&net, &d, &params[0], &work[0], &out[0, 0], b)
+                    _forward_block(&net, &d, &params[0], &work[0], &out[0, 0],
+                                   b, job.tile_work, 0, 1, NULL)
         b0 = b1
         if check:
             PyErr_CheckSignals()
 
 
 cdef struct ForwardJob:
-    # Predict blocks b0 .. end on the pool's threads, each in its own workspace.
+    # Predict blocks b0 .. end on the pool's threads: each block on one
+    # thread in its own workspace, or (together) each block on all of them.
     Net* net
     Data* d
     const void* params
@@ -1054,34 +1112,139 @@ cdef struct ForwardJob:
     void* work[MAX_THREADS]
     Word next
     Py_ssize_t end
+    Py_ssize_t tile_work
+    Barrier layer_done
+    int n_threads
+    bint together
     bint dbl
 
 
 cdef void _forward_task(void* ctx, int t) noexcept nogil:
     cdef ForwardJob* j = <ForwardJob*> ctx
     cdef Py_ssize_t b
+    cdef int T = j.n_threads
+    if j.together:  # every thread through every block, in order
+        for b in range(j.next.v, j.end):
+            if j.dbl:
+                _forward_block(j.net, j.d, <const double*> j.params,
+                               <double*> j.work[0], <double*> j.out, b, j.tile_work,
+                               t, T, &j.layer_done)
+            else:
+                _forward_block(j.net, j.d, <const float*> j.params,
+                               <float*> j.work[0], <float*> j.out, b, j.tile_work,
+                               t, T, &j.layer_done)
+        return
     while True:
         b = next_item(&j.next)
         if b >= j.end:
             return
         if j.dbl:
             _forward_block(j.net, j.d, <const double*> j.params,
-                           <double*> j.work[t], <double*> j.out, b)
+                           <double*> j.work[t], <double*> j.out, b, j.tile_work,
+                           0, 1, NULL)
         else:
             _forward_block(j.net, j.d, <const float*> j.params,
-                           <float*> j.work[t], <float*> j.out, b)
+                           <float*> j.work[t], <float*> j.out, b, j.tile_work,
+                           0, 1, NULL)
+
+
+cdef inline void _tiles(Py_ssize_t nb, Py_ssize_t k, Py_ssize_t m, bint dense,
+                        Py_ssize_t tile_work, Py_ssize_t* chunk,
+                        Py_ssize_t* panel) noexcept nogil:
+    """Rows a chunk and columns a panel of the tiles of an (nb, k) @ (k, m)
+    product (a sparse one is split by rows only); from the shape alone."""
+    cdef Py_ssize_t want = min(<Py_ssize_t> MAX_TILES,
+                               max(1, nb * k * m // tile_work))
+    cdef Py_ssize_t panels = max(1, min(want, m // PANEL_COLS)) if dense else 1
+    # Whole SIMD lanes per panel: widths a multiple of 8 but the last.
+    panel[0] = min(m, ((m + panels - 1) // panels + 7) // 8 * 8)
+    panels = (m + panel[0] - 1) // panel[0]
+    cdef Py_ssize_t chunks = max(1, min(want // panels, nb // CHUNK_ROWS))
+    chunk[0] = (nb + chunks - 1) // chunks
+
+
+def predict_tiles(Py_ssize_t rows, Py_ssize_t fan_in, Py_ssize_t fan_out,
+                  bint dense=True, tile_work=None):
+    """(rows a chunk, columns a panel) of a predict block's product of
+    (rows, fan_in) by (fan_in, fan_out): the size rule, for tests and docs."""
+    cdef Py_ssize_t chunk, panel
+    _tiles(rows, fan_in, fan_out, dense,
+           max(1, PREDICT_TILE_WORK if tile_work is None else tile_work),
+           &chunk, &panel)
+    return chunk, panel
+
+
+cdef Py_ssize_t _most_tiles(Net* net, bint sparse, Py_ssize_t nb,
+                            Py_ssize_t tile_work) noexcept nogil:
+    """Tiles of the widest layer of an nb-row block."""
+    cdef Py_ssize_t l, chunk, panel, most = 1
+    for l in range(net.n_layers):
+        _tiles(nb, net.units[l], net.units[l + 1], l > 0 or not sparse, tile_work,
+               &chunk, &panel)
+        most = max(most, ((nb + chunk - 1) // chunk)
+                   * ((net.units[l + 1] + panel - 1) // panel))
+    return most
 
 
 cdef void _forward_block(Net* net, Data* d, const floating* params,
-                         floating* work, floating* out,
-                         Py_ssize_t b) noexcept nogil:
-    """Predict block b (rows b max_rows ..) into its rows of out."""
+                         floating* work, floating* out, Py_ssize_t b,
+                         Py_ssize_t tile_work, int t, int T,
+                         Barrier* layer_done) noexcept nogil:
+    """Predict block b (rows b max_rows ..) into its rows of out, as thread t
+    of the T that share it (T = 1: alone).
+
+    Layer by layer: the products' tiles, then (when all are done) batch
+    norm, bias and activation chunk by chunk; thread t takes tiles and
+    chunks t, t + T, ... (batch-norm layers: thread 0 all, their statistics
+    are shared). The same calls for any T, hence the same result.
+    """
     cdef Py_ssize_t start = b * net.max_rows, L = net.n_layers
     cdef Py_ssize_t nb = min(net.max_rows, d.n_samples - start)
-    cdef Py_ssize_t n_out = net.units[L]
-    _forward(net, d, params, work, NULL, start, nb, False)
-    memcpy(out + start * n_out, work + net.act_off[L - 1],
-           nb * n_out * sizeof(floating))
+    cdef Py_ssize_t l, k, m, chunk, panel, chunks, panels, i, r0, c0, nr, nc
+    cdef const floating* A = NULL
+    cdef floating* Z
+    cdef bint dense
+    if not d.sparse:
+        A = <const floating*> d.X + start * d.n_features
+    for l in range(L):
+        k = net.units[l]
+        m = net.units[l + 1]
+        Z = work + net.act_off[l]
+        dense = l > 0 or not d.sparse
+        _tiles(nb, k, m, dense, tile_work, &chunk, &panel)
+        chunks = (nb + chunk - 1) // chunk
+        panels = (m + panel - 1) // panel
+        i = t
+        while i < chunks * panels:
+            r0 = i // panels * chunk
+            c0 = i % panels * panel
+            nr = min(chunk, nb - r0)
+            nc = min(panel, m - c0)
+            if dense and nr == 1 and nc * k >= ROW_GEMV_WORK:
+                _row_gemv(nc, k, A + r0 * k, params + net.coef_off[l] + c0, m,
+                          Z + r0 * m + c0)
+            elif dense:
+                gemm(False, False, nr, nc, k, 1, A + r0 * k, k,
+                     params + net.coef_off[l] + c0, m, 0, Z + r0 * m + c0, m)
+            else:
+                _csr_forward(<const floating*> d.data, d.indices, d.indptr,
+                             NULL, start + r0, nr, params + net.coef_off[0], m,
+                             Z + r0 * m)
+            i += T
+        if T > 1:
+            barrier_wait(layer_done)
+        for i in range(chunks):
+            if (i % T if net.bn_off == NULL or net.bn_off[l] < 0 else 0) != t:
+                continue
+            r0 = i * chunk
+            nr = min(chunk, nb - r0)
+            _activate(net, params, work, l, r0, nr, False)
+            if l == L - 1:
+                memcpy(out + (start + r0) * m, Z + r0 * m,
+                       nr * m * sizeof(floating))
+        if T > 1:
+            barrier_wait(layer_done)
+        A = Z
 
 
 def all_finite(const floating[::1] a):

@@ -4,6 +4,7 @@ they profit from. Used by predict, transform and the validation score."""
 from contextlib import nullcontext
 import numpy as np
 
+from fastbp import _epoch
 from fastbp._inputs import as_kernel_input
 from fastbp._threads import blas_one_thread, effective_n_threads
 
@@ -36,9 +37,11 @@ def forward(X, model, plan_for, backend, n_jobs=None, n_out=None):
     plan = plan_for(rows)
     work = np.empty(plan.work_size, dtype=flat.dtype)
     out = np.empty((n_samples, n_out or units[-1]), dtype=flat.dtype)
-    # Threads only for more than one block of rows (tiny passes skip
-    # asking OpenMP what it allows).
-    n_threads = 1 if n_samples <= rows else effective_n_threads(n_jobs)
+    # Threads only for passes of more than one tile (tiny passes skip
+    # asking the pool what it allows).
+    work_per_row = sum(a * b for a, b in zip(units[:-1], units[1:]))
+    n_threads = (1 if n_samples * work_per_row < 2 * _epoch.PREDICT_TILE_WORK
+                 else effective_n_threads(n_jobs))
     with blas_threads(rows, units):
         backend.epoch.forward(plan, X_dense, csr, flat, work, out, running,
                               n_threads)

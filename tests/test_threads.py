@@ -124,6 +124,78 @@ def test_forward_does_not_depend_on_threads(dtype, sparse):
     assert_allclose(outs[0], want, rtol=RTOL[dtype], atol=1e-6)
 
 
+# Wide layers: a block's products are split into tiles (chunks of rows x
+# panels of columns), which all threads share when there are few blocks. A
+# small tile work makes this network's products many tiles.
+WIDE = [150, 520, 300, 4]
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse", "batch_norm", "gelu"])
+@pytest.mark.parametrize("n", [1, 300, 2500])
+def test_wide_forward_tiles_do_not_depend_on_threads(dtype, kind, n, monkeypatch):
+    monkeypatch.setattr(_epoch, "PREDICT_TILE_WORK", 1 << 12)
+    if kind == "sparse" and n == 1:
+        pytest.skip("a sparse first layer is split by rows only")
+    units = WIDE
+    rng = np.random.RandomState(0)
+    act = "gelu" if kind == "gelu" else "tanh"
+    plan = make_plan(units, act, "softmax", "log_loss", min(n, 1024),
+                     kind != "sparse", batch_norm=kind == "batch_norm")
+    params = glorot_init(units, act, rng, np.float64)
+    running = None
+    if kind == "batch_norm":
+        params = np.r_[params, rng.uniform(0.5, 1.5, bn_sizes(units, True)[0])]
+        running = np.concatenate(
+            [np.r_[rng.uniform(-1, 1, m), rng.uniform(0.5, 2, m)]
+             for m in units[1:-1]]).astype(dtype)
+        assert running.size == plan.n_running
+    params = params.astype(dtype)
+    dense = rng.randn(n, units[0])
+    X, csr = dense.astype(dtype), None
+    if kind == "sparse":
+        dense[rng.rand(*dense.shape) < 0.8] = 0
+        m = sp.csr_matrix(dense.astype(dtype))
+        csr = (m.data, m.indices.astype(np.intp), m.indptr.astype(np.intp))
+        X = np.empty((0, units[0]), dtype)
+    rows = min(n, 1024)
+    tiles = [np.prod([-(-size // part) for size, part in zip(
+        (rows, units[l + 1]),
+        _epoch.predict_tiles(rows, units[l], units[l + 1], l > 0 or csr is None))])
+        for l in range(3)]
+    assert max(tiles) > 1  # the case this test is for
+    outs = []
+    for n_threads in (1, 2, 3, 64):
+        out = np.full((n, units[-1]), np.nan, dtype)
+        _epoch.forward(plan, X, csr, params, np.empty(plan.work_size, dtype),
+                       out, running, n_threads)
+        outs.append(out)
+    # Tiles on every thread count that shares blocks; one thread computes
+    # each product whole (the same to rounding).
+    for out in outs[2:]:
+        assert_array_equal(out, outs[1])
+    assert_allclose(outs[1], outs[0], rtol=RTOL[dtype], atol=1e-6)
+    want = np.empty_like(outs[0])
+    _reference.forward(plan, X, csr, params, None, want, running)
+    assert_allclose(outs[1], want, rtol=RTOL[dtype], atol=1e-5)
+
+
+def test_predict_tiles_rule():
+    rule = _epoch.PREDICT_RULE
+    # Small products: one tile.
+    assert _epoch.predict_tiles(1, 64, 100) == (1, 100)
+    assert _epoch.predict_tiles(1024, 64, 10) == (1024, 10)
+    for rows, k, m, dense in [(1, 2000, 256, True), (1000, 784, 512, True),
+                              (1024, 300, 1000, True), (777, 5000, 64, False)]:
+        chunk, panel = _epoch.predict_tiles(rows, k, m, dense)
+        n_tiles = -(-rows // chunk) * -(-m // panel)
+        assert 1 <= n_tiles <= rule["max_tiles"]
+        assert panel == m or (panel >= rule["panel_cols"] and panel % 8 == 0)
+        assert chunk == rows or chunk >= rule["chunk_rows"]
+        assert dense or panel == m  # sparse products split by rows only
+        # Each tile is worth about tile_work multiply-adds (more when capped).
+        assert chunk * panel * k >= _epoch.PREDICT_TILE_WORK // 2 or n_tiles == 1
+
+
 def test_loss_grad_threads_equal_twin(dtype):
     plan, params, X, csr, Y, sw = _problem(dtype, rows=300)
     got = []
