@@ -158,10 +158,11 @@ def test_wide_forward_tiles_do_not_depend_on_threads(dtype, kind, n, monkeypatch
         csr = (m.data, m.indices.astype(np.intp), m.indptr.astype(np.intp))
         X = np.empty((0, units[0]), dtype)
     rows = min(n, 1024)
-    tiles = [np.prod([-(-size // part) for size, part in zip(
-        (rows, units[l + 1]),
-        _epoch.predict_tiles(rows, units[l], units[l + 1], l > 0 or csr is None))])
-        for l in range(3)]
+    tiles = []
+    for layer in range(3):
+        chunk, panel = _epoch.predict_tiles(rows, units[layer], units[layer + 1],
+                                            layer > 0 or csr is None)
+        tiles.append(-(-rows // chunk) * -(-units[layer + 1] // panel))
     assert max(tiles) > 1  # the case this test is for
     outs = []
     for n_threads in (1, 2, 3, 64):
