@@ -63,10 +63,10 @@ STEP_RULE = {"max_threads": MAX_THREADS, "min_share_rows": MIN_SHARE_ROWS,
 # and gives the same result. A tile is worth about PREDICT_TILE_WORK
 # multiply-adds, a panel at least PANEL_COLS output columns and a chunk at
 # least CHUNK_ROWS rows. One thread, or many blocks, computes each product
-# whole: tiles cost one thread 2-7% (bench/README.md), and may round
+# whole: tiles cost one thread 2-7% (docs/design.md), and may round
 # differently from the whole product in the last bit on some BLAS kernels.
 # Read on every call, so tests and benchmarks can change it.
-PREDICT_TILE_WORK = 1 << 22
+PREDICT_TILE_WORK = 1 << 24
 cdef enum:
     PANEL_COLS = 128
     CHUNK_ROWS = 128
@@ -1089,17 +1089,29 @@ def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
                 # takes fewer (each block is computed alike wherever it runs).
                 job.next.v = b0
                 job.end = b1
-                barrier_init(&job.layer_done, T)
-                job.n_threads = T
+                barrier_init(&job.team.done, T)
+                job.team.taken[0].v = 0
+                job.team.taken[1].v = 0
+                job.team.n = T
                 if run(_forward_task, &job, T) != 0:
                     _no_threads(T)
             else:
                 for b in range(b0, b1):
                     _forward_block(&net, &d, &params[0], &work[0], &out[0, 0],
-                                   b, job.tile_work, 0, 1, NULL)
+                                   b, job.tile_work, 0, NULL)
         b0 = b1
         if check:
             PyErr_CheckSignals()
+
+
+cdef struct Team:
+    # The threads that share each block: the barrier between a layer's
+    # products and its activations, and who takes which tile (dynamically,
+    # so a thread the OS holds back takes fewer): a counter for this layer
+    # and one for the next, reset in turn.
+    Barrier done
+    Word taken[2]
+    int n
 
 
 cdef struct ForwardJob:
@@ -1113,8 +1125,7 @@ cdef struct ForwardJob:
     Word next
     Py_ssize_t end
     Py_ssize_t tile_work
-    Barrier layer_done
-    int n_threads
+    Team team
     bint together
     bint dbl
 
@@ -1122,17 +1133,16 @@ cdef struct ForwardJob:
 cdef void _forward_task(void* ctx, int t) noexcept nogil:
     cdef ForwardJob* j = <ForwardJob*> ctx
     cdef Py_ssize_t b
-    cdef int T = j.n_threads
     if j.together:  # every thread through every block, in order
         for b in range(j.next.v, j.end):
             if j.dbl:
                 _forward_block(j.net, j.d, <const double*> j.params,
                                <double*> j.work[0], <double*> j.out, b, j.tile_work,
-                               t, T, &j.layer_done)
+                               t, &j.team)
             else:
                 _forward_block(j.net, j.d, <const float*> j.params,
                                <float*> j.work[0], <float*> j.out, b, j.tile_work,
-                               t, T, &j.layer_done)
+                               t, &j.team)
         return
     while True:
         b = next_item(&j.next)
@@ -1141,11 +1151,11 @@ cdef void _forward_task(void* ctx, int t) noexcept nogil:
         if j.dbl:
             _forward_block(j.net, j.d, <const double*> j.params,
                            <double*> j.work[t], <double*> j.out, b, j.tile_work,
-                           0, 1, NULL)
+                           0, NULL)
         else:
             _forward_block(j.net, j.d, <const float*> j.params,
                            <float*> j.work[t], <float*> j.out, b, j.tile_work,
-                           0, 1, NULL)
+                           0, NULL)
 
 
 cdef inline void _tiles(Py_ssize_t nb, Py_ssize_t k, Py_ssize_t m, bint dense,
@@ -1188,15 +1198,16 @@ cdef Py_ssize_t _most_tiles(Net* net, bint sparse, Py_ssize_t nb,
 
 cdef void _forward_block(Net* net, Data* d, const floating* params,
                          floating* work, floating* out, Py_ssize_t b,
-                         Py_ssize_t tile_work, int t, int T,
-                         Barrier* layer_done) noexcept nogil:
+                         Py_ssize_t tile_work, int t,
+                         Team* team) noexcept nogil:
     """Predict block b (rows b max_rows ..) into its rows of out, as thread t
-    of the T that share it (T = 1: alone).
+    of the team that shares it (team NULL: alone).
 
-    Layer by layer: the products' tiles, then (when all are done) batch
-    norm, bias and activation chunk by chunk; thread t takes tiles and
-    chunks t, t + T, ... (batch-norm layers: thread 0 all, their statistics
-    are shared). The same calls for any T, hence the same result.
+    Layer by layer: the products' tiles, each taken by whichever thread
+    comes first, then (when all are done) batch norm, bias and activation
+    chunk by chunk, thread t taking chunks t, t + T, ... (batch-norm
+    layers: thread 0 all, their statistics are shared). The same calls for
+    any team, hence the same result.
     """
     cdef Py_ssize_t start = b * net.max_rows, L = net.n_layers
     cdef Py_ssize_t nb = min(net.max_rows, d.n_samples - start)
@@ -1204,6 +1215,8 @@ cdef void _forward_block(Net* net, Data* d, const floating* params,
     cdef const floating* A = NULL
     cdef floating* Z
     cdef bint dense
+    cdef int T = 1 if team == NULL else team.n
+    cdef Word* taken
     if not d.sparse:
         A = <const floating*> d.X + start * d.n_features
     for l in range(L):
@@ -1214,7 +1227,10 @@ cdef void _forward_block(Net* net, Data* d, const floating* params,
         _tiles(nb, k, m, dense, tile_work, &chunk, &panel)
         chunks = (nb + chunk - 1) // chunk
         panels = (m + panel - 1) // panel
-        i = t
+        # Blocks follow each other: layer l of block b is the team's
+        # (b L + l)-th, and takes the counter of that parity.
+        taken = &team.taken[(b * L + l) % 2] if team != NULL else NULL
+        i = 0 if team == NULL else next_item(taken)
         while i < chunks * panels:
             r0 = i // panels * chunk
             c0 = i % panels * panel
@@ -1230,9 +1246,11 @@ cdef void _forward_block(Net* net, Data* d, const floating* params,
                 _csr_forward(<const floating*> d.data, d.indices, d.indptr,
                              NULL, start + r0, nr, params + net.coef_off[0], m,
                              Z + r0 * m)
-            i += T
-        if T > 1:
-            barrier_wait(layer_done)
+            i = i + 1 if team == NULL else next_item(taken)
+        if team != NULL:
+            barrier_wait(&team.done)
+            if t == 0:  # the next layer's counter; its last users are done
+                team.taken[(b * L + l + 1) % 2].v = 0
         for i in range(chunks):
             if (i % T if net.bn_off == NULL or net.bn_off[l] < 0 else 0) != t:
                 continue
@@ -1242,8 +1260,8 @@ cdef void _forward_block(Net* net, Data* d, const floating* params,
             if l == L - 1:
                 memcpy(out + (start + r0) * m, Z + r0 * m,
                        nr * m * sizeof(floating))
-        if T > 1:
-            barrier_wait(layer_done)
+        if team != NULL:
+            barrier_wait(&team.done)
         A = Z
 
 
