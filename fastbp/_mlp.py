@@ -43,7 +43,7 @@ from fastbp._network import (
 )
 from fastbp._params import STOCHASTIC_SOLVERS, fit_settings
 from fastbp._second_order import SecondOrderMixin
-from fastbp._state import History, Model, Network, Optimizer, loss_name
+from fastbp._state import History, Model, Network, Optimizer, loss_name, loss_param
 from fastbp._threads import effective_n_threads
 from fastbp._version import __version__
 
@@ -235,7 +235,8 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             model = _kept_model(attrs, units, s.batch_norm)
         history = History.start(attrs, s, first_pass)
         network = Network(s.activation, out_activation,
-                          loss_name(out_activation, getattr(s, "loss", self.loss)))
+                          loss_name(out_activation, getattr(s, "loss", self.loss)),
+                          loss_param(s))
         backend = BACKENDS[s.backend]
         Y = np.ascontiguousarray(Y, dtype=dtype)
         # Full-batch solvers get one extra, empty subtask: scipy reports an
@@ -344,7 +345,8 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
     def _network(self):
         """What the fitted weights compute, with the current activation."""
         return Network(self.activation, self.out_activation_,
-                       loss_name(self.out_activation_, self.loss))
+                       loss_name(self.out_activation_, self.loss),
+                       loss_param(self))
 
     def _as_fitted(self):
         """Settings under which new targets are checked against the fitted
@@ -880,19 +882,19 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     A drop-in replacement for ``sklearn.neural_network.MLPRegressor``: the
     same parameters, defaults, attributes and training trajectory for the same
     random_state, with the whole epoch running in compiled code. It optimizes
-    the squared error (or the Poisson deviance) with L-BFGS, SGD or Adam, or
-    (beyond scikit-learn) Newton, Adagrad, RMSprop, Adadelta, AdamW, Adamax
-    or Nadam, with learning-rate schedules and gradient clipping for every
-    stochastic solver.
+    the squared error or the Poisson deviance (or, beyond scikit-learn, the
+    absolute error, the Huber or pinball loss or the gamma deviance) with
+    L-BFGS, SGD or Adam, or (beyond scikit-learn) Newton, Adagrad, RMSprop,
+    Adadelta, AdamW, Adamax or Nadam, with learning-rate schedules and
+    gradient clipping for every stochastic solver.
 
     Parameters
     ----------
-    loss : {'squared_error', 'poisson'}, default='squared_error'
-        The loss: half the squared error with an identity output, or half
-        the Poisson deviance with an exp output (y must be non-negative).
 """
+        + _docs.REGRESSION_LOSS
         + _docs.PARAMETERS
         + _docs.BATCH_NORM
+        + _docs.LOSS_PARAMETERS
         + """
     Attributes
     ----------"""
@@ -907,7 +909,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     -----
     Unlike scikit-learn's, ``partial_fit`` is absent with solver='lbfgs'
     (scikit-learn's check is broken and silently runs a full fit), and
-    negative targets with loss='poisson' raise a ValueError.
+    negative targets with loss='poisson' raise a ValueError. ``score`` is
+    R^2 whatever the loss (scikit-learn's convention); ``loss_curve_`` and
+    ``loss_`` report the chosen loss.
 
     Examples
     --------
@@ -964,6 +968,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         restore_best_weights=False,
         dropout=0.0,
         batch_norm=False,
+        huber_delta=None,
+        quantile=None,
     ):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -1006,6 +1012,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.restore_best_weights = restore_best_weights
         self.dropout = dropout
         self.batch_norm = batch_norm
+        self.huber_delta = huber_delta
+        self.quantile = quantile
 
     _y_kwargs = {"y_numeric": True}
 
@@ -1016,10 +1024,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                 "Some value(s) of y are negative which is not allowed for "
                 "Poisson regression (loss='poisson')."
             )
+        if s.loss == "gamma" and not np.all(y > 0):
+            raise ValueError(
+                "Some value(s) of y are not positive (<= 0 or NaN), which is "
+                "not allowed for Gamma regression (loss='gamma'): y must be > 0."
+            )
         return y.reshape(y.shape[0], -1), {}
 
     def _output_activation(self, labels, s):
-        return "exp" if s.loss == "poisson" else "identity"
+        return "exp" if s.loss in ("poisson", "gamma") else "identity"
 
     def _encode_targets(self, y, labels):
         return check_array(
