@@ -219,6 +219,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         if val_set is not None:
             val = self._validated_val_set(*val_set, ref, {**attrs, **labels},
                                           Y.shape[1], dtype)
+            self._check_target_range(val[1], s, "y_val")
         random_state = check_random_state(s.random_state)
         if first_pass:
             out_activation = self._output_activation(labels, s)
@@ -334,6 +335,9 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
                        dtype):
         """sample_weight times the class weights (classifier only)."""
         return sample_weight
+
+    def _check_target_range(self, y, s, name="y"):
+        """Targets outside the loss's domain raise (regressor only)."""
 
     # ------------------------------------------------------------------
     # the fitted model
@@ -1019,17 +1023,22 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _targets(self, y, attrs, s, classes=None):
         """y as the network's (n_samples, n_outputs) targets; no labels."""
+        self._check_target_range(y, s)
+        return y.reshape(y.shape[0], -1), {}
+
+    def _check_target_range(self, y, s, name="y"):
+        """Poisson's targets are >= 0, gamma's > 0 (y_val's too)."""
         if s.loss == "poisson" and np.any(y < 0):
             raise ValueError(
-                "Some value(s) of y are negative which is not allowed for "
+                f"Some value(s) of {name} are negative which is not allowed for "
                 "Poisson regression (loss='poisson')."
             )
         if s.loss == "gamma" and not np.all(y > 0):
             raise ValueError(
-                "Some value(s) of y are not positive (<= 0 or NaN), which is "
-                "not allowed for Gamma regression (loss='gamma'): y must be > 0."
+                f"Some value(s) of {name} are not positive (<= 0 or NaN), which "
+                f"is not allowed for Gamma regression (loss='gamma'): {name} "
+                "must be > 0."
             )
-        return y.reshape(y.shape[0], -1), {}
 
     def _output_activation(self, labels, s):
         return "exp" if s.loss in ("poisson", "gamma") else "identity"

@@ -104,6 +104,16 @@ def test_gamma_needs_positive_targets(bad):
         _fit(MLPRegressor("gamma", max_iter=2), X, np.abs(y) + 1).partial_fit(X, y)
 
 
+@pytest.mark.parametrize("loss, bad, match", [("gamma", 0.0, "y_val are not positive"),
+                                              ("poisson", -1.0, "y_val are negative")])
+def test_validation_targets_outside_the_loss_domain_raise(loss, bad, match):
+    X, y = _small("gamma")
+    y_val = y[:10].copy()
+    y_val[2] = bad
+    with pytest.raises(ValueError, match=match):
+        MLPRegressor(loss, early_stopping=True).fit(X, y, X_val=X[:10], y_val=y_val)
+
+
 def test_parameter_errors_leave_a_fitted_model_unchanged():
     X, y = _small("huber")
     est = _fit(MLPRegressor("huber", hidden_layer_sizes=(4,), max_iter=3), X, y)
