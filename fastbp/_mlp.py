@@ -897,8 +897,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 """
         + _docs.REGRESSION_LOSS
         + _docs.PARAMETERS
-        + _docs.BATCH_NORM
         + _docs.LOSS_PARAMETERS
+        + _docs.BATCH_NORM
         + """
     Attributes
     ----------"""
@@ -971,9 +971,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         early_stopping_metric="score",
         restore_best_weights=False,
         dropout=0.0,
-        batch_norm=False,
         huber_delta=None,
         quantile=None,
+        batch_norm=False,
     ):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -1015,9 +1015,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.early_stopping_metric = early_stopping_metric
         self.restore_best_weights = restore_best_weights
         self.dropout = dropout
-        self.batch_norm = batch_norm
         self.huber_delta = huber_delta
         self.quantile = quantile
+        self.batch_norm = batch_norm
 
     _y_kwargs = {"y_numeric": True}
 
