@@ -47,8 +47,9 @@ from fastbp._epoch cimport (
 )
 from fastbp._kernels import ACTIVATIONS
 from fastbp._kernels cimport (
-    BINARY_LOG_LOSS, ELU, EXP, GELU, IDENTITY, LEAKY_RELU, LOG_LOSS, LOGISTIC,
-    POISSON, RELU, SILU, SOFTMAX, SOFTPLUS, SOFTSIGN, SQUARED_ERROR, TANH,
+    ABSOLUTE_ERROR, BINARY_LOG_LOSS, ELU, EXP, GAMMA, GELU, HUBER, IDENTITY,
+    LEAKY_RELU, LOG_LOSS, LOGISTIC, POISSON, QUANTILE, RELU, SILU, SOFTMAX,
+    SOFTPLUS, SOFTSIGN, SQUARED_ERROR, TANH,
     _act_grad, _bias_grad, _csr_forward, _csr_grad, _exp, _l2_grad, _logistic,
     _needs_preactivation,
 )
@@ -57,13 +58,16 @@ from libc.math cimport fabs
 # 1 / sqrt(2 pi), for the normal density in GELU's f''.
 cdef double _INV_SQRT_2PI = 0.39894228040143267794
 
-# Hidden activations and (output, loss) heads the curvature code knows: each
-# loss is paired with its canonical link, so the output delta is P - Y.
+# Hidden activations and (output, loss) heads the curvature code knows: the
+# first four pair a loss with its canonical link (output delta P - Y, output
+# curvature J_g); the others' curvature in z is _output_r's.
 HIDDEN_ACTIVATIONS = (IDENTITY, LOGISTIC, TANH, RELU, LEAKY_RELU, ELU, GELU,
                       SOFTPLUS, SILU, SOFTSIGN)
 _ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
 HEADS = ((SOFTMAX, LOG_LOSS), (LOGISTIC, BINARY_LOG_LOSS),
-         (IDENTITY, SQUARED_ERROR), (EXP, POISSON))
+         (IDENTITY, SQUARED_ERROR), (EXP, POISSON),
+         (IDENTITY, ABSOLUTE_ERROR), (IDENTITY, HUBER), (IDENTITY, QUANTILE),
+         (EXP, GAMMA))
 
 
 cdef void _add_bias(floating* Z, const floating* b, Py_ssize_t n,
@@ -75,21 +79,39 @@ cdef void _add_bias(floating* Z, const floating* b, Py_ssize_t n,
 
 
 cdef void _output_r(const floating* P, const floating* RZ, const floating* sw,
-                    Py_ssize_t n, Py_ssize_t m, int out_act,
-                    floating* out) noexcept nogil:
-    """out = w * J_g(Z) R{Z} row by row: R of the output delta (P - Y) w."""
+                    const floating* Y, Py_ssize_t n, Py_ssize_t m, int out_act,
+                    int loss, double loss_param, floating* out) noexcept nogil:
+    """out = w * (d delta / d z) R{Z} row by row: R of the output delta.
+
+    Canonical pairs (delta (P - Y) w): d delta / d z = w J_g(Z). The other
+    losses' second derivative in z, elementwise: huber 1 where |p - y| <=
+    delta (scikit-learn's HuberLoss), else 0; absolute_error and quantile 0
+    (their delta is piecewise constant: the Hessian holds the hidden layers'
+    curvature only, exact wherever no p equals its y); gamma y / p.
+    """
     cdef Py_ssize_t i, k
     cdef floating w = 1, s
     cdef const floating* p
     cdef const floating* rz
+    cdef const floating* y
     cdef floating* o
     for i in range(n):
         if sw != NULL:
             w = sw[i]
         p = P + i * m
         rz = RZ + i * m
+        y = Y + i * m
         o = out + i * m
-        if out_act == SOFTMAX:
+        if loss == HUBER:
+            for k in range(m):
+                o[k] = w * rz[k] if fabs(p[k] - y[k]) <= loss_param else 0
+        elif loss == ABSOLUTE_ERROR or loss == QUANTILE:
+            for k in range(m):
+                o[k] = 0
+        elif loss == GAMMA:
+            for k in range(m):
+                o[k] = w * (y[k] / p[k]) * rz[k]
+        elif out_act == SOFTMAX:
             # J = diag(P) - P P^T
             s = 0
             for k in range(m):
@@ -204,8 +226,9 @@ cdef void _r_pass(Net* net, Data* d, const floating* params,
             _act_grad(work + net.act_off[l], _pre(net, work, l), R2, n,
                       fan_out, net.acts[l])
         else:
-            _output_r(work + net.act_off[l], RZ, sw, n, fan_out, net.out_act,
-                      R2)
+            _output_r(work + net.act_off[l], RZ, sw,
+                      <const floating*> d.Y, n, fan_out, net.out_act,
+                      net.loss, net.loss_param, R2)
     for l in range(L - 1, -1, -1):
         fan_in = net.units[l]
         fan_out = net.units[l + 1]

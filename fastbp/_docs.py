@@ -1,4 +1,46 @@
-"""Docstring fragments the two estimators share (numpydoc sections)."""
+"""Docstring fragments the two estimators share (numpydoc sections), and
+the regressor's losses."""
+
+REGRESSION_LOSS = """    loss : {'squared_error', 'absolute_error', 'huber', 'quantile', \
+'poisson', 'gamma'}, default='squared_error'
+        The loss, with HistGradientBoostingRegressor's names; e = p - y for a
+        prediction p and a target y, each sample's loss summed over outputs
+        (squared error's ``loss_`` averages over outputs, as scikit-learn's;
+        its gradient is that of the sum), then the sample-weighted mean.
+        Every formula and scaling is scikit-learn's ``sklearn._loss`` one,
+        tested against it:
+
+        - 'squared_error': e^2 / 2 (half squared error), identity output;
+        - 'absolute_error': |e| (AbsoluteError), identity output; predicts
+          the conditional median;
+        - 'huber': e^2 / 2 where |e| <= huber_delta, else huber_delta
+          (|e| - huber_delta / 2) (HuberLoss with a fixed delta), identity
+          output; quadratic near the target, linear beyond: robust to
+          outliers;
+        - 'quantile': the pinball loss, quantile (y - p) where y >= p, else
+          (1 - quantile) (p - y) (PinballLoss), identity output; predicts
+          the conditional quantile (set ``quantile``);
+        - 'poisson': y log(y / p) - y + p (half Poisson deviance), exp
+          output, y >= 0;
+        - 'gamma': y / p - log(y / p) - 1 (half gamma deviance,
+          HalfGammaLoss plus its constant), exp output, y > 0.
+
+        Not in scikit-learn's MLP: 'absolute_error', 'huber', 'quantile'
+        and 'gamma'. solver='newton' refuses 'absolute_error' and
+        'quantile' (zero curvature almost everywhere).
+"""
+
+LOSS_PARAMETERS = """
+    huber_delta : float > 0 or None, default=None
+        With loss='huber', where the loss turns from quadratic to linear, in
+        the units of y; None means 1.0. Setting it with another loss is an
+        error. Not in scikit-learn.
+
+    quantile : float in (0, 1) or None, default=None
+        With loss='quantile', the quantile to predict (as
+        HistGradientBoostingRegressor's); required by that loss, an error
+        with any other. Not in scikit-learn.
+"""
 
 PARAMETERS = """
     hidden_layer_sizes : array-like of shape(n_layers - 2,), default=(100,)

@@ -29,6 +29,7 @@ cdef struct Net:
     Py_ssize_t max_rows
     int out_act
     int loss
+    double loss_param           # Huber delta or quantile (0 for the others)
 
 
 cdef struct Data:

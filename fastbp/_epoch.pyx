@@ -21,7 +21,7 @@ from fastbp._pool cimport Barrier, Word, barrier_init, barrier_wait, next_item, 
 from fastbp._kernels cimport (
     SOFTMAX, _act_grad, _bias_act, _bn_backward, _bn_forward, _bias_grad, _csr_forward, _csr_grad,
     _abs_sum, _dropout_backward, _dropout_forward, _gather_rows, _l1_grad,
-    _l2_grad, _loss_delta, _needs_preactivation, _sq_norm,
+    _check_loss, _l2_grad, _loss_delta, _needs_preactivation, _sq_norm,
 )
 from fastbp._optimizers cimport (
     ADADELTA, ADAGRAD, ADAM, ADAMAX, ADAMW, NADAM, RMSPROP, SGD,
@@ -199,6 +199,7 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
                       "gather buffer", "workspace")
     if plan.out_act == SOFTMAX and a.units[L] < 2:
         raise ValueError("softmax output needs at least 2 units")
+    _check_loss(plan.loss, plan.loss_param)
     net.n_layers = L
     net.units = &a.units[0]
     net.coef_off = &a.coef_off[0]
@@ -221,6 +222,7 @@ cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
     net.max_rows = plan.max_rows
     net.out_act = plan.out_act
     net.loss = plan.loss
+    net.loss_param = plan.loss_param
     return a
 
 
@@ -391,7 +393,7 @@ cdef double _backward(Net* net, Data* d, const floating* params,
     cdef const floating* W
     loss = _loss_delta(<const floating*> work + net.act_off[L - 1],
                        <const floating*> d.Y, <const floating*> d.sw, rows,
-                       row0, nb, net.units[L], net.loss,
+                       row0, nb, net.units[L], net.loss, net.loss_param,
                        work + net.delta_off[L - 1], &sw_sum)
     if share_sw != NULL:
         share_sw[0] = sw_sum

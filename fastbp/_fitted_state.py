@@ -14,7 +14,7 @@ with the last checked one, and checks again only when they differ. ``trust`` rec
 """
 
 import weakref
-from numbers import Integral
+from numbers import Integral, Real
 from operator import is_
 
 import numpy as np
@@ -36,13 +36,16 @@ _CORE = ("coefs_", "intercepts_", "n_features_in_", "n_layers_", "n_outputs_",
 _WATCHED = ("coefs_", "intercepts_", "activation", "_optimizer") + _BATCH_NORM + (
     "n_features_in_", "n_layers_", "n_outputs_", "out_activation_",
     "feature_names_in_", "classes_", "_label_binarizer", "t_", "n_iter_", "loss",
+    "huber_delta", "quantile",
 )
 _N_CONTAINERS = 8
 _OUTPUTS = {  # y_type_ -> output activation (classifier)
     "binary": "logistic", "multilabel-indicator": "logistic",
     "multiclass": "softmax",
 }
-_REGRESSOR_OUTPUTS = {"squared_error": "identity", "poisson": "exp"}
+_REGRESSOR_OUTPUTS = {"squared_error": "identity", "absolute_error": "identity",
+                      "huber": "identity", "quantile": "identity",
+                      "poisson": "exp", "gamma": "exp"}
 
 # id(estimator) -> (weak reference to it, _snapshot of its last checked
 # state, memo of that state); the snapshot holds the objects, so identity
@@ -133,8 +136,29 @@ def _check_activations(est, units):
         losses, allowed = tuple(_REGRESSOR_OUTPUTS), set(_REGRESSOR_OUTPUTS.values())
     if not (isinstance(est.loss, str) and est.loss in losses):
         _fail(f"the loss {est.loss!r} is not one of {list(losses)}")
+    if not is_classifier(est):
+        _check_loss_parameters(est)
     if not (isinstance(out, str) and out in allowed):
         _fail(f"out_activation_ {out!r} is not one of {sorted(allowed)}")
+
+
+def _check_loss_parameters(est):
+    """The regressor's huber_delta and quantile: valid values, each with its
+    own loss only, the quantile present with loss='quantile' (a model saved
+    by a fastbp without them has neither: None, as the defaults)."""
+    delta = getattr(est, "huber_delta", None)
+    quantile = getattr(est, "quantile", None)
+    if delta is not None and not (isinstance(delta, Real) and delta > 0):
+        _fail(f"huber_delta {delta!r} is not a float > 0 or None")
+    if quantile is not None and not (isinstance(quantile, Real)
+                                     and 0 < quantile < 1):
+        _fail(f"quantile {quantile!r} is not a float in (0, 1) or None")
+    if delta is not None and est.loss != "huber":
+        _fail(f"huber_delta is set but the loss is {est.loss!r}")
+    if quantile is not None and est.loss != "quantile":
+        _fail(f"quantile is set but the loss is {est.loss!r}")
+    if quantile is None and est.loss == "quantile":
+        _fail("the loss is 'quantile' but quantile is None")
 
 
 def _check_classes(d, n_outputs, out):

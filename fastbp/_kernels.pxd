@@ -26,6 +26,10 @@ cdef enum:
     LOG_LOSS = 1          # softmax output, categorical cross-entropy
     BINARY_LOG_LOSS = 2   # logistic outputs, per-output cross-entropy
     POISSON = 3           # exp output, half Poisson deviance
+    ABSOLUTE_ERROR = 4    # identity output, |y - p|
+    HUBER = 5             # identity output, Huber with delta = loss_param
+    QUANTILE = 6          # identity output, pinball with quantile = loss_param
+    GAMMA = 7             # exp output, half gamma deviance
 
 
 cdef inline floating _exp(floating x) noexcept nogil:
@@ -84,7 +88,9 @@ cdef void _act_grad(const floating* A, const floating* Z, floating* delta,
 cdef double _loss_delta(const floating* P, const floating* Y,
                         const floating* sw, const Py_ssize_t* rows,
                         Py_ssize_t row0, Py_ssize_t n, Py_ssize_t m, int loss,
-                        floating* delta, double* sw_sum) noexcept nogil
+                        double loss_param, floating* delta,
+                        double* sw_sum) noexcept nogil
+cdef void _check_loss(int loss, double loss_param) except *
 cdef void _bias_grad(const floating* delta, Py_ssize_t n, Py_ssize_t m,
                      floating sw_sum, floating* out) noexcept nogil
 cdef void _l2_grad(floating* grad_W, const floating* W, Py_ssize_t size,

@@ -33,7 +33,9 @@ cdef double BN_MOMENTUM = 0.1
 BATCH_NORM_EPS = BN_EPS
 BATCH_NORM_MOMENTUM = BN_MOMENTUM
 LOSSES = {"squared_error": SQUARED_ERROR, "log_loss": LOG_LOSS,
-          "binary_log_loss": BINARY_LOG_LOSS, "poisson": POISSON}
+          "binary_log_loss": BINARY_LOG_LOSS, "poisson": POISSON,
+          "absolute_error": ABSOLUTE_ERROR, "huber": HUBER,
+          "quantile": QUANTILE, "gamma": GAMMA}
 
 
 # The ufunc inner loops scikit-learn's MLP uses (np.tanh, np.exp,
@@ -254,13 +256,19 @@ cdef void _act_grad(const floating* A, const floating* Z, floating* delta,
 cdef double _loss_delta(const floating* P, const floating* Y,
                         const floating* sw, const Py_ssize_t* rows,
                         Py_ssize_t row0, Py_ssize_t n, Py_ssize_t m, int loss,
-                        floating* delta, double* sw_sum) noexcept nogil:
+                        double loss_param, floating* delta,
+                        double* sw_sum) noexcept nogil:
     """Return the (weighted mean) data loss of a batch; write its output delta.
 
     Row r of the batch is sample rows[row0 + r] (row0 + r when rows is NULL)
     of Y and sw. With the canonical link of each loss the output delta is
-    (P - Y) * sw. Logs are taken of P clipped to [eps, 1 - eps].
+    (P - Y) * sw. Logs are taken of P clipped to [eps, 1 - eps]. The losses
+    beyond scikit-learn's MLP (absolute error, Huber, quantile, gamma) are
+    _other_loss_delta's, loss_param their Huber delta or quantile.
     """
+    if loss >= ABSOLUTE_ERROR:
+        return _other_loss_delta(P, Y, sw, rows, row0, n, m, loss, loss_param,
+                                 delta, sw_sum)
     cdef Py_ssize_t r, k, row
     cdef double total = 0, acc, w = 1, wsum = 0, y, p, q
     cdef double eps = 1.1920928955078125e-07 if floating is float \
@@ -320,6 +328,70 @@ cdef double _loss_delta(const floating* P, const floating* Y,
     if loss == POISSON:
         return total
     return -total
+
+
+cdef double _other_loss_delta(const floating* P, const floating* Y,
+                              const floating* sw, const Py_ssize_t* rows,
+                              Py_ssize_t row0, Py_ssize_t n, Py_ssize_t m,
+                              int loss, double loss_param, floating* delta,
+                              double* sw_sum) noexcept nogil:
+    """_loss_delta of the losses beyond scikit-learn's MLP, summed over
+    outputs; the output delta is d loss / d z (z the output layer's
+    pre-activation) times sw. Formulas and tie rules are scikit-learn's
+    (sklearn._loss), e = p - y:
+
+    absolute_error  |e|;                        delta 1 if e > 0 else -1
+    huber           e^2 / 2 if |e| <= d,        delta e if |e| <= d,
+                    else d (|e| - d / 2)        else d sign(e)
+    quantile (q)    q (y - p) if y >= p,        delta -q if y >= p
+                    else (1 - q) (p - y)        else 1 - q
+    gamma (p = exp z)  y / p - log(y / p) - 1   delta 1 - y / p
+    """
+    cdef Py_ssize_t r, k, row
+    cdef double total = 0, acc, w = 1, wsum = 0, y, p, e, g, t
+    cdef double d = loss_param, q = loss_param
+    cdef const floating* y_row
+    cdef const floating* p_row
+    cdef floating* d_row
+    for r in range(n):
+        row = rows[row0 + r] if rows != NULL else row0 + r
+        if sw != NULL:
+            w = sw[row]
+        wsum += w
+        y_row = Y + row * m
+        p_row = P + r * m
+        d_row = delta + r * m
+        acc = 0
+        # One loop per loss, selects rather than branches where they can.
+        if loss == ABSOLUTE_ERROR:
+            for k in range(m):
+                e = p_row[k] - y_row[k]
+                acc += fabs(e)
+                d_row[k] = <floating> (1.0 if e > 0 else -1.0)
+        elif loss == HUBER:
+            for k in range(m):
+                e = p_row[k] - y_row[k]
+                t = fabs(e)
+                acc += 0.5 * e * e if t <= d else d * (t - 0.5 * d)
+                g = d if e >= 0 else -d
+                d_row[k] = <floating> (e if t <= d else g)
+        elif loss == QUANTILE:
+            for k in range(m):
+                y = y_row[k]
+                p = p_row[k]
+                acc += q * (y - p) if y >= p else (1 - q) * (p - y)
+                d_row[k] = <floating> (-q if y >= p else 1 - q)
+        else:  # GAMMA
+            for k in range(m):
+                t = y_row[k] / <double> p_row[k]
+                acc += t - log(t) - 1
+                d_row[k] = <floating> (1 - t)
+        if sw != NULL:
+            for k in range(m):
+                d_row[k] = d_row[k] * <floating> w
+        total += w * acc
+    sw_sum[0] = wsum
+    return total / wsum
 
 
 cdef inline rule_void _bias_grad_rule(const floating* delta, Py_ssize_t n,
@@ -552,6 +624,16 @@ cdef inline void _same(Py_ssize_t a, Py_ssize_t b, str what) except *:
         raise ValueError(f"{what}: {a} != {b}")
 
 
+cdef void _check_loss(int loss, double loss_param) except *:
+    """A known loss code, with a Huber delta > 0 or a quantile in (0, 1)."""
+    if not SQUARED_ERROR <= loss <= GAMMA:
+        raise ValueError(f"unknown loss code {loss}")
+    if loss == HUBER and not loss_param > 0:
+        raise ValueError(f"the Huber delta must be > 0, got {loss_param}")
+    if loss == QUANTILE and not 0 < loss_param < 1:
+        raise ValueError(f"the quantile must be in (0, 1), got {loss_param}")
+
+
 cdef const Py_ssize_t* _rows_ptr(const Py_ssize_t[::1] rows, Py_ssize_t n_rows):
     """Pointer to rows after checking each index is in [0, n_rows)."""
     cdef Py_ssize_t i
@@ -687,11 +769,13 @@ def act_grad(const floating[:, ::1] A, floating[:, ::1] delta, int act,
 
 def loss_delta(const floating[:, ::1] P, const floating[:, ::1] Y,
                const floating[::1] sw, const Py_ssize_t[::1] rows, int loss,
-               floating[:, ::1] delta):
+               floating[:, ::1] delta, double loss_param=0.0):
     """Return (loss, sw_sum) of batch P against Y[rows]; write delta.
 
+    loss_param is the Huber delta or the quantile of those losses.
     Twin: _reference.loss_delta.
     """
+    _check_loss(loss, loss_param)
     cdef Py_ssize_t n = P.shape[0], m = P.shape[1]
     cdef double out, sw_sum = 0
     cdef const Py_ssize_t* rows_p = _rows_ptr(rows, Y.shape[0])
@@ -708,7 +792,7 @@ def loss_delta(const floating[:, ::1] P, const floating[:, ::1] Y,
         raise ValueError("empty batch")
     with nogil:
         out = _loss_delta(&P[0, 0], &Y[0, 0], sw_p, rows_p, 0, n, m, loss,
-                          &delta[0, 0], &sw_sum)
+                          loss_param, &delta[0, 0], &sw_sum)
     return out, sw_sum
 
 

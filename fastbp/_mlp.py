@@ -43,7 +43,7 @@ from fastbp._network import (
 )
 from fastbp._params import STOCHASTIC_SOLVERS, fit_settings
 from fastbp._second_order import SecondOrderMixin
-from fastbp._state import History, Model, Network, Optimizer, loss_name
+from fastbp._state import History, Model, Network, Optimizer, loss_name, loss_param
 from fastbp._threads import effective_n_threads
 from fastbp._version import __version__
 
@@ -219,6 +219,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         if val_set is not None:
             val = self._validated_val_set(*val_set, ref, {**attrs, **labels},
                                           Y.shape[1], dtype)
+            self._check_target_range(val[1], s, "y_val")
         random_state = check_random_state(s.random_state)
         if first_pass:
             out_activation = self._output_activation(labels, s)
@@ -235,7 +236,8 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             model = _kept_model(attrs, units, s.batch_norm)
         history = History.start(attrs, s, first_pass)
         network = Network(s.activation, out_activation,
-                          loss_name(out_activation, getattr(s, "loss", self.loss)))
+                          loss_name(out_activation, getattr(s, "loss", self.loss)),
+                          loss_param(s))
         backend = BACKENDS[s.backend]
         Y = np.ascontiguousarray(Y, dtype=dtype)
         # Full-batch solvers get one extra, empty subtask: scipy reports an
@@ -334,6 +336,9 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         """sample_weight times the class weights (classifier only)."""
         return sample_weight
 
+    def _check_target_range(self, y, s, name="y"):
+        """Targets outside the loss's domain raise (regressor only)."""
+
     # ------------------------------------------------------------------
     # the fitted model
 
@@ -344,7 +349,8 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
     def _network(self):
         """What the fitted weights compute, with the current activation."""
         return Network(self.activation, self.out_activation_,
-                       loss_name(self.out_activation_, self.loss))
+                       loss_name(self.out_activation_, self.loss),
+                       loss_param(self))
 
     def _as_fitted(self):
         """Settings under which new targets are checked against the fitted
@@ -880,18 +886,18 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     A drop-in replacement for ``sklearn.neural_network.MLPRegressor``: the
     same parameters, defaults, attributes and training trajectory for the same
     random_state, with the whole epoch running in compiled code. It optimizes
-    the squared error (or the Poisson deviance) with L-BFGS, SGD or Adam, or
-    (beyond scikit-learn) Newton, Adagrad, RMSprop, Adadelta, AdamW, Adamax
-    or Nadam, with learning-rate schedules and gradient clipping for every
-    stochastic solver.
+    the squared error or the Poisson deviance (or, beyond scikit-learn, the
+    absolute error, the Huber or pinball loss or the gamma deviance) with
+    L-BFGS, SGD or Adam, or (beyond scikit-learn) Newton, Adagrad, RMSprop,
+    Adadelta, AdamW, Adamax or Nadam, with learning-rate schedules and
+    gradient clipping for every stochastic solver.
 
     Parameters
     ----------
-    loss : {'squared_error', 'poisson'}, default='squared_error'
-        The loss: half the squared error with an identity output, or half
-        the Poisson deviance with an exp output (y must be non-negative).
 """
+        + _docs.REGRESSION_LOSS
         + _docs.PARAMETERS
+        + _docs.LOSS_PARAMETERS
         + _docs.BATCH_NORM
         + """
     Attributes
@@ -907,7 +913,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     -----
     Unlike scikit-learn's, ``partial_fit`` is absent with solver='lbfgs'
     (scikit-learn's check is broken and silently runs a full fit), and
-    negative targets with loss='poisson' raise a ValueError.
+    negative targets with loss='poisson' raise a ValueError. ``score`` is
+    R^2 whatever the loss (scikit-learn's convention); ``loss_curve_`` and
+    ``loss_`` report the chosen loss.
 
     Examples
     --------
@@ -963,6 +971,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         early_stopping_metric="score",
         restore_best_weights=False,
         dropout=0.0,
+        huber_delta=None,
+        quantile=None,
         batch_norm=False,
     ):
         self.loss = loss
@@ -1005,21 +1015,33 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.early_stopping_metric = early_stopping_metric
         self.restore_best_weights = restore_best_weights
         self.dropout = dropout
+        self.huber_delta = huber_delta
+        self.quantile = quantile
         self.batch_norm = batch_norm
 
     _y_kwargs = {"y_numeric": True}
 
     def _targets(self, y, attrs, s, classes=None):
         """y as the network's (n_samples, n_outputs) targets; no labels."""
-        if s.loss == "poisson" and np.any(y < 0):
-            raise ValueError(
-                "Some value(s) of y are negative which is not allowed for "
-                "Poisson regression (loss='poisson')."
-            )
+        self._check_target_range(y, s)
         return y.reshape(y.shape[0], -1), {}
 
+    def _check_target_range(self, y, s, name="y"):
+        """Poisson's targets are >= 0, gamma's > 0 (y_val's too)."""
+        if s.loss == "poisson" and np.any(y < 0):
+            raise ValueError(
+                f"Some value(s) of {name} are negative which is not allowed for "
+                "Poisson regression (loss='poisson')."
+            )
+        if s.loss == "gamma" and not np.all(y > 0):
+            raise ValueError(
+                f"Some value(s) of {name} are not positive (<= 0 or NaN), which "
+                f"is not allowed for Gamma regression (loss='gamma'): {name} "
+                "must be > 0."
+            )
+
     def _output_activation(self, labels, s):
-        return "exp" if s.loss == "poisson" else "identity"
+        return "exp" if s.loss in ("poisson", "gamma") else "identity"
 
     def _encode_targets(self, y, labels):
         return check_array(

@@ -68,6 +68,9 @@ class Plan:
         Length of the running statistics buffer (0 without batch norm).
     out_act, loss : int
         Codes of the output activation and the loss.
+    loss_param : float
+        The Huber delta (loss "huber") or the quantile (loss "quantile");
+        0 for the other losses.
     """
 
     units: np.ndarray
@@ -92,6 +95,7 @@ class Plan:
     bn_stat_off: np.ndarray = None
     run_off: np.ndarray = None
     n_running: int = 0
+    loss_param: float = 0.0
 
 
 def param_offsets(units):
@@ -150,12 +154,13 @@ def bn_sizes(units, batch_norm):
 
 
 def make_plan(units, hidden_activation, out_activation, loss, max_rows, gather,
-              dropout=0.0, batch_norm=False):
+              dropout=0.0, batch_norm=False, loss_param=0.0):
     """Lay out a network of the given widths for passes of up to max_rows rows.
 
     hidden_activation is one name for every hidden layer or a list of names,
     one per hidden layer; dropout likewise one rate or one per hidden layer;
-    batch_norm True for every hidden layer or one flag per layer.
+    batch_norm True for every hidden layer or one flag per layer; loss_param
+    the Huber delta or the quantile of those losses.
     Plans are cached and read-only: repeated small predicts reuse them.
     """
     def frozen(v):
@@ -165,12 +170,12 @@ def make_plan(units, hidden_activation, out_activation, loss, max_rows, gather,
                       out_activation, loss, int(max_rows), bool(gather),
                       frozen(dropout),
                       batch_norm if isinstance(batch_norm, bool)
-                      else tuple(batch_norm))
+                      else tuple(batch_norm), float(loss_param))
 
 
 @lru_cache(maxsize=64)
 def _make_plan(units, hidden_activation, out_activation, loss, max_rows, gather,
-               dropout, batch_norm):
+               dropout, batch_norm, loss_param):
     bn_flags = batch_norm_layers(batch_norm, len(units) - 1)
     units = np.asarray(units, dtype=np.intp)
     names = hidden_activations(hidden_activation, len(units) - 2)
@@ -239,6 +244,7 @@ def _make_plan(units, hidden_activation, out_activation, loss, max_rows, gather,
         bn_stat_off=bn_stat_off,
         run_off=run_off,
         n_running=n_running,
+        loss_param=loss_param,
     )
 
 

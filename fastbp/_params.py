@@ -69,6 +69,13 @@ def _one_or_per_layer(rule):
     )
 
 
+# MLPRegressor's losses, HistGradientBoostingRegressor's names.
+REGRESSION_LOSSES = ("squared_error", "absolute_error", "huber", "quantile",
+                     "poisson", "gamma")
+# Their parameters: each read by one loss only (fastbp._state.loss_param).
+_LOSS_OF_PARAMETER = {"huber_delta": "huber", "quantile": "quantile"}
+# Losses without curvature almost everywhere: newton cannot use them.
+_PIECEWISE_LINEAR = ("absolute_error", "quantile")
 HIDDEN_ACTIVATIONS = (
     "identity", "logistic", "tanh", "relu",
     "leaky_relu", "elu", "gelu", "softplus", "silu", "softsign",
@@ -141,7 +148,11 @@ PARAMETER_RULES = {
         lambda v: v is None or isinstance(v, dict) or v == "balanced",
         "a dict, a str among {'balanced'} or None",
     ),
-    "loss": _options("squared_error", "poisson"),
+    "loss": _options(*REGRESSION_LOSSES),
+    "huber_delta": _any_of(((lambda v: v is None), "None"),
+                           _interval(0.0, _INF, "neither")),
+    "quantile": _any_of(((lambda v: v is None), "None"),
+                        _interval(0.0, 1.0, "neither")),
     "batch_norm": _boolean(),
 }
 
@@ -200,6 +211,7 @@ def fit_settings(estimator, incremental=False, has_val_set=False):
     s.incremental = incremental
     s.batch_norm = bool(s.batch_norm)
     hidden_activations(s.activation, len(s.hidden))  # checks the length
+    _check_loss_parameters(s)
     if s.solver == "newton" and s.l1 > 0:
         raise ValueError(
             "solver='newton' needs a twice-differentiable objective, and the "
@@ -225,3 +237,31 @@ def fit_settings(estimator, incremental=False, has_val_set=False):
     if incremental and s.early_stopping:
         raise ValueError("partial_fit does not support early_stopping=True")
     return s
+
+
+def _check_loss_parameters(s):
+    """The regressor's loss parameters: each set with its own loss only,
+    the quantile required by loss='quantile'; newton needs curvature."""
+    loss = getattr(s, "loss", None)
+    if loss is None:  # the classifier
+        return
+    for name, owner in _LOSS_OF_PARAMETER.items():
+        if getattr(s, name) is not None and loss != owner:
+            raise ValueError(
+                f"{name}={getattr(s, name)!r} is a parameter of "
+                f"loss={owner!r} only, but loss={loss!r}: leave {name}=None "
+                f"or use loss={owner!r}."
+            )
+    if loss == "quantile" and s.quantile is None:
+        raise ValueError(
+            "loss='quantile' needs the quantile to fit: set quantile to a "
+            "float in (0, 1), for example quantile=0.9 for the 90th "
+            "percentile."
+        )
+    if loss in _PIECEWISE_LINEAR and s.solver == "newton":
+        raise ValueError(
+            f"solver='newton' needs curvature, and loss={loss!r} has none: "
+            "its second derivative is zero wherever it exists, so Newton "
+            "steps are undefined. Use solver='lbfgs' or a stochastic solver, "
+            "or loss='huber' (curvature 1 within huber_delta)."
+        )

@@ -26,6 +26,9 @@ LEAKY_RELU, ELU, GELU, SOFTPLUS, SILU, SOFTSIGN = (
 SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON = (
     LOSSES[k] for k in ("squared_error", "log_loss", "binary_log_loss", "poisson")
 )
+ABSOLUTE_ERROR, HUBER, QUANTILE, GAMMA = (
+    LOSSES[k] for k in ("absolute_error", "huber", "quantile", "gamma")
+)
 SGD, ADAM, ADAGRAD, RMSPROP, ADADELTA, ADAMW, ADAMAX, NADAM = (
     SOLVERS[k] for k in ("sgd", "adam", "adagrad", "rmsprop", "adadelta", "adamw",
                          "adamax", "nadam")
@@ -97,10 +100,44 @@ def act_grad(A, delta, act, Z=None):
         delta *= d.astype(delta.dtype)
 
 
-def loss_delta(P, Y, sw, rows, loss, delta):
+def _check_loss(loss, loss_param):
+    if loss not in LOSSES.values():
+        raise ValueError(f"unknown loss code {loss}")
+    if loss == HUBER and not loss_param > 0:
+        raise ValueError(f"the Huber delta must be > 0, got {loss_param}")
+    if loss == QUANTILE and not 0 < loss_param < 1:
+        raise ValueError(f"the quantile must be in (0, 1), got {loss_param}")
+
+
+def _other_loss(P, Y, loss, loss_param):
+    """Per-element loss and d loss / d z of the losses beyond scikit-learn's
+    MLP (float64; e = p - y, z the output's pre-activation)."""
+    E = P - Y
+    if loss == ABSOLUTE_ERROR:
+        return np.abs(E), np.where(E > 0, 1.0, -1.0)
+    if loss == HUBER:
+        d = loss_param
+        inside = np.abs(E) <= d
+        return (np.where(inside, 0.5 * E**2, d * (np.abs(E) - 0.5 * d)),
+                np.where(inside, E, np.where(E >= 0, d, -d)))
+    if loss == QUANTILE:
+        q = loss_param
+        below = Y >= P
+        return (np.where(below, q * (Y - P), (1 - q) * (P - Y)),
+                np.where(below, -q, 1 - q))
+    ratio = Y / P  # gamma: p = exp(z)
+    return ratio - np.log(ratio) - 1, 1 - ratio
+
+
+def loss_delta(P, Y, sw, rows, loss, delta, loss_param=0.0):
+    _check_loss(loss, loss_param)
     Y = Y if rows is None else Y[rows]
     w = np.ones(len(Y)) if sw is None else (sw if rows is None else sw[rows])
-    delta[...] = P - Y
+    if loss >= ABSOLUTE_ERROR:
+        terms, delta[...] = _other_loss(P.astype(np.float64), Y.astype(np.float64),
+                                        loss, loss_param)
+    else:
+        delta[...] = P - Y
     if sw is not None:
         delta *= w[:, None]
     P = P.astype(np.float64)
@@ -114,6 +151,8 @@ def loss_delta(P, Y, sw, rows, loss, delta):
         ylogy = np.zeros_like(Y)
         ylogy[nonzero] = Y[nonzero] * np.log(Y[nonzero] / P[nonzero])
         per_sample = (ylogy - Y + P).sum(axis=1)
+    elif loss >= ABSOLUTE_ERROR:
+        per_sample = terms.sum(axis=1)
     else:
         eps = np.finfo(delta.dtype).eps
         Q = np.clip(P, eps, 1 - eps)
@@ -380,7 +419,8 @@ def _backprop(plan, X, Y, sw, coefs, intercepts, alpha, l1=0.0, seed=0, row0=0,
     )
     bn_grad = [None] * len(coefs)
     delta = np.empty_like(activations[-1])
-    loss, sw_sum = loss_delta(activations[-1], Y, sw, None, plan.loss, delta)
+    loss, sw_sum = loss_delta(activations[-1], Y, sw, None, plan.loss, delta,
+                              plan.loss_param)
     loss += 0.5 * alpha * sum(sq_norm(W.ravel()) for W in coefs) / sw_sum
     if l1:
         loss += l1 * sum(abs_sum(W.ravel()) for W in coefs) / sw_sum
@@ -537,6 +577,20 @@ def _normal_pdf(Z):
     return np.exp(-0.5 * Z**2) / np.sqrt(2 * np.pi)
 
 
+def _output_curvature(P, Y, RZ, out_act, loss, loss_param):
+    """d delta / d z times RZ, row by row, without the sample weights: J_g
+    for a loss with its canonical link, the loss's second derivative in z
+    for the others (huber: 1 inside delta; absolute error, quantile: 0;
+    gamma: y / p)."""
+    if loss == HUBER:
+        return np.where(np.abs(P - Y) <= loss_param, RZ, 0).astype(P.dtype)
+    if loss in (ABSOLUTE_ERROR, QUANTILE):
+        return np.zeros_like(P)
+    if loss == GAMMA:
+        return Y / P * RZ
+    return _output_jvp(P, RZ, out_act)
+
+
 def _output_jvp(P, RZ, out_act):
     """J_g(Z) @ RZ row by row, for the output P = g(Z)."""
     if out_act == SOFTMAX:
@@ -571,7 +625,9 @@ def hessian_vector_product(plan, X, csr, Y, sample_weight, params, v, out, work,
     S = params.dtype.type(w.sum(dtype=np.float64))
     # G[l]: the delta of layer l before f' (G[L-1] = D[L-1]); D[l] = G[l] f'.
     D, G = [None] * L, [None] * L
-    D[-1] = (acts[-1] - Y) * w
+    D[-1] = np.empty_like(acts[-1])
+    loss_delta(acts[-1], Y, None, None, plan.loss, D[-1], plan.loss_param)
+    D[-1] *= w
     for i in range(L - 1, 0, -1):
         G[i - 1] = D[i] @ coefs[i].T
         D[i - 1] = G[i - 1] * _act_deriv(pre[i], act[i - 1])
@@ -582,7 +638,8 @@ def hessian_vector_product(plan, X, csr, Y, sample_weight, params, v, out, work,
             RZ[i] += RA[i - 1] @ coefs[i]
         if i < L - 1:
             RA[i] = RZ[i] * _act_deriv(pre[i + 1], act[i])
-    RD = _output_jvp(acts[-1], RZ[-1], plan.out_act) * w
+    RD = _output_curvature(acts[-1], Y, RZ[-1], plan.out_act, plan.loss,
+                           plan.loss_param) * w
     HW, Hb = [None] * L, [None] * L
     for i in range(L - 1, -1, -1):
         g = np.asarray(acts[i].T @ RD)

@@ -93,21 +93,39 @@ class Model:
 
 class Network(NamedTuple):
     """What a model's weights compute: hidden activation(s), output
-    activation and the loss the output layer's delta belongs to."""
+    activation and the loss the output layer's delta belongs to, with its
+    parameter (the Huber delta or the quantile; 0 for the other losses)."""
 
     activation: object
     out_activation: str
     loss: str
+    loss_param: float = 0.0
 
     def plan(self, units, rows, gather=False, dropout=0.0, batch_norm=False):
         """The engine's layout for passes of up to rows rows."""
         return make_plan(units, self.activation, self.out_activation, self.loss,
-                         rows, gather, dropout, batch_norm)
+                         rows, gather, dropout, batch_norm, self.loss_param)
 
 
 def loss_name(out_activation, loss):
     """The engine's loss for an output activation and the loss parameter."""
     return "binary_log_loss" if out_activation == "logistic" else loss
+
+
+# The regressor's parameter each loss reads, with its value when None.
+LOSS_PARAMETERS = {"huber": ("huber_delta", 1.0), "quantile": ("quantile", None)}
+
+
+def loss_param(params):
+    """The engine's loss_param for settings or an estimator (anything with
+    loss, huber_delta and quantile attributes): the Huber delta or the
+    quantile of those losses, 0 for the others."""
+    name, default = LOSS_PARAMETERS.get(getattr(params, "loss", None),
+                                        (None, 0.0))
+    if name is None:
+        return 0.0
+    value = getattr(params, name, None)
+    return float(default if value is None else value)
 
 
 # History fields and the estimator attributes they become.

@@ -255,6 +255,7 @@ def _record_validation(h, val, model, target, backend, forward):
         val_loss, _ = backend.kernels.loss_delta(
             output, Y_val, sw_val, None,
             LOSSES[target.network.loss], np.empty_like(output),
+            target.network.loss_param,
         )
     h.validation_scores.append(float(score))
     h.validation_loss_curve.append(float(val_loss))

@@ -93,7 +93,7 @@ def _outcome(call, *args):
         return ("raises", type(e), str(e))
 
 
-def _assert_same(a, b, rtol):
+def _assert_same(a, b, rtol, atol=1e-12):
     assert a[0] == b[0], (a, b)
     if a[0] == "raises":
         assert a[1:] == b[1:]
@@ -101,9 +101,9 @@ def _assert_same(a, b, rtol):
     x, y = a[1], b[1]
     if isinstance(x, tuple):
         for u, v in zip(x, y, strict=True):
-            assert_allclose(u, v, rtol=rtol, atol=1e-12)
+            assert_allclose(u, v, rtol=rtol, atol=atol)
     elif np.asarray(x).dtype.kind in "fc":
-        assert_allclose(x, y, rtol=rtol, atol=1e-12)
+        assert_allclose(x, y, rtol=rtol, atol=atol)
     else:
         np.testing.assert_array_equal(x, y)
 
@@ -149,3 +149,81 @@ def test_training_agrees_with_the_twin(kind, config, method):
                        ("ok", tuple(est.coefs_ + est.intercepts_)
                         + ((out[1],) if method == "fit_transform" else ())))
     _assert_same(*results, rtol=1e-9)
+
+
+# The regression losses beyond squared error: every loss x solver family
+# (momentum SGD, an adaptive rule, lbfgs, newton where the loss has
+# curvature) x dtype, with sample weights, one and two outputs.
+LOSS_PARAMS = {"absolute_error": {}, "huber": {"huber_delta": 0.5},
+               "quantile": {"quantile": 0.7}, "poisson": {}, "gamma": {}}
+
+
+def _loss_data(loss, n_outputs, dtype):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((40, 5))
+    w = rng.uniform(0.5, 2.0, 40)
+    score = X[:, :n_outputs] * 0.5 + 0.3 * rng.standard_normal((40, n_outputs))
+    if loss == "gamma":
+        y = rng.gamma(2.0, np.exp(score) / 2)
+    elif loss == "poisson":
+        y = rng.poisson(np.exp(score)).astype(float)
+    else:
+        y = score
+    y = y.ravel() if n_outputs == 1 else y
+    return X.astype(dtype), y, w
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("n_outputs", [1, 2])
+@pytest.mark.parametrize("solver", ["sgd", "rmsprop", "lbfgs", "newton"])
+@pytest.mark.parametrize("loss", sorted(LOSS_PARAMS))
+def test_regression_losses_train_alike_on_both_backends(loss, solver, n_outputs,
+                                                        dtype):
+    X, y, w = _loss_data(loss, n_outputs, dtype)
+    results = []
+    for backend in ("cython", "numpy"):
+        est = MLPRegressor(loss, hidden_layer_sizes=(6,), activation="tanh",
+                           solver=solver, max_iter=4, random_state=0,
+                           learning_rate_init=0.01, backend=backend,
+                           **LOSS_PARAMS[loss])
+        out = _outcome(est.fit, X, y, w)
+        if out[0] == "ok":
+            out = ("ok", tuple(est.coefs_ + est.intercepts_)
+                   + (np.asarray([est.loss_]),)
+                   + (est.predict(X), est.loss_gradient(X, y, w)[1]))
+        results.append(out)
+    if solver == "newton" and loss in ("absolute_error", "quantile"):
+        assert results[0][0] == "raises"  # no curvature: refused
+    else:
+        assert results[0][0] == "ok", results[0]
+    f64 = dtype == np.float64
+    _assert_same(*results, rtol=1e-9 if f64 else 2e-4, atol=1e-12 if f64 else 1e-6)
+
+
+@pytest.mark.parametrize("metric", ["loss", "score"])
+@pytest.mark.parametrize("loss", ["absolute_error", "huber", "quantile", "gamma"])
+def test_regression_losses_sparse_l1_early_stopping_partial_fit_agree(loss, metric):
+    import scipy.sparse as sp
+
+    X, y, w = _loss_data(loss, 2, np.float64)
+    X = sp.csr_matrix(np.where(np.abs(X) > 0.5, X, 0))
+    curves = []
+    for backend in ("cython", "numpy"):
+        est = MLPRegressor(loss, hidden_layer_sizes=(6,), solver="adam", l1=1e-3,
+                           alpha=1e-2, max_iter=6, early_stopping=True,
+                           early_stopping_metric=metric, validation_fraction=0.25,
+                           n_iter_no_change=2, random_state=0, backend=backend,
+                           **LOSS_PARAMS[loss])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(X, y, sample_weight=w)
+        inc = MLPRegressor(loss, hidden_layer_sizes=(6,), solver="sgd",
+                           random_state=0, backend=backend, **LOSS_PARAMS[loss])
+        for _ in range(3):
+            inc.partial_fit(X, y, sample_weight=w)
+        curves.append((est.loss_curve_, est.validation_loss_curve_,
+                       est.validation_scores_, *est.coefs_, inc.loss_curve_,
+                       *inc.coefs_))
+        assert np.all(np.isfinite(est.validation_loss_curve_))
+    for a, b in zip(*curves, strict=True):
+        assert_allclose(a, b, rtol=1e-9, atol=1e-12)

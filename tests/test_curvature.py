@@ -73,7 +73,7 @@ def _away_from_kinks(problem, margin=1e-4):
             assert np.abs(Z).min() > margin
 
 
-HEAD_NAMES = [h.split("-")[0] for h in HEADS]
+HEAD_NAMES = list(HEADS)  # output-loss: several losses share an output
 
 
 # ---------------------------------------------------------------------------

@@ -25,7 +25,13 @@ HEADS = {
     "logistic-binary_log_loss": ("logistic", "binary_log_loss"),
     "identity-squared_error": ("identity", "squared_error"),
     "exp-poisson": ("exp", "poisson"),
+    "identity-absolute_error": ("identity", "absolute_error"),
+    "identity-huber": ("identity", "huber"),
+    "identity-quantile": ("identity", "quantile"),
+    "exp-gamma": ("exp", "gamma"),
 }
+# The Huber delta and the quantile of the heads that have one.
+LOSS_PARAM = {"huber": 0.5, "quantile": 0.3}
 NETS = [(5,), (5, 3)]
 # name: (solver, lr, nesterov)
 OPTIMIZERS = {
@@ -53,6 +59,8 @@ def _targets(rng, loss, n, n_out):
         return rng.randint(2, size=(n, n_out)).astype(float)
     if loss == "poisson":
         return rng.poisson(1.5, size=(n, n_out)).astype(float)
+    if loss == "gamma":
+        return rng.gamma(20.0, 1 / 20, size=(n, n_out))  # near 1
     return rng.randn(n, n_out)
 
 
@@ -90,8 +98,13 @@ def make_problem(
     if n_out is None:
         n_out = 3 if loss == "log_loss" else 2
     units = [n_features, *hidden, n_out]
-    plan = make_plan(units, hidden_act, out_act, loss, max_rows, gather)
+    plan = make_plan(units, hidden_act, out_act, loss, max_rows, gather,
+                     loss_param=LOSS_PARAM.get(loss, 0.0))
     params = glorot_init(units, hidden_act, rng, dtype)
+    if loss == "gamma":
+        # Outputs exp(z) near the targets' 1: gamma's delta 1 - y / p is
+        # unbounded where p << y, which these steps would overshoot.
+        params *= dtype(0.7)
     dense = rng.randn(n_samples, n_features)
     if sparse:
         dense *= rng.rand(n_samples, n_features) < 0.5

@@ -192,3 +192,31 @@ def test_example_second_order():
     assert clf.n_iter_ < 50 and np.linalg.norm(grad) < clf.tol
     assert H.shape == (43, 43) and np.abs(hv_gap).max() < 1e-12
     assert J.shape == (5, 3, 4) and check.max_error < 1e-4
+
+
+def test_example_plot_quantile_intervals():
+    """The 90% interval covers 90% of held-out data, as the reference's."""
+    pytest.importorskip("matplotlib")
+    example = _load("plot_quantile_intervals")
+    mlp, hgb, coverage, test = example.main()
+    for name in ("MLPRegressor", "HistGradientBoosting"):
+        inside, below_median, _ = coverage[name]
+        assert abs(inside - 0.9) <= 0.03 and abs(below_median - 0.5) <= 0.03
+    X_test, y_test = test
+    lo, hi = mlp[0.05].predict(X_test), mlp[0.95].predict(X_test)
+    assert coverage["MLPRegressor"][0] == np.mean((y_test >= lo) & (y_test <= hi))
+    # the interval widens with the noise
+    width = hi - lo
+    assert width[np.abs(X_test[:, 0]) > 1.5].mean() > 2 * width[
+        np.abs(X_test[:, 0]) < 0.5].mean()
+    example.plot(mlp, hgb, coverage, test)
+
+
+def test_example_plot_robust_regression():
+    """Huber and absolute error shrug off the outliers squared error chases."""
+    pytest.importorskip("matplotlib")
+    example = _load("plot_robust_regression")
+    models, errors, data = example.main()
+    assert errors["huber"] < 0.1 * errors["squared_error"]
+    assert errors["absolute_error"] < 0.1 * errors["squared_error"]
+    example.plot(models, errors, data)

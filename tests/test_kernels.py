@@ -76,7 +76,15 @@ def _loss_targets(rng, loss, n, m):
     if loss == "binary_log_loss":
         P = 1 / (1 + np.exp(-2 * rng.randn(n, m)))
         return P, rng.randint(2, size=(n, m)).astype(float)
+    if loss in ("absolute_error", "huber", "quantile"):
+        return rng.randn(n, m), rng.randn(n, m)
+    if loss == "gamma":
+        return np.exp(rng.randn(n, m)), rng.gamma(2.0, size=(n, m))
     return np.exp(rng.randn(n, m)), rng.poisson(1.5, size=(n, m)).astype(float)
+
+
+# The parameter of the losses that have one (Huber's delta, the quantile).
+LOSS_PARAM = {"huber": 0.7, "quantile": 0.3}
 
 
 def _loss_delta(loss, weighted, subset):
@@ -88,7 +96,8 @@ def _loss_delta(loss, weighted, subset):
         sw = rng.uniform(0.2, 3.0, n_y).astype(dtype) if weighted else None
         rows = _intp(rng.randint(n_y, size=n)) if subset else None
         delta = rng.randn(n, m).astype(dtype)  # must be overwritten
-        return P.astype(dtype), Y.astype(dtype), sw, rows, LOSS[loss], delta
+        return (P.astype(dtype), Y.astype(dtype), sw, rows, LOSS[loss], delta,
+                LOSS_PARAM.get(loss, 0.0))
 
     return make
 
@@ -409,12 +418,12 @@ def test_act_grad_hand_values(dtype):
         assert_allclose(delta, want, rtol=RTOL[dtype], err_msg=act)
 
 
-def _loss(P, Y, loss, dtype, sw=None, rows=None):
+def _loss(P, Y, loss, dtype, sw=None, rows=None, loss_param=0.0, module=_kernels):
     P = np.array(P, dtype=dtype)
     Y = np.array(Y, dtype=dtype)
     sw = None if sw is None else np.array(sw, dtype=dtype)
     delta = np.full(P.shape, np.nan, dtype=dtype)
-    value, sw_sum = _kernels.loss_delta(P, Y, sw, rows, LOSS[loss], delta)
+    value, sw_sum = module.loss_delta(P, Y, sw, rows, LOSS[loss], delta, loss_param)
     return value, sw_sum, delta
 
 
@@ -438,6 +447,104 @@ def test_loss_delta_hand_values(dtype):
     value, _, delta = _loss([[2, 1]], [[1, 0]], "poisson", dtype)
     assert_allclose(value, 1 - np.log(2) + 1, rtol=rtol)
     assert_allclose(delta, [[1, 1]], rtol=rtol)
+
+
+def test_new_regression_losses_hand_values(dtype):
+    rtol = RTOL[dtype]
+    # e = p - y = 2 and -0.5, summed over the outputs of each row
+    P, Y = [[2, 0.5]], [[0, 1]]
+    value, _, delta = _loss(P, Y, "absolute_error", dtype)
+    assert_allclose(value, 2.5, rtol=rtol)
+    assert_allclose(delta, [[1, -1]], rtol=rtol)
+    # Huber, delta 1: linear 1 (2 - 1/2) = 1.5 beyond it, 0.5^2 / 2 inside
+    value, _, delta = _loss(P, Y, "huber", dtype, loss_param=1.0)
+    assert_allclose(value, 1.5 + 0.125, rtol=rtol)
+    assert_allclose(delta, [[1, -0.5]], rtol=rtol)
+    # pinball, q = 0.25: (1 - q) 2 over the target, q 0.5 under it
+    value, _, delta = _loss(P, Y, "quantile", dtype, loss_param=0.25)
+    assert_allclose(value, 0.75 * 2 + 0.25 * 0.5, rtol=rtol)
+    assert_allclose(delta, [[0.75, -0.25]], rtol=rtol)
+    # a tie counts as under the target (scikit-learn's PinballLoss), and as
+    # under it for the absolute error's sign
+    _, _, delta = _loss([[1.0]], [[1.0]], "quantile", dtype, loss_param=0.25)
+    assert_allclose(delta, [[-0.25]], rtol=rtol)
+    _, _, delta = _loss([[1.0]], [[1.0]], "absolute_error", dtype)
+    assert_allclose(delta, [[-1]], rtol=rtol)
+    # half gamma deviance y/p - log(y/p) - 1: 0 at p = y; (y=1, p=2):
+    # 1/2 + log 2 - 1; delta 1 - y/p
+    value, _, delta = _loss([[2, 3]], [[1, 3]], "gamma", dtype)
+    assert_allclose(value, 0.5 + np.log(2) - 1, rtol=rtol)
+    assert_allclose(delta, [[0.5, 0]], rtol=rtol, atol=1e-7)
+    # weights multiply the delta and weigh the mean
+    value, sw_sum, delta = _loss([[2], [0]], [[0], [0]], "absolute_error", dtype,
+                                 sw=[3, 1])
+    assert_allclose(value, 3 * 2 / 4, rtol=rtol)
+    assert_allclose(delta, [[3], [-1]], rtol=rtol)
+
+
+@pytest.mark.parametrize("module", [_kernels, _reference], ids=["compiled", "twin"])
+@pytest.mark.parametrize("loss, param", [("huber", 0.0), ("huber", -1.0),
+                                         ("quantile", 0.0), ("quantile", 1.0),
+                                         ("quantile", np.nan)])
+def test_loss_parameter_out_of_range_raises(module, loss, param):
+    with pytest.raises(ValueError, match="Huber delta|quantile"):
+        _loss([[1.0]], [[0.0]], loss, np.float64, loss_param=param, module=module)
+
+
+@pytest.mark.parametrize("module", [_kernels, _reference], ids=["compiled", "twin"])
+def test_unknown_loss_code_raises(module):
+    P = np.zeros((1, 1))
+    with pytest.raises(ValueError, match="unknown loss code"):
+        module.loss_delta(P, P, None, None, max(LOSS.values()) + 1, P.copy())
+
+
+def _sklearn_loss(loss, param):
+    """The sklearn._loss object of a loss, and the raw prediction of p
+    (log p for gamma's log link); for the tests only."""
+    from sklearn._loss.loss import (
+        AbsoluteError, HalfGammaLoss, HuberLoss, PinballLoss,
+    )
+
+    if loss == "absolute_error":
+        return AbsoluteError(), lambda p: p
+    if loss == "huber":
+        return HuberLoss(delta=param), lambda p: p
+    if loss == "quantile":
+        return PinballLoss(quantile=param), lambda p: p
+    return HalfGammaLoss(), np.log
+
+
+@pytest.mark.parametrize("module", [_kernels, _reference], ids=["compiled", "twin"])
+@pytest.mark.parametrize("loss, param", [("absolute_error", 0.0), ("huber", 0.7),
+                                         ("huber", 2.5), ("quantile", 0.1),
+                                         ("quantile", 0.9), ("gamma", 0.0)])
+def test_losses_match_scikit_learns_loss_module(module, loss, param, dtype):
+    # Values and per-element gradients against sklearn._loss (its loss is
+    # per element; ours the weighted mean over samples of the sum over
+    # outputs, gamma's plus the constant that makes its optimum 0).
+    rng = np.random.RandomState(4)
+    n, m = 50, 3
+    P, Y = _loss_targets(rng, loss, n, m)
+    if loss != "gamma":
+        P = P + rng.choice([0.0, 3.0, -3.0], size=P.shape)  # both Huber sides
+    sw = rng.uniform(0.2, 3.0, n)
+    P, Y, sw = P.astype(dtype), Y.astype(dtype), sw.astype(dtype)
+    value, sw_sum, delta = _loss(P, Y, loss, dtype, sw=sw, loss_param=param,
+                                 module=module)
+    ref, raw = _sklearn_loss(loss, param)
+    P64, Y64 = (np.asfortranarray(a, dtype=np.float64) for a in (P, Y))
+    sw64 = sw.astype(np.float64)
+    per_element = np.column_stack([
+        ref.loss(Y64[:, k], raw(P64[:, k])) for k in range(m)])
+    grad = np.column_stack([
+        ref.gradient(Y64[:, k], raw(P64[:, k])) for k in range(m)])
+    if loss == "gamma":
+        per_element += ref.constant_to_optimal_zero(Y64)
+    want = np.average(per_element.sum(axis=1), weights=sw64)
+    assert_allclose(value, want, rtol=RTOL[dtype], atol=ATOL[dtype])
+    assert_allclose(sw_sum, sw64.sum(), rtol=RTOL[dtype])
+    assert_allclose(delta, grad * sw64[:, None], rtol=RTOL[dtype],
+                    atol=ATOL_EXP[dtype])
 
 
 def test_loss_delta_weights_and_rows_hand_values(dtype):

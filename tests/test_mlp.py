@@ -496,7 +496,7 @@ def test_invalid_parameters_raise(params, match):
     with pytest.raises(ValueError, match=match):
         MLPClassifier(**params).fit(X, y)
     with pytest.raises(ValueError, match="'loss' parameter"):
-        MLPRegressor(loss="huber").fit(X, y)
+        MLPRegressor(loss="pinball").fit(X, y)
 
 
 def test_awkward_but_valid_inputs_work():

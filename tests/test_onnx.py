@@ -67,14 +67,16 @@ def test_new_and_per_layer_activations_export(activation):
         np.testing.assert_allclose(out, reg.predict(X_test), rtol=1e-5, atol=atol)
 
 
-@pytest.mark.parametrize("loss", ["squared_error", "poisson"])
+@pytest.mark.parametrize("loss", ["squared_error", "poisson", "absolute_error",
+                                  "huber", "quantile", "gamma"])
 @pytest.mark.parametrize("n_outputs", [1, 2])
 def test_regressor_matches_predict(loss, n_outputs):
     X, y = make_regression(120, 5, n_targets=n_outputs, random_state=1)
-    if loss == "poisson":
+    if loss in ("poisson", "gamma"):  # exp outputs
         y = np.exp(y / np.abs(y).max())
+    extra = {"quantile": {"quantile": 0.8}, "huber": {"huber_delta": 5.0}}
     reg = MLPRegressor(loss, hidden_layer_sizes=(6,), activation="tanh",
-                       max_iter=60, random_state=0).fit(X, y)
+                       max_iter=60, random_state=0, **extra.get(loss, {})).fit(X, y)
     for dtype, atol in [(np.float32, 1e-5), (np.float64, 1e-12)]:
         (out,) = _run(fastbp.to_onnx(reg, dtype=dtype), X.astype(dtype))
         assert out.dtype == dtype and out.shape == (len(X), n_outputs)

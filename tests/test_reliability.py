@@ -268,7 +268,7 @@ def _sklearn_accepts(cls, name, value):
 
 
 # Parameters whose values fastbp extends beyond scikit-learn's.
-_EXTENDED = {"activation", "solver", "learning_rate"}
+_EXTENDED = {"activation", "solver", "learning_rate", "loss"}
 
 
 @pytest.mark.parametrize("name", sorted(_PARAMETER_RULES))

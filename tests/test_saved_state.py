@@ -108,6 +108,16 @@ BAD_STATES = [
     ("regressor with softmax", R, {}, _set("out_activation_", "softmax"),
      "out_activation_ 'softmax'"),
     ("bad loss", R, {}, _set("loss", "bogus"), "loss 'bogus'"),
+    ("quantile loss without its quantile", R, {"loss": "quantile", "quantile": 0.5},
+     _set("quantile", None), "the loss is 'quantile' but quantile is None"),
+    ("quantile out of range", R, {"loss": "quantile", "quantile": 0.5},
+     _set("quantile", 1.5), r"quantile 1.5 is not a float in \(0, 1\)"),
+    ("quantile with another loss", R, {}, _set("quantile", 0.5),
+     "quantile is set but the loss is 'squared_error'"),
+    ("negative huber_delta", R, {"loss": "huber"}, _set("huber_delta", -1.0),
+     "huber_delta -1.0 is not a float > 0"),
+    ("huber_delta with another loss", R, {"loss": "absolute_error"},
+     _set("huber_delta", 2.0), "huber_delta is set but the loss is 'absolute_error'"),
     ("n_outputs_=1 for 3 classes", C, {}, _set("n_outputs_", 1),
      "n_outputs_ is 1 but the weights make it 3"),
     ("one output for 3 classes", C, {}, _one_output,
@@ -271,6 +281,23 @@ def test_intact_states_pass(cls, params):
     loaded = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
     _fitted_state.check_fitted_state(cls())  # unfitted: nothing to check
+
+
+@pytest.mark.parametrize("params", [
+    {"loss": "absolute_error"}, {"loss": "huber"}, {"loss": "huber", "huber_delta": 0.2},
+    {"loss": "quantile", "quantile": 0.9}, {"loss": "gamma"}], ids=str)
+def test_intact_regression_loss_states_pass(params):
+    X, y = make_regression_data(30, 4)
+    y = np.exp(y) if params["loss"] == "gamma" else y
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, random_state=0,
+                           **params).fit(X, y)
+    _fitted_state.check_fitted_state(est)
+    loaded = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
+    np.testing.assert_array_equal(loaded.loss_gradient(X, y)[1],
+                                  est.loss_gradient(X, y)[1])
 
 
 @pytest.mark.parametrize("y", [np.arange(30) % 2, np.zeros(30, int),

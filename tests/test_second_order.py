@@ -22,7 +22,11 @@ MIXED = [["gelu", "relu"], ["silu", "softsign"], ["elu", "softplus"]]
 # f' (relu, leaky_relu) or f'' (elu, softsign) jumps at 0.
 KINKED = {"relu", "leaky_relu", "elu", "softsign"}
 HEADS = ["multiclass", "binary", "multilabel", "regression", "multi-regression",
-         "poisson"]
+         "poisson", "absolute_error", "huber", "quantile", "multi-quantile",
+         "gamma"]
+# Zero curvature almost everywhere: newton refuses them.
+PIECEWISE_LINEAR = {"absolute_error", "quantile", "multi-quantile"}
+NEWTON_HEADS = [h for h in HEADS if h not in PIECEWISE_LINEAR]
 N, F = 24, 4
 
 
@@ -40,6 +44,20 @@ def _data(head, seed=0):
         return MLPRegressor, {}, X, np.tanh(score[:, 0])
     if head == "multi-regression":
         return MLPRegressor, {}, X, np.tanh(score)
+    if head == "absolute_error":
+        return MLPRegressor, {"loss": "absolute_error"}, X, np.tanh(score[:, 0])
+    if head == "huber":
+        # delta 0.3: residuals on both sides of it
+        return (MLPRegressor, {"loss": "huber", "huber_delta": 0.3}, X,
+                2 * np.tanh(score[:, 0]))
+    if head == "quantile":
+        return (MLPRegressor, {"loss": "quantile", "quantile": 0.8}, X,
+                np.tanh(score[:, 0]))
+    if head == "multi-quantile":
+        return MLPRegressor, {"loss": "quantile", "quantile": 0.3}, X, np.tanh(score)
+    if head == "gamma":
+        return (MLPRegressor, {"loss": "gamma"}, X,
+                rng.gamma(3.0, np.exp(0.3 * score[:, 0]) / 3))
     return MLPRegressor, {"loss": "poisson"}, X, rng.poisson(np.exp(0.3 * score[:, 0]))
 
 
@@ -50,6 +68,12 @@ def _fitted(head, activation="tanh", hidden=(4, 3), alpha=0.05, seed=0, **params
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.fit(X, y)
+    if head in PIECEWISE_LINEAR:
+        # Minimizing a piecewise-linear loss interpolates some samples
+        # (p = y exactly), where the loss has a kink: step off them, for
+        # the finite differences.
+        est.intercepts_[-1] += 0.01
+        assert np.abs(est.predict(X).reshape(y.shape) - y).min() > 1e-4
     return est, X, y
 
 
@@ -252,7 +276,7 @@ def test_newton_without_hidden_layer_is_logistic_regression(head, weighted):
     assert_allclose(est.predict_proba(X), ref.predict_proba(X), atol=1e-7)
 
 
-@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("head", NEWTON_HEADS)
 def test_newton_converges_and_records(head):
     cls, extra, X, y = _data(head)
     est = cls(hidden_layer_sizes=(3,), activation="tanh", solver="newton",
@@ -327,6 +351,42 @@ def test_newton_float32_sparse_and_numpy_backend():
     est32 = MLPClassifier(**{**params, "tol": 1e-3}).fit(X.astype(np.float32), y)
     assert est32.coefs_[0].dtype == np.float32
     assert est32.score(X, y) >= 0.8
+
+
+@pytest.mark.parametrize("head", sorted(PIECEWISE_LINEAR))
+def test_newton_refuses_losses_without_curvature(head):
+    cls, extra, X, y = _data(head)
+    with pytest.raises(ValueError, match="newton.*needs curvature.*zero"):
+        cls(solver="newton", **extra).fit(X, y)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("head", ["regression", "huber", "absolute_error",
+                                  "quantile", "gamma"])
+def test_linear_model_hessian_by_hand(head, weighted):
+    # Without hidden layers the Hessian is [X 1]^T diag(w c) [X 1] / S (plus
+    # alpha / S on the coefficients), c the loss's curvature in the output:
+    # 1 (squared error), 1 within huber_delta else 0 (Huber), 0 (absolute
+    # error, pinball), y / p (gamma).
+    est, X, y = _fitted(head, hidden=(), alpha=0.3)
+    sw = _weights() if weighted else np.ones(N)
+    Z = X @ est.coefs_[0][:, 0] + est.intercepts_[0][0]
+    if head == "gamma":
+        c = y / np.exp(Z)
+    elif head == "huber":
+        c = (np.abs(Z - y) <= 0.3).astype(float)
+        assert 0 < c.sum() < N  # both pieces present
+    elif head == "regression":
+        c = np.ones(N)
+    else:
+        c = np.zeros(N)
+    X1 = np.column_stack([X, np.ones(N)])
+    want = X1.T @ (X1 * (sw * c)[:, None]) / sw.sum()
+    want[:F, :F] += 0.3 / sw.sum() * np.eye(F)
+    for backend in ("cython", "numpy"):
+        est.set_params(backend=backend)
+        H = est.hessian(X, y, sample_weight=sw if weighted else None)
+        assert_allclose(H, want, rtol=1e-10, atol=1e-12)
 
 
 def test_newton_has_no_partial_fit():

@@ -131,6 +131,24 @@ def test_pipeline_regressor(n_targets):
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("loss, extra", [("gamma", {}), ("poisson", {}),
+                                         ("quantile", {"quantile": 0.9}),
+                                         ("huber", {"huber_delta": 0.1}),
+                                         ("absolute_error", {})])
+def test_pipeline_regressor_losses(loss, extra):
+    # gamma and poisson predict through exp: the converter must export it
+    X, y = make_regression(150, 5, random_state=1)
+    y = np.exp(y / np.abs(y).max())
+    pipe = make_pipeline(
+        MinMaxScaler(),
+        MLPRegressor(loss, hidden_layer_sizes=(6,), max_iter=80, random_state=0,
+                     **extra)).fit(X, y)
+    (variable,) = _run(pipe, X).values()
+    np.testing.assert_allclose(variable, pipe.predict(X).reshape(len(X), -1),
+                               rtol=1e-5, atol=ATOL)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_float64_input_converts_in_double(data):
     X, y = data
     pipe = _classifier_pipe(X, y, activation="tanh")
