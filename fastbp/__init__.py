@@ -1,5 +1,6 @@
 """fastbp: compiled backpropagation behind scikit-learn's MLP interface."""
 
+from fastbp._mlflow import MLflowLogger
 from fastbp._mlp import FastbpVersionWarning, MLPClassifier, MLPRegressor
 from fastbp._onnx import to_onnx
 from fastbp._second_order import MAX_HESSIAN_PARAMS, GradientCheck, check_gradients
@@ -13,6 +14,7 @@ __all__ = [
     "GradientCheck",
     "MLPClassifier",
     "MLPRegressor",
+    "MLflowLogger",
     "TensorBoardLogger",
     "__version__",
     "check_gradients",
