@@ -1,5 +1,6 @@
 """fastbp: compiled backpropagation behind scikit-learn's MLP interface."""
 
+from fastbp._lr_find import LRFinder, lr_find
 from fastbp._mlflow import MLflowLogger
 from fastbp._mlp import FastbpVersionWarning, MLPClassifier, MLPRegressor
 from fastbp._onnx import to_onnx
@@ -12,12 +13,14 @@ __all__ = [
     "MAX_HESSIAN_PARAMS",
     "FastbpVersionWarning",
     "GradientCheck",
+    "LRFinder",
     "MLPClassifier",
     "MLPRegressor",
     "MLflowLogger",
     "TensorBoardLogger",
     "__version__",
     "check_gradients",
+    "lr_find",
     "register_skl2onnx",
     "to_onnx",
 ]
