@@ -72,6 +72,20 @@ def test_example_plot_learning_rate_schedules():
     example.plot(fits)
 
 
+def test_example_plot_lr_find():
+    """The suggested rate beats the default one in the same epochs, and the
+    plot shows each range test."""
+    pytest.importorskip("matplotlib")
+    example = _load("plot_lr_find")
+    results, scores = example.main()
+    for solver, result in results.items():
+        assert result.suggestion_ in result.learning_rates_
+        assert scores[solver]["suggested"] >= scores[solver]["default"]
+    fig = example.plot(results)
+    for ax, result in zip(fig.axes, results.values()):
+        assert list(ax.lines[0].get_ydata()) == list(result.losses_)
+
+
 def test_example_plot_speed():
     """The timed fits follow scikit-learn's trajectory (times are not tested)."""
     pytest.importorskip("matplotlib")
