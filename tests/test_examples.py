@@ -147,6 +147,51 @@ def test_example_search_optuna():
     assert len(search.trials_) == 4 and search.best_score_ > 0.8
 
 
+def test_example_search_optuna_pruning():
+    """Pruned candidates stop early, and the scores the pruner saw are those
+    of the same partial_fit epochs replayed on the same folds."""
+    pytest.importorskip("optuna_integration")
+    from optuna.trial import TrialState
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold
+
+    max_iter = 20
+    search, X, y = _load("search_optuna_pruning").main(n_trials=12, max_iter=max_iter)
+    pruned = [t for t in search.trials_ if t.state == TrialState.PRUNED]
+    complete = [t for t in search.trials_ if t.state == TrialState.COMPLETE]
+    assert len(pruned) + len(complete) == 12 and pruned and complete
+    assert all(len(t.intermediate_values) < max_iter for t in pruned)
+    assert all(len(t.intermediate_values) == max_iter for t in complete)
+    assert search.best_score_ == max(t.value for t in complete)
+    trial = pruned[0]
+    folds = [clone(search.estimator).set_params(**trial.params) for _ in range(3)]
+    splits = list(StratifiedKFold(3).split(X, y))
+    for step in range(len(trial.intermediate_values)):
+        scores = []
+        for est, (train, test) in zip(folds, splits):
+            est.partial_fit(X[train], y[train], classes=np.unique(y))
+            scores.append(est.score(X[test], y[test]))
+        assert trial.intermediate_values[step] == pytest.approx(np.mean(scores),
+                                                                abs=1e-12)
+
+
+def test_example_search_optuna_shared(tmp_path):
+    """Two processes sharing a SQLite study find the best parameters one
+    process finds, every grid point evaluated."""
+    pytest.importorskip("optuna")
+    single, shared, trials = _load("search_optuna_shared").main(
+        n_workers=2, folder=tmp_path)
+    assert (tmp_path / "study.db").exists()
+    assert shared.best_params == single.best_params
+    assert shared.best_value == pytest.approx(single.best_value, abs=1e-12)
+    grid = {tuple(sorted(t.params.items())) for t in single.trials}
+    assert {tuple(sorted(t.params.items())) for t in trials} == grid
+    assert len(grid) == 8
+    # Every trial ran in a worker process, none in this one.
+    import os
+    assert os.getpid() not in {t.user_attrs["pid"] for t in trials}
+
+
 def test_example_second_order():
     clf, grad, H, hv_gap, J, check = _load("second_order").main()
     assert clf.n_iter_ < 50 and np.linalg.norm(grad) < clf.tol
