@@ -133,6 +133,36 @@ def test_example_save_load_skops():
     assert untrusted == ["fastbp._mlp.MLPClassifier"] and same
 
 
+def test_example_incremental_dask(tmp_path):
+    """Incremental on a 2-process LocalCluster over 3 passes gives the model
+    of the same partial_fit calls made in memory on the same blocks in the
+    same order, as do the memmap and Parquet readers; ParallelPostFit
+    predicts as the model does in memory."""
+    pytest.importorskip("dask_ml")
+    pytest.importorskip("distributed")
+    pytest.importorskip("pyarrow")
+    from fastbp import MLPClassifier
+
+    example = _load("incremental_dask")
+    clf_dask, predicted, clf_memmap, clf_parquet, (X, y, orders) = example.main(
+        n_samples=12_000, block=1_500, passes=3, folder=tmp_path)
+    X, y = X.compute(), y.compute()
+    assert len(orders) == 3 and sorted(orders[0]) == list(range(8))
+    assert orders[0] != orders[1]
+    clf = MLPClassifier((32,), learning_rate_init=0.01, random_state=0)
+    for order in orders:
+        for b in order:
+            rows = slice(b * 1_500, (b + 1) * 1_500)
+            clf.partial_fit(X[rows], y[rows], classes=[0, 1])
+    assert len(clf_dask.loss_curve_) == 24 and clf_dask.t_ == 3 * 12_000
+    np.testing.assert_array_equal(clf_dask.loss_curve_, clf.loss_curve_)
+    for other in (clf_dask, clf_memmap, clf_parquet):
+        for a, b in zip(clf.coefs_ + clf.intercepts_, other.coefs_ + other.intercepts_):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(predicted, clf.predict(X))
+    assert np.mean(predicted == y) > 0.9
+
+
 def test_example_search_dask():
     """GridSearchCV(n_jobs=2) in processes, then on a 2-process LocalCluster."""
     pytest.importorskip("distributed")
