@@ -8,6 +8,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.base import clone
 from sklearn.utils import check_random_state, gen_batches
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils._indexing import _safe_indexing
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import _num_samples
@@ -108,7 +109,8 @@ def lr_find(estimator, X, y, *, sample_weight=None, min_lr=1e-7, max_lr=10.0,
     estimator : MLPClassifier or MLPRegressor
         Its settings are used, with ``learning_rate`` and
         ``learning_rate_init`` replaced by the test's rates (and no warm-up or
-        early stopping). The solver must be stochastic: lbfgs and newton have
+        early stopping); ``class_weight="balanced"`` becomes the class weights
+        a fit on all of ``y`` uses. The solver must be stochastic: lbfgs and newton have
         no learning rate, and raise a ValueError.
     X : {array-like, sparse matrix} of shape (n_samples, n_features)
     y : array-like of shape (n_samples,) or (n_samples, n_outputs)
@@ -168,7 +170,11 @@ def lr_find(estimator, X, y, *, sample_weight=None, min_lr=1e-7, max_lr=10.0,
     est.set_callbacks()  # a logger set on the estimator records its fits, not this
     fit_args = {}
     if isinstance(est, MLPClassifier):
-        fit_args["classes"] = unique_labels(y)
+        fit_args["classes"] = classes = unique_labels(y)
+        if isinstance(estimator.class_weight, str):  # "balanced"
+            # partial_fit takes a dict: the weights fit would use on all of y.
+            weights = compute_class_weight("balanced", classes=classes, y=y)
+            est.set_params(class_weight=dict(zip(classes.tolist(), weights)))
     random_state = check_random_state(estimator.random_state)
 
     raw, smoothed = [], []

@@ -9,6 +9,7 @@ learning-rate range test (``fastbp.lr_find``): the smoothed loss against the
 learning rate, and the suggested rate.
 """
 
+import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 
@@ -200,9 +201,12 @@ class LRFinderDisplay:
         (self.lines_["loss"],) = ax.plot(self.learning_rates, self.losses,
                                          label="loss (smoothed)", **kwargs)
         if self.suggestion is not None:
-            at = list(self.learning_rates).index(self.suggestion)
+            # On the curve (interpolated in log rate, for a suggestion that is
+            # not one of the rates).
+            loss = np.interp(np.log(self.suggestion), np.log(self.learning_rates),
+                             self.losses)
             (self.lines_["suggestion"],) = ax.plot(
-                [self.suggestion], [self.losses[at]], "o", color="red",
+                [self.suggestion], [loss], "o", color="red",
                 label=f"suggestion: {self.suggestion:.2g}")
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")

@@ -193,3 +193,22 @@ def test_the_suggestion_trains_at_least_as_well_as_the_default(digits, solver):
     default = clone(clf).fit(X_train, y_train).score(X_test, y_test)
     suggested = clone(clf).set_params(learning_rate_init=result.suggestion_)
     assert suggested.fit(X_train, y_train).score(X_test, y_test) >= default
+
+
+def test_balanced_class_weight_is_the_weights_of_all_of_y(digits):
+    """partial_fit refuses "balanced"; lr_find uses the weights a fit on all
+    of y would: the same steps as those weights given as a dict."""
+    X, _, y, _ = digits
+    X, y = X[:300], y[:300]
+    keep = (y < 3) | (np.arange(300) % 3 == 0)  # unbalanced classes
+    X, y = X[keep], y[keep]
+    counts = np.bincount(y)
+    as_dict = {c: len(y) / (10 * counts[c]) for c in range(10)}
+    kwargs = dict(min_lr=1e-4, max_lr=1.0, num_steps=20)
+    balanced = lr_find(MLPClassifier((8,), class_weight="balanced", random_state=0),
+                       X, y, **kwargs)
+    explicit = lr_find(MLPClassifier((8,), class_weight=as_dict, random_state=0),
+                       X, y, **kwargs)
+    unweighted = lr_find(MLPClassifier((8,), random_state=0), X, y, **kwargs)
+    np.testing.assert_allclose(balanced.raw_losses_, explicit.raw_losses_, rtol=1e-12)
+    assert not np.allclose(balanced.raw_losses_, unweighted.raw_losses_)

@@ -108,3 +108,12 @@ def test_lr_finder_display_draws_the_range_test():
     again = result.plot(ax=ax, color="green")
     assert again.ax_ is ax and again.lines_["loss"].get_color() == "green"
     plt.close("all")
+
+
+def test_lr_finder_display_marks_a_suggestion_between_rates():
+    from fastbp.plotting import LRFinderDisplay
+
+    disp = LRFinderDisplay([1e-3, 1e-2, 1e-1], [2.0, 1.0, 3.0], suggestion=10**-1.5)
+    point = disp.plot().lines_["suggestion"]
+    assert point.get_ydata()[0] == pytest.approx(2.0)  # halfway in log rate
+    plt.close("all")
