@@ -45,7 +45,8 @@ class MLflowLogger:
         Where to log: a database URI (``sqlite:///mlflow.db``) or a tracking
         server (``http://host:5000``). None: MLflow's current tracking URI
         (``mlflow.set_tracking_uri``, ``MLFLOW_TRACKING_URI``, or MLflow's
-        default SQLite database), read when the logger is made.
+        default SQLite database) as each fit starts; worker processes of a
+        search log where the fit that started them does.
     experiment_name : str or None, default=None
         The experiment receiving the runs, made if it does not exist. None:
         MLflow's active experiment (``mlflow.set_experiment``,
@@ -75,9 +76,8 @@ class MLflowLogger:
 
     def __init__(self, *, tracking_uri=None, experiment_name=None, log_params=True,
                  max_propagation_depth=None):
-        mlflow = _mlflow()  # ImportError now rather than in the first fit
-        self.tracking_uri = (mlflow.get_tracking_uri() if tracking_uri is None
-                             else tracking_uri)
+        _mlflow()  # ImportError now rather than in the first fit
+        self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self.log_params = log_params
         self.max_propagation_depth = max_propagation_depth
@@ -85,6 +85,7 @@ class MLflowLogger:
         self._experiment_id = None
         self._outer_run_id = None  # a user's active run, or a meta-estimator's
         self._meta_run_id = None  # the run this logger opened for a meta-estimator
+        self._uri = None  # the tracking URI of the current fit
         self._client_ = None
         self._runs = {}  # id(fit context) -> [run id, {attribute: values logged}]
 
@@ -94,6 +95,9 @@ class MLflowLogger:
         # Called once, in the calling process, for the outermost estimator:
         # the parent runs are made here so worker processes inherit their IDs.
         mlflow = _mlflow()
+        uri = self.tracking_uri or mlflow.get_tracking_uri()
+        if uri != self._uri:
+            self._uri, self._client_ = uri, None
         active = mlflow.active_run()
         self._outer_run_id = None if active is None else active.info.run_id
         self._experiment_id = self._experiment(active)
@@ -153,8 +157,10 @@ class MLflowLogger:
     # -- MLflow ----------------------------------------------------------------
 
     def _client(self):
+        if self._uri is None:  # a fit that never went through setup
+            self._uri = self.tracking_uri or _mlflow().get_tracking_uri()
         if self._client_ is None:
-            self._client_ = _mlflow().MlflowClient(self.tracking_uri)
+            self._client_ = _mlflow().MlflowClient(self._uri)
         return self._client_
 
     def _experiment(self, active_run):

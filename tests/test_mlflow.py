@@ -145,12 +145,12 @@ def test_nested_runs_inside_a_search(store, digits, n_jobs):
 
 def test_runs_nest_under_an_active_run(store, digits):
     logger = MLflowLogger()  # the current tracking URI: the store
-    assert logger.tracking_uri == store
     with mlflow.start_run(run_name="outer") as outer:
         MLPClassifier((4,), max_iter=2).set_callbacks(logger).fit(*digits)
     client = mlflow.MlflowClient(store)
     (run_id,) = logger.run_ids_
     assert client.get_run(run_id).data.tags["mlflow.parentRunId"] == outer.info.run_id
+    assert logger.tracking_uri is None  # a parameter stays as it was given
 
 
 class FailAfter:
@@ -215,7 +215,7 @@ def test_pickles_without_its_client(store):
     logger._runs[0] = ["a run", {}]
     clone = pickle.loads(pickle.dumps(logger))
     assert clone._runs == {} and clone._client_ is None
-    assert clone.tracking_uri == store
+    assert clone.tracking_uri == clone._uri == store
 
 
 def test_needs_mlflow(monkeypatch):
