@@ -153,6 +153,16 @@ def test_runs_nest_under_an_active_run(store, digits):
     assert logger.tracking_uri is None  # a parameter stays as it was given
 
 
+def test_the_tracking_uri_is_read_as_the_fit_starts(store, digits):
+    mlflow.set_tracking_uri("sqlite:////nonexistent/folder/mlflow.db")
+    logger = MLflowLogger()  # made while another URI is current
+    mlflow.set_tracking_uri(store)
+    MLPClassifier((4,), max_iter=2).set_callbacks(logger).fit(*digits)
+    (run_id,) = logger.run_ids_
+    steps, _ = _history(mlflow.MlflowClient(store), run_id, "loss")
+    np.testing.assert_array_equal(steps, [1, 2])
+
+
 class FailAfter:
     """A callback raising at the end of its second epoch."""
 
