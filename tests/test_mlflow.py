@@ -197,26 +197,30 @@ def test_a_failing_fit_marks_its_run_failed(store, digits):
     np.testing.assert_array_equal(steps, [1, 2])  # logged before the failure
 
 
-def test_log_model_round_trip_with_skops(store, digits, tmp_path):
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+def test_log_model_round_trip_with_skops(store, digits, tmp_path, Estimator):
     """mlflow.sklearn saves with skops; fastbp's estimator class is the one
     type to trust."""
     X, y = digits
-    clf = MLPClassifier((8,), max_iter=5, random_state=0).fit(X, y)
+    est = Estimator(hidden_layer_sizes=(8,), max_iter=5, random_state=0).fit(X, y)
+    trusted = f"fastbp._mlp.{Estimator.__name__}"
     # Artifacts in tmp_path too (a SQLite store's default root is ./mlruns).
     models = mlflow.create_experiment(
-        "models", artifact_location=(tmp_path / "artifacts").as_uri())
+        f"models-{Estimator.__name__}",
+        artifact_location=(tmp_path / "artifacts").as_uri())
     with mlflow.start_run(experiment_id=models):
         info = mlflow.sklearn.log_model(
-            clf, name="model", serialization_format="skops",
-            skops_trusted_types=["fastbp._mlp.MLPClassifier"])
+            est, name="model", serialization_format="skops",
+            skops_trusted_types=[trusted])
     loaded = mlflow.sklearn.load_model(info.model_uri)
-    assert type(loaded) is MLPClassifier
-    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    assert type(loaded) is Estimator
+    outputs = "predict_proba" if Estimator is MLPClassifier else "predict"
+    np.testing.assert_array_equal(getattr(loaded, outputs)(X), getattr(est, outputs)(X))
     # Without it, MLflow refuses to save (it loads back what it saved).
     with mlflow.start_run(experiment_id=models), pytest.raises(
             mlflow.exceptions.MlflowException,
-            match=r"untrusted types.*\['fastbp\._mlp\.MLPClassifier'\]"):
-        mlflow.sklearn.log_model(clf, name="model", serialization_format="skops")
+            match=rf"untrusted types.*\['{trusted}'\]"):
+        mlflow.sklearn.log_model(est, name="model", serialization_format="skops")
 
 
 def test_pickles_without_its_client(store):
