@@ -225,13 +225,14 @@ def _steepest(rates, losses):
     """The rate where the loss falls fastest against log(rate), or None."""
     # On the way down to the lowest loss: past it the loss is rising or
     # chaotic, and a dip there is no rate to train with.
-    stop = min(len(losses) - SKIP_END, int(np.argmin(losses)) + 1)
+    lowest = int(np.argmin(losses)) + 1 if len(losses) else 0
+    stop = min(len(losses) - SKIP_END, lowest)
     if stop - SKIP_BEGIN < 2:
         warnings.warn(
-            f"lr_find found its lowest loss at step {int(np.argmin(losses)) + 1} "
-            f"of {len(losses)}, too early to suggest a learning rate (it leaves "
-            f"out the first {SKIP_BEGIN} steps and the last {SKIP_END}); lower "
-            "min_lr or raise num_steps.")
+            f"lr_find found its lowest loss at step {lowest} of {len(losses)}, "
+            f"too early to suggest a learning rate (it leaves out the first "
+            f"{SKIP_BEGIN} steps and the last {SKIP_END}); lower min_lr or "
+            "raise num_steps.")
         return None
     slope = np.gradient(losses[SKIP_BEGIN:stop], np.log(rates[SKIP_BEGIN:stop]))
     return float(rates[SKIP_BEGIN + int(np.argmin(slope))])

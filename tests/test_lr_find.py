@@ -212,3 +212,13 @@ def test_balanced_class_weight_is_the_weights_of_all_of_y(digits):
     unweighted = lr_find(MLPClassifier((8,), random_state=0), X, y, **kwargs)
     np.testing.assert_allclose(balanced.raw_losses_, explicit.raw_losses_, rtol=1e-12)
     assert not np.allclose(balanced.raw_losses_, unweighted.raw_losses_)
+
+
+def test_divergence_at_the_first_step(digits):
+    """A first rate so large the first step diverges: no steps, no suggestion."""
+    X, _, y, _ = digits
+    reg = MLPRegressor(hidden_layer_sizes=(16,), solver="sgd", random_state=0)
+    with pytest.warns(UserWarning, match="at step 0 of 0"):
+        result = lr_find(reg, X, y * 1e6, min_lr=1e305, max_lr=1e307, num_steps=10)
+    assert result.diverged_ and len(result.learning_rates_) == 0
+    assert result.suggestion_ is None and result.losses_.shape == (0,)
