@@ -172,11 +172,12 @@ class MLflowLogger:
             # store has it (mlflow.set_experiment may have named another
             # store's); else MLflow's default experiment.
             from mlflow.exceptions import MlflowException
-            from mlflow.tracking.fluent import _get_experiment_id
 
-            try:
+            try:  # a private helper of MLflow's: tolerate its absence
+                from mlflow.tracking.fluent import _get_experiment_id
+
                 return client.get_experiment(_get_experiment_id()).experiment_id
-            except MlflowException:
+            except (ImportError, MlflowException):
                 return client.get_experiment_by_name("Default").experiment_id
         experiment = client.get_experiment_by_name(self.experiment_name)
         if experiment is not None:
