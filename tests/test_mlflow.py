@@ -104,6 +104,21 @@ def test_one_run_per_fit_and_warm_start_continues_the_steps(store, digits):
     assert client.get_run(first).info.experiment_id == "0"
 
 
+def test_newton_logs_each_iteration_and_lbfgs_parameters_only(store, digits):
+    X, y = digits
+    logger = MLflowLogger(tracking_uri=store)
+    newton = MLPClassifier((4,), solver="newton", max_iter=5, random_state=0)
+    newton.set_callbacks(logger).fit(X, y % 2)
+    lbfgs = MLPClassifier((4,), solver="lbfgs", max_iter=5, random_state=0)
+    lbfgs.set_callbacks(logger).fit(X, y % 2)
+    client = mlflow.MlflowClient(store)
+    newton_run, lbfgs_run = (client.get_run(r) for r in logger.run_ids_)
+    _assert_curve(client, newton_run.info.run_id, "loss", newton.loss_curve_)
+    assert lbfgs_run.data.metrics == {}  # no per-iteration curve, as in sklearn
+    assert lbfgs_run.data.params["solver"] == "lbfgs"
+    assert lbfgs_run.info.status == "FINISHED"
+
+
 def _children(client, parent_id):
     runs = client.search_runs(
         [client.get_run(parent_id).info.experiment_id],
