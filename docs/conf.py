@@ -33,8 +33,9 @@ intersphinx_mapping = {}  # offline build: no inventories fetched
 sphinx_gallery_conf = {
     "examples_dirs": "../examples",
     "gallery_dirs": "auto_examples",
-    # Run every example but the searches (worker processes, a cluster, Optuna).
-    "filename_pattern": r"/(?!search_)[^/]+\.py$",
+    # Run every example but the searches and out-of-core training (worker
+    # processes, a cluster, Optuna).
+    "filename_pattern": r"/(?!search_|incremental_)[^/]+\.py$",
     "within_subsection_order": "FileNameSortKey",
     "download_all_examples": False,
     "backreferences_dir": None,

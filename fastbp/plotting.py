@@ -4,9 +4,12 @@
 one, the validation loss; ``LearningRateDisplay`` draws the learning rate used
 in each epoch. Like scikit-learn's displays, ``from_estimator`` reads a fitted
 estimator and ``plot`` draws; both return the display, whose ``figure_``,
-``ax_`` and ``lines_`` are what was drawn.
+``ax_`` and ``lines_`` are what was drawn. ``LRFinderDisplay`` draws a
+learning-rate range test (``fastbp.lr_find``): the smoothed loss against the
+learning rate, and the suggested rate.
 """
 
+import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 
@@ -117,3 +120,99 @@ class LearningRateDisplay(_CurveDisplay):
 
     ylabel = "learning rate"
     _curves = (("learning_rate_curve_", "learning rate"),)
+
+
+class LRFinderDisplay:
+    """A learning-rate range test (:func:`fastbp.lr_find`): the smoothed loss
+    against the learning rate (log scale), the suggested rate marked.
+
+    Parameters
+    ----------
+    learning_rates : sequence of float
+    losses : sequence of float
+        The smoothed loss at each learning rate.
+    suggestion : float or None, default=None
+        The suggested learning rate, marked on the curve.
+    estimator_name : str, default=None
+        Title of the axes.
+
+    Attributes
+    ----------
+    lines_ : dict of str -> matplotlib Line2D
+        ``"loss"``, and ``"suggestion"`` (one point) when there is one.
+    ax_ : matplotlib Axes
+    figure_ : matplotlib Figure
+
+    Examples
+    --------
+    >>> from fastbp import MLPClassifier  # doctest: +SKIP
+    >>> from fastbp.plotting import LRFinderDisplay  # doctest: +SKIP
+    >>> disp = LRFinderDisplay.from_estimator(MLPClassifier(), X, y)  # doctest: +SKIP
+    >>> disp.suggestion  # doctest: +SKIP
+    """
+
+    def __init__(self, learning_rates, losses, *, suggestion=None,
+                 estimator_name=None):
+        self.learning_rates = learning_rates
+        self.losses = losses
+        self.suggestion = suggestion
+        self.estimator_name = estimator_name
+
+    @classmethod
+    def from_estimator(cls, estimator, X, y, *, sample_weight=None, ax=None,
+                       lr_find_params=None, **kwargs):
+        """Run :func:`fastbp.lr_find` on a clone of ``estimator`` and plot it.
+
+        Parameters
+        ----------
+        estimator : MLPClassifier or MLPRegressor (fitted or not; unchanged)
+        X, y, sample_weight : the training data, as for ``lr_find``
+        ax : matplotlib Axes, default=None
+            Axes to draw on; a new figure when None.
+        lr_find_params : dict, default=None
+            More arguments of ``lr_find`` (``min_lr``, ``max_lr``,
+            ``num_steps``, ...).
+        **kwargs : dict
+            Passed to the loss curve's ``Axes.plot`` call.
+
+        Returns
+        -------
+        display : LRFinderDisplay
+        """
+        from fastbp._lr_find import lr_find
+
+        result = lr_find(estimator, X, y, sample_weight=sample_weight,
+                         **(lr_find_params or {}))
+        return cls.from_lr_finder(result, ax=ax, **kwargs)
+
+    @classmethod
+    def from_lr_finder(cls, result, *, ax=None, **kwargs):
+        """Plot the outcome of :func:`fastbp.lr_find` (an ``LRFinder``)."""
+        display = cls(result.learning_rates_, result.losses_,
+                      suggestion=result.suggestion_,
+                      estimator_name=type(result.estimator_).__name__)
+        return display.plot(ax=ax, **kwargs)
+
+    def plot(self, ax=None, **kwargs):
+        """Draw; returns self with ``figure_``, ``ax_``, ``lines_``."""
+        if ax is None:
+            _, ax = _pyplot().subplots()
+        self.lines_ = {}
+        (self.lines_["loss"],) = ax.plot(self.learning_rates, self.losses,
+                                         label="loss (smoothed)", **kwargs)
+        if self.suggestion is not None:
+            # On the curve (interpolated in log rate, for a suggestion that is
+            # not one of the rates).
+            loss = np.interp(np.log(self.suggestion), np.log(self.learning_rates),
+                             self.losses)
+            (self.lines_["suggestion"],) = ax.plot(
+                [self.suggestion], [loss], "o", color="red",
+                label=f"suggestion: {self.suggestion:.2g}")
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("loss")
+        if self.estimator_name:
+            ax.set_title(self.estimator_name)
+        ax.legend()
+        self.ax_, self.figure_ = ax, ax.figure
+        return self

@@ -126,6 +126,20 @@ def test_example_plot_learning_rate_schedules():
     example.plot(fits)
 
 
+def test_example_plot_lr_find():
+    """The suggested rate beats the default one in the same epochs, and the
+    plot shows each range test."""
+    pytest.importorskip("matplotlib")
+    example = _load("plot_lr_find")
+    results, scores = example.main()
+    for solver, result in results.items():
+        assert result.suggestion_ in result.learning_rates_
+        assert scores[solver]["suggested"] >= scores[solver]["default"]
+    fig = example.plot(results)
+    for ax, result in zip(fig.axes, results.values()):
+        assert list(ax.lines[0].get_ydata()) == list(result.losses_)
+
+
 def test_example_plot_speed():
     """The timed fits follow scikit-learn's trajectory (times are not tested)."""
     pytest.importorskip("matplotlib")
@@ -173,6 +187,36 @@ def test_example_save_load_skops():
     assert untrusted == ["fastbp._mlp.MLPClassifier"] and same
 
 
+def test_example_incremental_dask(tmp_path):
+    """Incremental on a 2-process LocalCluster over 3 passes gives the model
+    of the same partial_fit calls made in memory on the same blocks in the
+    same order, as do the memmap and Parquet readers; ParallelPostFit
+    predicts as the model does in memory."""
+    pytest.importorskip("dask_ml")
+    pytest.importorskip("distributed")
+    pytest.importorskip("pyarrow")
+    from fastbp import MLPClassifier
+
+    example = _load("incremental_dask")
+    clf_dask, predicted, clf_memmap, clf_parquet, (X, y, orders) = example.main(
+        n_samples=12_000, block=1_500, passes=3, folder=tmp_path)
+    X, y = X.compute(), y.compute()
+    assert len(orders) == 3 and sorted(orders[0]) == list(range(8))
+    assert orders[0] != orders[1]
+    clf = MLPClassifier((32,), learning_rate_init=0.01, random_state=0)
+    for order in orders:
+        for b in order:
+            rows = slice(b * 1_500, (b + 1) * 1_500)
+            clf.partial_fit(X[rows], y[rows], classes=[0, 1])
+    assert len(clf_dask.loss_curve_) == 24 and clf_dask.t_ == 3 * 12_000
+    np.testing.assert_array_equal(clf_dask.loss_curve_, clf.loss_curve_)
+    for other in (clf_dask, clf_memmap, clf_parquet):
+        for a, b in zip(clf.coefs_ + clf.intercepts_, other.coefs_ + other.intercepts_):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(predicted, clf.predict(X))
+    assert np.mean(predicted == y) > 0.9
+
+
 def test_example_search_dask():
     """GridSearchCV(n_jobs=2) in processes, then on a 2-process LocalCluster."""
     pytest.importorskip("distributed")
@@ -185,6 +229,51 @@ def test_example_search_optuna():
     pytest.importorskip("optuna_integration")
     search = _load("search_optuna").main(n_trials=4)
     assert len(search.trials_) == 4 and search.best_score_ > 0.8
+
+
+def test_example_search_optuna_pruning():
+    """Pruned candidates stop early, and the scores the pruner saw are those
+    of the same partial_fit epochs replayed on the same folds."""
+    pytest.importorskip("optuna_integration")
+    from optuna.trial import TrialState
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold
+
+    max_iter = 20
+    search, X, y = _load("search_optuna_pruning").main(n_trials=12, max_iter=max_iter)
+    pruned = [t for t in search.trials_ if t.state == TrialState.PRUNED]
+    complete = [t for t in search.trials_ if t.state == TrialState.COMPLETE]
+    assert len(pruned) + len(complete) == 12 and pruned and complete
+    assert all(len(t.intermediate_values) < max_iter for t in pruned)
+    assert all(len(t.intermediate_values) == max_iter for t in complete)
+    assert search.best_score_ == max(t.value for t in complete)
+    trial = pruned[0]
+    folds = [clone(search.estimator).set_params(**trial.params) for _ in range(3)]
+    splits = list(StratifiedKFold(3).split(X, y))
+    for step in range(len(trial.intermediate_values)):
+        scores = []
+        for est, (train, test) in zip(folds, splits):
+            est.partial_fit(X[train], y[train], classes=np.unique(y))
+            scores.append(est.score(X[test], y[test]))
+        assert trial.intermediate_values[step] == pytest.approx(np.mean(scores),
+                                                                abs=1e-12)
+
+
+def test_example_search_optuna_shared(tmp_path):
+    """Two processes sharing a SQLite study find the best parameters one
+    process finds, every grid point evaluated."""
+    pytest.importorskip("optuna")
+    single, shared, trials = _load("search_optuna_shared").main(
+        n_workers=2, folder=tmp_path)
+    assert (tmp_path / "study.db").exists()
+    assert shared.best_params == single.best_params
+    assert shared.best_value == pytest.approx(single.best_value, abs=1e-12)
+    grid = {tuple(sorted(t.params.items())) for t in single.trials}
+    assert {tuple(sorted(t.params.items())) for t in trials} == grid
+    assert len(grid) == 8
+    # Every trial ran in a worker process, none in this one.
+    import os
+    assert os.getpid() not in {t.user_attrs["pid"] for t in trials}
 
 
 def test_example_second_order():

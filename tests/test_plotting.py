@@ -79,3 +79,41 @@ def test_learning_rate_display_from_a_fitted_schedule():
     np.testing.assert_allclose(line.get_ydata(),
                                [0.1] * 3 + [0.01] * 3 + [0.001], rtol=1e-12)
     plt.close("all")
+
+
+def test_lr_finder_display_draws_the_range_test():
+    from fastbp import lr_find
+    from fastbp.plotting import LRFinderDisplay
+
+    clf = MLPClassifier((8,), solver="sgd", batch_size=20, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        disp = LRFinderDisplay.from_estimator(
+            clf, X, y, lr_find_params={"min_lr": 1e-4, "max_lr": 10.0,
+                                       "num_steps": 40})
+        result = lr_find(clf, X, y, min_lr=1e-4, max_lr=10.0, num_steps=40)
+    line = disp.lines_["loss"]
+    np.testing.assert_array_equal(line.get_xdata(), result.learning_rates_)
+    np.testing.assert_array_equal(line.get_ydata(), result.losses_)
+    assert disp.ax_.get_xscale() == "log"
+    assert disp.ax_.get_xlabel() == "learning rate"
+    assert disp.ax_.get_title() == "MLPClassifier"
+    assert result.suggestion_ is not None and disp.suggestion == result.suggestion_
+    point = disp.lines_["suggestion"]
+    at = list(result.learning_rates_).index(result.suggestion_)
+    assert list(point.get_xdata()) == [result.suggestion_]
+    assert list(point.get_ydata()) == [result.losses_[at]]
+    # From the result, on given axes.
+    fig, ax = plt.subplots()
+    again = result.plot(ax=ax, color="green")
+    assert again.ax_ is ax and again.lines_["loss"].get_color() == "green"
+    plt.close("all")
+
+
+def test_lr_finder_display_marks_a_suggestion_between_rates():
+    from fastbp.plotting import LRFinderDisplay
+
+    disp = LRFinderDisplay([1e-3, 1e-2, 1e-1], [2.0, 1.0, 3.0], suggestion=10**-1.5)
+    point = disp.plot().lines_["suggestion"]
+    assert point.get_ydata()[0] == pytest.approx(2.0)  # halfway in log rate
+    plt.close("all")
