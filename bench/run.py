@@ -366,12 +366,19 @@ class TorchCompileMLP(TorchMLP):
 
 
 def load_jax(threads=None):
-    """JAX with float64 enabled, or None. XLA's CPU threads are fixed when
-    JAX first starts: the first call sets them (1 thread: no Eigen pool)."""
-    if threads is not None and "jax" not in sys.modules:
-        flags = f"--xla_cpu_multi_thread_eigen={'false' if threads == 1 else 'true'}"
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" {flags} "
-                                   f"intra_op_parallelism_threads={threads}").strip()
+    """JAX with float64 enabled, or None.
+
+    XLA's CPU threads are fixed when JAX first starts, and XLA_FLAGS has no
+    thread count: the first call with threads=1 turns the Eigen pool off
+    (``--xla_cpu_multi_thread_eigen=false``: one thread runs each op);
+    any other count leaves XLA's default, every core.
+    (``intra_op_parallelism_threads=1``, often quoted beside that flag, is not
+    an XLA flag: with its dashes XLA aborts on it, without them it is
+    ignored.)
+    """
+    if threads == 1 and "jax" not in sys.modules:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + " --xla_cpu_multi_thread_eigen=false").strip()
     try:
         import jax
     except ImportError:
@@ -1218,6 +1225,8 @@ def main(argv=None):
     elif len(args.threads) > 1:
         notes.append(f"jax runs at {args.threads[0]} thread(s) only: XLA fixes its "
                      "threads when JAX starts (run --threads N for another count).")
+    if jax and args.threads[0] > 1:
+        notes.append("jax is not pinned above 1 thread: XLA then uses every core.")
     ort = load_onnxruntime()
     if not ort:
         notes.append("onnxruntime (or onnx) is not installed: no onnxruntime rows.")
