@@ -521,6 +521,9 @@ class JaxMLP:
         for order in epoch_orders(n, self.max_iter, rng):
             params, state, loss = epoch(params, state, Xj, Tj,
                                         jnp.asarray(order, jnp.int32))
+            # Wait: no drawing the next order while XLA runs this epoch, so
+            # one thread works at a time, as in the other contenders.
+            loss.block_until_ready()
             self.t_ += n  # full * batch + rest rows, by construction
         self.loss_ = float(loss)  # waits for the last epoch
         self.params_, self.n_iter_ = params, self.max_iter
@@ -610,12 +613,15 @@ def bench_train(w, X, y, names, repeats, quick):
         est = CONTENDERS[name](w, estimator_params(w, 1)).fit(X[:256], y[:256])
         if hasattr(est, "compile_time_"):  # it may compile the timed fit's graphs
             compile_s[name] = est.compile_time_
-    secs, loss = {name: [] for name in names}, {}
+    secs, loss, busy = {name: [] for name in names}, {}, {name: [] for name in names}
     for _ in range(repeats):
         for name in names:
             est = CONTENDERS[name](w, estimator_params(w, epochs[name]))
             time.sleep(SETTLE)
+            cpu = time.process_time()
             t = timed(est.fit, X, y)[0]
+            # Cores the fit kept busy: the thread pinning, checked.
+            busy[name].append((time.process_time() - cpu) / t)
             # Compiled contenders compile (and warm up) inside fit, before
             # their first epoch: that time is reported, not counted.
             warm = getattr(est, "compile_time_", None)
@@ -627,7 +633,7 @@ def bench_train(w, X, y, names, repeats, quick):
             # Equal work: every row of every epoch, the last partial batch too.
             assert est.t_ == epochs[name] * X.shape[0], (w.name, name, est.t_)
             loss[name] = float(est.loss_)
-    return secs, loss, epochs, compile_s
+    return secs, loss, epochs, compile_s, {k: median(v) for k, v in busy.items()}
 
 
 def bench_predict(w, X, y, names, repeats, quick):
@@ -955,13 +961,14 @@ def run_workload(w, threads, peak, names, repeats, quick, memory):
         ]
     if sp.issparse(X):  # JAX and torch.compile: dense only
         names = [n for n in names if n not in TRAIN_ONLY]
-    secs, loss, epochs, compile_s = bench_train(w, X, y, names, repeats, quick)
+    secs, loss, epochs, compile_s, busy = bench_train(w, X, y, names, repeats,
+                                                      quick)
     check_losses(w, X, loss, epochs)
     limit = flops(X, units, 6) / peak[X.dtype.name]
     t_med = {k: median(v) for k, v in secs.items()}
     row = {**base, "kind": "train", "epochs": epochs, "time": t_med, "limit": limit,
            "share": limit / t_med["fastbp"], "ratio": median_ratios(secs),
-           "loss": loss, "raw": secs, "compile": compile_s,
+           "loss": loss, "raw": secs, "compile": compile_s, "busy": busy,
            "loss_rel_diff": abs(loss["sklearn"] / loss["fastbp"] - 1)}
     if memory:
         row["memory"] = {"x_bytes": x_bytes(X),
@@ -1084,6 +1091,11 @@ def markdown(report):
                 [r["workload"], r["threads"],
                  *(fmt(r["compile"].get(n), ".2f") for n in compiled)]
                 for r in train])
+        out += ["", "## Training: CPUs busy during fit (process CPU s / wall s, "
+                "median)", ""]
+        out += table(["workload", "thr", *names], [
+            [r["workload"], r["threads"],
+             *(fmt(r.get("busy", {}).get(n), ".2f") for n in names)] for r in train])
         out += ["", "## Training: final loss after equal work", ""]
         out += table(["workload", "thr", *names, "sklearn vs fastbp rel. diff"], [
             [r["workload"], r["threads"], *(loss(r, n) for n in names),
