@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Callable
 from contextlib import redirect_stdout
 from dataclasses import dataclass
+from functools import partial
 from itertools import pairwise
 from pathlib import Path
 from statistics import median
@@ -181,6 +182,27 @@ def load_torch():
     return torch
 
 
+def glorot(n_features, hidden, n_out, activation, rng, dtype):
+    """scikit-learn's Glorot-uniform (W, b) per layer, drawn in its order."""
+    units = [n_features, *hidden, n_out]
+    factor = 2.0 if activation == "logistic" else 6.0
+    layers = []
+    for fan_in, fan_out in pairwise(units):
+        bound = np.sqrt(factor / (fan_in + fan_out))
+        W = rng.uniform(-bound, bound, (fan_in, fan_out)).astype(dtype)
+        b = rng.uniform(-bound, bound, fan_out).astype(dtype)
+        layers.append((W, b))
+    return layers
+
+
+def epoch_orders(n, epochs, rng):
+    """Each epoch's sample order, drawn from rng as scikit-learn draws it."""
+    order = np.arange(n)
+    for _ in range(epochs):
+        order = shuffle(order, random_state=rng)
+        yield order
+
+
 class TorchMLP:
     """The same MLP in PyTorch CPU: a plain minibatch loop, the same optimizer.
 
@@ -218,25 +240,14 @@ class TorchMLP:
 
     def _init(self, n_features, rng):
         """scikit-learn's Glorot-uniform init, drawn in its order."""
-        units = [n_features, *self.hidden, self.n_out]
-        factor = 2.0 if self.activation == "logistic" else 6.0
         self.weights, self.biases = [], []
-        for fan_in, fan_out in pairwise(units):
-            bound = np.sqrt(factor / (fan_in + fan_out))
-            W = rng.uniform(-bound, bound, (fan_in, fan_out)).astype(self.dtype)
-            b = rng.uniform(-bound, bound, fan_out).astype(self.dtype)
+        for W, b in glorot(n_features, self.hidden, self.n_out, self.activation,
+                           rng, self.dtype):
             self.weights.append(self.torch.from_numpy(W).requires_grad_())
             self.biases.append(self.torch.from_numpy(b).requires_grad_())
 
     def _forward(self, A):
-        torch = self.torch
-        act = {"relu": torch.relu, "tanh": torch.tanh, "logistic": torch.sigmoid,
-               "identity": lambda Z: Z}[self.activation]
-        for i, (W, b) in enumerate(zip(self.weights, self.biases)):
-            A = A @ W + b
-            if i < len(self.weights) - 1:
-                A = act(A)
-        return A  # logits, or the regression output
+        return self._forward_with(self.weights, self.biases, A)
 
     def _rows(self, X, idx):
         torch = self.torch
@@ -262,28 +273,265 @@ class TorchMLP:
         else:
             opt = torch.optim.Adam(params, lr=self.lr, eps=1e-8)
         n, batch = X.shape[0], min(self.batch_size, X.shape[0])
-        order = np.arange(n)
-        for _ in range(self.max_iter):
-            order = shuffle(order, random_state=rng)
+        batch_loss = self._batch_loss(data_loss, X, Y, batch)
+        self.t_ = 0  # rows trained on: the equal-work check
+        for order in epoch_orders(n, self.max_iter, rng):
             total = 0.0
-            for start in range(0, n, batch):
+            for start in range(0, n, batch):  # the last, partial batch too
                 idx = order[start:start + batch]
-                loss = data_loss(self._forward(self._rows(X, idx)),
-                                 Y.index_select(0, torch.from_numpy(idx)))
-                l2 = sum((W * W).sum() for W in self.weights)
-                loss = loss + 0.5 * self.alpha * l2 / len(idx)
+                loss = batch_loss(self.weights, self.biases, self._rows(X, idx),
+                                  Y.index_select(0, torch.from_numpy(idx)))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 total += loss.item() * len(idx)
+                self.t_ += len(idx)
             self.loss_ = total / n
         self.n_iter_ = self.max_iter
         return self
+
+    def _batch_loss(self, data_loss, X, Y, batch):
+        """(weights, biases, X rows, Y rows) -> scikit-learn's minibatch loss."""
+        return _torch_loss(self._forward_with, data_loss, self.alpha)
+
+    def _forward_with(self, weights, biases, A):
+        torch = self.torch
+        act = {"relu": torch.relu, "tanh": torch.tanh, "logistic": torch.sigmoid,
+               "identity": lambda Z: Z}[self.activation]
+        for i, (W, b) in enumerate(zip(weights, biases)):
+            A = A @ W + b
+            if i < len(weights) - 1:
+                A = act(A)
+        return A
 
     def predict(self, X):
         with self.torch.no_grad():
             X = np.ascontiguousarray(X, self.dtype)
             out = self._forward(self.torch.from_numpy(X)).numpy()
+        if self.task == "reg":
+            return out.ravel()
+        if self.n_out == 1:
+            return self.classes_[(out.ravel() > 0).astype(int)]
+        return self.classes_[out.argmax(1)]
+
+
+def _torch_loss(forward, data_loss, alpha):
+    """scikit-learn's minibatch loss, L2 term included, as a function of the
+    weights: (weights, biases, X rows, Y rows) -> loss."""
+    def loss(weights, biases, A, T):
+        l2 = sum((W * W).sum() for W in weights)
+        return (data_loss(forward(weights, biases, A), T)
+                + 0.5 * alpha * l2 / A.shape[0])
+    return loss
+
+
+_TORCH_COMPILED = {}  # (task, outputs, activation, alpha, threads) -> compiled loss
+
+
+class TorchCompileMLP(TorchMLP):
+    """TorchMLP whose minibatch loss goes through ``torch.compile``.
+
+    The forward pass and the loss are one compiled graph (Inductor, C++ on
+    the CPU); AOTAutograd compiles its backward with it. The optimizer step
+    stays ``torch.optim``'s (foreach), as in the usual ``torch.compile(model)``
+    recipe. ``dynamic=False``: one graph for the full minibatch and one for the
+    last, partial one. Both are compiled before the epochs, on copies of the
+    weights, and ``compile_time_`` (seconds) tells the bench what to subtract
+    from the fit's time. The compiled function is shared by every fit of the
+    same network and thread count, so only the first fit pays the compiler.
+    """
+
+    def _batch_loss(self, data_loss, X, Y, batch):
+        torch = self.torch
+        for limit in ("cache_size_limit", "recompile_limit"):
+            if hasattr(torch._dynamo.config, limit):  # every workload's shapes
+                setattr(torch._dynamo.config, limit, 256)
+        key = (self.task, self.n_out, self.activation, self.alpha,
+               torch.get_num_threads())
+        t0 = time.perf_counter()  # the compiler's lazy imports count as compiling
+        if key not in _TORCH_COMPILED:
+            _TORCH_COMPILED[key] = torch.compile(
+                _torch_loss(self._forward_with, data_loss, self.alpha),
+                dynamic=False)
+        fn = _TORCH_COMPILED[key]
+        n = X.shape[0]
+        for size in {batch, n % batch} - {0}:  # warm-up: compiles, not timed
+            idx = np.arange(size)
+            copies = [[p.detach().clone().requires_grad_() for p in ps]
+                      for ps in (self.weights, self.biases)]
+            fn(*copies, self._rows(X, idx),
+               Y.index_select(0, torch.from_numpy(idx))).backward()
+        self.compile_time_ = time.perf_counter() - t0
+        return fn
+
+
+def load_jax(threads=None):
+    """JAX with float64 enabled, or None.
+
+    XLA's CPU threads are fixed when JAX first starts, and XLA_FLAGS has no
+    thread count: the first call with threads=1 turns the Eigen pool off
+    (``--xla_cpu_multi_thread_eigen=false``: one thread runs each op);
+    any other count leaves XLA's default, every core.
+    (``intra_op_parallelism_threads=1``, often quoted beside that flag, is not
+    an XLA flag: with its dashes XLA aborts on it, without them it is
+    ignored.)
+    """
+    if threads == 1 and "jax" not in sys.modules:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + " --xla_cpu_multi_thread_eigen=false").strip()
+    try:
+        import jax
+    except ImportError:
+        return None
+    jax.config.update("jax_enable_x64", True)
+    return jax
+
+
+_JAX_EPOCHS = {}  # everything the epoch's graph depends on -> compiled epoch
+
+
+class JaxMLP:
+    """The same MLP as a JAX program: one ``jax.jit``-compiled epoch.
+
+    The epoch is one XLA executable: ``lax.scan`` over the full minibatches
+    (each a gather of its rows, ``jax.value_and_grad`` of scikit-learn's
+    minibatch loss with its L2 term, and the update), then the last, partial
+    minibatch as one more step of its own shape, so every epoch trains on all
+    n rows, as fastbp does. Initial weights and each epoch's order are drawn
+    as scikit-learn draws them (the order goes in as an argument); the update
+    is scikit-learn's own formula (Adam with epsilon after the bias-corrected
+    step size, SGD with Nesterov momentum), so the trajectory follows
+    scikit-learn's up to rounding and XLA's reassociation. The epoch is
+    compiled ahead of time (``lower().compile()``) before the first epoch;
+    ``compile_time_`` is those seconds, which the bench subtracts from the
+    fit's time, and fits of the same shapes reuse the executable.
+    """
+
+    def __init__(self, task, hidden_layer_sizes, activation="relu", solver="adam",
+                 alpha=1e-4, batch_size=200, learning_rate_init=1e-3,
+                 max_iter=200, momentum=0.9, nesterovs_momentum=True,
+                 random_state=0, beta_1=0.9, beta_2=0.999, epsilon=1e-8, **ignored):
+        self.task, self.hidden, self.activation = task, hidden_layer_sizes, activation
+        self.solver, self.alpha, self.batch_size = solver, alpha, batch_size
+        self.lr, self.max_iter, self.random_state = (learning_rate_init, max_iter,
+                                                     random_state)
+        self.momentum, self.nesterov = momentum, nesterovs_momentum
+        self.adam = (beta_1, beta_2, epsilon)
+
+    def _targets(self, y):
+        """Targets and the kind of loss: 'reg', 'binary' or 'multi'."""
+        if self.task == "reg":
+            self.n_out = 1
+            return np.asarray(y, self.dtype).reshape(-1, 1), "reg"
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        if len(self.classes_) == 2:
+            self.n_out = 1
+            return codes.astype(self.dtype).reshape(-1, 1), "binary"
+        self.n_out = len(self.classes_)
+        return codes.astype(np.int32), "multi"
+
+    def _forward(self, params, A):
+        jnp = self.jax.numpy
+        act = {"relu": self.jax.nn.relu, "tanh": jnp.tanh,
+               "logistic": self.jax.nn.sigmoid, "identity": lambda Z: Z}
+        for i, (W, b) in enumerate(params):
+            A = A @ W + b
+            if i < len(params) - 1:
+                A = act[self.activation](A)
+        return A
+
+    def _loss(self, kind, params, A, T):
+        jax, jnp = self.jax, self.jax.numpy
+        Z = self._forward(params, A)
+        if kind == "reg":
+            data = 0.5 * jnp.mean((Z - T) ** 2)
+        elif kind == "binary":  # log loss of sigmoid(Z), from the logits
+            data = jnp.mean(jnp.logaddexp(0.0, Z) - T * Z)
+        else:
+            data = jnp.mean(jax.nn.logsumexp(Z, axis=1)
+                            - jnp.take_along_axis(Z, T[:, None], axis=1)[:, 0])
+        l2 = sum((W * W).sum() for W, _ in params)
+        return data + 0.5 * self.alpha * l2 / A.shape[0]
+
+    def _update(self, params, state, grads):
+        """scikit-learn's Adam or SGD (Nesterov) step, constant learning rate."""
+        jnp, tree = self.jax.numpy, self.jax.tree_util.tree_map
+        lr = self.lr
+        if self.solver == "sgd":
+            mom = self.momentum
+            vel = tree(lambda v, g: mom * v - lr * g, state, grads)
+            step = (tree(lambda v, g: mom * v - lr * g, vel, grads)
+                    if self.nesterov else vel)
+            return tree(lambda p, s: p + s, params, step), vel
+        b1, b2, eps = self.adam
+        t, m, v = state
+        t = t + 1
+        m = tree(lambda m, g: b1 * m + (1 - b1) * g, m, grads)
+        v = tree(lambda v, g: b2 * v + (1 - b2) * g * g, v, grads)
+        lr_t = lr * jnp.sqrt(1 - b2**t) / (1 - b1**t)
+        params = tree(lambda p, m, v: p - lr_t * m / (jnp.sqrt(v) + eps),
+                      params, m, v)
+        return params, (t, m, v)
+
+    def _epoch(self, kind, n, batch):
+        jax = self.jax
+        full, rest = divmod(n, batch)
+        grad = jax.value_and_grad(partial(self._loss, kind))
+
+        def epoch(params, state, X, Y, order):
+            def step(carry, idx):
+                params, state = carry
+                loss, g = grad(params, X[idx], Y[idx])
+                return self._update(params, state, g), loss * idx.shape[0]
+
+            carry, losses = jax.lax.scan(
+                step, (params, state), order[:full * batch].reshape(full, batch))
+            total = losses.sum()
+            if rest:  # the last, partial minibatch: one more step, its own shape
+                carry, last = step(carry, order[full * batch:])
+                total = total + last
+            return carry[0], carry[1], total / n
+
+        return epoch
+
+    def fit(self, X, y):
+        jax = self.jax = load_jax()
+        jnp = jax.numpy
+        self.dtype = X.dtype
+        T, kind = self._targets(y)
+        rng = np.random.RandomState(self.random_state)
+        params = [(jnp.asarray(W), jnp.asarray(b)) for W, b in glorot(
+            X.shape[1], self.hidden, self.n_out, self.activation, rng, self.dtype)]
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        state = (zeros if self.solver == "sgd"
+                 else (jnp.zeros((), self.dtype), zeros, zeros))
+        n, batch = X.shape[0], min(self.batch_size, X.shape[0])
+        Xj, Tj = jnp.asarray(X), jnp.asarray(T)
+        order0 = jnp.zeros(n, jnp.int32)
+        key = (kind, self.activation, self.solver, self.alpha, self.lr,
+               self.momentum, self.nesterov, self.adam, n, batch, X.shape,
+               X.dtype.name, T.shape, T.dtype.name, tuple(self.hidden), self.n_out)
+        t0 = time.perf_counter()
+        if key not in _JAX_EPOCHS:
+            _JAX_EPOCHS[key] = jax.jit(self._epoch(kind, n, batch)).lower(
+                params, state, Xj, Tj, order0).compile()
+        self.compile_time_ = time.perf_counter() - t0
+        epoch = _JAX_EPOCHS[key]
+        self.t_ = 0  # rows trained on: the equal-work check
+        for order in epoch_orders(n, self.max_iter, rng):
+            params, state, loss = epoch(params, state, Xj, Tj,
+                                        jnp.asarray(order, jnp.int32))
+            # Wait: no drawing the next order while XLA runs this epoch, so
+            # one thread works at a time, as in the other contenders.
+            loss.block_until_ready()
+            self.t_ += n  # full * batch + rest rows, by construction
+        self.loss_ = float(loss)  # waits for the last epoch
+        self.params_, self.n_iter_ = params, self.max_iter
+        return self
+
+    def predict(self, X):
+        out = np.asarray(self._forward(self.params_, self.jax.numpy.asarray(
+            np.ascontiguousarray(X, self.dtype))))
         if self.task == "reg":
             return out.ravel()
         if self.n_out == 1:
@@ -303,7 +551,12 @@ CONTENDERS = {
     "sklearn": lambda w, params: {"clf": sk_nn.MLPClassifier,
                                   "reg": sk_nn.MLPRegressor}[w.task](**params),
     "torch": lambda w, params: TorchMLP(w.task, **params),
+    "torch.compile": lambda w, params: TorchCompileMLP(w.task, **params),
+    "jax": lambda w, params: JaxMLP(w.task, **params),
 }
+# Contenders that only train (the predict workload leaves them out: the
+# serving peer is onnxruntime, in the sizes section) and only dense X.
+TRAIN_ONLY = {"torch.compile", "jax"}
 MEMORY_CONTENDERS = ["fastbp", "numpy", "sklearn"]
 
 
@@ -355,17 +608,32 @@ def flops(X, units, per_sample):
 def bench_train(w, X, y, names, repeats, quick):
     """Interleaved fits: seconds per epoch per repeat, final losses, epochs."""
     epochs = {name: epochs_for(w, name, quick) for name in names}
+    compile_s = {}  # the longest compilation per contender (any fit)
     for name in names:  # warm-up: lazy imports and first-call costs
-        CONTENDERS[name](w, estimator_params(w, 1)).fit(X[:256], y[:256])
-    secs, loss = {name: [] for name in names}, {}
+        est = CONTENDERS[name](w, estimator_params(w, 1)).fit(X[:256], y[:256])
+        if hasattr(est, "compile_time_"):  # it may compile the timed fit's graphs
+            compile_s[name] = est.compile_time_
+    secs, loss, busy = {name: [] for name in names}, {}, {name: [] for name in names}
     for _ in range(repeats):
         for name in names:
             est = CONTENDERS[name](w, estimator_params(w, epochs[name]))
             time.sleep(SETTLE)
-            secs[name].append(timed(est.fit, X, y)[0] / epochs[name])
+            cpu = time.process_time()
+            t = timed(est.fit, X, y)[0]
+            # Cores the fit kept busy: the thread pinning, checked.
+            busy[name].append((time.process_time() - cpu) / t)
+            # Compiled contenders compile (and warm up) inside fit, before
+            # their first epoch: that time is reported, not counted.
+            warm = getattr(est, "compile_time_", None)
+            if warm is not None:
+                compile_s[name] = max(compile_s.get(name, 0.0), warm)
+                t -= warm
+            secs[name].append(t / epochs[name])
             assert est.n_iter_ == epochs[name], (w.name, name, est.n_iter_)
+            # Equal work: every row of every epoch, the last partial batch too.
+            assert est.t_ == epochs[name] * X.shape[0], (w.name, name, est.t_)
             loss[name] = float(est.loss_)
-    return secs, loss, epochs
+    return secs, loss, epochs, compile_s, {k: median(v) for k, v in busy.items()}
 
 
 def bench_predict(w, X, y, names, repeats, quick):
@@ -397,11 +665,12 @@ CALL_ROWS = 20000
 SIZE_METHODS = ("predict", "predict_proba", "score", "transform")
 
 
-def _call_times(calls, repeats):
+def _call_times(calls, repeats, settle=0.0):
     """Interleaved per-call seconds: name -> [median per repeat]."""
     out = {name: [] for name in calls}
     for _ in range(repeats):
         for name, (fn, n_calls) in calls.items():
+            time.sleep(settle)
             t = [timed(fn)[0] for _ in range(n_calls)]
             out[name].append(median(t))
     return out
@@ -443,6 +712,62 @@ def bench_sizes(w, X, y, names, repeats, quick):
             step()
             calls[n] = (step, max(3, min(50, CALL_ROWS // chunk)))
         rows.append((f"partial_fit {chunk}-row chunks", _call_times(calls, repeats)))
+    return rows
+
+
+ONNX_SIZES = (1, 100, 100000)
+
+
+def load_onnxruntime():
+    """onnxruntime, or None; fastbp.to_onnx also needs onnx."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime
+
+
+def bench_onnx(w, X, y, threads, repeats, quick):
+    """Per-call seconds of predict and predict_proba: fastbp against
+    onnxruntime running the same model exported with fastbp.to_onnx, in
+    float32 and float64 (the model fitted on X in that dtype), at ONNX_SIZES
+    rows; onnxruntime's intra-op pool has the run's thread count. Outputs are
+    checked equal (labels exactly, probabilities to rounding) first."""
+    ort = load_onnxruntime()
+    params = estimator_params(w, w.epochs[quick])
+    reps = np.resize(np.arange(len(X)), max(ONNX_SIZES))
+    rows = []
+    for dtype in (np.float32, np.float64):
+        Xd = X.astype(dtype)
+        model = make_fastbp(w, params).fit(Xd, y)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        sess = ort.InferenceSession(
+            fastbp.to_onnx(model, dtype=dtype).SerializeToString(), opts,
+            providers=["CPUExecutionProvider"])
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        for size in ONNX_SIZES:
+            Xs = np.ascontiguousarray(Xd[reps[:size]])
+            for method, output in (("predict", "label"),
+                                   ("predict_proba", "probabilities")):
+                ours = getattr(model, method)
+
+                def theirs(Xs=Xs, output=output):
+                    return sess.run([output], {"X": Xs})[0]
+
+                a, b = ours(Xs), theirs()
+                if method == "predict":
+                    assert np.array_equal(a, b), (method, size, dtype)
+                else:
+                    assert np.allclose(a, b, rtol=tol, atol=tol), (method, size, dtype)
+                n_calls = max(3, min(200, CALL_ROWS // size))
+                secs = _call_times({"fastbp": (lambda f=ours, Xs=Xs: f(Xs), n_calls),
+                                    "onnxruntime": (theirs, n_calls)}, repeats,
+                                   settle=SETTLE)
+                rows.append((f"{method} {size} rows", np.dtype(dtype).name, secs))
     return rows
 
 
@@ -575,6 +900,39 @@ def x_bytes(X):
     return X.nbytes
 
 
+# A contender's final loss against scikit-learn's after equal work: the run
+# fails unless |loss / loss_sklearn - 1| <= LOSS_TOL[name][dtype]. In float64
+# fastbp follows scikit-learn's trajectory to rounding, and so does JAX, which
+# runs scikit-learn's update formulas (XLA may reassociate sums). PyTorch's
+# Adam adds epsilon to sqrt(v / (1 - beta2^t)) rather than to sqrt(v), a
+# different step while v is small: its Adam runs drift (2.5e-3 on the full
+# wide workload). In float32 every pair of implementations drifts apart as
+# rounding differences compound over thousands of steps: fastbp against
+# scikit-learn 1.5e-3 after 3 epochs of the full wide workload (loss 0.032).
+LOSS_TOL = {
+    "fastbp": {"float64": 1e-9, "float32": 1e-2},
+    "jax": {"float64": 1e-4, "float32": 1e-2},
+    "torch": {"float64": 2e-2, "float32": 2e-2},
+    "torch.compile": {"float64": 2e-2, "float32": 2e-2},
+}
+LOSS_FAILURES = []  # (workload, threads, contender, loss, sklearn's, rel. diff)
+
+
+def check_losses(w, X, loss, epochs, threads):
+    """Check each contender's final loss against scikit-learn's, to LOSS_TOL.
+
+    A miss is recorded, and the run exits with an error once its report is
+    written (the other rows' times are not lost)."""
+    ref = loss["sklearn"]
+    for name, tol in LOSS_TOL.items():
+        if name in loss and epochs[name] == epochs["sklearn"]:
+            rel = abs(loss[name] / ref - 1)
+            print(f"    final loss {name}: {loss[name]:.9g}, sklearn {ref:.9g}, "
+                  f"rel. diff {rel:.1e}", flush=True)
+            if rel > tol[X.dtype.name]:
+                LOSS_FAILURES.append((w.name, threads, name, loss[name], ref, rel))
+
+
 def run_workload(w, threads, peak, names, repeats, quick, memory):
     """Result rows (dicts) for one workload at the current thread limit."""
     X, y = w.data(w.n[quick])
@@ -584,11 +942,19 @@ def run_workload(w, threads, peak, names, repeats, quick, memory):
     if w.solvers:
         return [{**base, "kind": "solvers", **bench_solvers(w, X, y, repeats)}]
     if w.sizes:
-        return [{**base, "kind": "sizes", "workload": call,
+        rows = [{**base, "kind": "sizes", "workload": call,
                  "time": {k: median(v) for k, v in secs.items()},
                  "ratio": median_ratios(secs), "raw": secs}
                 for call, secs in bench_sizes(w, X, y, names, repeats, quick)]
+        if load_onnxruntime():
+            rows += [{**base, "kind": "onnx", "workload": call, "dtype": dtype,
+                      "time": {k: median(v) for k, v in secs.items()},
+                      "ratio": median_ratios(secs), "raw": secs}
+                     for call, dtype, secs in bench_onnx(w, X, y, threads, repeats,
+                                                         quick)]
+        return rows
     if w.predict:
+        names = [n for n in names if n not in TRAIN_ONLY]
         bulk, single, agree = bench_predict(w, X, y, names, repeats, quick)
         limit = flops(X, units, 2) / peak[X.dtype.name]
         t_bulk = {k: median(v) for k, v in bulk.items()}
@@ -601,12 +967,16 @@ def run_workload(w, threads, peak, names, repeats, quick, memory):
             {**base, "kind": "predict", "workload": "predict 1 row", "time": t_one,
              "ratio": {k: v / t_one["fastbp"] for k, v in t_one.items()}},
         ]
-    secs, loss, epochs = bench_train(w, X, y, names, repeats, quick)
+    if sp.issparse(X):  # JAX and torch.compile: dense only
+        names = [n for n in names if n not in TRAIN_ONLY]
+    secs, loss, epochs, compile_s, busy = bench_train(w, X, y, names, repeats,
+                                                      quick)
+    check_losses(w, X, loss, epochs, threads)
     limit = flops(X, units, 6) / peak[X.dtype.name]
     t_med = {k: median(v) for k, v in secs.items()}
     row = {**base, "kind": "train", "epochs": epochs, "time": t_med, "limit": limit,
            "share": limit / t_med["fastbp"], "ratio": median_ratios(secs),
-           "loss": loss, "raw": secs,
+           "loss": loss, "raw": secs, "compile": compile_s, "busy": busy,
            "loss_rel_diff": abs(loss["sklearn"] / loss["fastbp"] - 1)}
     if memory:
         row["memory"] = {"x_bytes": x_bytes(X),
@@ -720,6 +1090,20 @@ def markdown(report):
             [r["workload"], r["threads"], str(r["epochs"]["fastbp"]) + "".join(
                 f" ({n} {e})" for n, e in r["epochs"].items()
                 if e != r["epochs"]["fastbp"]), *speed(r)] for r in train])
+        compiled = sorted({n for r in train for n in r.get("compile", {})},
+                          key=names.index)
+        if compiled:
+            out += ["", "## Compilation (warm-up, not in the times above): "
+                    "longest per fit, seconds", ""]
+            out += table(["workload", "thr", *compiled], [
+                [r["workload"], r["threads"],
+                 *(fmt(r["compile"].get(n), ".2f") for n in compiled)]
+                for r in train])
+        out += ["", "## Training: CPUs busy during fit (process CPU s / wall s, "
+                "median)", ""]
+        out += table(["workload", "thr", *names], [
+            [r["workload"], r["threads"],
+             *(fmt(r.get("busy", {}).get(n), ".2f") for n in names)] for r in train])
         out += ["", "## Training: final loss after equal work", ""]
         out += table(["workload", "thr", *names, "sklearn vs fastbp rel. diff"], [
             [r["workload"], r["threads"], *(loss(r, n) for n in names),
@@ -758,6 +1142,18 @@ def markdown(report):
             for r in sizes])
         out += ["", "scikit-learn's MLP has no transform: its predict_proba stands "
                 "in. partial_fit: one call on the next chunk of the data."]
+    onnx = [r for r in rows if r["kind"] == "onnx"]
+    if onnx:
+        out += ["", "## Predict against onnxruntime: the same model, exported with "
+                "fastbp.to_onnx (median per call)", ""]
+        out += table(["call", "dtype", "thr", "fastbp", "onnxruntime",
+                      "onnxruntime/fastbp"], [
+            [r["workload"], r["dtype"], r["threads"], fmt_time(r["time"]["fastbp"]),
+             fmt_time(r["time"]["onnxruntime"]),
+             fmt(r["ratio"]["onnxruntime"], ".2f", "×")] for r in onnx])
+        out += ["", "onnxruntime: intra_op_num_threads = thr, one inter-op thread, "
+                "inputs already contiguous in the model's dtype; its outputs equal "
+                "fastbp's (labels exactly, probabilities to rounding)."]
     solvers = [r for r in rows if r["kind"] == "solvers"]
     if solvers:
         order = list(solvers[0]["best"])
@@ -803,7 +1199,7 @@ def chart(report, path):
                              sharey=True, squeeze=False)
     for ax, t in zip(axes[0], threads):
         rows = [r for r in report["rows"] if r["threads"] == t and "ratio" in r
-                and r["kind"] != "sizes"]  # sizes: fastbp and sklearn only
+                and r["kind"] not in ("sizes", "onnx")]  # their own peers
         y = np.arange(len(rows))
         height = 0.8 / len(others)
         for k, name in enumerate(others):
@@ -839,12 +1235,27 @@ def main(argv=None):
     quick = args.quick
     repeats = args.repeats or REPEATS[quick]
     torch = load_torch()
-    names = ["fastbp", "numpy", "sklearn"] + (["torch"] if torch else [])
-    notes = [] if torch else ["PyTorch is not installed: no torch column."]
+    # XLA's thread pool is fixed when JAX starts: pinned to the first count.
+    jax = load_jax(args.threads[0])
+    names = (["fastbp", "numpy", "sklearn"]
+             + (["torch", "torch.compile"] if torch else []) + (["jax"] if jax else []))
+    notes = [] if torch else ["PyTorch is not installed: no torch columns."]
+    if not jax:
+        notes.append("JAX is not installed: no jax column.")
+    elif len(args.threads) > 1:
+        notes.append(f"jax runs at {args.threads[0]} thread(s) only: XLA fixes its "
+                     "threads when JAX starts (run --threads N for another count).")
+    if jax and args.threads[0] > 1:
+        notes.append("jax is not pinned above 1 thread: XLA then uses every core.")
+    ort = load_onnxruntime()
+    if not ort:
+        notes.append("onnxruntime (or onnx) is not installed: no onnxruntime rows.")
     machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
                f"{platform.python_version()}, NumPy {np.__version__}, scikit-learn "
                f"{sklearn.__version__}, fastbp {fastbp.__version__}"
                + (f", torch {torch.__version__}" if torch else "")
+               + (f", jax {jax.__version__}" if jax else "")
+               + (f", onnxruntime {ort.__version__}" if ort else "")
                + f"; {repeats} repeats; load average at start "
                + "/".join(f"{x:.1f}" for x in os.getloadavg()))
     report = {"quick": quick, "contenders": names, "machine": machine,
@@ -863,8 +1274,9 @@ def main(argv=None):
                     continue
                 print(f"[{time.perf_counter() - start:5.0f} s] {threads} thread(s): "
                       f"{w.name}", flush=True)
+                here = [n for n in names if n != "jax" or threads == args.threads[0]]
                 report["rows"] += run_workload(
-                    w, threads, peak, names, repeats, quick,
+                    w, threads, peak, here, repeats, quick,
                     memory=not quick and threads == args.threads[0])
     if not args.only or any(s in "threads" for s in args.only):
         print(f"[{time.perf_counter() - start:5.0f} s] {THREAD_FITS} fits in threads",
@@ -878,6 +1290,9 @@ def main(argv=None):
         notes.append("Quick mode: fewer samples, epochs and repeats, a smaller GEMM "
                      "for the peak, no memory measurement.")
     notes.append(f"Total benchmark time: {time.perf_counter() - start:.0f} s.")
+    for f in LOSS_FAILURES:
+        notes.append("FAILED equal-loss check: {} at {} thread(s), {} loss {:.9g}, "
+                     "sklearn {:.9g}, rel. diff {:.1e} (LOSS_TOL)".format(*f))
 
     args.out.mkdir(parents=True, exist_ok=True)
     text = markdown(report)
@@ -888,6 +1303,8 @@ def main(argv=None):
     print(text)
     print(f"wrote results.md, results.json{'' if png_note else ', results.png'} "
           f"in {args.out}")
+    if LOSS_FAILURES:
+        sys.exit(f"{len(LOSS_FAILURES)} final loss(es) outside LOSS_TOL: see the notes")
 
 
 if __name__ == "__main__":
