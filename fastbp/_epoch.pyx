@@ -66,7 +66,7 @@ STEP_RULE = {"max_threads": MAX_THREADS, "min_share_rows": MIN_SHARE_ROWS,
 # whole: tiles cost one thread 2-7% (docs/design.md), and may round
 # differently from the whole product in the last bit on some BLAS kernels.
 # Read on every call, so tests and benchmarks can change it.
-PREDICT_TILE_WORK = 1 << 24
+PREDICT_TILE_WORK = 1 << 22
 cdef enum:
     PANEL_COLS = 128
     CHUNK_ROWS = 128
