@@ -124,6 +124,25 @@ def test_forward_does_not_depend_on_threads(dtype, sparse):
     assert_allclose(outs[0], want, rtol=RTOL[dtype], atol=1e-6)
 
 
+def _within(seconds, call):
+    """Run call in a daemon thread: a pool job stuck at a barrier fails the
+    test after seconds instead of stalling the suite."""
+    errors = []
+
+    def run():
+        try:
+            call()
+        except BaseException as e:  # reported in the test's thread
+            errors.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"the pass did not finish in {seconds} s"
+    if errors:
+        raise errors[0]
+
+
 # Wide layers: a block's products are split into tiles (chunks of rows x
 # panels of columns), which all threads share when there are few blocks. A
 # small tile work makes this network's products many tiles.
@@ -167,8 +186,9 @@ def test_wide_forward_tiles_do_not_depend_on_threads(dtype, kind, n, monkeypatch
     outs = []
     for n_threads in (1, 2, 3, 64):
         out = np.full((n, units[-1]), np.nan, dtype)
-        _epoch.forward(plan, X, csr, params, np.empty(plan.work_size, dtype),
-                       out, running, n_threads)
+        _within(60, lambda: _epoch.forward(
+            plan, X, csr, params, np.empty(plan.work_size, dtype), out, running,
+            n_threads))
         outs.append(out)
     # Tiles on every thread count that shares blocks; one thread computes
     # each product whole (the same to rounding).
