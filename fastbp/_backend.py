@@ -1,26 +1,52 @@
 """The engine a fit runs on: the compiled modules or their NumPy twin.
 
-A backend is one record, chosen in one place (``BACKENDS[estimator.backend]``):
-``epoch`` runs epochs, full-batch passes and forward passes, ``kernels`` has
-the loss, ``curvature`` the Hessian-vector products and Jacobians. Modules,
-not functions, are kept, so a test can replace one of their functions.
+A backend is one object with the engine's operations as methods, chosen in
+one place (``BACKENDS[name]``); callers never ask which module holds what.
+Each method looks its function up in the module at call time, so a test can
+still replace one of them (``monkeypatch.setattr(_epoch, "loss_grad", f)``).
 """
 
-from dataclasses import dataclass
-from types import ModuleType
+import fastbp._curvature as _curvature
+import fastbp._epoch as _epoch
+import fastbp._kernels as _kernels
+import fastbp._reference as _reference
 
-from fastbp import _curvature, _epoch, _kernels, _reference
 
-
-@dataclass(frozen=True)
 class Backend:
-    name: str
-    epoch: ModuleType
-    kernels: ModuleType
-    curvature: ModuleType
-    # True when a Hessian-vector product may reuse the forward and backward
-    # passes the last loss_grad left in the workspace (the compiled engine).
-    reuses_work: bool
+    """The compiled engine (epoch, kernels, curvature) or the NumPy twin.
+
+    ``reuses_work``: a Hessian-vector product may reuse the forward and
+    backward passes the last one-thread ``loss_grad`` left in the workspace
+    (the compiled engine; the twin recomputes them).
+    """
+
+    def __init__(self, name, epoch, kernels, curvature, reuses_work):
+        self.name, self.reuses_work = name, reuses_work
+        self._epoch, self._kernels, self._curvature = epoch, kernels, curvature
+
+    def __repr__(self):
+        return f"Backend({self.name!r})"
+
+    def run_epoch(self, *args, **kwargs):
+        return self._epoch.run_epoch(*args, **kwargs)
+
+    def loss_grad(self, *args):
+        return self._epoch.loss_grad(*args)
+
+    def forward(self, *args):
+        return self._epoch.forward(*args)
+
+    def all_finite(self, a):
+        return self._epoch.all_finite(a)
+
+    def loss_delta(self, *args):
+        return self._kernels.loss_delta(*args)
+
+    def hessian_vector_product(self, *args):
+        return self._curvature.hessian_vector_product(*args)
+
+    def jacobian(self, *args):
+        return self._curvature.jacobian(*args)
 
 
 BACKENDS = {

@@ -5,9 +5,14 @@ hessian and check_gradients all raise the same ValueError when what they
 would return is not finite (scikit-learn returns NaN): it names the output
 and the two ways a fitted network overflows, input far outside the training
 scale or weights that are finite but extreme (a fit that nearly diverged).
+A fit that diverges says where and why in one sentence too (``divergence``),
+whichever driver ran it.
 """
 
 import numpy as np
+
+# What a failed fit adds to its error: the estimator is unchanged.
+KEPT = " The previous model, if any, is kept."
 
 
 def non_finite_error(what, weights, inputs="X"):
@@ -31,3 +36,23 @@ def require_finite(values, what, weights, inputs="X"):
         if not np.isfinite(v).all():
             raise non_finite_error(what, weights, inputs)
     return values
+
+
+def divergence(n_iter, loss, learning_rate, weights_finite, what=None):
+    """The message of a diverged fit: scikit-learn's sentence for non-finite
+    weights, then where it happened and what to try."""
+    sklearn_words = ""
+    if what is None and not weights_finite:
+        what = "the solver produced non-finite parameter weights"
+        sklearn_words = (
+            "Solver produced non-finite parameter weights. The input data may "
+            "contain large values and need to be preprocessed. "
+        )
+    elif what is None:
+        what = f"the training loss is {loss}"
+    rate = "" if learning_rate is None else f" ({learning_rate:g})"
+    return (
+        f"{sklearn_words}Training diverged at iteration {n_iter}: {what}. The "
+        f"learning rate{rate} may be too high, or the input data may contain "
+        "large values and need scaling (for example with StandardScaler)."
+    )

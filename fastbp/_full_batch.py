@@ -12,10 +12,11 @@ import numpy as np
 import scipy.optimize
 from sklearn.exceptions import ConvergenceWarning
 
+from fastbp._finite import KEPT, divergence
+from fastbp._forward import blas_threads
 from fastbp._inputs import as_kernel_input
 from fastbp._network import unpack
 from fastbp._state import Model
-from fastbp._stochastic import KEPT, divergence
 
 
 class Objective:
@@ -37,15 +38,15 @@ class Objective:
     """
 
     def __init__(self, network, units, X, Y, sample_weight, dtype, alpha, l1,
-                 backend, running=None, n_threads=1):
+                 backend, running=None):
         self.network, self.units, self.backend = network, tuple(units), backend
         self.X, self.csr = as_kernel_input(X, dtype)
         self.Y = np.ascontiguousarray(Y, dtype=dtype)
         self.sw = sample_weight
         self.running = running
-        # Threads of loss_grad (lbfgs); 1 where Hessian-vector products
-        # reuse its workspace (newton, the second-order tools).
-        self.n_threads = n_threads
+        # Threads of loss_grad: 1 where Hessian-vector products reuse its
+        # workspace (newton, the second-order tools); lbfgs's train sets more.
+        self.n_threads = 1
         self.plan = network.plan(units, max(1, X.shape[0]),
                                  batch_norm=running is not None)
         self.work = np.empty(self.plan.work_size, dtype=dtype)
@@ -96,9 +97,9 @@ class Objective:
         # written: not ready until the pass returns.
         self.ready = False
         if self.running is None and self.n_threads == 1:
-            loss = self.backend.epoch.loss_grad(*args)
+            loss = self.backend.loss_grad(*args)
         else:
-            loss = self.backend.epoch.loss_grad(*args, 0, self.running,
+            loss = self.backend.loss_grad(*args, 0, self.running,
                                                 self.n_threads)
         # A threaded pass leaves its rows' work in per-thread buffers.
         self.ready = self.backend.reuses_work and self.n_threads == 1
@@ -115,7 +116,7 @@ class Objective:
         v = np.ascontiguousarray(v, dtype=params.dtype)
         out = np.empty_like(params)
         prepared, self.ready = self.ready, False  # as in engine_loss_grad
-        self.backend.curvature.hessian_vector_product(
+        self.backend.hessian_vector_product(
             self.plan, self.X, self.csr, self.Y, self.sw, params, v, out,
             self.work, self.rwork, self.alpha, prepared,
         )
@@ -123,9 +124,16 @@ class Objective:
         return out
 
 
-def train(s, model, history, problem, tasks):
+def train(s, model, history, problem, tasks, n_threads):
     """Minimise problem from model's weights with lbfgs or newton (s.solver),
-    in place on model and history."""
+    in place on model and history; lbfgs's passes on n_threads threads."""
+    if s.solver == "lbfgs":
+        problem.n_threads = n_threads
+    with blas_threads(problem.Y.shape[0], model.units):
+        _minimize(s, model, history, problem, tasks)
+
+
+def _minimize(s, model, history, problem, tasks):
     f64 = np.float64
     if s.solver == "newton":
         def fun(x):
@@ -196,7 +204,7 @@ def train(s, model, history, problem, tasks):
             history.loss = float(reported(result.fun, result.x))
         model.flat[:] = result.x
     tasks.close_empty()
-    finite = problem.backend.epoch.all_finite(model.flat)
+    finite = problem.backend.all_finite(model.flat)
     if not (np.isfinite(history.loss) and finite):
         raise ValueError(divergence(history.n_iter, history.loss, None, finite) + KEPT)
     if problem.running is not None:

@@ -11,7 +11,9 @@ import os
 import threading
 import warnings
 import weakref
-from types import SimpleNamespace
+from dataclasses import replace
+from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 from math import isfinite
@@ -36,13 +38,14 @@ from fastbp._backend import BACKENDS
 from fastbp._callbacks import FitTasks
 from fastbp._finite import non_finite_error, require_finite
 from fastbp._fitted_state import check_fitted_state, ensure_checked, trust
-from fastbp._forward import blas_threads, forward
+from fastbp._forward import forward
+from fastbp._full_batch import Objective
 from fastbp._inputs import check_sample_weight
 from fastbp._network import (
     glorot_init, hidden_activations, init_batch_norm, make_plan, reading_params_of,
 )
 from fastbp._params import STOCHASTIC_SOLVERS, fit_settings
-from fastbp._second_order import SecondOrderMixin
+from fastbp._second_order import SecondOrderMixin, refuse_batch_norm
 from fastbp._state import History, Model, Network, Optimizer, loss_name, loss_param
 from fastbp._threads import effective_n_threads
 from fastbp._version import __version__
@@ -202,48 +205,35 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         never changes it."""
         attrs = dict(self.__dict__)  # the previous model, read once
         first_pass = "coefs_" not in attrs or not (s.warm_start or s.incremental)
-        X, y, ref, fitted = self._validated_Xy(X, y, reset=first_pass)
-        Y, labels = self._targets(y, attrs, s, classes)
-        fitted.update(labels)
-        if not first_pass:
-            self._check_continued(attrs, labels)
-        dtype = X.dtype if first_pass else attrs["coefs_"][0].dtype
-        n_samples, n_features = X.shape
-        sample_weight = check_sample_weight(sample_weight, n_samples, dtype)
-        sample_weight = self._weigh_classes(Y, sample_weight,
-                                            getattr(s, "class_weight", None),
-                                            s.incremental, {**attrs, **labels},
-                                            dtype)
-        units = (n_features, *s.hidden, Y.shape[1])
+        d = self._fit_data(s, X, y, sample_weight, attrs, first_pass, classes)
+        fitted = {**d.fitted, **d.labels}
+        labels = {**attrs, **d.labels}
+        dtype = d.Y.dtype
+        units = (d.X.shape[1], *s.hidden, d.Y.shape[1])
         val = None
         if val_set is not None:
-            val = self._validated_val_set(*val_set, ref, {**attrs, **labels},
-                                          Y.shape[1], dtype)
+            val = self._validated_val_set(*val_set, d.ref, labels, d.Y.shape[1],
+                                          dtype)
             self._check_target_range(val[1], s, "y_val")
         random_state = check_random_state(s.random_state)
         if first_pass:
             out_activation = self._output_activation(labels, s)
-            flat = glorot_init(units, s.activation, random_state, dtype)
-            running = None
-            if s.batch_norm:
-                bn_params, running = init_batch_norm(units, dtype)
-                flat = np.concatenate([flat, bn_params])
-            model = Model(flat, units, running)
-            fitted.update(n_outputs_=Y.shape[1], n_layers_=len(units),
+            model = _new_model(units, s, random_state, dtype)
+            fitted.update(n_outputs_=units[-1], n_layers_=len(units),
                           out_activation_=out_activation)
         else:
             out_activation = attrs["out_activation_"]
+            self._check_output(out_activation, labels, s)
             model = _kept_model(attrs, units, s.batch_norm)
         history = History.start(attrs, s, first_pass)
         network = Network(s.activation, out_activation,
-                          loss_name(out_activation, getattr(s, "loss", self.loss)),
-                          loss_param(s))
+                          loss_name(out_activation, s.loss), loss_param(s))
         backend = BACKENDS[s.backend]
-        Y = np.ascontiguousarray(Y, dtype=dtype)
+        n_threads = effective_n_threads(s.n_jobs)
         # Full-batch solvers get one extra, empty subtask: scipy reports an
         # iteration after it ran.
         tasks = FitTasks(
-            self, X, y, sample_weight,
+            self, d.X, d.y, d.sample_weight,
             ((1 if s.incremental else s.max_iter) if s.stochastic
              else s.max_iter + 1),
             "epoch" if s.stochastic else "iteration",
@@ -259,30 +249,69 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             else:
                 optimizer = Optimizer.of(kept)
             target = _stochastic.Target(
-                network, decode=lambda out: self._decode(out, labels or attrs),
+                network, decode=partial(self._decode, labels=labels),
                 score=self._score_function, classifier=self._is_classifier())
-
-            def validation_output(X_val, model):
-                return forward(X_val, model, lambda rows: network.plan(
-                    units, rows, batch_norm=model.batch_norm), backend, s.n_jobs)
-
-            with blas_threads(_stochastic.batch_size_of(s.batch_size, n_samples,
-                                                        warn=False), units):
-                _stochastic.train(s, model, history, optimizer,
-                                  (X, Y, sample_weight), val, target, backend,
-                                  tasks, random_state, validation_output)
+            _stochastic.train(s, model, history, optimizer,
+                              (d.X, d.Y, d.sample_weight), val, target, backend,
+                              tasks, random_state, n_threads)
             fitted["_optimizer"] = optimizer.record()
         else:
-            problem = _full_batch.Objective(
-                network, units, X, Y, sample_weight, dtype, s.alpha, s.l1,
-                backend, model.running,
-                # newton's Hessian products reuse one-thread passes' workspace
-                effective_n_threads(s.n_jobs) if s.solver == "lbfgs" else 1)
-            with blas_threads(n_samples, units):
-                _full_batch.train(s, model, history, problem, tasks)
+            problem = Objective(network, units, d.X, d.Y, d.sample_weight, dtype,
+                                s.alpha, s.l1, backend, model.running)
+            _full_batch.train(s, model, history, problem, tasks, n_threads)
         fitted.update(model.attributes())
         fitted.update(history.attributes())
         return fitted, tasks
+
+    def _fit_data(self, s, X, y, sample_weight, attrs, first_pass, classes=None,
+                  dtype=None):
+        """The first half of a fit, and of ``_objective``: X and y validated,
+        y as the network's targets Y (checked against the labels attrs
+        hold), the label attributes this fit sets, and the sample weights
+        times the class weights; Y and the weights in dtype (default: X's on
+        a first pass, the fitted weights' otherwise)."""
+        X, y, ref, fitted = self._validated_Xy(X, y, reset=first_pass)
+        Y, labels = self._targets(y, attrs, s, classes)
+        if not first_pass:
+            self._check_continued(attrs, labels)
+        if dtype is None:
+            dtype = X.dtype if first_pass else attrs["coefs_"][0].dtype
+        sample_weight = check_sample_weight(sample_weight, X.shape[0], dtype)
+        sample_weight = self._weigh_classes(Y, sample_weight, s.class_weight,
+                                            {**attrs, **labels}, dtype)
+        Y = np.ascontiguousarray(Y, dtype=dtype)
+        return _FitData(X, y, Y, sample_weight, labels, ref, fitted)
+
+    def _objective(self, X, y, sample_weight, dtype=None):
+        """The full-batch objective on (X, y) at the fitted weights, and those
+        weights, in dtype (default: the weights' own); y is checked against
+        the fitted labels as partial_fit checks it, without changing them."""
+        check_is_fitted(self)
+        ensure_checked(self)
+        model = self._fitted_model()
+        refuse_batch_norm(model)
+        dtype = model.flat.dtype if dtype is None else dtype
+        s = replace(fit_settings(self), incremental=True, warm_start=False)
+        self._check_output(self.out_activation_, self.__dict__, s)
+        d = self._fit_data(s, X, y, sample_weight, self.__dict__, False,
+                           dtype=dtype)
+        problem = Objective(self._network(), model.units, d.X, d.Y,
+                            d.sample_weight, dtype, s.alpha, s.l1,
+                            BACKENDS[s.backend])
+        return problem, model.flat.astype(dtype, copy=False)
+
+    def _check_output(self, out_activation, labels, s):
+        """The fitted output must be the one loss s.loss needs, when a fit
+        continues the network or a tool evaluates its loss (set_params may
+        have changed the loss since; predict does not read it)."""
+        needed = self._output_activation(labels, s)
+        if needed != out_activation:
+            raise ValueError(
+                f"The network was fitted with out_activation_="
+                f"{out_activation!r}, and loss={s.loss!r} needs {needed!r}: "
+                "fit anew (warm_start=False) to change the loss, or set the "
+                "loss back."
+            )
 
     def _check_continued(self, attrs, labels):
         """Check the fitted state a warm or incremental fit continues from,
@@ -331,8 +360,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         sw_val = check_sample_weight(sample_weight_val, X_val.shape[0], dtype)
         return X_val, Y_val, sw_val
 
-    def _weigh_classes(self, Y, sample_weight, class_weight, incremental, labels,
-                       dtype):
+    def _weigh_classes(self, Y, sample_weight, class_weight, labels, dtype):
         """sample_weight times the class weights (classifier only)."""
         return sample_weight
 
@@ -351,11 +379,6 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         return Network(self.activation, self.out_activation_,
                        loss_name(self.out_activation_, self.loss),
                        loss_param(self))
-
-    def _as_fitted(self):
-        """Settings under which new targets are checked against the fitted
-        labels (as partial_fit checks them, without changing them)."""
-        return SimpleNamespace(incremental=True, warm_start=False, loss=self.loss)
 
     # ------------------------------------------------------------------
     # prediction
@@ -395,7 +418,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
     def _validated_output(self, X):
         X, memo = self._checked_input(X)
         out = self._forward_output(X, memo)
-        if not BACKENDS[self.backend].epoch.all_finite(out.reshape(-1)):
+        if not BACKENDS[self.backend].all_finite(out.reshape(-1)):
             raise non_finite_error("The network's output", self._fitted_model().flat)
         return out
 
@@ -520,8 +543,32 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
 # A fitted attribute a commit removes (feature_names_in_ after a refit on
 # data without names, as validate_data would).
 _DELETE = object()
-_BN_ATTRIBUTES = ("batch_norm_scale_", "batch_norm_shift_", "batch_norm_mean_",
-                  "batch_norm_var_")
+
+
+class _FitData(NamedTuple):
+    """The first half of a fit (``_BaseMLP._fit_data``): validated X and y,
+    the targets Y and sample weights in the fit's dtype, the label
+    attributes it sets, the object a validation set is checked against and
+    the input attributes a first pass commits."""
+
+    X: object
+    y: np.ndarray
+    Y: np.ndarray
+    sample_weight: object
+    labels: dict
+    ref: object
+    fitted: dict
+
+
+def _new_model(units, s, random_state, dtype):
+    """The first model of a fit: Glorot-initialised weights (scikit-learn's
+    draws), then batch norm's unit scales and zero shifts."""
+    flat = glorot_init(units, s.activation, random_state, dtype)
+    running = None
+    if s.batch_norm:
+        bn_params, running = init_batch_norm(units, dtype)
+        flat = np.concatenate([flat, bn_params])
+    return Model(flat, units, running)
 
 
 def _kept_model(attrs, units, batch_norm):
@@ -752,8 +799,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             raise ValueError(f"y_val has classes not in `self.classes_`: {unknown}.")
         return labels["_label_binarizer"].transform(y)
 
-    def _weigh_classes(self, Y, sample_weight, class_weight, incremental, labels,
-                       dtype):
+    def _weigh_classes(self, Y, sample_weight, class_weight, labels, dtype):
         # As LogisticRegression: weights from compute_class_weight on this
         # fit's labels, multiplied into sample_weight.
         if class_weight is None:
@@ -761,11 +807,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         binarizer, classes = labels["_label_binarizer"], labels["classes_"]
         if binarizer.y_type_ == "multilabel-indicator":
             raise ValueError("class_weight is not supported for multilabel targets.")
-        if incremental and class_weight == "balanced":
-            raise ValueError(
-                "class_weight 'balanced' is not supported for partial_fit: the "
-                "class frequencies of later batches are unknown. Pass a dict."
-            )
         index = Y[:, 0].astype(np.intp) if Y.shape[1] == 1 else Y.argmax(axis=1)
         weights = compute_class_weight(
             class_weight, classes=classes, y=classes[index]

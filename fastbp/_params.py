@@ -5,9 +5,9 @@
 record a fit runs on and checks the rules that tie several together.
 """
 
+from dataclasses import make_dataclass
 from functools import cache
 from numbers import Integral, Real
-from types import SimpleNamespace
 
 import numpy as np
 from sklearn.utils._param_validation import InvalidParameterError
@@ -192,24 +192,36 @@ def _param_names(cls):
     return tuple(cls._get_param_names())
 
 
+# The record a fit runs on: every parameter of either estimator, then what
+# a fit derives from them (the hidden widths, whether the solver is
+# stochastic, whether the fit is partial_fit). Both estimators' fits read
+# the same shape: a parameter the estimator lacks holds what it behaves as.
+FitSettings = make_dataclass(
+    "FitSettings", [*PARAMETER_RULES, "hidden", "stochastic", "incremental"],
+    frozen=True,
+)
+
+
 def fit_settings(estimator, incremental=False, has_val_set=False):
     """The parameters of one fit, read once, with the rules between them checked.
 
-    The record has every constructor parameter under its own name, plus
-    ``hidden`` (the widths), ``stochastic`` and ``incremental``; a fit reads
-    nothing else of the estimator's parameters, so set_params during a fit
-    cannot change it halfway.
+    A ``FitSettings``: every constructor parameter under its own name (the
+    classifier's ``loss`` is its class attribute, 'log_loss'; the
+    regressor's ``class_weight`` is None), plus ``hidden`` (the widths),
+    ``stochastic`` and ``incremental``. A fit reads nothing else of the
+    estimator's parameters, so set_params during a fit cannot change it
+    halfway.
     """
     # get_params(deep=False), without its inspect.signature on every call
     # (a quarter of a 100-row partial_fit's Python time).
     params = {name: getattr(estimator, name)
               for name in _param_names(type(estimator))}
     check_params(estimator, params)
-    s = SimpleNamespace(**params)
-    s.hidden = hidden_sizes(s.hidden_layer_sizes)
-    s.stochastic = s.solver in STOCHASTIC_SOLVERS
-    s.incremental = incremental
-    s.batch_norm = bool(s.batch_norm)
+    params = {name: getattr(estimator, name, None) for name in PARAMETER_RULES}
+    params["batch_norm"] = bool(params["batch_norm"])
+    s = FitSettings(**params, hidden=hidden_sizes(params["hidden_layer_sizes"]),
+                    stochastic=params["solver"] in STOCHASTIC_SOLVERS,
+                    incremental=incremental)
     hidden_activations(s.activation, len(s.hidden))  # checks the length
     _check_loss_parameters(s)
     if s.solver == "newton" and s.l1 > 0:
@@ -236,15 +248,18 @@ def fit_settings(estimator, incremental=False, has_val_set=False):
         )
     if incremental and s.early_stopping:
         raise ValueError("partial_fit does not support early_stopping=True")
+    if incremental and s.class_weight == "balanced":
+        raise ValueError(
+            "class_weight 'balanced' is not supported for partial_fit: the "
+            "class frequencies of later batches are unknown. Pass a dict."
+        )
     return s
 
 
 def _check_loss_parameters(s):
     """The regressor's loss parameters: each set with its own loss only,
     the quantile required by loss='quantile'; newton needs curvature."""
-    loss = getattr(s, "loss", None)
-    if loss is None:  # the classifier
-        return
+    loss = s.loss
     for name, owner in _LOSS_OF_PARAMETER.items():
         if getattr(s, name) is not None and loss != owner:
             raise ValueError(

@@ -1,11 +1,13 @@
 """Second-order tools: gradients, Hessian-vector products, Hessians, Jacobians.
 
-``SecondOrderMixin`` gives both estimators ``loss_gradient``,
-``hessian_vector_product``, ``hessian``, ``jacobian`` and
-``unflatten_params``, all on the full-batch objective that lbfgs and newton
-minimize (``fastbp._full_batch.Objective``). The products themselves run in
-``fastbp._curvature`` (or its twin in ``_reference`` with backend="numpy"). ``check_gradients`` compares backpropagation with central
-finite differences.
+Each tool is a function of the full-batch objective that lbfgs and newton
+minimize (``fastbp._full_batch.Objective``) and the point it is evaluated
+at. ``SecondOrderMixin`` offers them on both estimators (``loss_gradient``,
+``hessian_vector_product``, ``hessian``, ``jacobian``,
+``unflatten_params``), each on the objective the estimator's ``_objective``
+builds from the first half of a fit. The products run in the engine
+(``_curvature``, or the twin with backend="numpy"). ``check_gradients``
+compares backpropagation with central finite differences.
 
 Every vector over the parameters is in the order of the flat parameter
 buffer: ``coefs_[0].ravel()``, ..., ``coefs_[-1].ravel()``, then
@@ -20,8 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 from fastbp._backend import BACKENDS
 from fastbp._finite import require_finite
 from fastbp._fitted_state import ensure_checked
-from fastbp._full_batch import Objective
-from fastbp._inputs import as_kernel_input, check_sample_weight
+from fastbp._inputs import as_kernel_input
 from fastbp._network import unpack
 
 # Largest network hessian() builds: n_params**2 entries, n_params products.
@@ -32,34 +33,93 @@ _JACOBIAN_ROWS = 1024
 _XY = "X or y"
 
 
-def _refuse_batch_norm(est):
-    if getattr(est, "batch_norm_scale_", None) is not None:
+def refuse_batch_norm(model):
+    if model.batch_norm:
         raise ValueError(
             "The second-order tools do not support batch_norm=True: their "
             "derivatives ignore the normalization."
         )
 
 
-class SecondOrderMixin:
-    """Derivatives of a fitted network; mixed into the estimators."""
+# The tools, as functions of the objective and the point it is evaluated at.
 
-    def _full_batch(self, X, y, sample_weight, dtype=None):
-        """The objective on (X, y) at the fitted weights, and those weights,
-        in dtype (default: the weights' own)."""
-        check_is_fitted(self)
-        ensure_checked(self)
-        _refuse_batch_norm(self)
-        X, y, _, _ = self._validated_Xy(X, y, reset=False)
-        Y, _ = self._targets(y, self.__dict__, self._as_fitted())
-        model = self._fitted_model()
-        dtype = model.flat.dtype if dtype is None else dtype
-        sample_weight = check_sample_weight(sample_weight, X.shape[0], dtype)
-        sample_weight = self._weigh_classes(Y, sample_weight,
-                                            getattr(self, "class_weight", None),
-                                            False, self.__dict__, dtype)
-        problem = Objective(self._network(), model.units, X, Y, sample_weight,
-                            dtype, self.alpha, self.l1, BACKENDS[self.backend])
-        return problem, model.flat.astype(dtype, copy=False)
+def loss_gradient(problem, flat):
+    """(objective, gradient) at flat, both checked finite."""
+    loss, grad = require_finite(problem.loss_grad(flat),
+                                "The loss or its gradient", flat, _XY)
+    return float(loss), grad
+
+
+def hessian_vector_product(problem, flat, v):
+    """The exact Hessian at flat times v (checked: shape, numbers, finite)."""
+    v = np.asarray(v)
+    if v.shape != flat.shape or not np.issubdtype(v.dtype, np.number):
+        raise ValueError(
+            f"v must be a numeric vector of shape ({flat.size},) (n_params), "
+            f"got shape {v.shape}."
+        )
+    if not np.isfinite(v).all():
+        raise ValueError("v must be finite.")
+    return require_finite([problem.hvp(flat, v)],
+                          "The Hessian-vector product", flat, "X, y or v")[0]
+
+
+def hessian(problem, flat):
+    """The exact Hessian at flat, column by column from unit-vector products."""
+    if flat.size > MAX_HESSIAN_PARAMS:
+        raise ValueError(
+            f"The network has {flat.size} parameters; hessian() builds "
+            f"networks of at most MAX_HESSIAN_PARAMS={MAX_HESSIAN_PARAMS}. "
+            "Use hessian_vector_product for larger ones."
+        )
+    H = np.empty((flat.size, flat.size), dtype=flat.dtype)
+    e = np.zeros_like(flat)
+    for i in range(flat.size):
+        e[i] = 1
+        H[:, i] = problem.hvp(flat, e)
+        e[i] = 0
+    return require_finite([H], "The Hessian", flat, _XY)[0]
+
+
+def jacobian(network, model, X, backend):
+    """d output / d input of model for validated X: (n_samples, n_outputs,
+    n_features), in passes of at most _JACOBIAN_ROWS rows."""
+    refuse_batch_norm(model)
+    flat, units = model.flat, model.units
+    X_dense, csr = as_kernel_input(X, flat.dtype)
+    n_samples = X.shape[0]
+    plan = network.plan(units, max(1, min(n_samples, _JACOBIAN_ROWS)))
+    work = np.empty(plan.work_size, dtype=flat.dtype)
+    J = np.empty((n_samples, units[-1], units[0]), dtype=flat.dtype)
+    backend.jacobian(plan, X_dense, csr, flat, work, J)
+    return require_finite([J], "The Jacobian", flat)[0]
+
+
+def gradient_check(problem, flat, eps, floor):
+    """Backpropagation against central differences at flat (float64)."""
+    _, gradient = problem.loss_grad(flat)
+    numerical = np.empty_like(flat)
+    for i in range(flat.size):
+        w = flat.copy()
+        w[i] += eps
+        plus = problem.loss_grad(w)[0]
+        w[i] -= 2 * eps
+        numerical[i] = (plus - problem.loss_grad(w)[0]) / (2 * eps)
+    require_finite([gradient, numerical], "The gradient or its finite-difference "
+                   "estimate", flat, _XY)
+    error = np.abs(gradient - numerical) / np.maximum(
+        np.maximum(np.abs(gradient), np.abs(numerical)), floor
+    )
+    coefs, intercepts = unpack(error, problem.units)
+    return GradientCheck([float(e.max()) for e in coefs],
+                         [float(e.max()) for e in intercepts],
+                         float(error.max()), gradient, numerical)
+
+
+class SecondOrderMixin:
+    """Derivatives of a fitted network; mixed into the estimators, which
+    give ``_objective(X, y, sample_weight, dtype=None)`` (the objective and
+    the fitted weights, ``fastbp._full_batch.Objective``)."""
 
     def loss_gradient(self, X, y, sample_weight=None):
         """The training objective on (X, y) and its gradient at the fitted weights.
@@ -92,10 +152,7 @@ class SecondOrderMixin:
             raveled (row-major), then every ``intercepts_[i]``;
             ``unflatten_params`` splits it.
         """
-        problem, flat = self._full_batch(X, y, sample_weight)
-        loss, grad = require_finite(problem.loss_grad(flat),
-                                    "The loss or its gradient", flat, _XY)
-        return float(loss), grad
+        return loss_gradient(*self._objective(X, y, sample_weight))
 
     def hessian_vector_product(self, X, y, v, sample_weight=None):
         """Exact Hessian of the objective of ``loss_gradient`` times v.
@@ -115,17 +172,8 @@ class SecondOrderMixin:
         -------
         Hv : ndarray of shape (n_params,)
         """
-        problem, flat = self._full_batch(X, y, sample_weight)
-        v = np.asarray(v)
-        if v.shape != flat.shape or not np.issubdtype(v.dtype, np.number):
-            raise ValueError(
-                f"v must be a numeric vector of shape ({flat.size},) (n_params), "
-                f"got shape {v.shape}."
-            )
-        if not np.isfinite(v).all():
-            raise ValueError("v must be finite.")
-        return require_finite([problem.hvp(flat, v)],
-                              "The Hessian-vector product", flat, "X, y or v")[0]
+        problem, flat = self._objective(X, y, sample_weight)
+        return hessian_vector_product(problem, flat, v)
 
     def hessian(self, X, y, sample_weight=None):
         """The exact Hessian of the objective of ``loss_gradient``.
@@ -140,20 +188,7 @@ class SecondOrderMixin:
         H : ndarray of shape (n_params, n_params)
             Rows and columns in the flat parameter order.
         """
-        problem, flat = self._full_batch(X, y, sample_weight)
-        if flat.size > MAX_HESSIAN_PARAMS:
-            raise ValueError(
-                f"The network has {flat.size} parameters; hessian() builds "
-                f"networks of at most MAX_HESSIAN_PARAMS={MAX_HESSIAN_PARAMS}. "
-                "Use hessian_vector_product for larger ones."
-            )
-        H = np.empty((flat.size, flat.size), dtype=flat.dtype)
-        e = np.zeros_like(flat)
-        for i in range(flat.size):
-            e[i] = 1
-            H[:, i] = problem.hvp(flat, e)
-            e[i] = 0
-        return require_finite([H], "The Hessian", flat, _XY)[0]
+        return hessian(*self._objective(X, y, sample_weight))
 
     def jacobian(self, X):
         """Derivative of the model's output with respect to its input.
@@ -172,17 +207,9 @@ class SecondOrderMixin:
             n_outputs is 2 (both columns of predict_proba), for a regressor
             with one target it is 1.
         """
-        _refuse_batch_norm(self)
         X = self._validated_X(X)
-        model = self._fitted_model()
-        flat, units = model.flat, model.units
-        X_dense, csr = as_kernel_input(X, flat.dtype)
-        n_samples = X.shape[0]
-        plan = self._network().plan(units, max(1, min(n_samples, _JACOBIAN_ROWS)))
-        work = np.empty(plan.work_size, dtype=flat.dtype)
-        J = np.empty((n_samples, units[-1], units[0]), dtype=flat.dtype)
-        BACKENDS[self.backend].curvature.jacobian(plan, X_dense, csr, flat, work, J)
-        require_finite([J], "The Jacobian", flat)
+        J = jacobian(self._network(), self._fitted_model(), X,
+                     BACKENDS[self.backend])
         if self._is_classifier() and self.n_outputs_ == 1:
             J = np.concatenate([-J, J], axis=1)  # predict_proba is [1 - p, p]
         return J
@@ -289,24 +316,5 @@ def check_gradients(estimator, X, y, sample_weight=None, eps=1e-5, floor=1e-6):
         raise ValueError(f"eps must be a positive float, got {eps!r}.")
     if not (np.isfinite(floor) and floor > 0):
         raise ValueError(f"floor must be a positive float, got {floor!r}.")
-    problem, flat = estimator._full_batch(X, y, sample_weight, np.float64)
-    units = problem.units
-    _, gradient = problem.loss_grad(flat)
-    numerical = np.empty_like(flat)
-    for i in range(flat.size):
-        w = flat.copy()
-        w[i] += eps
-        plus = problem.loss_grad(w)[0]
-        w[i] -= 2 * eps
-        numerical[i] = (plus - problem.loss_grad(w)[0]) / (2 * eps)
-    require_finite([gradient, numerical], "The gradient or its finite-difference "
-                   "estimate", flat, _XY)
-    error = np.abs(gradient - numerical) / np.maximum(
-        np.maximum(np.abs(gradient), np.abs(numerical)), floor
-    )
-    coefs, intercepts = unpack(error, units)
-    coefs_errors = [float(e.max()) for e in coefs]
-    intercepts_errors = [float(e.max()) for e in intercepts]
-    return GradientCheck(
-        coefs_errors, intercepts_errors, float(error.max()), gradient, numerical
-    )
+    return gradient_check(*estimator._objective(X, y, sample_weight, np.float64),
+                          eps, floor)

@@ -1,9 +1,10 @@
 """The optimizer and training settings of an epoch, as one record.
 
 ``run_epoch`` (compiled and NumPy twin) takes a ``Settings`` the way it takes
-a ``Plan``: built here, in one place, from an estimator's parameters, and
-read and checked once on entry (``_epoch._read_settings``). Adding a
-hyperparameter is a field here, a line in ``Settings.of``, and its use.
+a ``Plan``: built here, in one place, from the fit's settings
+(``_params.FitSettings``) at the epoch's learning rate, and read and checked
+once on entry (``_epoch._read_settings``). Adding a hyperparameter of the
+update rules is a field here, a line in ``Settings.of``, and its use.
 """
 
 from dataclasses import dataclass
@@ -51,21 +52,22 @@ class Settings:
     n_threads: int = 1
 
     @classmethod
-    def of(cls, est, learning_rate, n_threads=1):
-        """The settings of estimator est's parameters at learning_rate."""
+    def of(cls, s, learning_rate, n_threads=1):
+        """The step settings of a fit's settings s (``_params.FitSettings``)
+        at this epoch's learning_rate."""
         return cls(
-            solver=SOLVERS[est.solver],
+            solver=SOLVERS[s.solver],
             learning_rate=float(learning_rate),
-            momentum=float(est.momentum),
-            nesterov=bool(est.nesterovs_momentum),
-            beta_1=float(est.beta_1),
-            beta_2=float(est.beta_2),
-            epsilon=float(est.epsilon),
-            rho=float(est.rho),
-            weight_decay=float(est.weight_decay),
-            alpha=float(est.alpha),
-            l1=float(est.l1),
-            clip_norm=float(est.clip_norm or 0.0),
-            clip_value=float(est.clip_value or 0.0),
+            momentum=float(s.momentum),
+            nesterov=bool(s.nesterovs_momentum),
+            beta_1=float(s.beta_1),
+            beta_2=float(s.beta_2),
+            epsilon=float(s.epsilon),
+            rho=float(s.rho),
+            weight_decay=float(s.weight_decay),
+            alpha=float(s.alpha),
+            l1=float(s.l1),
+            clip_norm=float(s.clip_norm or 0.0),
+            clip_value=float(s.clip_value or 0.0),
             n_threads=int(n_threads),
         )

@@ -15,16 +15,16 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
+from fastbp._finite import KEPT, divergence
+from fastbp._forward import blas_threads, forward
 from fastbp._inputs import as_kernel_input
 from fastbp._kernels import LOSSES
 from fastbp._schedules import epoch_learning_rate
 from fastbp._settings import Settings
 from fastbp._state import Network
-from fastbp._threads import effective_n_threads
 
 # Dropout seeds are drawn from [0, _SEED_END).
 _SEED_END = np.iinfo(np.int64).max
-KEPT = " The previous model, if any, is kept."
 
 
 @dataclass(frozen=True)
@@ -40,26 +40,6 @@ class Target:
 
 class Diverged(Exception):
     """Training diverged; the message says where and why."""
-
-
-def divergence(n_iter, loss, learning_rate, weights_finite, what=None):
-    """The message of a diverged fit: scikit-learn's sentence for non-finite
-    weights, then where it happened and what to try."""
-    sklearn_words = ""
-    if what is None and not weights_finite:
-        what = "the solver produced non-finite parameter weights"
-        sklearn_words = (
-            "Solver produced non-finite parameter weights. The input data may "
-            "contain large values and need to be preprocessed. "
-        )
-    elif what is None:
-        what = f"the training loss is {loss}"
-    rate = "" if learning_rate is None else f" ({learning_rate:g})"
-    return (
-        f"{sklearn_words}Training diverged at iteration {n_iter}: {what}. The "
-        f"learning rate{rate} may be too high, or the input data may contain "
-        "large values and need scaling (for example with StandardScaler)."
-    )
 
 
 def split_validation(s, X, Y, sample_weight, random_state, target):
@@ -86,8 +66,110 @@ def split_validation(s, X, Y, sample_weight, random_state, target):
     return X, Y, sw, (X_val, Y_val, sw_val)
 
 
+class Validation:
+    """A validation set and the pass that scores a model on it: encoded
+    targets for the loss, decoded ones for the score."""
+
+    def __init__(self, val, target, units, backend, n_jobs, dtype):
+        X, Y, self.sw = val
+        self.X = X
+        self.Y = np.ascontiguousarray(Y, dtype=dtype)
+        self.y = target.decode(self.Y)
+        self.target, self.units = target, units
+        self.backend, self.n_jobs = backend, n_jobs
+
+    def record(self, h, model):
+        """Append the validation score and loss of model to their curves (NaN
+        both when its predictions are not finite, as scikit-learn records);
+        return them."""
+        network = self.target.network
+        output = forward(self.X, model, lambda rows: network.plan(
+            self.units, rows, batch_norm=model.batch_norm), self.backend,
+            self.n_jobs)
+        score = val_loss = np.nan
+        if np.isfinite(output).all():
+            score = self.target.score(self.y, self.target.decode(output), self.sw)
+            val_loss, _ = self.backend.loss_delta(
+                output, self.Y, self.sw, None, LOSSES[network.loss],
+                np.empty_like(output), network.loss_param)
+        h.validation_scores.append(float(score))
+        h.validation_loss_curve.append(float(val_loss))
+        return score, val_loss
+
+
+class Problem:
+    """What every epoch of one stochastic fit runs on, built once from the
+    fit's settings, model, data and thread count: the engine's input, plan,
+    workspace, gradient and row order, and the validation set."""
+
+    def __init__(self, s, model, data, val, target, backend, random_state,
+                 n_threads):
+        X, Y, sample_weight = data
+        if val is None and s.early_stopping:
+            X, Y, sample_weight, val = split_validation(
+                s, X, Y, sample_weight, random_state, target)
+        dtype = model.flat.dtype
+        self.val = None if val is None else Validation(
+            val, target, model.units, backend, s.n_jobs, dtype)
+        self.n_samples = X.shape[0]
+        self.batch_size = batch_size_of(s.batch_size, self.n_samples)
+        self.X, self.csr = as_kernel_input(X, dtype)
+        self.Y, self.sw = Y, sample_weight
+        self.plan = target.network.plan(
+            model.units, self.batch_size, gather=s.shuffle and self.csr is None,
+            dropout=s.dropout, batch_norm=model.batch_norm)
+        self.use_dropout = self.plan.drop.any()
+        self.work = np.empty(self.plan.work_size, dtype=dtype)
+        self.grad = np.empty_like(model.flat)
+        self.order = np.arange(self.n_samples, dtype=np.intp)
+        self.backend, self.n_threads = backend, n_threads
+
+    def epoch(self, s, model, h, optimizer, random_state):
+        """One pass over the data: shuffle, pick the rate, run every
+        minibatch (compiled, GIL released), record the loss."""
+        if s.shuffle:
+            # sklearn.utils.shuffle's permutation, without its checks.
+            self.order = self.order[random_state.permutation(self.n_samples)]
+        optimizer.learning_rate = epoch_learning_rate(
+            s, optimizer.epoch, optimizer.learning_rate, h.t)
+        seed = _dropout_seed(random_state, h.t) if self.use_dropout else 0
+        loss_sum, optimizer.step = self.backend.run_epoch(
+            self.plan, Settings.of(s, optimizer.learning_rate, self.n_threads),
+            self.X, self.csr, self.Y, self.sw,
+            self.order if s.shuffle else None, self.batch_size,
+            model.flat, self.grad, self.work, optimizer.state, optimizer.step,
+            seed=seed, running=model.running,
+        )
+        h.n_iter += 1
+        optimizer.epoch += 1
+        h.loss = loss_sum / self.n_samples
+        h.t += self.n_samples
+        h.loss_curve.append(h.loss)
+        h.learning_rate_curve.append(optimizer.learning_rate)
+        if s.verbose:
+            print("Iteration %d, loss = %.8f" % (h.n_iter, h.loss))
+
+
+class Best:
+    """The best model so far (early stopping, restore_best_weights)."""
+
+    def __init__(self, model):
+        self.model, self.epoch = model.copy(), None
+
+    def keep(self, model, epoch):
+        self.model.flat[:] = model.flat
+        if model.running is not None:
+            self.model.running[:] = model.running
+        self.epoch = epoch
+
+    def restore(self, model):
+        model.flat[:] = self.model.flat
+        if model.running is not None:
+            model.running[:] = self.model.running
+
+
 def train(s, model, history, optimizer, data, val, target, backend, tasks,
-          random_state, forward):
+          random_state, n_threads):
     """Run the epochs of one stochastic fit, in place on its records.
 
     Parameters
@@ -102,124 +184,87 @@ def train(s, model, history, optimizer, data, val, target, backend, tasks,
     backend : Backend
     tasks : FitTasks (the callbacks' task tree)
     random_state : RandomState of the fit
-    forward : callable (X, model) -> output layer activations
+    n_threads : threads of a step (``_threads.effective_n_threads``)
 
     Raises ValueError (the previous model is kept by the caller) when
     training diverges without a best-so-far model to fall back on.
     """
-    X, Y, sample_weight = data
-    flat, running, units = model.flat, model.running, model.units
-    if val is None and s.early_stopping:
-        X, Y, sample_weight, val = split_validation(
-            s, X, Y, sample_weight, random_state, target)
-    if val is not None:
-        # Encoded targets for the loss, decoded ones for the score.
-        X_val, Y_val, sw_val = val
-        Y_val = np.ascontiguousarray(Y_val, dtype=flat.dtype)
-        val = (X_val, Y_val, target.decode(Y_val), sw_val)
-    n_samples = X.shape[0]
-    batch_size = batch_size_of(s.batch_size, n_samples)
-    X_dense, csr = as_kernel_input(X, flat.dtype)
-    plan = target.network.plan(units, batch_size, gather=s.shuffle and csr is None,
-                               dropout=s.dropout, batch_norm=model.batch_norm)
-    use_dropout = plan.drop.any()
-    work = np.empty(plan.work_size, dtype=flat.dtype)
-    grad = np.empty_like(flat)
-    order = np.arange(n_samples, dtype=np.intp)
+    problem = Problem(s, model, data, val, target, backend, random_state,
+                      n_threads)
     keep_best = s.early_stopping or (s.restore_best_weights and not s.incremental)
-    best = model.copy() if keep_best else None
-    best_epoch = None
-    h = history
-    n_threads = effective_n_threads(s.n_jobs)
-
-    h.n_iter = 0
-    try:
-        for _ in range(s.max_iter):
-            tasks.begin(model, h)
-            if s.shuffle:
-                # sklearn.utils.shuffle's permutation, without its checks.
-                order = order[random_state.permutation(n_samples)]
-            optimizer.learning_rate = epoch_learning_rate(
-                s, optimizer.epoch, optimizer.learning_rate, h.t)
-            seed = _dropout_seed(random_state, h.t) if use_dropout else 0
-            loss_sum, optimizer.step = backend.epoch.run_epoch(
-                plan, Settings.of(s, optimizer.learning_rate, n_threads),
-                X_dense, csr,
-                Y, sample_weight, order if s.shuffle else None, batch_size,
-                flat, grad, work, optimizer.state, optimizer.step,
-                seed=seed, running=running,
-            )
-            h.n_iter += 1
-            optimizer.epoch += 1
-            h.loss = loss_sum / n_samples
-            h.t += n_samples
-            h.loss_curve.append(h.loss)
-            h.learning_rate_curve.append(optimizer.learning_rate)
-            if s.verbose:
-                print("Iteration %d, loss = %.8f" % (h.n_iter, h.loss))
-            diverged = None
-            finite = backend.epoch.all_finite(flat)
-            if not (np.isfinite(h.loss) and finite):
-                diverged = divergence(h.n_iter, h.loss, optimizer.learning_rate,
-                                      finite)
-                if val is not None:
-                    _record_validation(h, val, model, target, backend, forward)
-            else:
-                try:
-                    improved = _track_progress(s, h, val, model, target, backend,
-                                               forward)
-                except Diverged as e:
-                    diverged = str(e)
-                else:
-                    if improved and keep_best:
-                        best.flat[:] = flat
-                        if running is not None:
-                            best.running[:] = running
-                        best_epoch = h.n_iter
-            if diverged is not None:
-                if best_epoch is None:
-                    raise ValueError(diverged + KEPT)
-                # A best-so-far model exists: keep it, as scikit-learn does,
-                # and say so rather than stop silently. The optimizer's
-                # moments diverged with the weights: a later partial_fit
-                # starts them afresh.
-                optimizer.state[:] = 0
-                optimizer.step = 0
-                warnings.warn(
-                    f"{diverged} Training stopped; the weights of iteration "
-                    f"{best_epoch}, the best one, are restored.",
-                    ConvergenceWarning,
-                )
-                break
-            if tasks.end(model, h):
-                break
-            if h.no_improvement_count > s.n_iter_no_change:
-                if _stop_or_slow_down(s, optimizer):
+    best = Best(model) if keep_best else None
+    history.n_iter = 0
+    with blas_threads(problem.batch_size, model.units):
+        try:
+            for _ in range(s.max_iter):
+                tasks.begin(model, history)
+                problem.epoch(s, model, history, optimizer, random_state)
+                if _stops(s, problem, model, history, optimizer, best, tasks):
                     break
-                h.no_improvement_count = 0
-            if s.incremental:
-                break
-            if h.n_iter == s.max_iter:
-                warnings.warn(
-                    "Stochastic Optimizer: Maximum iterations (%d) "
-                    "reached and the optimization hasn't converged yet."
-                    % s.max_iter,
-                    ConvergenceWarning,
-                )
-    except KeyboardInterrupt as interrupt:
-        # The compiled epoch stops between minibatches and tells how far
-        # Adam got; the weights are those of the last whole step.
-        optimizer.step = getattr(interrupt, "step", optimizer.step)
-        warnings.warn("Training interrupted by user.")
-        if not backend.epoch.all_finite(flat):
-            raise ValueError(
-                "Training was interrupted and the weights are not finite; "
-                "the previous model is kept."
-            ) from None
-    if keep_best:
-        flat[:] = best.flat
-        if running is not None:
-            running[:] = best.running
+        except KeyboardInterrupt as interrupt:
+            # The compiled epoch stops between minibatches and tells how far
+            # Adam got; the weights are those of the last whole step.
+            optimizer.step = getattr(interrupt, "step", optimizer.step)
+            warnings.warn("Training interrupted by user.")
+            if not backend.all_finite(model.flat):
+                raise ValueError(
+                    "Training was interrupted and the weights are not finite; "
+                    "the previous model is kept."
+                ) from None
+    if best is not None:
+        best.restore(model)
+
+
+def _stops(s, problem, model, h, optimizer, best, tasks):
+    """What follows an epoch: divergence, validation, patience, callbacks;
+    True when training stops."""
+    diverged = _diverged(s, problem, model, h, optimizer, best)
+    if diverged is not None:
+        if best is None or best.epoch is None:
+            raise ValueError(diverged + KEPT)
+        # A best-so-far model exists: keep it, as scikit-learn does, and say
+        # so rather than stop silently. The optimizer's moments diverged
+        # with the weights: a later partial_fit starts them afresh.
+        optimizer.state[:] = 0
+        optimizer.step = 0
+        warnings.warn(
+            f"{diverged} Training stopped; the weights of iteration "
+            f"{best.epoch}, the best one, are restored.",
+            ConvergenceWarning,
+        )
+        return True
+    if tasks.end(model, h):
+        return True
+    if h.no_improvement_count > s.n_iter_no_change:
+        if _stop_or_slow_down(s, optimizer):
+            return True
+        h.no_improvement_count = 0
+    if s.incremental:
+        return True
+    if h.n_iter == s.max_iter:
+        warnings.warn(
+            "Stochastic Optimizer: Maximum iterations (%d) "
+            "reached and the optimization hasn't converged yet." % s.max_iter,
+            ConvergenceWarning,
+        )
+    return False
+
+
+def _diverged(s, problem, model, h, optimizer, best):
+    """The divergence message after an epoch, or None; tracks progress and
+    keeps the best model otherwise."""
+    finite = problem.backend.all_finite(model.flat)
+    if not (np.isfinite(h.loss) and finite):
+        if problem.val is not None:
+            problem.val.record(h, model)
+        return divergence(h.n_iter, h.loss, optimizer.learning_rate, finite)
+    try:
+        improved = _track_progress(s, h, problem.val, model)
+    except Diverged as e:
+        return str(e)
+    if improved and best is not None:
+        best.keep(model, h.n_iter)
+    return None
 
 
 def batch_size_of(batch_size, n_samples, warn=True):
@@ -243,26 +288,7 @@ def _dropout_seed(random_state, samples_seen):
     return (draw + samples_seen * 0x9E3779B97F4A7C15) % 2**64
 
 
-def _record_validation(h, val, model, target, backend, forward):
-    """Append the validation score and loss of model to their curves (NaN
-    both when its predictions are not finite, as scikit-learn records);
-    return them."""
-    X_val, Y_val, y_val, sw_val = val
-    output = forward(X_val, model)
-    score = val_loss = np.nan
-    if np.isfinite(output).all():
-        score = target.score(y_val, target.decode(output), sw_val)
-        val_loss, _ = backend.kernels.loss_delta(
-            output, Y_val, sw_val, None,
-            LOSSES[target.network.loss], np.empty_like(output),
-            target.network.loss_param,
-        )
-    h.validation_scores.append(float(score))
-    h.validation_loss_curve.append(float(val_loss))
-    return score, val_loss
-
-
-def _track_progress(s, h, val, model, target, backend, forward):
+def _track_progress(s, h, val, model):
     """Update the patience count; True when the model is the best so far."""
     if val is None:
         loss = h.loss_curve[-1]
@@ -274,7 +300,7 @@ def _track_progress(s, h, val, model, target, backend, forward):
         if improved:
             h.best_loss = loss
         return improved
-    score, val_loss = _record_validation(h, val, model, target, backend, forward)
+    score, val_loss = val.record(h, model)
     if not np.isfinite(score):
         raise Diverged(divergence(h.n_iter, h.loss, s.learning_rate_init, True,
                                   what="the validation predictions are not finite"))

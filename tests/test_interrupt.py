@@ -253,7 +253,7 @@ def test_objective_is_not_ready_after_an_interrupted_pass(chunked, monkeypatch):
     from fastbp._full_batch import Objective
 
     est, X, y = _fitted()
-    problem, flat = est._full_batch(X, y, None)
+    problem, flat = est._objective(X, y, None)
     v = np.random.RandomState(1).randn(flat.size).astype(flat.dtype)
     # Unchunked: loss_grad's workspace prepares the hvp.
     monkeypatch.setattr(_epoch, "STEP_CHUNK_WORK", 1 << 40)

@@ -289,7 +289,7 @@ def test_newton_converges_and_records(head):
     assert out.getvalue().count("Iteration") == est.n_iter_
     assert_allclose(est.loss_curve_[-1], est.loss_, rtol=1e-12)
     # loss_ follows the estimators' convention (mean over squared-error outputs).
-    problem, flat = est._full_batch(X, y, None)
+    problem, flat = est._objective(X, y, None)
     reported = _reference.loss_grad(problem.plan, problem.X, problem.csr,
                                     problem.Y, None, flat, np.empty_like(flat),
                                     None, est.alpha)
