@@ -312,3 +312,28 @@ def test_gamma_beats_squared_error_in_gamma_deviance_on_gamma_targets():
     # against the true means, by far
     assert (mean_gamma_deviance(mu_test, p_gamma)
             < 0.5 * mean_gamma_deviance(mu_test, p_squared))
+
+
+@pytest.mark.parametrize("fitted, new", [("squared_error", "poisson"),
+                                         ("huber", "gamma"),
+                                         ("gamma", "absolute_error")])
+def test_changing_the_loss_across_output_families_refuses_to_continue(fitted, new):
+    """A warm fit, partial_fit or loss_gradient after set_params(loss=...)
+    to a loss of another output (identity <-> exp) raises and keeps the
+    model; within a family it continues; predict never reads the loss."""
+    X, y = _small("gamma")  # positive targets: in every loss's domain
+    est = MLPRegressor(loss=fitted, hidden_layer_sizes=(4,), max_iter=3,
+                       random_state=0)
+    _fit(est, X, y)
+    before = est.predict(X)
+    est.set_params(loss=new, warm_start=True)
+    for call in (lambda: est.fit(X, y), lambda: est.partial_fit(X, y),
+                 lambda: est.loss_gradient(X, y)):
+        with pytest.raises(ValueError, match=f"out_activation_='{est.out_activation_}'"
+                           f", and loss='{new}' needs"):
+            call()
+    np.testing.assert_array_equal(est.predict(X), before)
+    same = {"identity": "huber", "exp": "poisson"}[est.out_activation_]
+    est.set_params(loss=same)
+    _fit(est, X, y)
+    assert est.out_activation_ in ("identity", "exp") and est.n_iter_ == 3
