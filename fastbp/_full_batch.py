@@ -61,6 +61,11 @@ class Objective:
                        else float(np.sum(sample_weight, dtype=np.float64)))
         self.scale = Y.shape[1] if network.loss == "squared_error" else 1
 
+    def _blas(self):
+        # Every pass's products on one BLAS thread (results independent of
+        # BLAS's threading; threaded BLAS on these products mostly spins).
+        return blas_threads(self.Y.shape[0], self.units)
+
     def _load(self, params):
         if not np.array_equal(self.params, params):
             self.params[:] = params
@@ -116,10 +121,11 @@ class Objective:
         v = np.ascontiguousarray(v, dtype=params.dtype)
         out = np.empty_like(params)
         prepared, self.ready = self.ready, False  # as in engine_loss_grad
-        self.backend.hessian_vector_product(
-            self.plan, self.X, self.csr, self.Y, self.sw, params, v, out,
-            self.work, self.rwork, self.alpha, prepared,
-        )
+        with self._blas():
+            self.backend.hessian_vector_product(
+                self.plan, self.X, self.csr, self.Y, self.sw, params, v, out,
+                self.work, self.rwork, self.alpha, prepared,
+            )
         self.ready = self.backend.reuses_work
         return out
 
@@ -129,7 +135,8 @@ def train(s, model, history, problem, tasks, n_threads):
     in place on model and history; lbfgs's passes on n_threads threads."""
     if s.solver == "lbfgs":
         problem.n_threads = n_threads
-    with blas_threads(problem.Y.shape[0], model.units):
+    # One hold for the whole fit (the passes' own holds then nest for free).
+    with problem._blas():
         _minimize(s, model, history, problem, tasks)
 
 
