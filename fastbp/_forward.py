@@ -43,6 +43,6 @@ def forward(X, model, plan_for, backend, n_jobs=None, n_out=None):
     n_threads = (1 if n_samples * work_per_row < 2 * _epoch.PREDICT_TILE_WORK
                  else effective_n_threads(n_jobs))
     with blas_threads(rows, units):
-        backend.epoch.forward(plan, X_dense, csr, flat, work, out, running,
+        backend.forward(plan, X_dense, csr, flat, work, out, running,
                               n_threads)
     return out
