@@ -44,5 +44,5 @@ def forward(X, model, plan_for, backend, n_jobs=None, n_out=None):
                  else effective_n_threads(n_jobs))
     with blas_threads(rows, units):
         backend.forward(plan, X_dense, csr, flat, work, out, running,
-                              n_threads)
+                        n_threads)
     return out
