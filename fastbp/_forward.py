@@ -15,11 +15,26 @@ PREDICT_ROWS = 1024
 _BLAS_TINY = 1 << 16
 
 
+# units -> (multiply-adds a row, widest layer squared): what the per-call
+# rules below read, derived once per network shape rather than per call.
+_COSTS = {}
+
+
+def _costs(units):
+    costs = _COSTS.get(units)
+    if costs is None:
+        if len(_COSTS) > 64:
+            _COSTS.clear()
+        costs = _COSTS[units] = (sum(a * b for a, b in zip(units[:-1], units[1:])),
+                                 max(units) ** 2)
+    return costs
+
+
 def blas_threads(rows, units):
     """BLAS on one thread for a pass of rows-row products: fastbp's own
     threads (n_jobs) split the rows, each calling BLAS single-threaded, so
     the result never depends on BLAS's threading. Tiny passes skip it."""
-    if rows * max(units) ** 2 < _BLAS_TINY:  # bounds every product
+    if rows * _costs(tuple(units))[1] < _BLAS_TINY:  # bounds every product
         return nullcontext()
     return blas_one_thread()
 
@@ -31,18 +46,26 @@ def forward(X, model, plan_for, backend, n_jobs=None, n_out=None):
     the first layers only (n_out wide) gives those layers' activations.
     """
     flat, units, running = model.flat, model.units, model.running
-    X_dense, csr = as_kernel_input(X, flat.dtype)
+    dtype = flat.dtype
+    if type(X) is np.ndarray and X.dtype == dtype and X.flags.c_contiguous:
+        X_dense, csr = X, None  # as the engine takes it: no conversion
+    else:
+        X_dense, csr = as_kernel_input(X, dtype)
     n_samples = X.shape[0]
     rows = max(1, min(n_samples, PREDICT_ROWS))
     plan = plan_for(rows)
-    work = np.empty(plan.work_size, dtype=flat.dtype)
-    out = np.empty((n_samples, n_out or units[-1]), dtype=flat.dtype)
+    work = np.empty(plan.work_size, dtype=dtype)
+    out = np.empty((n_samples, n_out or units[-1]), dtype=dtype)
+    work_per_row, widest = _costs(tuple(units))
     # Threads only for passes of more than one tile (tiny passes skip
     # asking the pool what it allows).
-    work_per_row = sum(a * b for a, b in zip(units[:-1], units[1:]))
     n_threads = (1 if n_samples * work_per_row < 2 * _epoch.PREDICT_TILE_WORK
                  else effective_n_threads(n_jobs))
-    with blas_threads(rows, units):
+    if rows * widest < _BLAS_TINY:  # as blas_threads, without a context
         backend.epoch.forward(plan, X_dense, csr, flat, work, out, running,
                               n_threads)
+    else:
+        with blas_one_thread():
+            backend.epoch.forward(plan, X_dense, csr, flat, work, out, running,
+                                  n_threads)
     return out

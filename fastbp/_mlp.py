@@ -14,7 +14,6 @@ import weakref
 from types import SimpleNamespace
 
 import numpy as np
-from math import isfinite
 from sklearn.base import (
     BaseEstimator,
     ClassifierMixin,
@@ -34,10 +33,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from fastbp import _docs, _full_batch, _stochastic
 from fastbp._backend import BACKENDS
 from fastbp._callbacks import FitTasks
-from fastbp._finite import non_finite_error, require_finite
+from fastbp._finite import non_finite_error
 from fastbp._fitted_state import check_fitted_state, ensure_checked, trust
 from fastbp._forward import blas_threads, forward
-from fastbp._inputs import check_sample_weight
+from fastbp._inputs import all_finite_float, check_sample_weight
 from fastbp._network import (
     glorot_init, hidden_activations, init_batch_norm, make_plan, reading_params_of,
 )
@@ -424,19 +423,22 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             )
         model, plan_for = self._predictor(memo)
         units = model.units[:-1]
-        acts = hidden_activations(self.activation, len(units) - 1)
-        # The network without its output layer, batch norm on every layer
-        # of it, reading the whole model's buffers (no copy, so edits show).
-        flags = (model.batch_norm,) * (len(units) - 1)
-        hidden_plan_for = _plans_by_rows(
-            memo.setdefault("hidden_plans", {}),  # offsets only: safe to keep
-            lambda rows: reading_params_of(make_plan(
-                units, acts[:-1], acts[-1], "squared_error", rows, False,
-                batch_norm=flags), plan_for(rows)))
-        features = forward(X, model, hidden_plan_for, BACKENDS[self.backend],
+        hidden_plan_for = memo.get("hidden_plan_for")
+        if hidden_plan_for is None:  # offsets only: safe to keep for the state
+            acts = hidden_activations(self.activation, len(units) - 1)
+            # The network without its output layer, batch norm on every layer
+            # of it, reading the whole model's buffers (no copy, so edits show).
+            flags = (model.batch_norm,) * (len(units) - 1)
+            hidden_plan_for = memo["hidden_plan_for"] = _plans_by_rows(
+                {}, lambda rows: reading_params_of(make_plan(
+                    units, acts[:-1], acts[-1], "squared_error", rows, False,
+                    batch_norm=flags), plan_for(rows)))
+        backend = BACKENDS[self.backend]
+        features = forward(X, model, hidden_plan_for, backend,
                            self.n_jobs, n_out=units[-1])
-        require_finite([features], "The last hidden layer's activations "
-                       "(transform)", model.flat)
+        if not backend.epoch.all_finite(features.reshape(-1)):
+            raise non_finite_error("The last hidden layer's activations "
+                                   "(transform)", model.flat)
         return features
 
     @property
@@ -457,9 +459,10 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         """True for X that validate_data would pass through unchanged.
 
         That is a finite float ndarray of the fitted width for a model fitted
-        without feature names. Checking it directly costs a few microseconds;
-        validate_data dominates single-row predict otherwise. Anything else
-        (and a sum that overflows) takes the full validation.
+        without feature names. Checking it directly costs about a
+        microsecond; validate_data dominates single-row predict otherwise.
+        Anything else (a NaN or infinity included) takes the full
+        validation, which raises scikit-learn's errors.
         """
         d = self.__dict__
         return (
@@ -470,7 +473,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             and X.shape[1] == d.get("n_features_in_")
             and "coefs_" in d
             and "feature_names_in_" not in d
-            and isfinite(X.sum())
+            and all_finite_float(X)
         )
 
     # ------------------------------------------------------------------
@@ -794,6 +797,38 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return binarizer.inverse_transform(output)
 
     def _score_function(self, y, y_pred, sample_weight):
+        return accuracy_score(y, y_pred, sample_weight=sample_weight)
+
+    def score(self, X, y, sample_weight=None):
+        """Return the mean accuracy on the given test data and labels.
+
+        scikit-learn's ``ClassifierMixin.score``: in multi-label
+        classification, the subset accuracy.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Test samples.
+
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            True labels for `X`.
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        score : float
+            Mean accuracy of ``self.predict(X)`` w.r.t. `y`.
+        """
+        y_pred = self.predict(X)
+        if (sample_weight is None and type(y) is np.ndarray
+                and y.dtype.kind in "iu" and y.ndim == y_pred.ndim == 1
+                and y_pred.dtype.kind in "iu" and len(y) == len(y_pred)):
+            # accuracy_score's value for integer labels on both sides (binary
+            # or multiclass: nothing its target checks refuse) without those
+            # checks, which cost twenty single-row predicts.
+            return float(np.average(y == y_pred))
         return accuracy_score(y, y_pred, sample_weight=sample_weight)
 
     def predict(self, X):
