@@ -1089,6 +1089,48 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _score_function(self, y, y_pred, sample_weight):
         return r2_score(y, y_pred, sample_weight=sample_weight)
 
+    def score(self, X, y, sample_weight=None):
+        """Return the coefficient of determination of the prediction.
+
+        scikit-learn's ``RegressorMixin.score``: :math:`R^2` (best 1.0, may
+        be negative), the outputs' uniform average.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Test samples.
+
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            True values for `X`.
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        score : float
+            :math:`R^2` of ``self.predict(X)`` w.r.t. `y`.
+        """
+        y_pred = self.predict(X)
+        if (sample_weight is None and type(y) is np.ndarray and y.ndim == 1
+                and y.dtype in _FLOATS and y.flags.c_contiguous
+                and y_pred.ndim == 1 and len(y) == len(y_pred) > 1
+                and all_finite_float(y)):
+            # r2_score's arithmetic on its (n, 1) columns in its dtype, for
+            # finite 1-D float targets (nothing its checks refuse), without
+            # those checks, which cost twenty single-row predicts.
+            dtype = np.result_type(y, y_pred)
+            y_true = y.astype(dtype, copy=False).reshape(-1, 1)
+            y_pred = y_pred.astype(dtype, copy=False).reshape(-1, 1)
+            num = np.sum(1.0 * (y_true - y_pred) ** 2, axis=0)
+            den = np.sum(1.0 * (y_true - np.average(y_true, axis=0)) ** 2, axis=0)
+            if num[0] == 0:
+                return 1.0  # force_finite: perfect predictions
+            if den[0] == 0:
+                return 0.0  # force_finite: constant y, imperfect predictions
+            return float(np.average(1 - num / den))
+        return r2_score(y, y_pred, sample_weight=sample_weight)
+
     def predict(self, X):
         """Predict using the multi-layer perceptron model.
 

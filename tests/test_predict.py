@@ -263,3 +263,29 @@ def test_blas_is_held_only_where_openblas_could_thread(monkeypatch):
     assert calls == [1]
     fwd.blas_threads(1, [256, 128, 2])  # 32768: gemv
     assert calls == [1, 1]
+
+
+def test_regressor_score_equals_r2_score():
+    from sklearn.metrics import r2_score
+
+    X, y = make_regression(80, 5, noise=5, random_state=0)
+    for dtype in (np.float64, np.float32):
+        est = MLPRegressor(hidden_layer_sizes=(6,), max_iter=30,
+                           random_state=0).fit(X.astype(dtype), y)
+        Xd = X.astype(dtype)
+        pred = est.predict(Xd)
+        for target in (y, y.astype(np.float32), y[::-1].copy(), y.tolist(),
+                       np.full_like(y, 3.0), pred.astype(np.float64), y[:2].copy()):
+            n = len(target)
+            with_weights = np.linspace(0.5, 2, n)
+            assert est.score(Xd[:n], target) == r2_score(target, est.predict(Xd[:n]))
+            assert est.score(Xd[:n], target, sample_weight=with_weights) == r2_score(
+                target, est.predict(Xd[:n]), sample_weight=with_weights)
+    bad = y.copy()
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        est.score(Xd, bad)
+    with pytest.warns(UserWarning, match="less than two samples"):
+        assert np.isnan(est.score(Xd[:1], y[:1]))
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        est.score(Xd, y[:-1])
