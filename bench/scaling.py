@@ -13,7 +13,7 @@ Last, the constants this run's points give. A step's time is the
 difference of two fits, E and 1 epochs, over the steps between them, so
 fixed costs (validation, setup) drop out.
 
-    PYTHONPATH=. python bench/scaling.py               # about 50 s here
+    PYTHONPATH=. python bench/scaling.py               # about 30 s here
     PYTHONPATH=. python bench/scaling.py --threads 1 2 4 8 16 --repeats 7
 """
 
