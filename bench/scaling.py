@@ -1,7 +1,8 @@
 """Training-step time against threads, and what the scaling model says.
 
-For the bench's digits, regression and wide workloads, times one minibatch
-step of fastbp at 1, 2, 4, ... threads up to the machine's cores (every
+For the bench's digits, regression and wide workloads, and a probe with
+almost no work a step, times one minibatch step of fastbp at 1, 2, 4, ...
+threads up to the machine's cores (every
 power of two; ``--threads`` to choose), and prints per thread count the
 best and median wall time per step, the CPU time per step, the ratio of
 1 thread's median to this count's, and the model's prediction
