@@ -289,3 +289,21 @@ def test_regressor_score_equals_r2_score():
         assert np.isnan(est.score(Xd[:1], y[:1]))
     with pytest.raises(ValueError, match="inconsistent numbers of samples"):
         est.score(Xd, y[:-1])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_plans_by_powers_of_two_give_the_same_bits(dtype):
+    # predict takes a plan for the next power of two of its rows (varying
+    # batch sizes share plans); the passes depend on the rows alone.
+    from fastbp import _epoch
+
+    X, y = make_classification(800, 20, n_classes=3, n_informative=5, random_state=0)
+    X = X.astype(dtype)
+    est = MLPClassifier((33, 17), max_iter=5, random_state=0).fit(X, y)
+    model, net = est._fitted_model(), est._network()
+    for n in (1, 3, 5, 100, 700):
+        plan = net.plan(model.units, n, batch_norm=False)
+        out = np.empty((n, 3), dtype)
+        _epoch.forward(plan, X[:n], None, model.flat,
+                       np.empty(plan.work_size, dtype), out, None, 1)
+        np.testing.assert_array_equal(est.predict_proba(X[:n]), out)
