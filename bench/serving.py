@@ -4,7 +4,8 @@ The digits model (64 -> 100 -> 10, relu, fitted in float32 and in float64)
 as fastbp, as onnxruntime runs its ``fastbp.to_onnx`` export (one intra-op
 thread, sequential) and as scikit-learn's MLPClassifier with the same
 weights. Prints microseconds per call of predict, predict_proba, transform
-and score at 1, 10 and 100 rows already contiguous in the model's dtype:
+and score at 1, 10 and 100 rows already contiguous in the model's dtype,
+and predict_proba on batches of every size from 1 to 100 in turn:
 the best over rounds of each round's median, contenders taking turns
 (A B C A B C ...). fastbp still validates its input in full; onnxruntime
 checks type and shape. transform is fastbp's alone; score is fastbp's and
@@ -17,6 +18,7 @@ faster).
 
 import argparse
 import gc
+import itertools
 import time
 import warnings
 
@@ -102,6 +104,16 @@ def cells(dtype, rows, budget):
             if sess is None:
                 calls.pop("onnxruntime", None)
             yield method, n, per_call(calls, budget)
+    # A server's batches: every size from 1 to 100, in a random order.
+    sizes = np.random.default_rng(0).permutation(np.arange(1, 101))
+    batches = itertools.cycle([np.ascontiguousarray(X[:n]) for n in sizes])
+    calls = {"fastbp": lambda: ours.predict_proba(next(batches)),
+             "onnxruntime": lambda: sess.run(["probabilities"],
+                                             {"X": next(batches)}),
+             "sklearn": lambda: theirs.predict_proba(next(batches))}
+    if sess is None:
+        calls.pop("onnxruntime")
+    yield "predict_proba", "1-100", per_call(calls, budget)
 
 
 def main():
@@ -115,7 +127,7 @@ def main():
     blas = sorted({(i["internal_api"], i.get("architecture"), i["version"])
                    for i in threadpool_info() if i["user_api"] == "blas"}, key=str)
     print(f"BLAS: {blas}; one thread everywhere; µs per call (best round's median)")
-    print(f"{'':7} {'method':>13} {'rows':>4} {'fastbp':>8} {'onnxrt':>8} "
+    print(f"{'':7} {'method':>13} {'rows':>5} {'fastbp':>8} {'onnxrt':>8} "
           f"{'sklearn':>8} {'ort/fastbp':>10} {'skl/fastbp':>10}")
     with threadpool_limits(1):
         for dtype in args.dtype:
@@ -126,7 +138,7 @@ def main():
                        for k in ("fastbp", "onnxruntime", "sklearn")]
                 ratios = [f"{us[k] / a:10.2f}" if k in us else f"{'-':>10}"
                           for k in ("onnxruntime", "sklearn")]
-                print(f"{dtype:7} {method:>13} {n:>4} {' '.join(row)} "
+                print(f"{dtype:7} {method:>13} {n!s:>5} {' '.join(row)} "
                       f"{' '.join(ratios)}", flush=True)
 
 
