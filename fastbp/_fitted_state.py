@@ -249,27 +249,32 @@ def check_fitted_state(est):
 
 
 def _snapshot(est):
-    """The watched attributes' values and the contents of the lists and the
-    optimizer dict among them (with each list's length), to compare by
-    identity. An array reshaped in place (``a.shape = ...``) goes unseen."""
-    values = tuple(map(est.__dict__.get, _WATCHED))
-    coefs, intercepts, activation, optimizer = values[:4]
+    """The watched attributes' values, then the contents of the lists and
+    the optimizer dict among them (with each list's length), as one list to
+    compare by identity (None: never the same). An array reshaped in place
+    (``a.shape = ...``) goes unseen."""
+    snap = list(map(est.__dict__.get, _WATCHED))
+    coefs, intercepts, activation, optimizer = snap[:4]
     if type(coefs) is not list or type(intercepts) is not list:
-        return values, None  # never the same: the full check reports it
-    contents = [len(coefs), *coefs, len(intercepts), *intercepts]
+        return None  # the full check reports it
+    snap.append(len(coefs))
+    snap += coefs
+    snap.append(len(intercepts))
+    snap += intercepts
     if type(optimizer) is dict:
-        contents += optimizer.values()
+        snap += optimizer.values()
     if type(activation) is list:
-        contents += activation
-    if values[4] is not None:  # batch norm
-        for v in values[4:_N_CONTAINERS]:
+        snap += activation
+    if snap[4] is not None:  # batch norm
+        for v in snap[4:_N_CONTAINERS]:
             if type(v) is list:
-                contents.append(len(v))
-                contents += v
-    return values, contents
+                snap.append(len(v))
+                snap += v
+    return snap
 
 
 def _same(a, b):
+    # One pass over two flat lists: a single-row predict pays this per call.
     return a is not None and b is not None and len(a) == len(b) and all(
         map(is_, a, b))
 
@@ -280,10 +285,9 @@ def ensure_checked(est):
     Returns that state's memo: a dict for what callers derive from the
     state (the Model record, plans), empty whenever the state changed.
     """
-    values, contents = now = _snapshot(est)
+    now = _snapshot(est)
     last = _checked.get(id(est))
-    if (last is not None and last[0]() is est and _same(values, last[1][0])
-            and _same(contents, last[1][1])):
+    if last is not None and last[0]() is est and _same(now, last[1]):
         return last[2]
     check_fitted_state(est)
     return _remember(est, now)

@@ -6,6 +6,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import check_array
 
+from fastbp import _epoch
+
 
 def as_kernel_input(X, dtype):
     """The (dense, csr) pair the engine takes.
@@ -22,6 +24,19 @@ def as_kernel_input(X, dtype):
         )
         return np.empty((0, X.shape[1]), dtype=dtype), csr
     return np.ascontiguousarray(X, dtype=dtype), None
+
+
+def all_finite_float(X):
+    """True when X, a float32 or float64 ndarray, holds no NaN or infinity.
+
+    A C-contiguous X takes one compiled pass that stops at the first bad
+    value (no temporaries; numpy's isfinite(X).all() or X.sum() cost a
+    single-row predict more than its forward pass). Any other layout: its
+    sum, which an overflow also makes non-finite (False: the caller then
+    validates in full, as for a bad value)."""
+    if X.flags.c_contiguous:
+        return _epoch.all_finite(X.reshape(-1))
+    return bool(np.isfinite(X.sum()))
 
 
 def check_sample_weight(sample_weight, n_samples, dtype):

@@ -16,7 +16,6 @@ from functools import partial
 from typing import NamedTuple
 
 import numpy as np
-from math import isfinite
 from sklearn.base import (
     BaseEstimator,
     ClassifierMixin,
@@ -36,11 +35,11 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from fastbp import _docs, _full_batch, _stochastic
 from fastbp._backend import BACKENDS
 from fastbp._callbacks import FitTasks
-from fastbp._finite import non_finite_error, require_finite
+from fastbp._finite import non_finite_error
 from fastbp._fitted_state import check_fitted_state, ensure_checked, trust
 from fastbp._forward import forward
 from fastbp._full_batch import Objective
-from fastbp._inputs import check_sample_weight
+from fastbp._inputs import all_finite_float, check_sample_weight
 from fastbp._network import (
     glorot_init, hidden_activations, init_batch_norm, make_plan, reading_params_of,
 )
@@ -447,19 +446,22 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             )
         model, plan_for = self._predictor(memo)
         units = model.units[:-1]
-        acts = hidden_activations(self.activation, len(units) - 1)
-        # The network without its output layer, batch norm on every layer
-        # of it, reading the whole model's buffers (no copy, so edits show).
-        flags = (model.batch_norm,) * (len(units) - 1)
-        hidden_plan_for = _plans_by_rows(
-            memo.setdefault("hidden_plans", {}),  # offsets only: safe to keep
-            lambda rows: reading_params_of(make_plan(
-                units, acts[:-1], acts[-1], "squared_error", rows, False,
-                batch_norm=flags), plan_for(rows)))
-        features = forward(X, model, hidden_plan_for, BACKENDS[self.backend],
+        hidden_plan_for = memo.get("hidden_plan_for")
+        if hidden_plan_for is None:  # offsets only: safe to keep for the state
+            acts = hidden_activations(self.activation, len(units) - 1)
+            # The network without its output layer, batch norm on every layer
+            # of it, reading the whole model's buffers (no copy, so edits show).
+            flags = (model.batch_norm,) * (len(units) - 1)
+            hidden_plan_for = memo["hidden_plan_for"] = _plans_by_rows(
+                {}, lambda rows: reading_params_of(make_plan(
+                    units, acts[:-1], acts[-1], "squared_error", rows, False,
+                    batch_norm=flags), plan_for(rows)))
+        backend = BACKENDS[self.backend]
+        features = forward(X, model, hidden_plan_for, backend,
                            self.n_jobs, n_out=units[-1])
-        require_finite([features], "The last hidden layer's activations "
-                       "(transform)", model.flat)
+        if not backend.all_finite(features.reshape(-1)):
+            raise non_finite_error("The last hidden layer's activations "
+                                   "(transform)", model.flat)
         return features
 
     @property
@@ -480,9 +482,10 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         """True for X that validate_data would pass through unchanged.
 
         That is a finite float ndarray of the fitted width for a model fitted
-        without feature names. Checking it directly costs a few microseconds;
-        validate_data dominates single-row predict otherwise. Anything else
-        (and a sum that overflows) takes the full validation.
+        without feature names. Checking it directly costs about a
+        microsecond; validate_data dominates single-row predict otherwise.
+        Anything else (a NaN or infinity included) takes the full
+        validation, which raises scikit-learn's errors.
         """
         d = self.__dict__
         return (
@@ -493,7 +496,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             and X.shape[1] == d.get("n_features_in_")
             and "coefs_" in d
             and "feature_names_in_" not in d
-            and isfinite(X.sum())
+            and all_finite_float(X)
         )
 
     # ------------------------------------------------------------------
@@ -837,6 +840,38 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _score_function(self, y, y_pred, sample_weight):
         return accuracy_score(y, y_pred, sample_weight=sample_weight)
 
+    def score(self, X, y, sample_weight=None):
+        """Return the mean accuracy on the given test data and labels.
+
+        scikit-learn's ``ClassifierMixin.score``: in multi-label
+        classification, the subset accuracy.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Test samples.
+
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            True labels for `X`.
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        score : float
+            Mean accuracy of ``self.predict(X)`` w.r.t. `y`.
+        """
+        y_pred = self.predict(X)
+        if (sample_weight is None and type(y) is np.ndarray
+                and y.dtype.kind in "iu" and y.ndim == y_pred.ndim == 1
+                and y_pred.dtype.kind in "iu" and len(y) == len(y_pred)):
+            # accuracy_score's value for integer labels on both sides (binary
+            # or multiclass: nothing its target checks refuse) without those
+            # checks, which cost twenty single-row predicts.
+            return float(np.average(y == y_pred))
+        return accuracy_score(y, y_pred, sample_weight=sample_weight)
+
     def predict(self, X):
         """Predict using the multi-layer perceptron classifier.
 
@@ -1093,6 +1128,48 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return output.ravel() if output.shape[1] == 1 else output
 
     def _score_function(self, y, y_pred, sample_weight):
+        return r2_score(y, y_pred, sample_weight=sample_weight)
+
+    def score(self, X, y, sample_weight=None):
+        """Return the coefficient of determination of the prediction.
+
+        scikit-learn's ``RegressorMixin.score``: :math:`R^2` (best 1.0, may
+        be negative), the outputs' uniform average.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Test samples.
+
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            True values for `X`.
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        score : float
+            :math:`R^2` of ``self.predict(X)`` w.r.t. `y`.
+        """
+        y_pred = self.predict(X)
+        if (sample_weight is None and type(y) is np.ndarray and y.ndim == 1
+                and y.dtype in _FLOATS and y.flags.c_contiguous
+                and y_pred.ndim == 1 and len(y) == len(y_pred) > 1
+                and all_finite_float(y)):
+            # r2_score's arithmetic on its (n, 1) columns in its dtype, for
+            # finite 1-D float targets (nothing its checks refuse), without
+            # those checks, which cost twenty single-row predicts.
+            dtype = np.result_type(y, y_pred)
+            y_true = y.astype(dtype, copy=False).reshape(-1, 1)
+            y_pred = y_pred.astype(dtype, copy=False).reshape(-1, 1)
+            num = np.sum(1.0 * (y_true - y_pred) ** 2, axis=0)
+            den = np.sum(1.0 * (y_true - np.average(y_true, axis=0)) ** 2, axis=0)
+            if num[0] == 0:
+                return 1.0  # force_finite: perfect predictions
+            if den[0] == 0:
+                return 0.0  # force_finite: constant y, imperfect predictions
+            return float(np.average(1 - num / den))
         return r2_score(y, y_pred, sample_weight=sample_weight)
 
     def predict(self, X):

@@ -199,3 +199,111 @@ def test_transform_reads_the_whole_models_buffers(batch_norm):
     np.testing.assert_allclose(H, _hidden_by_hand(est, X[:1]), rtol=1e-12)
     est.coefs_ = [c * 1.1 for c in est.coefs_]  # replaced: a packed copy
     np.testing.assert_allclose(est.transform(X), _hidden_by_hand(est, X), rtol=1e-12)
+
+
+def test_transform_follows_a_new_activation():
+    # transform's plans are kept per fitted state; activation is part of it.
+    X, y = make_classification(60, 5, n_classes=3, n_informative=3, random_state=0)
+    est = MLPClassifier((6,), max_iter=20, random_state=0).fit(X, y)
+    np.testing.assert_allclose(est.transform(X), _hidden_by_hand(est, X), rtol=1e-12)
+    est.set_params(activation="tanh")
+    np.testing.assert_allclose(est.transform(X),
+                               np.tanh(X @ est.coefs_[0] + est.intercepts_[0]),
+                               rtol=1e-12)
+
+
+def test_fast_path_checks_non_contiguous_input():
+    X, y = make_classification(60, 5, random_state=0)
+    est = MLPClassifier((4,), max_iter=10, random_state=0).fit(X, y)
+    for bad in (np.asfortranarray(X[:3]), X[:6:2]):
+        np.testing.assert_array_equal(est.predict(bad), est.predict(bad.tolist()))
+        bad = bad.copy(order="K")
+        bad[1, 2] = np.nan
+        with pytest.raises(ValueError, match="NaN"):
+            est.predict(bad)
+
+
+def test_score_equals_accuracy_score_for_every_label_kind():
+    from sklearn.metrics import accuracy_score
+
+    X, y = make_classification(90, 6, n_classes=3, n_informative=4, random_state=0)
+    est = MLPClassifier((5,), max_iter=20, random_state=0).fit(X, y)
+    w = np.linspace(0.5, 2, len(y))
+    for labels in (y, y.astype(np.int32), y.astype(np.uint8), y.tolist(),
+                   y.astype(float), (y + 1) % 3):
+        assert est.score(X, labels) == accuracy_score(labels, est.predict(X))
+        assert est.score(X, labels, sample_weight=w) == accuracy_score(
+            labels, est.predict(X), sample_weight=w)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        est.score(X, y[:-1])
+    with pytest.raises(ValueError, match="mix of"):
+        est.score(X, y + 0.5)
+    named = MLPClassifier((5,), max_iter=20, random_state=0).fit(
+        X, np.array(["a", "b", "c"])[y])
+    assert named.score(X, np.array(["a", "b", "c"])[y]) == accuracy_score(
+        np.array(["a", "b", "c"])[y], named.predict(X))
+
+
+def test_blas_is_held_only_where_openblas_could_thread(monkeypatch):
+    # The largest product rows x fan_in x fan_out against OpenBLAS's gemm
+    # threshold; a one-row pass through gemv (2^15 or more) is held always.
+    import fastbp._forward as fwd
+
+    calls = []
+    real = fwd.blas_one_thread
+    monkeypatch.setattr(fwd, "blas_one_thread", lambda: calls.append(1) or real())
+    X, y = make_classification(40, 64, random_state=0)
+    est = MLPClassifier((100,), max_iter=2, random_state=0).fit(X, y)
+    calls.clear()
+    est.predict(X[:10])  # 10 x 64 x 100 = 64000 < 2^16
+    assert calls == []
+    est.predict(X[:11])
+    assert calls == [1]
+    fwd.blas_threads(1, [256, 127, 2])  # 32512: gemm, one thread by itself
+    assert calls == [1]
+    fwd.blas_threads(1, [256, 128, 2])  # 32768: gemv
+    assert calls == [1, 1]
+
+
+def test_regressor_score_equals_r2_score():
+    from sklearn.metrics import r2_score
+
+    X, y = make_regression(80, 5, noise=5, random_state=0)
+    for dtype in (np.float64, np.float32):
+        est = MLPRegressor(hidden_layer_sizes=(6,), max_iter=30,
+                           random_state=0).fit(X.astype(dtype), y)
+        Xd = X.astype(dtype)
+        pred = est.predict(Xd)
+        for target in (y, y.astype(np.float32), y[::-1].copy(), y.tolist(),
+                       np.full_like(y, 3.0), pred.astype(np.float64), y[:2].copy()):
+            n = len(target)
+            with_weights = np.linspace(0.5, 2, n)
+            assert est.score(Xd[:n], target) == r2_score(target, est.predict(Xd[:n]))
+            assert est.score(Xd[:n], target, sample_weight=with_weights) == r2_score(
+                target, est.predict(Xd[:n]), sample_weight=with_weights)
+    bad = y.copy()
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        est.score(Xd, bad)
+    with pytest.warns(UserWarning, match="less than two samples"):
+        assert np.isnan(est.score(Xd[:1], y[:1]))
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        est.score(Xd, y[:-1])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_plans_by_powers_of_two_give_the_same_bits(dtype):
+    # predict takes a plan for the next power of two of its rows (varying
+    # batch sizes share plans); the passes depend on the rows alone.
+    from fastbp import _epoch
+
+    X, y = make_classification(800, 20, n_classes=3, n_informative=5, random_state=0)
+    X = X.astype(dtype)
+    est = MLPClassifier((33, 17), max_iter=5, random_state=0).fit(X, y)
+    model, net = est._fitted_model(), est._network()
+    for n in (1, 3, 5, 100, 700):
+        plan = net.plan(model.units, n, batch_norm=False)
+        out = np.empty((n, 3), dtype)
+        _epoch.forward(plan, X[:n], None, model.flat,
+                       np.empty(plan.work_size, dtype), out, None, 1)
+        np.testing.assert_array_equal(est.predict_proba(X[:n]), out)
