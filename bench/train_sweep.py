@@ -19,20 +19,12 @@ import os
 import warnings
 
 import numpy as np
-from predict_sweep import timings
+from predict_sweep import NETWORKS, timings
 from sklearn.neural_network import MLPClassifier as SkMLP
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import fastbp
 
-# (inputs, hidden, classes): digits, MNIST-shaped, wide, text-like, one wide layer.
-NETWORKS = [
-    (64, (100,), 10),
-    (784, (100,), 10),
-    (784, (512, 256), 10),
-    (2000, (256,), 5),
-    (300, (1000,), 3),
-]
 BATCHES = (32, 64, 128, 256)
 STEPS = 8  # minibatches per partial_fit call
 BUDGET = 1.5  # seconds of calls per contender and cell (full); quick: a third
