@@ -14,10 +14,10 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from fastbp._backend import BACKENDS
 from fastbp._network import hidden_activations, hidden_dropout
-from fastbp._optimizers import SOLVERS
+from fastbp._families import SOLVER
 from fastbp._schedules import SCHEDULES
 
-STOCHASTIC_SOLVERS = tuple(SOLVERS)
+STOCHASTIC_SOLVERS = tuple(SOLVER)
 
 
 def _interval(lo, hi, closed, integral=False):
@@ -88,7 +88,7 @@ PARAMETER_RULES = {
         "an array-like or an int in the range [1, inf)",
     ),
     "activation": _one_or_per_layer(_options(*HIDDEN_ACTIVATIONS)),
-    "solver": _options("lbfgs", "newton", *SOLVERS),
+    "solver": _options("lbfgs", "newton", *SOLVER),
     "alpha": _interval(0.0, _INF, "left"),
     "batch_size": _any_of(_options("auto"), _interval(1, _INF, "left", True)),
     "learning_rate": _any_of(

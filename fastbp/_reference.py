@@ -12,9 +12,9 @@ import scipy.sparse as sp
 from scipy.special import erf, expit, ndtr, xlogy
 
 from fastbp._epoch import _weightless as _epoch_weightless
+from fastbp._families import SOLVER_OF_CODE
 from fastbp._kernels import ACTIVATIONS, BATCH_NORM_EPS, BATCH_NORM_MOMENTUM, LOSSES
 from fastbp._network import bn_views
-from fastbp._optimizers import COUNTS_STEPS, SOLVERS, STATE_ARRAYS
 
 # The compiled modules' codes, shared rather than renumbered.
 IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP = (
@@ -29,11 +29,6 @@ SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON = (
 ABSOLUTE_ERROR, HUBER, QUANTILE, GAMMA = (
     LOSSES[k] for k in ("absolute_error", "huber", "quantile", "gamma")
 )
-SGD, ADAM, ADAGRAD, RMSPROP, ADADELTA, ADAMW, ADAMAX, NADAM = (
-    SOLVERS[k] for k in ("sgd", "adam", "adagrad", "rmsprop", "adadelta", "adamw",
-                         "adamax", "nadam")
-)
-_SOLVER_NAMES = {code: name for name, code in SOLVERS.items()}
 
 
 def gemm(trans_a, trans_b, alpha, A, B, beta, out):
@@ -262,63 +257,98 @@ def csr_grad(data, indices, indptr, rows, delta, out):
     out[...] = X.T @ delta
 
 
-def sgd_step(params, grad, velocity, lr, momentum, nesterov):
+# The update rules, one per fastbp._families.SOLVERS row, named after it
+# (_<name>_rule, as the compiled ones): step finds them by name. Each takes
+# its state arrays in the row's order, the step count t and the Settings.
+
+
+def _sgd_rule(params, grad, arrays, t, s):
+    f = params.dtype.type
+    (velocity,) = arrays
+    lr, momentum = f(s.learning_rate), f(s.momentum)
     velocity[...] = momentum * velocity - lr * grad
-    if nesterov:
+    if s.nesterov:
         params += momentum * velocity - lr * grad
     else:
         params += velocity
 
 
-def adam_step(params, grad, m, v, t, lr, beta1, beta2, eps):
-    if t < 1:
-        raise ValueError("Adam steps count from t=1")
+def _adam_rule(params, grad, arrays, t, s):
+    f = params.dtype.type
+    m, v = arrays
+    beta1, beta2, eps = f(s.beta_1), f(s.beta_2), f(s.epsilon)
     m[...] = beta1 * m + (1 - beta1) * grad
     v[...] = beta2 * v + (1 - beta2) * grad**2
-    step_size = lr * np.sqrt(1 - beta2**t) / (1 - beta1**t)
+    step_size = s.learning_rate * np.sqrt(1 - beta2**t) / (1 - beta1**t)
     params += -step_size * m / (np.sqrt(v) + eps)
 
 
-def adagrad_step(params, grad, G, lr, eps):
+def _adagrad_rule(params, grad, arrays, t, s):
+    f = params.dtype.type
+    (G,) = arrays
     G += grad**2
-    params -= lr * grad / (np.sqrt(G) + eps)
+    params -= f(s.learning_rate) * grad / (np.sqrt(G) + f(s.epsilon))
 
 
-def rmsprop_step(params, grad, v, lr, rho, eps):
+def _rmsprop_rule(params, grad, arrays, t, s):
+    f = params.dtype.type
+    (v,) = arrays
+    rho = f(s.rho)
     v[...] = rho * v + (1 - rho) * grad**2
-    params -= lr * grad / (np.sqrt(v) + eps)
+    params -= f(s.learning_rate) * grad / (np.sqrt(v) + f(s.epsilon))
 
 
-def adadelta_step(params, grad, Eg2, Edx2, lr, rho, eps):
+def _adadelta_rule(params, grad, arrays, t, s):
+    f = params.dtype.type
+    Eg2, Edx2 = arrays
+    rho, eps = f(s.rho), f(s.epsilon)
     Eg2[...] = rho * Eg2 + (1 - rho) * grad**2
     dx = np.sqrt(Edx2 + eps) / np.sqrt(Eg2 + eps) * grad
     Edx2[...] = rho * Edx2 + (1 - rho) * dx**2
-    params -= lr * dx
+    params -= f(s.learning_rate) * dx
 
 
-def adamw_step(params, grad, m, v, t, lr, beta1, beta2, eps, weight_decay):
-    if t < 1:
-        raise ValueError("AdamW steps count from t=1")
-    params *= 1 - lr * weight_decay
-    adam_step(params, grad, m, v, t, lr, beta1, beta2, eps)
+def _adamw_rule(params, grad, arrays, t, s):
+    params *= 1 - s.learning_rate * s.weight_decay
+    _adam_rule(params, grad, arrays, t, s)
 
 
-def adamax_step(params, grad, m, u, t, lr, beta1, beta2, eps):
-    if t < 1:
-        raise ValueError("Adamax steps count from t=1")
+def _adamax_rule(params, grad, arrays, t, s):
+    f = params.dtype.type
+    m, u = arrays
+    beta1, beta2, eps = f(s.beta_1), f(s.beta_2), f(s.epsilon)
     m[...] = beta1 * m + (1 - beta1) * grad
     u[...] = np.maximum(beta2 * u, np.abs(grad))
-    params -= lr / (1 - beta1**t) * m / (u + eps)
+    params -= s.learning_rate / (1 - beta1**t) * m / (u + eps)
 
 
-def nadam_step(params, grad, m, v, t, lr, beta1, beta2, eps):
-    if t < 1:
-        raise ValueError("Nadam steps count from t=1")
+def _nadam_rule(params, grad, arrays, t, s):
+    f = params.dtype.type
+    m, v = arrays
+    beta1, beta2, eps = f(s.beta_1), f(s.beta_2), f(s.epsilon)
     m[...] = beta1 * m + (1 - beta1) * grad
     v[...] = beta2 * v + (1 - beta2) * grad**2
     m_hat = beta1 * m / (1 - beta1 ** (t + 1)) + (1 - beta1) * grad / (1 - beta1**t)
     v_hat = v / (1 - beta2**t)
-    params -= lr * m_hat / (np.sqrt(v_hat) + eps)
+    params -= s.learning_rate * m_hat / (np.sqrt(v_hat) + eps)
+
+
+def step(settings, params, grad, state, t):
+    """One step of the settings' solver, in place: its row's rule."""
+    row = SOLVER_OF_CODE.get(settings.solver)
+    if row is None:
+        raise ValueError(f"unknown solver code {settings.solver}")
+    n = params.shape[0]
+    if grad.shape[0] != n or state.shape[0] != row.state_arrays * n:
+        raise ValueError(f"flat buffers differ in length: params {n}, grad "
+                         f"{grad.shape[0]}, state {state.shape[0]}")
+    if row.counts_steps and t < 1:
+        raise ValueError(f"{row.name} steps count from t=1")
+    rule = globals()[f"_{row.name}_rule"]
+    rule(params, grad, np.split(state, row.state_arrays), t, settings)
+
+
+_update = step  # for run_epoch, whose argument step shadows the name
 
 
 def clip_gradient(grad, clip_norm, clip_value):
@@ -328,30 +358,6 @@ def clip_gradient(grad, clip_norm, clip_value):
         norm = np.linalg.norm(grad.astype(np.float64))
         if norm > clip_norm:
             grad *= grad.dtype.type(clip_norm / norm)
-
-
-def _update(settings, params, grad, state, step):
-    """The solver's step over the flat buffer; state split into its arrays."""
-    s, dtype = settings, params.dtype.type
-    solver = s.solver
-    arrays = np.split(state, STATE_ARRAYS[_SOLVER_NAMES[solver]])
-    lr = s.learning_rate
-    if solver == SGD:
-        sgd_step(params, grad, *arrays, dtype(lr), dtype(s.momentum), s.nesterov)
-    elif solver == ADAGRAD:
-        adagrad_step(params, grad, *arrays, dtype(lr), dtype(s.epsilon))
-    elif solver == RMSPROP:
-        rmsprop_step(params, grad, *arrays, dtype(lr), dtype(s.rho), dtype(s.epsilon))
-    elif solver == ADADELTA:
-        adadelta_step(params, grad, *arrays, dtype(lr), dtype(s.rho),
-                      dtype(s.epsilon))
-    elif solver == ADAMW:
-        adamw_step(params, grad, *arrays, step, lr, dtype(s.beta_1), dtype(s.beta_2),
-                   dtype(s.epsilon), s.weight_decay)
-    else:
-        rule = {ADAM: adam_step, ADAMAX: adamax_step, NADAM: nadam_step}[solver]
-        rule(params, grad, *arrays, step, lr, dtype(s.beta_1), dtype(s.beta_2),
-             dtype(s.epsilon))
 
 
 def _layers(plan, params):
@@ -458,9 +464,9 @@ def _bn(plan, params, running):
 def run_epoch(plan, settings, X, csr, Y, sample_weight, order, batch_size, params,
               grad, work, state, step, seed=0, running=None):
     """One epoch of minibatch training, as _epoch.run_epoch."""
-    if settings.solver not in _SOLVER_NAMES:
+    if settings.solver not in SOLVER_OF_CODE:
         raise ValueError(f"unknown solver code {settings.solver}")
-    counts = _SOLVER_NAMES[settings.solver] in COUNTS_STEPS
+    counts = SOLVER_OF_CODE[settings.solver].counts_steps
     alpha, l1 = settings.alpha, settings.l1
     coefs, intercepts = _layers(plan, params)
     bn = _bn(plan, params, running)
