@@ -1,15 +1,40 @@
 """Docstring fragments the two estimators share (numpydoc sections), and
-the regressor's losses. Each solver's entry and formula come from its row in
-``fastbp._families``."""
+the regressor's losses. Each solver's, activation's and loss's entry and
+formula come from its row in ``fastbp._families``."""
 import textwrap
 
-from fastbp._families import SOLVERS, solvers_reading
+from fastbp._families import (
+    ACTIVATION, HIDDEN_ACTIVATIONS, LOSSES, SKLEARN_ACTIVATIONS, SKLEARN_LOSSES,
+    SOLVERS, solvers_reading,
+)
+
+
+def _names(names):
+    """'a', 'b' and 'c'."""
+    names = [f"'{name}'" for name in names]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _users(field):
-    """'a', 'b' and 'c': the solvers whose rule reads a Settings field."""
-    names = [f"'{name}'" for name in solvers_reading(field)]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    """The solvers whose rule reads a Settings field."""
+    return _names(solvers_reading(field))
+
+
+def _activation_doc():
+    """The activation parameter's description, from the activation table."""
+    def listed(rows):
+        return ", ".join(f"'{a.name}' {a.formula}" for a in rows)
+
+    hidden = [ACTIVATION[name] for name in HIDDEN_ACTIVATIONS]
+    ours = [a for a in hidden if a.name not in SKLEARN_ACTIVATIONS]
+    return _para(
+        "Activation function for the hidden layers: "
+        f"{listed(a for a in hidden if a.name in SKLEARN_ACTIVATIONS)} "
+        f"(scikit-learn's), and beyond scikit-learn: {listed(ours)}. A list "
+        "or tuple gives one name per hidden layer (its length must be "
+        "len(hidden_layer_sizes)); Glorot initialisation then uses each "
+        "layer's own activation, and the output layer the last hidden "
+        "layer's.")
 
 
 def _ignoring():
@@ -45,8 +70,19 @@ def _solver_doc():
 {items}
 """
 
-REGRESSION_LOSS = """    loss : {'squared_error', 'absolute_error', 'huber', 'quantile', \
-'poisson', 'gamma'}, default='squared_error'
+def _loss_doc():
+    """MLPRegressor's loss parameter: one item per regression row of the
+    loss table."""
+    rows = [loss for loss in LOSSES if loss.regressor]
+    names = ", ".join(f"'{loss.name}'" for loss in rows)
+    items = "\n".join(
+        textwrap.fill(f"- '{loss.name}': {loss.formula};", width=76,
+                      initial_indent=" " * 8, subsequent_indent=" " * 10,
+                      break_on_hyphens=False)
+        for loss in rows)[:-1] + "."
+    others = [loss.name for loss in rows if loss.name not in SKLEARN_LOSSES]
+    flat = [loss.name for loss in rows if not loss.has_curvature]
+    return f"""    loss : {{{names}}}, default='squared_error'
         The loss, with HistGradientBoostingRegressor's names; e = p - y for a
         prediction p and a target y, each sample's loss summed over outputs
         (squared error's ``loss_`` averages over outputs, as scikit-learn's;
@@ -54,25 +90,13 @@ REGRESSION_LOSS = """    loss : {'squared_error', 'absolute_error', 'huber', 'qu
         Every formula and scaling is scikit-learn's ``sklearn._loss`` one,
         tested against it:
 
-        - 'squared_error': e^2 / 2 (half squared error), identity output;
-        - 'absolute_error': |e| (AbsoluteError), identity output; predicts
-          the conditional median;
-        - 'huber': e^2 / 2 where |e| <= huber_delta, else huber_delta
-          (|e| - huber_delta / 2) (HuberLoss with a fixed delta), identity
-          output; quadratic near the target, linear beyond: robust to
-          outliers;
-        - 'quantile': the pinball loss, quantile (y - p) where y >= p, else
-          (1 - quantile) (p - y) (PinballLoss), identity output; predicts
-          the conditional quantile (set ``quantile``);
-        - 'poisson': y log(y / p) - y + p (half Poisson deviance), exp
-          output, y >= 0;
-        - 'gamma': y / p - log(y / p) - 1 (half gamma deviance,
-          HalfGammaLoss plus its constant), exp output, y > 0.
+{items}
 
-        Not in scikit-learn's MLP: 'absolute_error', 'huber', 'quantile'
-        and 'gamma'. solver='newton' refuses 'absolute_error' and
-        'quantile' (zero curvature almost everywhere).
-"""
+""" + _para(f"Not in scikit-learn's MLP: {_names(others)}. solver='newton' "
+            f"refuses {_names(flat)} (zero curvature almost everywhere).") + "\n"
+
+
+REGRESSION_LOSS = _loss_doc()
 
 LOSS_PARAMETERS = """
     huber_delta : float > 0 or None, default=None
@@ -92,18 +116,7 @@ PARAMETERS = """
         hidden layer.
 
     activation : str or list of str, default='relu'
-        Activation function for the hidden layers: 'identity' f(x) = x,
-        'logistic' f(x) = 1 / (1 + exp(-x)), 'tanh' f(x) = tanh(x),
-        'relu' f(x) = max(0, x) (scikit-learn's four), and beyond
-        scikit-learn: 'leaky_relu' f(x) = max(x, 0.01 x) (PyTorch's default
-        slope), 'elu' f(x) = x if x > 0 else exp(x) - 1 (alpha = 1), 'gelu'
-        f(x) = x Phi(x) with Phi the standard normal CDF (the exact erf form,
-        PyTorch's default, not the tanh approximation), 'softplus'
-        f(x) = log(1 + exp(x)), 'silu' (swish) f(x) = x / (1 + exp(-x)),
-        'softsign' f(x) = x / (1 + |x|). A list or tuple gives one name per
-        hidden layer (its length must be len(hidden_layer_sizes)); Glorot
-        initialisation then uses each layer's own activation, and the
-        output layer the last hidden layer's.
+""" + _activation_doc() + """
 
 """ + _solver_doc() + """
     alpha : float, default=0.0001

@@ -733,9 +733,9 @@ def run_epoch(plan, settings, const floating[:, ::1] X, csr,
     work : ndarray of shape (plan.work_size,)
     state : ndarray of shape (k n_params,)
         The solver's k = ``STATE_ARRAYS[name]`` flat state arrays one after
-        the other, in the order of its ``_optimizers`` step function.
+        the other, in its rule's order (``fastbp._families.SOLVERS``).
     step : int
-        Steps taken so far (counted by the Adam family only).
+        Steps taken so far (counted by the solvers whose row counts steps).
     seed : int in [0, 2**64)
         Dropout seed of the epoch (unused without dropout in the plan).
     running : ndarray of shape (plan.n_running,) or None

@@ -12,17 +12,13 @@ import scipy.sparse as sp
 from scipy.special import erf, expit, ndtr, xlogy
 
 from fastbp._epoch import _weightless as _epoch_weightless
-from fastbp._families import SOLVER_OF_CODE
+from fastbp._families import HIDDEN_ACTIVATIONS, SOLVER_OF_CODE
 from fastbp._kernels import ACTIVATIONS, BATCH_NORM_EPS, BATCH_NORM_MOMENTUM, LOSSES
 from fastbp._network import bn_views
 
 # The compiled modules' codes, shared rather than renumbered.
-IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP = (
-    ACTIVATIONS[a] for a in ("identity", "logistic", "tanh", "relu", "softmax", "exp")
-)
-LEAKY_RELU, ELU, GELU, SOFTPLUS, SILU, SOFTSIGN = (
-    ACTIVATIONS[a] for a in ("leaky_relu", "elu", "gelu", "softplus", "silu", "softsign")
-)
+LOGISTIC, SOFTMAX, EXP = (ACTIVATIONS[a] for a in ("logistic", "softmax", "exp"))
+_ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
 SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON = (
     LOSSES[k] for k in ("squared_error", "log_loss", "binary_log_loss", "poisson")
 )
@@ -37,62 +33,69 @@ def gemm(trans_a, trans_b, alpha, A, B, beta, out):
     out[...] = alpha * (A @ B) + beta * out
 
 
+def _softmax(Z):
+    Z = Z - Z.max(axis=1, keepdims=True)
+    np.exp(Z, out=Z)
+    return Z / Z.sum(axis=1, keepdims=True)
+
+
+def _normal_pdf(Z):
+    return np.exp(-0.5 * Z**2) / np.sqrt(2 * np.pi)
+
+
+# Each activation's twin, one entry per fastbp._families.ACTIVATIONS row:
+# f(Z); f' from A = f(Z) and the pre-activation Z (float64 for those the
+# compiled kernel differentiates through Z); f''(Z). The output-only ones
+# have no f' or f'': their delta comes from the loss.
+ACTIVATION_TWINS = {
+    "identity": (lambda Z: Z, lambda A, Z: np.ones_like(A), np.zeros_like),
+    "logistic": (expit, lambda A, Z: A * (1 - A),
+                 lambda Z: expit(Z) * (1 - expit(Z)) * (1 - 2 * expit(Z))),
+    "tanh": (np.tanh, lambda A, Z: 1 - A**2,
+             lambda Z: -2 * np.tanh(Z) * (1 - np.tanh(Z) ** 2)),
+    "relu": (lambda Z: np.maximum(Z, 0), lambda A, Z: (A != 0).astype(A.dtype),
+             np.zeros_like),
+    "softmax": (_softmax, None, None),
+    "exp": (np.exp, None, None),
+    "leaky_relu": (lambda Z: np.where(Z > 0, Z, 0.01 * Z),
+                   lambda A, Z: np.where(Z > 0, 1.0, 0.01), np.zeros_like),
+    "elu": (lambda Z: np.where(Z > 0, Z, np.expm1(np.minimum(Z, 0))),
+            lambda A, Z: np.where(Z > 0, 1.0, np.exp(np.minimum(Z, 0))),
+            lambda Z: np.where(Z > 0, 0.0, np.exp(np.minimum(Z, 0)))),
+    "gelu": (lambda Z: 0.5 * Z * (1 + erf(Z / np.sqrt(2))),
+             lambda A, Z: ndtr(Z) + Z * _normal_pdf(Z),
+             lambda Z: _normal_pdf(Z) * (2 - Z**2)),
+    "softplus": (lambda Z: np.logaddexp(0, Z), lambda A, Z: expit(Z),
+                 lambda Z: expit(Z) * (1 - expit(Z))),
+    "silu": (lambda Z: Z * expit(Z),
+             lambda A, Z: expit(Z) * (1 + Z * (1 - expit(Z))),
+             lambda Z: expit(Z) * (1 - expit(Z)) * (2 + Z * (1 - 2 * expit(Z)))),
+    "softsign": (lambda Z: Z / (1 + np.abs(Z)),
+                 lambda A, Z: 1 / (1 + np.abs(Z)) ** 2,
+                 lambda Z: -2 * np.sign(Z) / (1 + np.abs(Z)) ** 3),
+}
+# The ones scikit-learn differentiates through A alone: f' in A's dtype.
+_THROUGH_A = ("identity", "logistic", "tanh", "relu")
+
+
 def bias_act(Z, b, act, pre=None):
     Z += b
     if pre is not None:
         pre[...] = Z
-    if act == RELU:
-        np.maximum(Z, 0, out=Z)
-    elif act == TANH:
-        np.tanh(Z, out=Z)
-    elif act == LOGISTIC:
-        expit(Z, out=Z)
-    elif act == EXP:
-        np.exp(Z, out=Z)
-    elif act == SOFTMAX:
-        Z -= Z.max(axis=1, keepdims=True)
-        np.exp(Z, out=Z)
-        Z /= Z.sum(axis=1, keepdims=True)
-    elif act == LEAKY_RELU:
-        Z[...] = np.where(Z > 0, Z, 0.01 * Z)
-    elif act == ELU:
-        Z[...] = np.where(Z > 0, Z, np.expm1(np.minimum(Z, 0)))
-    elif act == GELU:
-        Z[...] = 0.5 * Z * (1 + erf(Z / np.sqrt(2)))
-    elif act == SOFTPLUS:
-        np.logaddexp(0, Z, out=Z)
-    elif act == SILU:
-        Z *= expit(Z)
-    elif act == SOFTSIGN:
-        Z /= 1 + np.abs(Z)
+    Z[...] = ACTIVATION_TWINS[_ACTIVATION_NAMES[act]][0](Z)
 
 
 def act_grad(A, delta, act, Z=None):
-    # The activations beyond scikit-learn's differentiate the pre-activation
-    # Z directly (the compiled kernel goes through A where it can).
-    if act == RELU:
-        delta[A == 0] = 0
-    elif act == TANH:
-        delta *= 1 - A**2
-    elif act == LOGISTIC:
-        delta *= A * (1 - A)
-    elif act >= LEAKY_RELU:
-        if Z is None:
-            raise ValueError("this activation's derivative needs Z")
-        Z = Z.astype(np.float64)
-        if act == LEAKY_RELU:
-            d = np.where(Z > 0, 1.0, 0.01)
-        elif act == ELU:
-            d = np.where(Z > 0, 1.0, np.exp(np.minimum(Z, 0)))
-        elif act == GELU:
-            d = ndtr(Z) + Z * np.exp(-0.5 * Z**2) / np.sqrt(2 * np.pi)
-        elif act == SOFTPLUS:
-            d = expit(Z)
-        elif act == SILU:
-            d = expit(Z) * (1 + Z * (1 - expit(Z)))
-        else:
-            d = 1 / (1 + np.abs(Z)) ** 2
-        delta *= d.astype(delta.dtype)
+    name = _ACTIVATION_NAMES[act]
+    deriv = ACTIVATION_TWINS[name][1]
+    if deriv is None:
+        return
+    if name in _THROUGH_A:
+        delta *= deriv(A, Z)
+        return
+    if Z is None:
+        raise ValueError("this activation's derivative needs Z")
+    delta *= np.asarray(deriv(A, Z.astype(np.float64))).astype(delta.dtype)
 
 
 def _check_loss(loss, loss_param):
@@ -537,50 +540,14 @@ def forward(plan, X, csr, params, work, out, running=None, n_threads=1):
 def _act_deriv(Z, act):
     """f'(Z), from the pre-activation Z."""
     Z = np.asarray(Z)
-    if act == TANH:
-        return 1 - np.tanh(Z) ** 2
-    if act == LOGISTIC:
-        return expit(Z) * (1 - expit(Z))
-    if act == SOFTPLUS:
-        return expit(Z)
-    if act == RELU:
-        return (Z > 0).astype(Z.dtype)
-    if act == LEAKY_RELU:
-        return np.where(Z > 0, 1.0, 0.01).astype(Z.dtype)
-    if act == ELU:
-        return np.where(Z > 0, 1.0, np.exp(np.minimum(Z, 0))).astype(Z.dtype)
-    if act == GELU:
-        return ndtr(Z) + Z * _normal_pdf(Z)
-    if act == SILU:
-        return expit(Z) * (1 + Z * (1 - expit(Z)))
-    if act == SOFTSIGN:
-        return 1 / (1 + np.abs(Z)) ** 2
-    return np.ones_like(Z)
+    value, deriv, _ = ACTIVATION_TWINS[_ACTIVATION_NAMES[act]]
+    return np.asarray(deriv(value(Z), Z)).astype(Z.dtype)
 
 
 def _act_second(Z, act):
     """f''(Z), from the pre-activation Z; the mean of both sides at a jump."""
     Z = np.asarray(Z)
-    if act == TANH:
-        return -2 * np.tanh(Z) * (1 - np.tanh(Z) ** 2)
-    if act == LOGISTIC:
-        return expit(Z) * (1 - expit(Z)) * (1 - 2 * expit(Z))
-    if act == SOFTPLUS:
-        return expit(Z) * (1 - expit(Z))
-    if act == ELU:
-        return np.where(Z > 0, 0.0, np.exp(np.minimum(Z, 0))).astype(Z.dtype)
-    if act == GELU:
-        return _normal_pdf(Z) * (2 - Z**2)
-    if act == SILU:
-        s = expit(Z)
-        return s * (1 - s) * (2 + Z * (1 - 2 * s))
-    if act == SOFTSIGN:
-        return -2 * np.sign(Z) / (1 + np.abs(Z)) ** 3
-    return np.zeros_like(Z)  # identity, relu, leaky_relu
-
-
-def _normal_pdf(Z):
-    return np.exp(-0.5 * Z**2) / np.sqrt(2 * np.pi)
+    return np.asarray(ACTIVATION_TWINS[_ACTIVATION_NAMES[act]][2](Z)).astype(Z.dtype)
 
 
 def _output_curvature(P, Y, RZ, out_act, loss, loss_param):
@@ -619,7 +586,7 @@ def hessian_vector_product(plan, X, csr, Y, sample_weight, params, v, out, work,
     VW, Vb = _layers(plan, v)
     hidden = plan.acts[:-1]
     X = _input(X, csr, int(plan.units[0]))
-    if not set(hidden) <= set(range(RELU + 1)) | set(range(LEAKY_RELU, SOFTSIGN + 1)):
+    if not set(hidden) <= {ACTIVATIONS[name] for name in HIDDEN_ACTIVATIONS}:
         raise ValueError(f"hidden activation codes {sorted(set(hidden))} are not "
                          "all hidden activations")
     loss, _, _ = _backprop(plan, X, Y, sample_weight, coefs, intercepts, alpha)
