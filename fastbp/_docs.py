@@ -43,10 +43,18 @@ def _ignoring():
     return " and ".join(names)
 
 
+def _fill(text, indent, hanging):
+    """text filled to the docstrings' width. No line starts with a binary
+    minus or plus ("(1\n- beta_1)"): reST would read a bullet there."""
+    glued = text.replace(" - ", "\0-\0").replace(" + ", "\0+\0")
+    return textwrap.fill(glued, width=76, initial_indent=" " * indent,
+                         subsequent_indent=" " * hanging,
+                         break_on_hyphens=False).replace("\0", " ")
+
+
 def _para(text):
     """A parameter's description: text filled at the docstring's indent."""
-    return textwrap.fill(text, width=76, initial_indent=" " * 8,
-                         subsequent_indent=" " * 8, break_on_hyphens=False)
+    return _fill(text, 8, 8)
 
 
 def _solver_doc():
@@ -54,9 +62,7 @@ def _solver_doc():
     row of the table, with its source and formula."""
     names = ", ".join(f"'{n}'" for n in ("lbfgs", *(s.name for s in SOLVERS), "newton"))
     items = "\n".join(
-        textwrap.fill(f"- '{s.name}' ({s.source}): {s.formula}.", width=76,
-                      initial_indent=" " * 8, subsequent_indent=" " * 10,
-                      break_on_hyphens=False)
+        _fill(f"- '{s.name}' ({s.source}): {s.formula}.", 8, 10)
         for s in SOLVERS)
     return f"""    solver : {{{names}}}, default='adam'
         The solver for weight optimization. On the full batch: 'lbfgs'
@@ -76,9 +82,7 @@ def _loss_doc():
     rows = [loss for loss in LOSSES if loss.regressor]
     names = ", ".join(f"'{loss.name}'" for loss in rows)
     items = "\n".join(
-        textwrap.fill(f"- '{loss.name}': {loss.formula};", width=76,
-                      initial_indent=" " * 8, subsequent_indent=" " * 10,
-                      break_on_hyphens=False)
+        _fill(f"- '{loss.name}': {loss.formula};", 8, 10)
         for loss in rows)[:-1] + "."
     others = [loss.name for loss in rows if loss.name not in SKLEARN_LOSSES]
     flat = [loss.name for loss in rows if not loss.has_curvature]
