@@ -145,7 +145,7 @@ class Loss(NamedTuple):
     """A loss (compiled: _kernels._loss_delta or _other_loss_delta for its
     value and output delta, _check_loss for its parameter,
     _curvature._output_r for its curvature; twin: _reference.loss_delta,
-    _other_loss, _output_curvature)."""
+    _other_loss, _output_curvature, by name)."""
 
     name: str
     code: int  # its case in the compiled kernels (enum in _kernels.pxd)

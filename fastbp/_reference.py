@@ -12,19 +12,17 @@ import scipy.sparse as sp
 from scipy.special import erf, expit, ndtr, xlogy
 
 from fastbp._epoch import _weightless as _epoch_weightless
-from fastbp._families import HIDDEN_ACTIVATIONS, SOLVER_OF_CODE
+from fastbp._families import HIDDEN_ACTIVATIONS, LOSS, SKLEARN_LOSSES, SOLVER_OF_CODE
 from fastbp._kernels import ACTIVATIONS, BATCH_NORM_EPS, BATCH_NORM_MOMENTUM, LOSSES
 from fastbp._network import bn_views
 
 # The compiled modules' codes, shared rather than renumbered.
 LOGISTIC, SOFTMAX, EXP = (ACTIVATIONS[a] for a in ("logistic", "softmax", "exp"))
 _ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
-SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON = (
-    LOSSES[k] for k in ("squared_error", "log_loss", "binary_log_loss", "poisson")
-)
-ABSOLUTE_ERROR, HUBER, QUANTILE, GAMMA = (
-    LOSSES[k] for k in ("absolute_error", "huber", "quantile", "gamma")
-)
+# The losses go by name; those beyond scikit-learn's MLP are _other_loss's,
+# as the compiled _other_loss_delta takes the codes from ABSOLUTE_ERROR on.
+_LOSS_NAMES = {code: name for name, code in LOSSES.items()}
+_OTHER_LOSSES = frozenset(LOSSES) - frozenset(SKLEARN_LOSSES)
 
 
 def gemm(trans_a, trans_b, alpha, A, B, beta, out):
@@ -99,63 +97,68 @@ def act_grad(A, delta, act, Z=None):
 
 
 def _check_loss(loss, loss_param):
-    if loss not in LOSSES.values():
+    """The loss's name, after checking its code and parameter."""
+    if loss not in _LOSS_NAMES:
         raise ValueError(f"unknown loss code {loss}")
-    if loss == HUBER and not loss_param > 0:
+    name = _LOSS_NAMES[loss]
+    if name == "huber" and not loss_param > 0:
         raise ValueError(f"the Huber delta must be > 0, got {loss_param}")
-    if loss == QUANTILE and not 0 < loss_param < 1:
+    if name == "quantile" and not 0 < loss_param < 1:
         raise ValueError(f"the quantile must be in (0, 1), got {loss_param}")
+    return name
 
 
-def _other_loss(P, Y, loss, loss_param):
+def _other_loss(P, Y, name, loss_param):
     """Per-element loss and d loss / d z of the losses beyond scikit-learn's
     MLP (float64; e = p - y, z the output's pre-activation)."""
     E = P - Y
-    if loss == ABSOLUTE_ERROR:
+    if name == "absolute_error":
         return np.abs(E), np.where(E > 0, 1.0, -1.0)
-    if loss == HUBER:
+    if name == "huber":
         d = loss_param
         inside = np.abs(E) <= d
         return (np.where(inside, 0.5 * E**2, d * (np.abs(E) - 0.5 * d)),
                 np.where(inside, E, np.where(E >= 0, d, -d)))
-    if loss == QUANTILE:
+    if name == "quantile":
         q = loss_param
         below = Y >= P
         return (np.where(below, q * (Y - P), (1 - q) * (P - Y)),
                 np.where(below, -q, 1 - q))
-    ratio = Y / P  # gamma: p = exp(z)
-    return ratio - np.log(ratio) - 1, 1 - ratio
+    if name == "gamma":
+        ratio = Y / P  # p = exp(z)
+        return ratio - np.log(ratio) - 1, 1 - ratio
+    raise ValueError(f"no twin for loss {name!r}")
 
 
 def loss_delta(P, Y, sw, rows, loss, delta, loss_param=0.0):
-    _check_loss(loss, loss_param)
+    name = _check_loss(loss, loss_param)
     Y = Y if rows is None else Y[rows]
     w = np.ones(len(Y)) if sw is None else (sw if rows is None else sw[rows])
-    if loss >= ABSOLUTE_ERROR:
+    if name in _OTHER_LOSSES:
         terms, delta[...] = _other_loss(P.astype(np.float64), Y.astype(np.float64),
-                                        loss, loss_param)
+                                        name, loss_param)
     else:
         delta[...] = P - Y
     if sw is not None:
         delta *= w[:, None]
     P = P.astype(np.float64)
     Y = Y.astype(np.float64)
-    if loss == SQUARED_ERROR:
+    if name == "squared_error":
         per_sample = 0.5 * ((Y - P) ** 2).mean(axis=1)
-    elif loss == POISSON:
+    elif name == "poisson":
         # y log(y / p) only where y != 0, as the kernel: 0 log 0 is 0 even
         # where p underflowed to 0 (0 / 0 would make it NaN).
         nonzero = Y != 0
         ylogy = np.zeros_like(Y)
         ylogy[nonzero] = Y[nonzero] * np.log(Y[nonzero] / P[nonzero])
         per_sample = (ylogy - Y + P).sum(axis=1)
-    elif loss >= ABSOLUTE_ERROR:
+    elif name in _OTHER_LOSSES:
         per_sample = terms.sum(axis=1)
     else:
         eps = np.finfo(delta.dtype).eps
         Q = np.clip(P, eps, 1 - eps)
         terms = xlogy(Y, Q)
-        if loss == BINARY_LOG_LOSS:
+        if name == "binary_log_loss":
             terms += xlogy(1 - Y, 1 - Q)
         per_sample = -terms.sum(axis=1)
     return float(np.average(per_sample, weights=w)), float(w.sum())
@@ -553,13 +556,14 @@ def _act_second(Z, act):
 def _output_curvature(P, Y, RZ, out_act, loss, loss_param):
     """d delta / d z times RZ, row by row, without the sample weights: J_g
     for a loss with its canonical link, the loss's second derivative in z
-    for the others (huber: 1 inside delta; absolute error, quantile: 0;
-    gamma: y / p)."""
-    if loss == HUBER:
+    for the others (huber: 1 inside delta; gamma: y / p; 0 for those
+    without curvature)."""
+    name = _LOSS_NAMES[loss]
+    if name == "huber":
         return np.where(np.abs(P - Y) <= loss_param, RZ, 0).astype(P.dtype)
-    if loss in (ABSOLUTE_ERROR, QUANTILE):
+    if not LOSS[name].has_curvature:
         return np.zeros_like(P)
-    if loss == GAMMA:
+    if name == "gamma":
         return Y / P * RZ
     return _output_jvp(P, RZ, out_act)
 
