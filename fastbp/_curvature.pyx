@@ -45,11 +45,11 @@ from fastbp._epoch cimport (
     Data, Net, _add_penalty, _backward, _check_signals, _enter, _forward,
     _n_rows, _step_chunks,
 )
+from fastbp._families import ACTIVATIONS as _ACTIVATION_ROWS, LOSSES as _LOSS_ROWS
 from fastbp._kernels import ACTIVATIONS
 from fastbp._kernels cimport (
-    ABSOLUTE_ERROR, BINARY_LOG_LOSS, ELU, EXP, GAMMA, GELU, HUBER, IDENTITY,
-    LEAKY_RELU, LOG_LOSS, LOGISTIC, POISSON, QUANTILE, RELU, SILU, SOFTMAX,
-    SOFTPLUS, SOFTSIGN, SQUARED_ERROR, TANH,
+    ABSOLUTE_ERROR, ELU, EXP, GAMMA, GELU, HUBER, LOGISTIC, QUANTILE, SILU,
+    SOFTMAX, SOFTPLUS, SOFTSIGN, TANH,
     _act_grad, _bias_grad, _csr_forward, _csr_grad, _exp, _l2_grad, _logistic,
     _needs_preactivation,
 )
@@ -61,13 +61,9 @@ cdef double _INV_SQRT_2PI = 0.39894228040143267794
 # Hidden activations and (output, loss) heads the curvature code knows: the
 # first four pair a loss with its canonical link (output delta P - Y, output
 # curvature J_g); the others' curvature in z is _output_r's.
-HIDDEN_ACTIVATIONS = (IDENTITY, LOGISTIC, TANH, RELU, LEAKY_RELU, ELU, GELU,
-                      SOFTPLUS, SILU, SOFTSIGN)
+HIDDEN_ACTIVATIONS = tuple(a.code for a in _ACTIVATION_ROWS if a.hidden)
 _ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
-HEADS = ((SOFTMAX, LOG_LOSS), (LOGISTIC, BINARY_LOG_LOSS),
-         (IDENTITY, SQUARED_ERROR), (EXP, POISSON),
-         (IDENTITY, ABSOLUTE_ERROR), (IDENTITY, HUBER), (IDENTITY, QUANTILE),
-         (EXP, GAMMA))
+HEADS = tuple((ACTIVATIONS[loss.output], loss.code) for loss in _LOSS_ROWS)
 
 
 cdef void _add_bias(floating* Z, const floating* b, Py_ssize_t n,

@@ -1,8 +1,92 @@
 """Docstring fragments the two estimators share (numpydoc sections), and
-the regressor's losses."""
+the regressor's losses. Each solver's, activation's and loss's entry and
+formula come from its row in ``fastbp._families``."""
+import textwrap
 
-REGRESSION_LOSS = """    loss : {'squared_error', 'absolute_error', 'huber', 'quantile', \
-'poisson', 'gamma'}, default='squared_error'
+from fastbp._families import (
+    ACTIVATION, HIDDEN_ACTIVATIONS, LOSSES, SKLEARN_ACTIVATIONS, SKLEARN_LOSSES,
+    SOLVERS, solvers_reading,
+)
+
+
+def _names(names):
+    """'a', 'b' and 'c'."""
+    names = [f"'{name}'" for name in names]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _users(field):
+    """The solvers whose rule reads a Settings field."""
+    return _names(solvers_reading(field))
+
+
+def _activation_doc():
+    """The activation parameter's description, from the activation table."""
+    def listed(rows):
+        return ", ".join(f"'{a.name}' {a.formula}" for a in rows)
+
+    hidden = [ACTIVATION[name] for name in HIDDEN_ACTIVATIONS]
+    ours = [a for a in hidden if a.name not in SKLEARN_ACTIVATIONS]
+    return _para(
+        "Activation function for the hidden layers: "
+        f"{listed(a for a in hidden if a.name in SKLEARN_ACTIVATIONS)} "
+        f"(scikit-learn's), and beyond scikit-learn: {listed(ours)}. A list "
+        "or tuple gives one name per hidden layer (its length must be "
+        "len(hidden_layer_sizes)); Glorot initialisation then uses each "
+        "layer's own activation, and the output layer the last hidden "
+        "layer's.")
+
+
+def _ignoring():
+    """The solvers scikit-learn's invscaling and adaptive leave alone."""
+    names = [f"solver='{s.name}'" for s in SOLVERS if not s.follows_schedule]
+    return " and ".join(names)
+
+
+def _fill(text, indent, hanging):
+    """text filled to the docstrings' width. No line starts with a binary
+    minus or plus ("(1\n- beta_1)"): reST would read a bullet there."""
+    glued = text.replace(" - ", "\0-\0").replace(" + ", "\0+\0")
+    return textwrap.fill(glued, width=76, initial_indent=" " * indent,
+                         subsequent_indent=" " * hanging,
+                         break_on_hyphens=False).replace("\0", " ")
+
+
+def _para(text):
+    """A parameter's description: text filled at the docstring's indent."""
+    return _fill(text, 8, 8)
+
+
+def _solver_doc():
+    """The solver parameter's entry: the full-batch ones, then one item per
+    row of the table, with its source and formula."""
+    names = ", ".join(f"'{n}'" for n in ("lbfgs", *(s.name for s in SOLVERS), "newton"))
+    items = "\n".join(
+        _fill(f"- '{s.name}' ({s.source}): {s.formula}.", 8, 10)
+        for s in SOLVERS)
+    return f"""    solver : {{{names}}}, default='adam'
+        The solver for weight optimization. On the full batch: 'lbfgs'
+        (scipy's L-BFGS-B), as in scikit-learn, and 'newton' (not in
+        scikit-learn): scipy's trust-region Newton-CG, 'trust-ncg', with exact
+        Hessian-vector products. Stochastic and compiled, with g the
+        minibatch gradient, w the weights and intercepts, lr the epoch's
+        learning rate and t the step count ('sgd' and 'adam' are
+        scikit-learn's, the others not in its MLP):
+
+{items}
+"""
+
+def _loss_doc():
+    """MLPRegressor's loss parameter: one item per regression row of the
+    loss table."""
+    rows = [loss for loss in LOSSES if loss.regressor]
+    names = ", ".join(f"'{loss.name}'" for loss in rows)
+    items = "\n".join(
+        _fill(f"- '{loss.name}': {loss.formula};", 8, 10)
+        for loss in rows)[:-1] + "."
+    others = [loss.name for loss in rows if loss.name not in SKLEARN_LOSSES]
+    flat = [loss.name for loss in rows if not loss.has_curvature]
+    return f"""    loss : {{{names}}}, default='squared_error'
         The loss, with HistGradientBoostingRegressor's names; e = p - y for a
         prediction p and a target y, each sample's loss summed over outputs
         (squared error's ``loss_`` averages over outputs, as scikit-learn's;
@@ -10,25 +94,13 @@ REGRESSION_LOSS = """    loss : {'squared_error', 'absolute_error', 'huber', 'qu
         Every formula and scaling is scikit-learn's ``sklearn._loss`` one,
         tested against it:
 
-        - 'squared_error': e^2 / 2 (half squared error), identity output;
-        - 'absolute_error': |e| (AbsoluteError), identity output; predicts
-          the conditional median;
-        - 'huber': e^2 / 2 where |e| <= huber_delta, else huber_delta
-          (|e| - huber_delta / 2) (HuberLoss with a fixed delta), identity
-          output; quadratic near the target, linear beyond: robust to
-          outliers;
-        - 'quantile': the pinball loss, quantile (y - p) where y >= p, else
-          (1 - quantile) (p - y) (PinballLoss), identity output; predicts
-          the conditional quantile (set ``quantile``);
-        - 'poisson': y log(y / p) - y + p (half Poisson deviance), exp
-          output, y >= 0;
-        - 'gamma': y / p - log(y / p) - 1 (half gamma deviance,
-          HalfGammaLoss plus its constant), exp output, y > 0.
+{items}
 
-        Not in scikit-learn's MLP: 'absolute_error', 'huber', 'quantile'
-        and 'gamma'. solver='newton' refuses 'absolute_error' and
-        'quantile' (zero curvature almost everywhere).
-"""
+""" + _para(f"Not in scikit-learn's MLP: {_names(others)}. solver='newton' "
+            f"refuses {_names(flat)} (zero curvature almost everywhere).") + "\n"
+
+
+REGRESSION_LOSS = _loss_doc()
 
 LOSS_PARAMETERS = """
     huber_delta : float > 0 or None, default=None
@@ -48,34 +120,9 @@ PARAMETERS = """
         hidden layer.
 
     activation : str or list of str, default='relu'
-        Activation function for the hidden layers: 'identity' f(x) = x,
-        'logistic' f(x) = 1 / (1 + exp(-x)), 'tanh' f(x) = tanh(x),
-        'relu' f(x) = max(0, x) (scikit-learn's four), and beyond
-        scikit-learn: 'leaky_relu' f(x) = max(x, 0.01 x) (PyTorch's default
-        slope), 'elu' f(x) = x if x > 0 else exp(x) - 1 (alpha = 1), 'gelu'
-        f(x) = x Phi(x) with Phi the standard normal CDF (the exact erf form,
-        PyTorch's default, not the tanh approximation), 'softplus'
-        f(x) = log(1 + exp(x)), 'silu' (swish) f(x) = x / (1 + exp(-x)),
-        'softsign' f(x) = x / (1 + |x|). A list or tuple gives one name per
-        hidden layer (its length must be len(hidden_layer_sizes)); Glorot
-        initialisation then uses each layer's own activation, and the
-        output layer the last hidden layer's.
+""" + _activation_doc() + """
 
-    solver : {'lbfgs', 'sgd', 'adam', 'adagrad', 'rmsprop', 'adadelta', \
-'adamw', 'adamax', 'nadam', 'newton'}, default='adam'
-        The solver for weight optimization: 'lbfgs' (scipy's L-BFGS-B on the
-        full batch), 'sgd' (stochastic gradient descent with momentum) or
-        'adam' (Kingma & Ba, 2014), as in scikit-learn; and, stochastic and
-        compiled like them: 'adagrad' (Duchi et al., 2011), 'rmsprop'
-        (Tieleman & Hinton, 2012; decay rho), 'adadelta' (Zeiler, 2012;
-        decay rho, step scaled by learning_rate_init), 'adamw' (Loshchilov
-        & Hutter, 2019; decoupled weight_decay), 'adamax' (Kingma & Ba,
-        2015, sec. 7.1) and 'nadam' (Dozat, 2016, constant momentum beta_1).
-        Each rule's formula is in the docstring of its step function in
-        ``fastbp._optimizers``. 'newton' (not in scikit-learn): scipy's
-        trust-region Newton-CG, 'trust-ncg', on the full batch with exact
-        Hessian-vector products.
-
+""" + _solver_doc() + """
     alpha : float, default=0.0001
         Strength of the L2 regularization term. The L2 regularization term
         is divided by the sample size when added to the loss.
@@ -91,7 +138,8 @@ PARAMETERS = """
         learning_rate_init / pow(t + 1, power_t) after each epoch (t counts
         the samples seen); 'adaptive' divides the rate by 5 each time
         n_iter_no_change consecutive epochs fail to improve by tol. These
-        three are scikit-learn's; as there, solver='adam' ignores them.
+        three are scikit-learn's; as there, """ + _ignoring() + """ ignores
+        'invscaling' and 'adaptive' (it stops instead of cutting the rate).
         Not in scikit-learn: 'step' (multiply by lr_gamma every
         lr_step_size epochs), 'exponential' (by lr_gamma ** (1 /
         lr_step_size) each epoch), 'cosine' (cosine annealing to lr_min,
@@ -105,7 +153,8 @@ PARAMETERS = """
 
     power_t : float, default=0.5
         The exponent for inverse scaling learning rate (invscaling; every
-        stochastic solver but adam, which ignores it as in scikit-learn).
+        stochastic solver but """ + _ignoring() + """, which ignores it as in
+        scikit-learn).
 
     max_iter : int, default=200
         Maximum number of iterations: epochs for stochastic solvers, L-BFGS
@@ -135,10 +184,12 @@ PARAMETERS = """
         patience and best-score bookkeeping afresh.
 
     momentum : float, default=0.9
-        Momentum for gradient descent update, between 0 and 1 (sgd).
+""" + _para(
+    f"Momentum for gradient descent update, between 0 and 1 ({_users('momentum')}).") + """
 
     nesterovs_momentum : bool, default=True
-        Whether to use Nesterov's momentum (sgd, momentum > 0).
+""" + _para(
+    f"Whether to use Nesterov's momentum ({_users('nesterov')}, momentum > 0).") + """
 
     early_stopping : bool, default=False
         Whether to hold out validation_fraction of the training data (or use
@@ -152,18 +203,20 @@ PARAMETERS = """
         early stopping.
 
     beta_1 : float, default=0.9
-        Exponential decay rate for estimates of first moment vector in adam
-        (and adamw, adamax, nadam), should be in [0, 1).
+""" + _para(
+    "Exponential decay rate for estimates of first moment vector "
+    f"({_users('beta_1')}), should be in [0, 1).") + """
 
     beta_2 : float, default=0.999
-        Exponential decay rate for estimates of second moment vector in adam
-        (and adamw, nadam; adamax's infinity-norm decay), should be in
-        [0, 1).
+""" + _para(
+    "Exponential decay rate for estimates of second moment vector "
+    f"({_users('beta_2')}; adamax's infinity-norm decay), should be in "
+    "[0, 1).") + """
 
     epsilon : float, default=1e-8
-        Value for numerical stability in adam (and in every adaptive solver:
-        added to the root in the denominator; inside both roots for
-        adadelta).
+""" + _para(
+    f"Value for numerical stability ({_users('epsilon')}: see each rule "
+    "in ``solver``).") + """
 
     n_iter_no_change : int, default=10
         Maximum number of epochs to not meet tol improvement (stochastic
@@ -173,15 +226,17 @@ PARAMETERS = """
         Maximum number of loss function calls (lbfgs only).
 
     rho : float, default=0.9
-        Decay rate of the running average of squared gradients in 'rmsprop'
-        and of squared gradients and updates in 'adadelta', in [0, 1).
-        0.9 is Hinton's RMSprop value (Keras's default) and PyTorch's
-        Adadelta default. Not in scikit-learn.
+""" + _para(
+    f"Decay rate of the running averages ({_users('rho')}: see each rule "
+    "in ``solver``), in [0, 1). 0.9 is Hinton's RMSprop value (Keras's "
+    "default) and PyTorch's Adadelta default. Not in scikit-learn.") + """
 
     weight_decay : float, default=0.01
-        Decoupled weight decay of 'adamw' (PyTorch's default): each step
-        first multiplies every weight by 1 - lr * weight_decay. Other solvers
-        ignore it (alpha is their L2 penalty). Not in scikit-learn.
+""" + _para(
+    f"Decoupled weight decay ({_users('weight_decay')}; PyTorch's default): "
+    "each step first multiplies every weight by 1 - lr * weight_decay. "
+    "Other solvers ignore it (alpha is their L2 penalty). Not in "
+    "scikit-learn.") + """
 
     lr_step_size : int, default=10
         Epochs per decay by lr_gamma ('step' and 'exponential' schedules).

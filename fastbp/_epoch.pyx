@@ -23,13 +23,7 @@ from fastbp._kernels cimport (
     _abs_sum, _dropout_backward, _dropout_forward, _gather_rows, _l1_grad,
     _check_loss, _l2_grad, _loss_delta, _needs_preactivation, _sq_norm,
 )
-from fastbp._optimizers cimport (
-    ADADELTA, ADAGRAD, ADAM, ADAMAX, ADAMW, NADAM, RMSPROP, SGD,
-    _adadelta_step, _adagrad_step, _adam_step, _adamax_step, _adamw_step,
-    _clip_gradient, _nadam_step, _rmsprop_step, _sgd_step, adam_step_size,
-    counts_steps, nadam_coefficients, state_arrays,
-)
-from libc.math cimport pow
+from fastbp._optimizers cimport Rule, _clip_gradient, _step, read_rule
 
 cdef extern from *:
     """
@@ -526,34 +520,22 @@ cdef inline int _step_threads(int n_threads, Py_ssize_t nb, Py_ssize_t P,
 
 cdef struct Hyper:
     # A Settings record (fastbp._settings), read once by _read_settings.
-    int solver
-    double lr, momentum, beta_1, beta_2, epsilon, rho, weight_decay
+    Rule rule              # the optimizer's part (_optimizers.read_rule)
     double alpha, l1, clip_norm, clip_value
-    bint nesterov
     Py_ssize_t n_threads
 
 
 cdef Hyper _read_settings(object s) except *:
     """The settings record's fields, after checking them."""
     cdef Hyper h
-    h.solver = s.solver
-    h.lr = s.learning_rate
-    h.momentum = s.momentum
-    h.nesterov = s.nesterov
-    h.beta_1 = s.beta_1
-    h.beta_2 = s.beta_2
-    h.epsilon = s.epsilon
-    h.rho = s.rho
-    h.weight_decay = s.weight_decay
+    h.rule = read_rule(s)
     h.alpha = s.alpha
     h.l1 = s.l1
     h.clip_norm = s.clip_norm
     h.clip_value = s.clip_value
     h.n_threads = s.n_threads
-    if state_arrays(h.solver) == 0:
-        raise ValueError(f"unknown solver code {h.solver}")
-    for value in (h.lr, h.momentum, h.beta_1, h.beta_2, h.epsilon, h.rho,
-                  h.weight_decay, h.alpha, h.l1, h.clip_norm, h.clip_value):
+    for value in (h.rule.lr, h.rule.momentum, h.rule.beta_1, h.rule.beta_2,
+                  h.rule.epsilon, h.rule.rho, h.rule.weight_decay, h.alpha, h.l1, h.clip_norm, h.clip_value):
         if not isfinite(value):
             raise ValueError(f"settings must be finite, got {s}")
     if h.clip_norm < 0 or h.clip_value < 0:
@@ -561,47 +543,6 @@ cdef Hyper _read_settings(object s) except *:
     if h.n_threads < 1:
         raise ValueError(f"n_threads must be >= 1, got {h.n_threads}")
     return h
-
-
-cdef inline void _update(int solver, floating* params, const floating* grad,
-                         floating* state, Py_ssize_t stride, Py_ssize_t P,
-                         Py_ssize_t t, const Hyper* h) noexcept nogil:
-    """Step t (1-based; counted by the Adam family only) of the solver on P
-    parameters, its state arrays stride apart (the whole model's size)."""
-    cdef double c_m, c_g, bc2
-    if solver == SGD:
-        _sgd_step(params, grad, state, P, <floating> h.lr,
-                  <floating> h.momentum, h.nesterov)
-    elif solver == ADAM:
-        _adam_step(params, grad, state, state + stride, P,
-                   adam_step_size(h.lr, h.beta_1, h.beta_2, t),
-                   <floating> h.beta_1, <floating> h.beta_2,
-                   <floating> h.epsilon)
-    elif solver == ADAGRAD:
-        _adagrad_step(params, grad, state, P, <floating> h.lr,
-                      <floating> h.epsilon)
-    elif solver == RMSPROP:
-        _rmsprop_step(params, grad, state, P, <floating> h.lr,
-                      <floating> h.rho, <floating> h.epsilon)
-    elif solver == ADADELTA:
-        _adadelta_step(params, grad, state, state + stride, P, <floating> h.lr,
-                       <floating> h.rho, <floating> h.epsilon)
-    elif solver == ADAMW:
-        _adamw_step(params, grad, state, state + stride, P,
-                    adam_step_size(h.lr, h.beta_1, h.beta_2, t),
-                    <floating> (1 - h.lr * h.weight_decay),
-                    <floating> h.beta_1, <floating> h.beta_2,
-                    <floating> h.epsilon)
-    elif solver == ADAMAX:
-        _adamax_step(params, grad, state, state + stride, P,
-                     h.lr / (1 - pow(h.beta_1, t)), <floating> h.beta_1,
-                     <floating> h.beta_2, <floating> h.epsilon)
-    elif solver == NADAM:
-        nadam_coefficients(h.beta_1, h.beta_2, t, &c_m, &c_g, &bc2)
-        _nadam_step(params, grad, state, state + stride, P, <floating> h.lr,
-                    <floating> c_m, <floating> c_g, <floating> bc2,
-                    <floating> h.beta_1, <floating> h.beta_2,
-                    <floating> h.epsilon)
 
 
 cdef inline void _add_shares(floating* grad, const floating* scratch,
@@ -689,8 +630,8 @@ cdef void _step_part(StepJob* j, int t, floating* params) noexcept nogil:
     _finish_range(j.net, params, grad, lo, hi, j.alpha, j.l1, sw,
                   &j.part_sq[t], &j.part_ab[t])
     if j.h != NULL:
-        _update(j.h.solver, params + lo, grad + lo, <floating*> j.state + lo, P,
-                hi - lo, j.step, j.h)
+        _step(&j.h.rule, params + lo, grad + lo, <floating*> j.state + lo, P,
+              hi - lo, j.step)
 
 
 cdef double _threaded_step(Net* net, Data* d, floating* params,
@@ -792,9 +733,9 @@ def run_epoch(plan, settings, const floating[:, ::1] X, csr,
     work : ndarray of shape (plan.work_size,)
     state : ndarray of shape (k n_params,)
         The solver's k = ``STATE_ARRAYS[name]`` flat state arrays one after
-        the other, in the order of its ``_optimizers`` step function.
+        the other, in its rule's order (``fastbp._families.SOLVERS``).
     step : int
-        Steps taken so far (counted by the Adam family only).
+        Steps taken so far (counted by the solvers whose row counts steps).
     seed : int in [0, 2**64)
         Dropout seed of the epoch (unused without dropout in the plan).
     running : ndarray of shape (plan.n_running,) or None
@@ -856,7 +797,7 @@ def run_epoch(plan, settings, const floating[:, ::1] X, csr,
     if not d.sparse and order is not None and net.gather_off < 0:
         raise ValueError("shuffled dense input needs a gather buffer")
     _check_flat(grad.shape[0], P, "grad")
-    _check_flat(state.shape[0], P * state_arrays(h.solver), "state")
+    _check_flat(state.shape[0], P * h.rule.state_arrays, "state")
     _set_running(&net, plan, running)
     net.seed = seed
     T = min(h.n_threads, MAX_THREADS,
@@ -882,7 +823,7 @@ def run_epoch(plan, settings, const floating[:, ::1] X, csr,
                 t = _step_threads(T, nb, P, &net)
                 chunks = _step_chunks(nb, P, t, &net, chunk_work)
                 # step stays the steps taken until this one is whole.
-                taken = step + 1 if counts_steps(h.solver) else step
+                taken = step + 1 if h.rule.counts_steps else step
                 if t > 1 or chunks > 1:
                     # The update runs on the threads too, split over the
                     # parameters, unless clipping needs the whole gradient
@@ -900,8 +841,8 @@ def run_epoch(plan, settings, const floating[:, ::1] X, csr,
                 if (t == 1 and chunks == 1) or clip:
                     if clip:
                         _clip_gradient(&grad[0], P, h.clip_norm, h.clip_value)
-                    _update(h.solver, &params[0], &grad[0], &state[0], P, P,
-                            taken, &h)
+                    _step(&h.rule, &params[0], &grad[0], &state[0], P, P,
+                          taken)
                 step = taken
                 start += nb
                 if check_signals:

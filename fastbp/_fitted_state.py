@@ -20,11 +20,11 @@ from operator import is_
 import numpy as np
 from sklearn.base import is_classifier
 
-from fastbp._kernels import ACTIVATIONS
+from fastbp._families import HIDDEN_ACTIVATIONS, LOSSES
 from fastbp._network import bn_sizes, hidden_activations, param_offsets
 from fastbp._state import Optimizer
 
-_HIDDEN = frozenset(ACTIVATIONS) - {"softmax", "exp"}
+_HIDDEN = frozenset(HIDDEN_ACTIVATIONS)
 _BATCH_NORM = ("batch_norm_scale_", "batch_norm_shift_", "batch_norm_mean_",
                "batch_norm_var_")
 # Attributes every fitted estimator has; one without all of them is broken
@@ -43,9 +43,7 @@ _OUTPUTS = {  # y_type_ -> output activation (classifier)
     "binary": "logistic", "multilabel-indicator": "logistic",
     "multiclass": "softmax",
 }
-_REGRESSOR_OUTPUTS = {"squared_error": "identity", "absolute_error": "identity",
-                      "huber": "identity", "quantile": "identity",
-                      "poisson": "exp", "gamma": "exp"}
+_REGRESSOR_OUTPUTS = {loss.name: loss.output for loss in LOSSES if loss.regressor}
 
 # id(estimator) -> (weak reference to it, _snapshot of its last checked
 # state, memo of that state); the snapshot holds the objects, so identity

@@ -5,7 +5,8 @@ from libc.math cimport (
     erf, erff, exp, expf, expm1, expm1f, fabs, log, log1p, log1pf, logf,
 )
 
-# Activation and output codes; fastbp._network maps names to these.
+# Activation codes: the code of each fastbp._families.ACTIVATIONS row, which
+# holds every other fact about the activation.
 cdef enum:
     IDENTITY = 0
     LOGISTIC = 1
@@ -76,9 +77,7 @@ cdef inline floating _erf(floating x) noexcept nogil:
         return erf(x)
 
 
-cdef inline bint _needs_preactivation(int act) noexcept nogil:
-    # Derivatives that cannot be recovered from the activation alone.
-    return act == GELU or act == SILU
+cdef bint _needs_preactivation(int act) noexcept nogil
 
 
 cdef void _bias_act(floating* Z, const floating* b, Py_ssize_t n,

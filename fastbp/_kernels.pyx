@@ -16,12 +16,24 @@ import inspect
 import numpy as np
 import scipy.special
 
-ACTIVATIONS = {"identity": IDENTITY, "logistic": LOGISTIC, "tanh": TANH,
-               "relu": RELU, "softmax": SOFTMAX, "exp": EXP,
-               "leaky_relu": LEAKY_RELU, "elu": ELU, "gelu": GELU,
-               "softplus": SOFTPLUS, "silu": SILU, "softsign": SOFTSIGN}
-# Codes whose derivative needs the pre-activation Z, not only act(Z).
-NEEDS_PREACTIVATION = frozenset([GELU, SILU])
+from fastbp._families import ACTIVATIONS as _ACTIVATION_ROWS, LOSSES as _LOSS_ROWS
+
+# From the table: name -> code, and the codes whose derivative needs the
+# pre-activation Z, not only act(Z) (also as a C table for nogil code).
+ACTIVATIONS = {a.name: a.code for a in _ACTIVATION_ROWS}
+NEEDS_PREACTIVATION = frozenset(
+    a.code for a in _ACTIVATION_ROWS if a.needs_preactivation)
+cdef enum:
+    _MAX_CODES = 64
+cdef bint _NEEDS_PRE[_MAX_CODES]
+if not 0 <= min(ACTIVATIONS.values()) <= max(ACTIVATIONS.values()) < _MAX_CODES:
+    raise ImportError(f"activation codes must lie in [0, {_MAX_CODES})")
+for _code in range(_MAX_CODES):
+    _NEEDS_PRE[_code] = _code in NEEDS_PREACTIVATION
+
+
+cdef bint _needs_preactivation(int act) noexcept nogil:
+    return 0 <= act < _MAX_CODES and _NEEDS_PRE[act]
 
 # 1 / sqrt(2) and 1 / sqrt(2 pi), for the exact GELU.
 cdef double _SQRT1_2 = 0.70710678118654752440
@@ -32,10 +44,7 @@ cdef double BN_EPS = 1e-5
 cdef double BN_MOMENTUM = 0.1
 BATCH_NORM_EPS = BN_EPS
 BATCH_NORM_MOMENTUM = BN_MOMENTUM
-LOSSES = {"squared_error": SQUARED_ERROR, "log_loss": LOG_LOSS,
-          "binary_log_loss": BINARY_LOG_LOSS, "poisson": POISSON,
-          "absolute_error": ABSOLUTE_ERROR, "huber": HUBER,
-          "quantile": QUANTILE, "gamma": GAMMA}
+LOSSES = {loss.name: loss.code for loss in _LOSS_ROWS}  # from the table
 
 
 # The ufunc inner loops scikit-learn's MLP uses (np.tanh, np.exp,
@@ -626,7 +635,7 @@ cdef inline void _same(Py_ssize_t a, Py_ssize_t b, str what) except *:
 
 cdef void _check_loss(int loss, double loss_param) except *:
     """A known loss code, with a Huber delta > 0 or a quantile in (0, 1)."""
-    if not SQUARED_ERROR <= loss <= GAMMA:
+    if loss not in LOSSES.values():
         raise ValueError(f"unknown loss code {loss}")
     if loss == HUBER and not loss_param > 0:
         raise ValueError(f"the Huber delta must be > 0, got {loss_param}")

@@ -13,6 +13,7 @@ from sklearn.utils._indexing import _safe_indexing
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import _num_samples
 
+from fastbp._families import SOLVER
 from fastbp._stochastic import batch_size_of
 
 # The suggestion ignores the first and last points of the smoothed curve: the
@@ -156,8 +157,7 @@ def lr_find(estimator, X, y, *, sample_weight=None, min_lr=1e-7, max_lr=10.0,
         raise ValueError(
             f"lr_find needs a stochastic solver; solver={estimator.solver!r} "
             "takes no learning rate (it chooses its own steps). Use one of "
-            "'sgd', 'adam', 'adamw', 'nadam', 'adamax', 'rmsprop', 'adagrad' "
-            "or 'adadelta'.")
+            f"{', '.join(map(repr, SOLVER))}.")
     _check_range(min_lr, max_lr, num_steps, smoothing, diverge_threshold)
 
     n_samples = _num_samples(X)

@@ -35,6 +35,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from fastbp import _docs, _full_batch, _stochastic
 from fastbp._backend import BACKENDS
 from fastbp._callbacks import FitTasks
+from fastbp._families import LOSS
 from fastbp._finite import non_finite_error
 from fastbp._fitted_state import check_fitted_state, ensure_checked, trust
 from fastbp._forward import forward
@@ -1117,7 +1118,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             )
 
     def _output_activation(self, labels, s):
-        return "exp" if s.loss in ("poisson", "gamma") else "identity"
+        return LOSS[s.loss].output
 
     def _encode_targets(self, y, labels):
         return check_array(

@@ -12,20 +12,12 @@ import numpy as np
 from sklearn.base import is_classifier
 from sklearn.utils.validation import check_is_fitted
 
-# fastbp activation name -> ONNX operator and its attributes. The others are
+from fastbp._families import ACTIVATION
+
+# Each activation's ONNX operator is its row's onnx fact; the others are
 # composed of elementary nodes in _activation_nodes: opset 17 has no Gelu,
 # and onnxruntime's CPU provider has no double kernels for Elu, Softplus,
 # Softsign or Erf.
-_ONNX_OPS = {
-    "identity": None,
-    "logistic": ("Sigmoid", {}),
-    "tanh": ("Tanh", {}),
-    "relu": ("Relu", {}),
-    "softmax": ("Softmax", {"axis": 1}),
-    "exp": ("Exp", {}),
-    "leaky_relu": ("LeakyRelu", {"alpha": 0.01}),
-}
-_COMPOSED = ("gelu", "silu", "elu", "softplus", "softsign")
 _OPSET = 17
 
 
@@ -167,7 +159,7 @@ def network_nodes(g, estimator, X, dtype):
     acts = hidden_activations(estimator.activation, estimator.n_layers_ - 2)
     acts = acts + [estimator.out_activation_]
     for act in acts:
-        if act not in _ONNX_OPS and act not in _COMPOSED:
+        if act not in ACTIVATION:
             raise ValueError(f"activation {act!r} has no ONNX export")
     A = X
     for i, (W, b, act) in enumerate(
@@ -209,6 +201,11 @@ def _activation_nodes(g, act, Z, dtype):
         return g.const(np.array(value, dtype), tag)
 
     node = g.node
+    if ACTIVATION[act].onnx is not None:
+        op, attrs = ACTIVATION[act].onnx
+        return node(op, [Z], **attrs)
+    if act == "identity":
+        return Z
     if act == "gelu":  # exact: 0.5 z (1 + erf(z / sqrt(2)))
         s = node("Mul", [Z, c(np.sqrt(0.5), "r2")])
         if dtype == np.float64:  # no double Erf kernel: erf in float32
@@ -230,10 +227,7 @@ def _activation_nodes(g, act, Z, dtype):
         return node("Add", [node("Relu", [Z]), tail])
     if act == "softsign":  # z / (1 + |z|)
         return node("Div", [Z, node("Add", [node("Abs", [Z]), c(1, "one")])])
-    if _ONNX_OPS[act] is None:
-        return Z
-    op, attrs = _ONNX_OPS[act]
-    return node(op, [Z], **attrs)
+    raise ValueError(f"activation {act!r} has no ONNX export")
 
 
 def label_table(classes, *, integral_floats_as_int64):

@@ -14,10 +14,10 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from fastbp._backend import BACKENDS
 from fastbp._network import hidden_activations, hidden_dropout
-from fastbp._optimizers import SOLVERS
+from fastbp._families import HIDDEN_ACTIVATIONS, LOSSES, REGRESSION_LOSSES, SOLVER
 from fastbp._schedules import SCHEDULES
 
-STOCHASTIC_SOLVERS = tuple(SOLVERS)
+STOCHASTIC_SOLVERS = tuple(SOLVER)
 
 
 def _interval(lo, hi, closed, integral=False):
@@ -69,17 +69,12 @@ def _one_or_per_layer(rule):
     )
 
 
-# MLPRegressor's losses, HistGradientBoostingRegressor's names.
-REGRESSION_LOSSES = ("squared_error", "absolute_error", "huber", "quantile",
-                     "poisson", "gamma")
-# Their parameters: each read by one loss only (fastbp._state.loss_param).
-_LOSS_OF_PARAMETER = {"huber_delta": "huber", "quantile": "quantile"}
-# Losses without curvature almost everywhere: newton cannot use them.
-_PIECEWISE_LINEAR = ("absolute_error", "quantile")
-HIDDEN_ACTIVATIONS = (
-    "identity", "logistic", "tanh", "relu",
-    "leaky_relu", "elu", "gelu", "softplus", "silu", "softsign",
-)
+# From the loss table: the loss parameters, each read by one loss only
+# (fastbp._state.loss_param), and the losses without curvature almost
+# everywhere, which newton cannot use.
+_LOSS_OF_PARAMETER = {loss.parameter[0]: loss.name for loss in LOSSES
+                      if loss.parameter}
+_PIECEWISE_LINEAR = tuple(loss.name for loss in LOSSES if not loss.has_curvature)
 _INF = float("inf")
 PARAMETER_RULES = {
     "hidden_layer_sizes": (
@@ -88,7 +83,7 @@ PARAMETER_RULES = {
         "an array-like or an int in the range [1, inf)",
     ),
     "activation": _one_or_per_layer(_options(*HIDDEN_ACTIVATIONS)),
-    "solver": _options("lbfgs", "newton", *SOLVERS),
+    "solver": _options("lbfgs", "newton", *SOLVER),
     "alpha": _interval(0.0, _INF, "left"),
     "batch_size": _any_of(_options("auto"), _interval(1, _INF, "left", True)),
     "learning_rate": _any_of(

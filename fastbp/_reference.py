@@ -12,28 +12,17 @@ import scipy.sparse as sp
 from scipy.special import erf, expit, ndtr, xlogy
 
 from fastbp._epoch import _weightless as _epoch_weightless
+from fastbp._families import HIDDEN_ACTIVATIONS, LOSS, SKLEARN_LOSSES, SOLVER_OF_CODE
 from fastbp._kernels import ACTIVATIONS, BATCH_NORM_EPS, BATCH_NORM_MOMENTUM, LOSSES
 from fastbp._network import bn_views
-from fastbp._optimizers import COUNTS_STEPS, SOLVERS, STATE_ARRAYS
 
 # The compiled modules' codes, shared rather than renumbered.
-IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP = (
-    ACTIVATIONS[a] for a in ("identity", "logistic", "tanh", "relu", "softmax", "exp")
-)
-LEAKY_RELU, ELU, GELU, SOFTPLUS, SILU, SOFTSIGN = (
-    ACTIVATIONS[a] for a in ("leaky_relu", "elu", "gelu", "softplus", "silu", "softsign")
-)
-SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON = (
-    LOSSES[k] for k in ("squared_error", "log_loss", "binary_log_loss", "poisson")
-)
-ABSOLUTE_ERROR, HUBER, QUANTILE, GAMMA = (
-    LOSSES[k] for k in ("absolute_error", "huber", "quantile", "gamma")
-)
-SGD, ADAM, ADAGRAD, RMSPROP, ADADELTA, ADAMW, ADAMAX, NADAM = (
-    SOLVERS[k] for k in ("sgd", "adam", "adagrad", "rmsprop", "adadelta", "adamw",
-                         "adamax", "nadam")
-)
-_SOLVER_NAMES = {code: name for name, code in SOLVERS.items()}
+LOGISTIC, SOFTMAX, EXP = (ACTIVATIONS[a] for a in ("logistic", "softmax", "exp"))
+_ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
+# The losses go by name; those beyond scikit-learn's MLP are _other_loss's,
+# as the compiled _other_loss_delta takes the codes from ABSOLUTE_ERROR on.
+_LOSS_NAMES = {code: name for name, code in LOSSES.items()}
+_OTHER_LOSSES = frozenset(LOSSES) - frozenset(SKLEARN_LOSSES)
 
 
 def gemm(trans_a, trans_b, alpha, A, B, beta, out):
@@ -42,122 +31,134 @@ def gemm(trans_a, trans_b, alpha, A, B, beta, out):
     out[...] = alpha * (A @ B) + beta * out
 
 
+def _softmax(Z):
+    Z = Z - Z.max(axis=1, keepdims=True)
+    np.exp(Z, out=Z)
+    return Z / Z.sum(axis=1, keepdims=True)
+
+
+def _normal_pdf(Z):
+    return np.exp(-0.5 * Z**2) / np.sqrt(2 * np.pi)
+
+
+# Each activation's twin, one entry per fastbp._families.ACTIVATIONS row:
+# f(Z); f' from A = f(Z) and the pre-activation Z (float64 for those the
+# compiled kernel differentiates through Z); f''(Z). The output-only ones
+# have no f' or f'': their delta comes from the loss.
+ACTIVATION_TWINS = {
+    "identity": (lambda Z: Z, lambda A, Z: np.ones_like(A), np.zeros_like),
+    "logistic": (expit, lambda A, Z: A * (1 - A),
+                 lambda Z: expit(Z) * (1 - expit(Z)) * (1 - 2 * expit(Z))),
+    "tanh": (np.tanh, lambda A, Z: 1 - A**2,
+             lambda Z: -2 * np.tanh(Z) * (1 - np.tanh(Z) ** 2)),
+    "relu": (lambda Z: np.maximum(Z, 0), lambda A, Z: (A != 0).astype(A.dtype),
+             np.zeros_like),
+    "softmax": (_softmax, None, None),
+    "exp": (np.exp, None, None),
+    "leaky_relu": (lambda Z: np.where(Z > 0, Z, 0.01 * Z),
+                   lambda A, Z: np.where(Z > 0, 1.0, 0.01), np.zeros_like),
+    "elu": (lambda Z: np.where(Z > 0, Z, np.expm1(np.minimum(Z, 0))),
+            lambda A, Z: np.where(Z > 0, 1.0, np.exp(np.minimum(Z, 0))),
+            lambda Z: np.where(Z > 0, 0.0, np.exp(np.minimum(Z, 0)))),
+    "gelu": (lambda Z: 0.5 * Z * (1 + erf(Z / np.sqrt(2))),
+             lambda A, Z: ndtr(Z) + Z * _normal_pdf(Z),
+             lambda Z: _normal_pdf(Z) * (2 - Z**2)),
+    "softplus": (lambda Z: np.logaddexp(0, Z), lambda A, Z: expit(Z),
+                 lambda Z: expit(Z) * (1 - expit(Z))),
+    "silu": (lambda Z: Z * expit(Z),
+             lambda A, Z: expit(Z) * (1 + Z * (1 - expit(Z))),
+             lambda Z: expit(Z) * (1 - expit(Z)) * (2 + Z * (1 - 2 * expit(Z)))),
+    "softsign": (lambda Z: Z / (1 + np.abs(Z)),
+                 lambda A, Z: 1 / (1 + np.abs(Z)) ** 2,
+                 lambda Z: -2 * np.sign(Z) / (1 + np.abs(Z)) ** 3),
+}
+# The ones scikit-learn differentiates through A alone: f' in A's dtype.
+_THROUGH_A = ("identity", "logistic", "tanh", "relu")
+
+
 def bias_act(Z, b, act, pre=None):
     Z += b
     if pre is not None:
         pre[...] = Z
-    if act == RELU:
-        np.maximum(Z, 0, out=Z)
-    elif act == TANH:
-        np.tanh(Z, out=Z)
-    elif act == LOGISTIC:
-        expit(Z, out=Z)
-    elif act == EXP:
-        np.exp(Z, out=Z)
-    elif act == SOFTMAX:
-        Z -= Z.max(axis=1, keepdims=True)
-        np.exp(Z, out=Z)
-        Z /= Z.sum(axis=1, keepdims=True)
-    elif act == LEAKY_RELU:
-        Z[...] = np.where(Z > 0, Z, 0.01 * Z)
-    elif act == ELU:
-        Z[...] = np.where(Z > 0, Z, np.expm1(np.minimum(Z, 0)))
-    elif act == GELU:
-        Z[...] = 0.5 * Z * (1 + erf(Z / np.sqrt(2)))
-    elif act == SOFTPLUS:
-        np.logaddexp(0, Z, out=Z)
-    elif act == SILU:
-        Z *= expit(Z)
-    elif act == SOFTSIGN:
-        Z /= 1 + np.abs(Z)
+    Z[...] = ACTIVATION_TWINS[_ACTIVATION_NAMES[act]][0](Z)
 
 
 def act_grad(A, delta, act, Z=None):
-    # The activations beyond scikit-learn's differentiate the pre-activation
-    # Z directly (the compiled kernel goes through A where it can).
-    if act == RELU:
-        delta[A == 0] = 0
-    elif act == TANH:
-        delta *= 1 - A**2
-    elif act == LOGISTIC:
-        delta *= A * (1 - A)
-    elif act >= LEAKY_RELU:
-        if Z is None:
-            raise ValueError("this activation's derivative needs Z")
-        Z = Z.astype(np.float64)
-        if act == LEAKY_RELU:
-            d = np.where(Z > 0, 1.0, 0.01)
-        elif act == ELU:
-            d = np.where(Z > 0, 1.0, np.exp(np.minimum(Z, 0)))
-        elif act == GELU:
-            d = ndtr(Z) + Z * np.exp(-0.5 * Z**2) / np.sqrt(2 * np.pi)
-        elif act == SOFTPLUS:
-            d = expit(Z)
-        elif act == SILU:
-            d = expit(Z) * (1 + Z * (1 - expit(Z)))
-        else:
-            d = 1 / (1 + np.abs(Z)) ** 2
-        delta *= d.astype(delta.dtype)
+    name = _ACTIVATION_NAMES[act]
+    deriv = ACTIVATION_TWINS[name][1]
+    if deriv is None:
+        return
+    if name in _THROUGH_A:
+        delta *= deriv(A, Z)
+        return
+    if Z is None:
+        raise ValueError("this activation's derivative needs Z")
+    delta *= np.asarray(deriv(A, Z.astype(np.float64))).astype(delta.dtype)
 
 
 def _check_loss(loss, loss_param):
-    if loss not in LOSSES.values():
+    """The loss's name, after checking its code and parameter."""
+    if loss not in _LOSS_NAMES:
         raise ValueError(f"unknown loss code {loss}")
-    if loss == HUBER and not loss_param > 0:
+    name = _LOSS_NAMES[loss]
+    if name == "huber" and not loss_param > 0:
         raise ValueError(f"the Huber delta must be > 0, got {loss_param}")
-    if loss == QUANTILE and not 0 < loss_param < 1:
+    if name == "quantile" and not 0 < loss_param < 1:
         raise ValueError(f"the quantile must be in (0, 1), got {loss_param}")
+    return name
 
 
-def _other_loss(P, Y, loss, loss_param):
+def _other_loss(P, Y, name, loss_param):
     """Per-element loss and d loss / d z of the losses beyond scikit-learn's
     MLP (float64; e = p - y, z the output's pre-activation)."""
     E = P - Y
-    if loss == ABSOLUTE_ERROR:
+    if name == "absolute_error":
         return np.abs(E), np.where(E > 0, 1.0, -1.0)
-    if loss == HUBER:
+    if name == "huber":
         d = loss_param
         inside = np.abs(E) <= d
         return (np.where(inside, 0.5 * E**2, d * (np.abs(E) - 0.5 * d)),
                 np.where(inside, E, np.where(E >= 0, d, -d)))
-    if loss == QUANTILE:
+    if name == "quantile":
         q = loss_param
         below = Y >= P
         return (np.where(below, q * (Y - P), (1 - q) * (P - Y)),
                 np.where(below, -q, 1 - q))
-    ratio = Y / P  # gamma: p = exp(z)
-    return ratio - np.log(ratio) - 1, 1 - ratio
+    if name == "gamma":
+        ratio = Y / P  # p = exp(z)
+        return ratio - np.log(ratio) - 1, 1 - ratio
+    raise ValueError(f"no twin for loss {name!r}")
 
 
 def loss_delta(P, Y, sw, rows, loss, delta, loss_param=0.0):
-    _check_loss(loss, loss_param)
+    name = _check_loss(loss, loss_param)
     Y = Y if rows is None else Y[rows]
     w = np.ones(len(Y)) if sw is None else (sw if rows is None else sw[rows])
-    if loss >= ABSOLUTE_ERROR:
+    if name in _OTHER_LOSSES:
         terms, delta[...] = _other_loss(P.astype(np.float64), Y.astype(np.float64),
-                                        loss, loss_param)
+                                        name, loss_param)
     else:
         delta[...] = P - Y
     if sw is not None:
         delta *= w[:, None]
     P = P.astype(np.float64)
     Y = Y.astype(np.float64)
-    if loss == SQUARED_ERROR:
+    if name == "squared_error":
         per_sample = 0.5 * ((Y - P) ** 2).mean(axis=1)
-    elif loss == POISSON:
+    elif name == "poisson":
         # y log(y / p) only where y != 0, as the kernel: 0 log 0 is 0 even
         # where p underflowed to 0 (0 / 0 would make it NaN).
         nonzero = Y != 0
         ylogy = np.zeros_like(Y)
         ylogy[nonzero] = Y[nonzero] * np.log(Y[nonzero] / P[nonzero])
         per_sample = (ylogy - Y + P).sum(axis=1)
-    elif loss >= ABSOLUTE_ERROR:
+    elif name in _OTHER_LOSSES:
         per_sample = terms.sum(axis=1)
     else:
         eps = np.finfo(delta.dtype).eps
         Q = np.clip(P, eps, 1 - eps)
         terms = xlogy(Y, Q)
-        if loss == BINARY_LOG_LOSS:
+        if name == "binary_log_loss":
             terms += xlogy(1 - Y, 1 - Q)
         per_sample = -terms.sum(axis=1)
     return float(np.average(per_sample, weights=w)), float(w.sum())
@@ -262,63 +263,98 @@ def csr_grad(data, indices, indptr, rows, delta, out):
     out[...] = X.T @ delta
 
 
-def sgd_step(params, grad, velocity, lr, momentum, nesterov):
+# The update rules, one per fastbp._families.SOLVERS row, named after it
+# (_<name>_rule, as the compiled ones): step finds them by name. Each takes
+# its state arrays in the row's order, the step count t and the Settings.
+
+
+def _sgd_rule(params, grad, arrays, t, s):
+    f = params.dtype.type
+    (velocity,) = arrays
+    lr, momentum = f(s.learning_rate), f(s.momentum)
     velocity[...] = momentum * velocity - lr * grad
-    if nesterov:
+    if s.nesterov:
         params += momentum * velocity - lr * grad
     else:
         params += velocity
 
 
-def adam_step(params, grad, m, v, t, lr, beta1, beta2, eps):
-    if t < 1:
-        raise ValueError("Adam steps count from t=1")
+def _adam_rule(params, grad, arrays, t, s):
+    f = params.dtype.type
+    m, v = arrays
+    beta1, beta2, eps = f(s.beta_1), f(s.beta_2), f(s.epsilon)
     m[...] = beta1 * m + (1 - beta1) * grad
     v[...] = beta2 * v + (1 - beta2) * grad**2
-    step_size = lr * np.sqrt(1 - beta2**t) / (1 - beta1**t)
+    step_size = s.learning_rate * np.sqrt(1 - beta2**t) / (1 - beta1**t)
     params += -step_size * m / (np.sqrt(v) + eps)
 
 
-def adagrad_step(params, grad, G, lr, eps):
+def _adagrad_rule(params, grad, arrays, t, s):
+    f = params.dtype.type
+    (G,) = arrays
     G += grad**2
-    params -= lr * grad / (np.sqrt(G) + eps)
+    params -= f(s.learning_rate) * grad / (np.sqrt(G) + f(s.epsilon))
 
 
-def rmsprop_step(params, grad, v, lr, rho, eps):
+def _rmsprop_rule(params, grad, arrays, t, s):
+    f = params.dtype.type
+    (v,) = arrays
+    rho = f(s.rho)
     v[...] = rho * v + (1 - rho) * grad**2
-    params -= lr * grad / (np.sqrt(v) + eps)
+    params -= f(s.learning_rate) * grad / (np.sqrt(v) + f(s.epsilon))
 
 
-def adadelta_step(params, grad, Eg2, Edx2, lr, rho, eps):
+def _adadelta_rule(params, grad, arrays, t, s):
+    f = params.dtype.type
+    Eg2, Edx2 = arrays
+    rho, eps = f(s.rho), f(s.epsilon)
     Eg2[...] = rho * Eg2 + (1 - rho) * grad**2
     dx = np.sqrt(Edx2 + eps) / np.sqrt(Eg2 + eps) * grad
     Edx2[...] = rho * Edx2 + (1 - rho) * dx**2
-    params -= lr * dx
+    params -= f(s.learning_rate) * dx
 
 
-def adamw_step(params, grad, m, v, t, lr, beta1, beta2, eps, weight_decay):
-    if t < 1:
-        raise ValueError("AdamW steps count from t=1")
-    params *= 1 - lr * weight_decay
-    adam_step(params, grad, m, v, t, lr, beta1, beta2, eps)
+def _adamw_rule(params, grad, arrays, t, s):
+    params *= 1 - s.learning_rate * s.weight_decay
+    _adam_rule(params, grad, arrays, t, s)
 
 
-def adamax_step(params, grad, m, u, t, lr, beta1, beta2, eps):
-    if t < 1:
-        raise ValueError("Adamax steps count from t=1")
+def _adamax_rule(params, grad, arrays, t, s):
+    f = params.dtype.type
+    m, u = arrays
+    beta1, beta2, eps = f(s.beta_1), f(s.beta_2), f(s.epsilon)
     m[...] = beta1 * m + (1 - beta1) * grad
     u[...] = np.maximum(beta2 * u, np.abs(grad))
-    params -= lr / (1 - beta1**t) * m / (u + eps)
+    params -= s.learning_rate / (1 - beta1**t) * m / (u + eps)
 
 
-def nadam_step(params, grad, m, v, t, lr, beta1, beta2, eps):
-    if t < 1:
-        raise ValueError("Nadam steps count from t=1")
+def _nadam_rule(params, grad, arrays, t, s):
+    f = params.dtype.type
+    m, v = arrays
+    beta1, beta2, eps = f(s.beta_1), f(s.beta_2), f(s.epsilon)
     m[...] = beta1 * m + (1 - beta1) * grad
     v[...] = beta2 * v + (1 - beta2) * grad**2
     m_hat = beta1 * m / (1 - beta1 ** (t + 1)) + (1 - beta1) * grad / (1 - beta1**t)
     v_hat = v / (1 - beta2**t)
-    params -= lr * m_hat / (np.sqrt(v_hat) + eps)
+    params -= s.learning_rate * m_hat / (np.sqrt(v_hat) + eps)
+
+
+def step(settings, params, grad, state, t):
+    """One step of the settings' solver, in place: its row's rule."""
+    row = SOLVER_OF_CODE.get(settings.solver)
+    if row is None:
+        raise ValueError(f"unknown solver code {settings.solver}")
+    n = params.shape[0]
+    if grad.shape[0] != n or state.shape[0] != row.state_arrays * n:
+        raise ValueError(f"flat buffers differ in length: params {n}, grad "
+                         f"{grad.shape[0]}, state {state.shape[0]}")
+    if row.counts_steps and t < 1:
+        raise ValueError(f"{row.name} steps count from t=1")
+    rule = globals()[f"_{row.name}_rule"]
+    rule(params, grad, np.split(state, row.state_arrays), t, settings)
+
+
+_update = step  # for run_epoch, whose argument step shadows the name
 
 
 def clip_gradient(grad, clip_norm, clip_value):
@@ -328,30 +364,6 @@ def clip_gradient(grad, clip_norm, clip_value):
         norm = np.linalg.norm(grad.astype(np.float64))
         if norm > clip_norm:
             grad *= grad.dtype.type(clip_norm / norm)
-
-
-def _update(settings, params, grad, state, step):
-    """The solver's step over the flat buffer; state split into its arrays."""
-    s, dtype = settings, params.dtype.type
-    solver = s.solver
-    arrays = np.split(state, STATE_ARRAYS[_SOLVER_NAMES[solver]])
-    lr = s.learning_rate
-    if solver == SGD:
-        sgd_step(params, grad, *arrays, dtype(lr), dtype(s.momentum), s.nesterov)
-    elif solver == ADAGRAD:
-        adagrad_step(params, grad, *arrays, dtype(lr), dtype(s.epsilon))
-    elif solver == RMSPROP:
-        rmsprop_step(params, grad, *arrays, dtype(lr), dtype(s.rho), dtype(s.epsilon))
-    elif solver == ADADELTA:
-        adadelta_step(params, grad, *arrays, dtype(lr), dtype(s.rho),
-                      dtype(s.epsilon))
-    elif solver == ADAMW:
-        adamw_step(params, grad, *arrays, step, lr, dtype(s.beta_1), dtype(s.beta_2),
-                   dtype(s.epsilon), s.weight_decay)
-    else:
-        rule = {ADAM: adam_step, ADAMAX: adamax_step, NADAM: nadam_step}[solver]
-        rule(params, grad, *arrays, step, lr, dtype(s.beta_1), dtype(s.beta_2),
-             dtype(s.epsilon))
 
 
 def _layers(plan, params):
@@ -458,9 +470,9 @@ def _bn(plan, params, running):
 def run_epoch(plan, settings, X, csr, Y, sample_weight, order, batch_size, params,
               grad, work, state, step, seed=0, running=None):
     """One epoch of minibatch training, as _epoch.run_epoch."""
-    if settings.solver not in _SOLVER_NAMES:
+    if settings.solver not in SOLVER_OF_CODE:
         raise ValueError(f"unknown solver code {settings.solver}")
-    counts = _SOLVER_NAMES[settings.solver] in COUNTS_STEPS
+    counts = SOLVER_OF_CODE[settings.solver].counts_steps
     alpha, l1 = settings.alpha, settings.l1
     coefs, intercepts = _layers(plan, params)
     bn = _bn(plan, params, running)
@@ -531,62 +543,27 @@ def forward(plan, X, csr, params, work, out, running=None, n_threads=1):
 def _act_deriv(Z, act):
     """f'(Z), from the pre-activation Z."""
     Z = np.asarray(Z)
-    if act == TANH:
-        return 1 - np.tanh(Z) ** 2
-    if act == LOGISTIC:
-        return expit(Z) * (1 - expit(Z))
-    if act == SOFTPLUS:
-        return expit(Z)
-    if act == RELU:
-        return (Z > 0).astype(Z.dtype)
-    if act == LEAKY_RELU:
-        return np.where(Z > 0, 1.0, 0.01).astype(Z.dtype)
-    if act == ELU:
-        return np.where(Z > 0, 1.0, np.exp(np.minimum(Z, 0))).astype(Z.dtype)
-    if act == GELU:
-        return ndtr(Z) + Z * _normal_pdf(Z)
-    if act == SILU:
-        return expit(Z) * (1 + Z * (1 - expit(Z)))
-    if act == SOFTSIGN:
-        return 1 / (1 + np.abs(Z)) ** 2
-    return np.ones_like(Z)
+    value, deriv, _ = ACTIVATION_TWINS[_ACTIVATION_NAMES[act]]
+    return np.asarray(deriv(value(Z), Z)).astype(Z.dtype)
 
 
 def _act_second(Z, act):
     """f''(Z), from the pre-activation Z; the mean of both sides at a jump."""
     Z = np.asarray(Z)
-    if act == TANH:
-        return -2 * np.tanh(Z) * (1 - np.tanh(Z) ** 2)
-    if act == LOGISTIC:
-        return expit(Z) * (1 - expit(Z)) * (1 - 2 * expit(Z))
-    if act == SOFTPLUS:
-        return expit(Z) * (1 - expit(Z))
-    if act == ELU:
-        return np.where(Z > 0, 0.0, np.exp(np.minimum(Z, 0))).astype(Z.dtype)
-    if act == GELU:
-        return _normal_pdf(Z) * (2 - Z**2)
-    if act == SILU:
-        s = expit(Z)
-        return s * (1 - s) * (2 + Z * (1 - 2 * s))
-    if act == SOFTSIGN:
-        return -2 * np.sign(Z) / (1 + np.abs(Z)) ** 3
-    return np.zeros_like(Z)  # identity, relu, leaky_relu
-
-
-def _normal_pdf(Z):
-    return np.exp(-0.5 * Z**2) / np.sqrt(2 * np.pi)
+    return np.asarray(ACTIVATION_TWINS[_ACTIVATION_NAMES[act]][2](Z)).astype(Z.dtype)
 
 
 def _output_curvature(P, Y, RZ, out_act, loss, loss_param):
     """d delta / d z times RZ, row by row, without the sample weights: J_g
     for a loss with its canonical link, the loss's second derivative in z
-    for the others (huber: 1 inside delta; absolute error, quantile: 0;
-    gamma: y / p)."""
-    if loss == HUBER:
+    for the others (huber: 1 inside delta; gamma: y / p; 0 for those
+    without curvature)."""
+    name = _LOSS_NAMES[loss]
+    if name == "huber":
         return np.where(np.abs(P - Y) <= loss_param, RZ, 0).astype(P.dtype)
-    if loss in (ABSOLUTE_ERROR, QUANTILE):
+    if not LOSS[name].has_curvature:
         return np.zeros_like(P)
-    if loss == GAMMA:
+    if name == "gamma":
         return Y / P * RZ
     return _output_jvp(P, RZ, out_act)
 
@@ -613,7 +590,7 @@ def hessian_vector_product(plan, X, csr, Y, sample_weight, params, v, out, work,
     VW, Vb = _layers(plan, v)
     hidden = plan.acts[:-1]
     X = _input(X, csr, int(plan.units[0]))
-    if not set(hidden) <= set(range(RELU + 1)) | set(range(LEAKY_RELU, SOFTSIGN + 1)):
+    if not set(hidden) <= {ACTIVATIONS[name] for name in HIDDEN_ACTIVATIONS}:
         raise ValueError(f"hidden activation codes {sorted(set(hidden))} are not "
                          "all hidden activations")
     loss, _, _ = _backprop(plan, X, Y, sample_weight, coefs, intercepts, alpha)

@@ -1,8 +1,9 @@
 """Learning-rate schedules: the rate each epoch of a stochastic solver uses.
 
-``epoch_learning_rate`` is called by the estimators once per epoch, before
-the compiled epoch runs; the rate it returns is used for every minibatch of
-that epoch and recorded in ``learning_rate_curve_``. Epochs are counted from
+``epoch_learning_rate`` is called by the stochastic driver
+(``fastbp._stochastic``) once per epoch, before the epoch runs; the rate it
+returns is used for every minibatch of that epoch and recorded in
+``learning_rate_curve_``. Epochs are counted from
 0 since the optimizer was created: a fit (warm or not) starts a new count,
 ``partial_fit`` continues it (as scikit-learn keeps its optimizer there).
 
@@ -13,7 +14,7 @@ warm-up (k = epoch - warmup_epochs):
 - ``"invscaling"``: lr0 at k = 0, then lr0 / (t + 1) ** power_t with t the
   samples seen so far (``t_``): scikit-learn's rule for sgd, which it updates
   after each epoch from the sample count.
-- ``"adaptive"``: lr0 at k = 0, then the previous epoch's rate; the estimator
+- ``"adaptive"``: lr0 at k = 0, then the previous epoch's rate; the driver
   divides it by 5 each time n_iter_no_change epochs fail to improve by tol
   (and stops once it is below 1e-6), as scikit-learn's sgd.
 - ``"step"``: lr0 * lr_gamma ** floor(k / lr_step_size) (PyTorch's StepLR;
@@ -35,14 +36,18 @@ e < W uses lr0 (e + 1) / (W + 1), then the schedule starts at k = 0.
 
 scikit-learn's adam ignores learning_rate; so does fastbp's (its "invscaling"
 and "adaptive" keep lr0, and adaptive stops training instead of cutting the
-rate), which keeps adam's trajectories scikit-learn's. Every other schedule,
-and every schedule with every other stochastic solver, applies as written.
+rate), which keeps adam's trajectories scikit-learn's. Which solvers do is
+their ``follows_schedule`` fact in ``fastbp._families.SOLVERS``, read here
+by ``follows``. Every other schedule, and every schedule with every other
+stochastic solver, applies as written.
 """
 
 import math
 from numbers import Real
 
 import numpy as np
+
+from fastbp._families import SOLVER
 
 SCHEDULES = ("constant", "invscaling", "adaptive", "step", "exponential", "cosine")
 
@@ -77,19 +82,26 @@ def cosine_annealing(lr0: float, k: int, lr_min: float, period: int,
     return lr_min + (lr0 - lr_min) * (1 + math.cos(math.pi * k / period)) / 2
 
 
-def epoch_learning_rate(est, epoch: int, previous: float,
+def follows(solver: str, schedule) -> bool:
+    """Whether a stochastic solver's rate follows the schedule: scikit-learn's
+    "invscaling" and "adaptive" leave it at lr0 where its row says so."""
+    return SOLVER[solver].follows_schedule or schedule not in (
+        "invscaling", "adaptive")
+
+
+def epoch_learning_rate(s, epoch: int, previous: float,
                         samples_seen: int) -> float:
     """The learning rate of an epoch (0-based, see module doc).
 
-    est holds the parameters (an estimator or a fit's settings record);
-    previous is the rate the last epoch used (lr0 before the first), after
-    any cut by the adaptive schedule; samples_seen is t_ before the epoch.
+    s is the fit's parameters (``fastbp._params.fit_settings``); previous is
+    the rate the last epoch used (lr0 before the first), after any cut by
+    the adaptive schedule; samples_seen is t_ before the epoch.
     """
-    lr0 = float(est.learning_rate_init)
-    schedule = est.learning_rate
+    lr0 = float(s.learning_rate_init)
+    schedule = s.learning_rate
     if callable(schedule):
-        if epoch < est.warmup_epochs:
-            return warmup(lr0, epoch, est.warmup_epochs)
+        if epoch < s.warmup_epochs:
+            return warmup(lr0, epoch, s.warmup_epochs)
         rate = schedule(epoch, previous)
         if (isinstance(rate, (bool, np.bool_)) or not isinstance(rate, Real)
                 or not math.isfinite(rate) or rate <= 0):
@@ -98,25 +110,23 @@ def epoch_learning_rate(est, epoch: int, previous: float,
                 "it must return a positive finite float."
             )
         return float(rate)
-    if epoch < est.warmup_epochs:
-        return warmup(lr0, epoch, est.warmup_epochs)
-    k = epoch - est.warmup_epochs
-    if schedule == "constant" or (
-        est.solver == "adam" and schedule in ("invscaling", "adaptive")
-    ):
+    if epoch < s.warmup_epochs:
+        return warmup(lr0, epoch, s.warmup_epochs)
+    k = epoch - s.warmup_epochs
+    if schedule == "constant" or not follows(s.solver, schedule):
         return lr0
     if schedule in ("invscaling", "adaptive") and k == 0:
         return lr0
     if schedule == "invscaling":
-        return inverse_scaling(lr0, samples_seen, est.power_t)
+        return inverse_scaling(lr0, samples_seen, s.power_t)
     if schedule == "adaptive":
         return previous
     if schedule == "step":
-        return step_decay(lr0, k, est.lr_step_size, est.lr_gamma)
+        return step_decay(lr0, k, s.lr_step_size, s.lr_gamma)
     if schedule == "exponential":
-        return exponential_decay(lr0, k, est.lr_step_size, est.lr_gamma)
-    if est.lr_cycle is None:
-        period = max(1, est.max_iter - est.warmup_epochs)
-        return cosine_annealing(lr0, k, est.lr_min, period)
-    return cosine_annealing(lr0, k, est.lr_min, est.lr_cycle, est.lr_cycle_mult,
+        return exponential_decay(lr0, k, s.lr_step_size, s.lr_gamma)
+    if s.lr_cycle is None:
+        period = max(1, s.max_iter - s.warmup_epochs)
+        return cosine_annealing(lr0, k, s.lr_min, period)
+    return cosine_annealing(lr0, k, s.lr_min, s.lr_cycle, s.lr_cycle_mult,
                             restarts=True)

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fastbp._families import LOSSES
 from fastbp._network import fitted_arrays, make_plan, pack
 from fastbp._optimizers import STATE_ARRAYS
 
@@ -113,7 +114,7 @@ def loss_name(out_activation, loss):
 
 
 # The regressor's parameter each loss reads, with its value when None.
-LOSS_PARAMETERS = {"huber": ("huber_delta", 1.0), "quantile": ("quantile", None)}
+LOSS_PARAMETERS = {loss.name: loss.parameter for loss in LOSSES if loss.parameter}
 
 
 def loss_param(params):

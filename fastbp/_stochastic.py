@@ -19,7 +19,7 @@ from fastbp._finite import KEPT, divergence
 from fastbp._forward import blas_threads, forward
 from fastbp._inputs import as_kernel_input
 from fastbp._kernels import LOSSES
-from fastbp._schedules import epoch_learning_rate
+from fastbp._schedules import epoch_learning_rate, follows
 from fastbp._settings import Settings
 from fastbp._state import Network
 
@@ -334,7 +334,7 @@ def _stop_or_slow_down(s, optimizer):
     msg = "%s did not improve more than tol=%f for %d consecutive epochs." % (
         subject, s.tol, s.n_iter_no_change,
     )
-    if s.solver == "adam" or s.learning_rate != "adaptive":
+    if s.learning_rate != "adaptive" or not follows(s.solver, "adaptive"):
         if s.verbose:
             print(msg + " Stopping.")
         return True

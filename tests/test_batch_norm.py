@@ -222,7 +222,8 @@ def test_running_statistics_by_hand():
                         batch_norm=True)
         _epoch.loss_grad(one, X[rows], None, Y[rows], None, p, grad,
                          np.zeros(one.work_size), 1e-3, 1e-3)
-        _optimizers.sgd_step(p, grad, state, 0.01, 0.9, True)
+        _optimizers.step(Settings(_optimizers.SOLVERS["sgd"], 0.01, 0.9, True), p,
+                         grad, state, 0)
     assert_allclose(running[:7], mean, rtol=1e-12)
     assert_allclose(running[7:14], var, rtol=1e-12)
     assert_allclose(trained, p, rtol=1e-12)

@@ -8,7 +8,7 @@ from conftest import RTOL
 from numpy.testing import assert_allclose
 from test_epoch import HEADS, HIDDEN, MIXED, NETS, NEW_HIDDEN, make_problem
 
-from fastbp import _curvature, _epoch, _reference
+from fastbp import _curvature, _epoch, _kernels, _reference
 from fastbp._network import unpack
 
 MODULES = {"cython": _curvature, "numpy": _reference}
@@ -57,8 +57,7 @@ def _problem(dtype=np.float64, hidden=(4, 3), hidden_act="tanh", head="softmax",
 
 # Activations with a jump in f' (relu, leaky_relu) or in f'' (elu, softsign)
 # at 0: finite differences need the hidden pre-activations away from it.
-KINKED = {_reference.RELU, _reference.LEAKY_RELU, _reference.ELU,
-          _reference.SOFTSIGN}
+KINKED = {_kernels.ACTIVATIONS[a] for a in ("relu", "leaky_relu", "elu", "softsign")}
 
 
 def _away_from_kinks(problem, margin=1e-4):

@@ -10,26 +10,19 @@ from conftest import RTOL
 from numpy.testing import assert_allclose
 
 from fastbp import _epoch, _optimizers, _reference
+from fastbp._families import HIDDEN_ACTIVATIONS, LOSSES, SKLEARN_ACTIVATIONS
 from fastbp._network import glorot_init, make_plan, unpack
 from fastbp._settings import Settings
 
 SOLVERS = _optimizers.SOLVERS
 
-HIDDEN = ["identity", "logistic", "tanh", "relu"]
-# Beyond scikit-learn; gelu and silu keep pre-activations in the workspace.
-NEW_HIDDEN = ["leaky_relu", "elu", "gelu", "softplus", "silu", "softsign"]
+# scikit-learn's hidden activations, fastbp's own, and every (output, loss)
+# head: from the tables, so a new member is tested here.
+HIDDEN = list(SKLEARN_ACTIVATIONS)
+# gelu and silu keep pre-activations in the workspace.
+NEW_HIDDEN = [a for a in HIDDEN_ACTIVATIONS if a not in SKLEARN_ACTIVATIONS]
 MIXED = ["gelu", "relu"]  # one activation per hidden layer
-# Output activation and loss of each estimator head.
-HEADS = {
-    "softmax-log_loss": ("softmax", "log_loss"),
-    "logistic-binary_log_loss": ("logistic", "binary_log_loss"),
-    "identity-squared_error": ("identity", "squared_error"),
-    "exp-poisson": ("exp", "poisson"),
-    "identity-absolute_error": ("identity", "absolute_error"),
-    "identity-huber": ("identity", "huber"),
-    "identity-quantile": ("identity", "quantile"),
-    "exp-gamma": ("exp", "gamma"),
-}
+HEADS = {f"{loss.output}-{loss.name}": (loss.output, loss.name) for loss in LOSSES}
 # The Huber delta and the quantile of the heads that have one.
 LOSS_PARAM = {"huber": 0.5, "quantile": 0.3}
 NETS = [(5,), (5, 3)]

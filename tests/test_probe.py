@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from fastbp._families import HIDDEN_ACTIVATIONS
+
 hypothesis = pytest.importorskip("hypothesis")
 st = hypothesis.strategies
 
@@ -42,8 +44,7 @@ KNOWN_OPEN = {}
 
 SOLVERS = ["sgd", "adam", "lbfgs", "newton", "adagrad", "rmsprop", "adadelta",
            "adamw", "adamax", "nadam"]
-ACTIVATIONS = ["identity", "logistic", "tanh", "relu", "leaky_relu", "elu",
-               "gelu", "softplus", "silu", "softsign"]
+ACTIVATIONS = list(HIDDEN_ACTIVATIONS)
 SCHEDULES = ["constant", "invscaling", "adaptive", "step", "exponential",
              "cosine"]
 

@@ -13,11 +13,12 @@ from sklearn.linear_model import LogisticRegression
 
 import fastbp
 from fastbp import MLPClassifier, MLPRegressor, _epoch, _reference, check_gradients
+from fastbp._families import HIDDEN_ACTIVATIONS, SKLEARN_ACTIVATIONS
 from fastbp._network import pack
 from fastbp._state import Model
 
-HIDDEN = ["identity", "logistic", "tanh", "relu"]
-NEW_HIDDEN = ["leaky_relu", "elu", "gelu", "softplus", "silu", "softsign"]
+HIDDEN = list(SKLEARN_ACTIVATIONS)
+NEW_HIDDEN = [a for a in HIDDEN_ACTIVATIONS if a not in SKLEARN_ACTIVATIONS]
 MIXED = [["gelu", "relu"], ["silu", "softsign"], ["elu", "softplus"]]
 # f' (relu, leaky_relu) or f'' (elu, softsign) jumps at 0.
 KINKED = {"relu", "leaky_relu", "elu", "softsign"}

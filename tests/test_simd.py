@@ -16,15 +16,16 @@ import hashlib, sys, warnings
 import numpy as np
 from sklearn.datasets import make_classification
 from fastbp import MLPClassifier, _optimizers
+from fastbp._families import HIDDEN_ACTIVATIONS, SOLVER
 warnings.simplefilter("ignore")
 X, y = make_classification(300, 13, n_classes=3, n_informative=5, random_state=0)
 digest = hashlib.sha256()
 for dtype in (np.float64, np.float32):
-    for params in ({"solver": "adam"}, {"solver": "adamw", "weight_decay": 0.1},
-                   {"solver": "sgd"}, {"solver": "sgd", "nesterovs_momentum": False},
-                   {"solver": "sgd", "momentum": 0.0}, {"solver": "adagrad"},
-                   {"solver": "rmsprop"}, {"solver": "adadelta"},
-                   {"solver": "adamax"}, {"solver": "nadam"}):
+    # Every solver of the table, and the variants of sgd's and adamw's rules.
+    for params in [*({"solver": name} for name in SOLVER),
+                   {"solver": "adamw", "weight_decay": 0.1},
+                   {"solver": "sgd", "nesterovs_momentum": False},
+                   {"solver": "sgd", "momentum": 0.0}]:
         # Odd layer sizes (292 parameters): the loops' vector bodies and
         # their scalar tails both run.
         est = MLPClassifier((17,), alpha=0.01, batch_size=37, max_iter=4,
@@ -32,8 +33,7 @@ for dtype in (np.float64, np.float32):
         for a in est.coefs_ + est.intercepts_:
             digest.update(a.tobytes())
         digest.update(repr(est.loss_curve_).encode())
-    for activation in ("identity", "logistic", "tanh", "leaky_relu", "elu",
-                       "gelu", "softplus", "silu", "softsign"):
+    for activation in HIDDEN_ACTIVATIONS:
         est = MLPClassifier((17,), activation=activation, alpha=0.01,
                             batch_size=37, max_iter=3, random_state=0
                             ).fit(X.astype(dtype), y)

@@ -15,6 +15,7 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 
 import fastbp
 from fastbp import MLPClassifier, MLPRegressor
+from fastbp._families import HIDDEN_ACTIVATIONS
 
 skl2onnx = pytest.importorskip("skl2onnx", reason="the skl2onnx extra is not installed")
 rt = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
@@ -51,8 +52,7 @@ TARGETS = {
     "booleans": lambda y: y == 1,
     "multilabel": lambda y: np.c_[y == 0, y != 1, y == 2].astype(int),
 }
-ACTIVATIONS = ["identity", "logistic", "tanh", "relu", "leaky_relu", "elu", "gelu",
-               "softplus", "silu", "softsign", ("gelu", "tanh"), ["relu", "silu"]]
+ACTIVATIONS = [*HIDDEN_ACTIVATIONS, ("gelu", "tanh"), ["relu", "silu"]]
 
 
 def _classifier_pipe(X, y, **params):
