@@ -4,7 +4,7 @@ they profit from. Used by predict, transform and the validation score."""
 from contextlib import nullcontext
 import numpy as np
 
-from fastbp import _epoch
+import fastbp._epoch as _epoch
 from fastbp._inputs import as_kernel_input
 from fastbp._threads import blas_one_thread, effective_n_threads
 

@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import check_array
 
-from fastbp import _epoch
+import fastbp._epoch as _epoch
 
 
 def as_kernel_input(X, dtype):

@@ -32,7 +32,9 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from fastbp import _docs, _full_batch, _stochastic
+import fastbp._docs as _docs
+import fastbp._full_batch as _full_batch
+import fastbp._stochastic as _stochastic
 from fastbp._backend import BACKENDS
 from fastbp._callbacks import FitTasks
 from fastbp._families import LOSS

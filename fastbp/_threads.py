@@ -27,7 +27,7 @@ import threadpoolctl
 from joblib import cpu_count
 from threadpoolctl import ThreadpoolController
 
-from fastbp import _pool
+import fastbp._pool as _pool
 
 _lock = threading.Lock()
 _state = {"controllers": None, "depth": 0, "saved": (), "cores": None}
