@@ -2,6 +2,8 @@
 once, the compiled name maps and the twin built from the rows, every
 member's facts where the engine and the estimators look them up."""
 
+import pathlib
+
 import pytest
 
 from fastbp import _curvature, _kernels, _optimizers, _reference
@@ -57,3 +59,43 @@ def test_schedule_fact_is_the_rows():
         assert follows(s.name, "adaptive") == s.follows_schedule
         assert follows(s.name, "cosine")
     assert [s.name for s in SOLVERS if not s.follows_schedule] == ["adam"]
+
+
+README = pathlib.Path(__file__).parent.parent / "README.md"
+
+
+def _readme_table(header):
+    """The first `name` of each row of the README table whose header row
+    starts with header."""
+    lines = README.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    names = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        names.append(line.split("`")[1].strip('"'))  # the first `name`
+    return names
+
+
+def _readme_row(parameter):
+    """The row of README's parameter table that documents parameter."""
+    return next(line for line in README.read_text().splitlines()
+                if line.startswith(f"| `{parameter}`"))
+
+
+def test_readmes_hand_written_tables_name_every_member():
+    """README's solver and loss tables and its parameter rows are written by
+    hand: a member added to a table must show there (and no removed one
+    stay)."""
+    assert _readme_table("| solver | update |") == [s.name for s in SOLVERS]
+    assert sorted(_readme_table("| `loss` | per element |")) == sorted(
+        loss.name for loss in LOSSES if loss.regressor)
+    activation_row = _readme_row("activation")
+    for a in ACTIVATIONS:
+        assert (f'"{a.name}"' in activation_row) == a.hidden, a.name
+    solver_row = _readme_row("solver")
+    for s in SOLVERS:
+        assert f'"{s.name}"' in solver_row, s.name
+    loss_row = _readme_row("loss")
+    for loss in LOSSES:
+        assert (f'"{loss.name}"' in loss_row) == loss.regressor, loss.name
