@@ -1,8 +1,9 @@
 """The compiled epoch: every minibatch's forward, loss, backward and update.
 
 Python calls ``run_epoch`` once per epoch; the loop over minibatches runs
-with the GIL released and allocates nothing. ``loss_grad`` (full batch, for
-L-BFGS) and ``forward`` (predict) share the same cores. Every size is checked
+with the GIL released and allocates nothing. ``loss_grad`` (the full-batch
+objective of lbfgs, newton and the second-order tools) and ``forward``
+(predict) share the same cores. Every size is checked
 in ``_read_plan`` / ``_check_data`` before a pointer is taken.
 Twins: ``fastbp._reference.run_epoch``, ``loss_grad``, ``forward``.
 """
@@ -884,7 +885,8 @@ def loss_grad(plan, const floating[:, ::1] X, csr, const floating[:, ::1] Y,
     a training step's do; work then holds the last chunk (which
     hessian_vector_product knows: it then recomputes).
 
-    The plan must hold all n_samples rows in one pass. Used by L-BFGS.
+    The plan must hold all n_samples rows in one pass. Used by the
+    full-batch Objective: lbfgs, newton and the second-order tools.
 
     Raises
     ------
