@@ -101,11 +101,12 @@ class Objective:
         # An interrupted pass (Ctrl-C between row chunks) leaves work half
         # written: not ready until the pass returns.
         self.ready = False
-        if self.running is None and self.n_threads == 1:
-            loss = self.backend.loss_grad(*args)
-        else:
-            loss = self.backend.loss_grad(*args, 0, self.running,
-                                                self.n_threads)
+        with self._blas():
+            if self.running is None and self.n_threads == 1:
+                loss = self.backend.loss_grad(*args)
+            else:
+                loss = self.backend.loss_grad(*args, 0, self.running,
+                                              self.n_threads)
         # A threaded pass leaves its rows' work in per-thread buffers.
         self.ready = self.backend.reuses_work and self.n_threads == 1
         return loss, self.grad

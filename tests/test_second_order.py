@@ -449,3 +449,29 @@ def test_hessian_size_limit():
         est.hessian(X, y)
     assert est.hessian_vector_product(X, y, np.ones(_flat(est).size)).shape == (
         _flat(est).size,)
+
+
+def test_every_objective_pass_runs_with_blas_held(monkeypatch):
+    """loss_gradient's, hessian_vector_product's and hessian's passes call
+    the engine with BLAS held on one thread (their bits never depend on
+    BLAS's threading, and no BLAS worker spins a second core)."""
+    import fastbp._threads as threads
+    from fastbp import _curvature, _epoch
+
+    depths = []
+    for module, name in [(_epoch, "loss_grad"),
+                         (_curvature, "hessian_vector_product")]:
+        real = getattr(module, name)
+
+        def spy(*args, _real=real):
+            depths.append(threads._state["depth"])
+            return _real(*args)
+
+        monkeypatch.setattr(module, name, spy)
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(200, 64), rng.randint(0, 2, 200)  # 200 x 64 x 16: not tiny
+    est = MLPClassifier((16,), max_iter=2, random_state=0).fit(X, y)
+    est.loss_gradient(X, y)
+    n = sum(c.size + b.size for c, b in zip(est.coefs_, est.intercepts_))
+    est.hessian_vector_product(X, y, np.ones(n))
+    assert len(depths) >= 2 and all(d >= 1 for d in depths), depths
