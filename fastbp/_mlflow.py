@@ -3,7 +3,9 @@
 
 import time
 
-from fastbp._tensorboard import CURVES, _is_fastbp, _run_name
+from fastbp._tensorboard import (
+    _curve_lengths, _fit_of, _is_fastbp, _new_values, _run_name,
+)
 
 # MLflow's limits on one log_batch call.
 _MAX_PARAMS_PER_BATCH = 100
@@ -125,15 +127,12 @@ class MLflowLogger:
         run_id = self._create_run(name.as_posix(), self._outer_run_id)
         if self.log_params:
             self._log_params(run_id, estimator.get_params(deep=False))
-        # Values already in the curves belong to earlier fits (warm_start).
-        logged = {attr: len(getattr(estimator, attr, None) or []) for attr in
-                  CURVES.values()}
-        self._runs[id(context)] = [run_id, logged]
+        self._runs[id(context)] = [run_id, _curve_lengths(estimator)]
 
     def on_fit_task_end(self, estimator, context, *, fitted_estimator=None):
         if not _is_fastbp(estimator):
             return
-        root = context if context.task_name == "fit" else context.parent
+        root = _fit_of(context)
         run = self._runs.get(id(root))
         if run is None:
             return
@@ -141,13 +140,8 @@ class MLflowLogger:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = []
-        # An empty task (lbfgs' last) has no model to read.
-        for key, attr in CURVES.items() if fitted_estimator is not None else ():
-            values = getattr(fitted_estimator, attr, None) or []
-            metrics += [Metric(key, float(values[step]), now, step + 1)
-                        for step in range(logged[attr], len(values))]
-            logged[attr] = len(values)
+        metrics = [Metric(tag, value, now, step)
+                   for tag, step, value in _new_values(fitted_estimator, logged)]
         if metrics:
             self._client().log_batch(run_id, metrics=metrics)
         if root is context:  # the fit is over

@@ -77,10 +77,7 @@ class TensorBoardLogger:
             return
         run_dir = self.log_dir / _run_name(context)
         writer = _summary_writer()(logdir=str(run_dir))
-        # Values already in the curves belong to earlier fits (warm_start).
-        written = {attr: len(getattr(estimator, attr, None) or []) for attr in
-                   CURVES.values()}
-        self._runs[id(context)] = [writer, written]
+        self._runs[id(context)] = [writer, _curve_lengths(estimator)]
         self.run_dirs_.append(run_dir)
 
     def on_fit_task_end(self, estimator, context, *, fitted_estimator=None):
@@ -88,17 +85,13 @@ class TensorBoardLogger:
         # (a fit commits its attributes to the estimator only at its end).
         if not _is_fastbp(estimator):
             return
-        root = context if context.task_name == "fit" else context.parent
+        root = _fit_of(context)
         run = self._runs.get(id(root))
         if run is None:
             return
         writer, written = run
-        # An empty task (lbfgs' last) has no model to read.
-        for tag, attr in CURVES.items() if fitted_estimator is not None else ():
-            values = getattr(fitted_estimator, attr, None) or []
-            for step in range(written[attr], len(values)):
-                writer.add_scalar(tag, float(values[step]), global_step=step + 1)
-            written[attr] = len(values)
+        for tag, step, value in _new_values(fitted_estimator, written):
+            writer.add_scalar(tag, value, global_step=step)
         if root is context:  # the fit is over
             writer.close()
             del self._runs[id(root)]
@@ -117,6 +110,33 @@ def _summary_writer():
             "TensorBoardLogger needs tensorboardX: pip install 'fastbp[tensorboard]'"
         ) from exc
     return SummaryWriter
+
+
+def _curve_lengths(estimator):
+    """How many values each curve holds when a fit begins: they belong to
+    earlier fits (warm_start, partial_fit), logged already."""
+    return {attr: len(getattr(estimator, attr, None) or []) for attr in
+            CURVES.values()}
+
+
+def _fit_of(context):
+    """The fit task a task belongs to (itself, or its parent: an epoch)."""
+    return context if context.task_name == "fit" else context.parent
+
+
+def _new_values(fitted_estimator, logged):
+    """(tag, step, value) of every curve value past logged[attr], steps from
+    1 as the curves count; logged moves on to the curves' ends. An empty
+    task (lbfgs' last) has no model to read: nothing."""
+    if fitted_estimator is None:
+        return []
+    new = []
+    for tag, attr in CURVES.items():
+        values = getattr(fitted_estimator, attr, None) or []
+        new += [(tag, step + 1, float(values[step]))
+                for step in range(logged[attr], len(values))]
+        logged[attr] = len(values)
+    return new
 
 
 def _is_fastbp(estimator):
