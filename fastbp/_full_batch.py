@@ -61,7 +61,7 @@ class Objective:
                        else float(np.sum(sample_weight, dtype=np.float64)))
         self.scale = Y.shape[1] if network.loss == "squared_error" else 1
 
-    def _blas(self):
+    def hold_blas(self):
         # Every pass's products on one BLAS thread (results independent of
         # BLAS's threading; threaded BLAS on these products mostly spins).
         return blas_threads(self.Y.shape[0], self.units)
@@ -101,7 +101,7 @@ class Objective:
         # An interrupted pass (Ctrl-C between row chunks) leaves work half
         # written: not ready until the pass returns.
         self.ready = False
-        with self._blas():
+        with self.hold_blas():
             if self.running is None and self.n_threads == 1:
                 loss = self.backend.loss_grad(*args)
             else:
@@ -122,7 +122,7 @@ class Objective:
         v = np.ascontiguousarray(v, dtype=params.dtype)
         out = np.empty_like(params)
         prepared, self.ready = self.ready, False  # as in engine_loss_grad
-        with self._blas():
+        with self.hold_blas():
             self.backend.hessian_vector_product(
                 self.plan, self.X, self.csr, self.Y, self.sw, params, v, out,
                 self.work, self.rwork, self.alpha, prepared,
@@ -137,7 +137,7 @@ def train(s, model, history, problem, tasks, n_threads):
     if s.solver == "lbfgs":
         problem.n_threads = n_threads
     # One hold for the whole fit (the passes' own holds then nest for free).
-    with problem._blas():
+    with problem.hold_blas():
         _minimize(s, model, history, problem, tasks)
 
 
