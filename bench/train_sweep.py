@@ -19,7 +19,7 @@ import os
 import warnings
 
 import numpy as np
-from predict_sweep import NETWORKS, timings
+from predict_sweep import NETWORKS, summarize, timings
 from sklearn.neural_network import MLPClassifier as SkMLP
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -65,22 +65,21 @@ def main():
           f"budget {budget:.2f} s a cell")
     print("ratio = scikit-learn time / fastbp time (median of rounds); "
           "fastbp and scikit-learn ms per step")
-    worst = {}
+    cells = []
     for d, hidden, classes in NETWORKS:
         for batch in args.batch:
             calls = contenders(d, hidden, classes, batch, args.dtype)
             for t in threads:
                 with threadpool_limits(t), warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    r, a, b = timings(calls, budget)
+                    r, a, b, spread = timings(calls, budget)
                 name = f"{d}->{hidden}->{classes}"
                 print(f"{name:>22} batch {batch:>4} threads {t:>2}: ratio {r:5.2f}"
+                      f" [{spread[0]:4.2f}-{spread[1]:4.2f}]"
                       f"  fastbp {a / STEPS * 1e3:8.3f}  sklearn "
                       f"{b / STEPS * 1e3:8.3f}", flush=True)
-                if t not in worst or r < worst[t][0]:
-                    worst[t] = (r, name, batch)
-    for t, (r, name, batch) in sorted(worst.items()):
-        print(f"worst at {t} thread(s): {r:.2f}x ({name}, batch {batch})")
+                cells.append((t, r, spread, f"{name}, batch {batch}"))
+    summarize(cells)
 
 
 if __name__ == "__main__":

@@ -55,13 +55,15 @@ STEP_RULE = {"max_threads": MAX_THREADS, "min_share_rows": MIN_SHARE_ROWS,
 # block's products as tiles (row chunks x column panels) that all threads
 # share. The tiles come from the block's shape alone, never from the thread
 # count, so every thread count that shares blocks computes the same products
-# and gives the same result. A tile is worth about PREDICT_TILE_WORK
-# multiply-adds, a panel at least PANEL_COLS output columns and a chunk at
-# least CHUNK_ROWS rows. One thread, or many blocks, computes each product
+# and gives the same result. A power of two of tiles, each worth about
+# PREDICT_TILE_WORK multiply-adds (2^21: a 10-row pass of 2000 -> 256 is 2
+# panels, which 2 threads share; 2^22 left it whole, 1.4x slower there),
+# a panel at least PANEL_COLS output columns and a chunk at least CHUNK_ROWS
+# rows. One thread, or many blocks, computes each product
 # whole: tiles cost one thread 2-7% (docs/design.md), and may round
 # differently from the whole product in the last bit on some BLAS kernels.
 # Read on every call, so tests and benchmarks can change it.
-PREDICT_TILE_WORK = 1 << 22
+PREDICT_TILE_WORK = 1 << 21
 cdef enum:
     PANEL_COLS = 128
     CHUNK_ROWS = 128
@@ -1107,14 +1109,28 @@ cdef inline void _tiles(Py_ssize_t nb, Py_ssize_t k, Py_ssize_t m, bint dense,
                         Py_ssize_t tile_work, Py_ssize_t* chunk,
                         Py_ssize_t* panel) noexcept nogil:
     """Rows a chunk and columns a panel of the tiles of an (nb, k) @ (k, m)
-    product (a sparse one is split by rows only); from the shape alone."""
+    product (a sparse one is split by rows only); from the shape alone.
+
+    A power of two of tiles, about tile_work multiply-adds each, so that
+    1, 2, 4, ... threads share them evenly. Each split halves the tiles'
+    longer side: every tile packs its rows of the left operand and its
+    columns of the right one again, and square tiles pack the least.
+    """
     cdef Py_ssize_t want = min(<Py_ssize_t> MAX_TILES,
                                max(1, nb * k * m // tile_work))
-    cdef Py_ssize_t panels = max(1, min(want, m // PANEL_COLS)) if dense else 1
+    cdef Py_ssize_t chunks = 1, panels = 1
+    cdef bint more_rows, more_cols
+    while 2 * chunks * panels <= want:
+        more_rows = nb // (2 * chunks) >= CHUNK_ROWS
+        more_cols = dense and m // (2 * panels) >= PANEL_COLS
+        if more_cols and (not more_rows or m * chunks > nb * panels):
+            panels *= 2
+        elif more_rows:
+            chunks *= 2
+        else:
+            break
     # Whole SIMD lanes per panel: widths a multiple of 8 but the last.
     panel[0] = min(m, ((m + panels - 1) // panels + 7) // 8 * 8)
-    panels = (m + panel[0] - 1) // panel[0]
-    cdef Py_ssize_t chunks = max(1, min(want // panels, nb // CHUNK_ROWS))
     chunk[0] = (nb + chunks - 1) // chunks
 
 

@@ -205,15 +205,25 @@ def test_predict_tiles_rule():
     # Small products: one tile.
     assert _epoch.predict_tiles(1, 64, 100) == (1, 100)
     assert _epoch.predict_tiles(1024, 64, 10) == (1024, 10)
-    for rows, k, m, dense in [(1, 2000, 256, True), (1000, 784, 512, True),
+    # Splits halve the longer side: 1000 rows x 256 columns is cut into 4
+    # chunks of rows before its columns are halved (chunks stop at 125 < 128
+    # rows); 10 rows x 256 columns into 2 panels.
+    assert _epoch.predict_tiles(1000, 2000, 256, True, 1 << 22) == (250, 128)
+    assert _epoch.predict_tiles(1000, 2000, 256, True, 1 << 27) == (500, 256)
+    assert _epoch.predict_tiles(10, 2000, 256, True, 1 << 21) == (10, 128)
+    for rows, k, m, dense in [(1, 2000, 256, True), (10, 2000, 256, True),
+                              (1000, 784, 512, True), (1000, 2000, 256, True),
                               (1024, 300, 1000, True), (777, 5000, 64, False)]:
         chunk, panel = _epoch.predict_tiles(rows, k, m, dense)
         n_tiles = -(-rows // chunk) * -(-m // panel)
         assert 1 <= n_tiles <= rule["max_tiles"]
+        # A power of two: 2, 4, 8 ... threads share them evenly.
+        assert n_tiles & (n_tiles - 1) == 0
         assert panel == m or (panel >= rule["panel_cols"] and panel % 8 == 0)
         assert chunk == rows or chunk >= rule["chunk_rows"]
         assert dense or panel == m  # sparse products split by rows only
-        # Each tile is worth about tile_work multiply-adds (more when capped).
+        # Each tile is worth at least tile_work multiply-adds (more when
+        # capped), give or take a panel's rounding to whole SIMD lanes.
         assert chunk * panel * k >= _epoch.PREDICT_TILE_WORK // 2 or n_tiles == 1
 
 
