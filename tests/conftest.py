@@ -30,3 +30,26 @@ def make_regression_data(n_samples=60, n_features=5, n_targets=1, seed=0):
     W = rng.randn(n_features, n_targets)
     y = np.tanh(X @ W) + 0.1 * rng.randn(n_samples, n_targets)
     return X, (y.ravel() if n_targets == 1 else y)
+
+
+# A failing callback, for the loggers' tests (a fit that fails mid-way must
+# close what the logger opened).
+class FailAfter:
+    """A callback raising at the end of its second epoch."""
+
+    def __init__(self):
+        self.ended = 0
+
+    def setup(self, estimator, context):
+        pass
+
+    def teardown(self, estimator, context):
+        pass
+
+    def on_fit_task_begin(self, estimator, context):
+        pass
+
+    def on_fit_task_end(self, estimator, context):
+        self.ended += 1
+        if self.ended == 2:
+            raise RuntimeError("callback failed")

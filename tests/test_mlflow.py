@@ -11,6 +11,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from conftest import FailAfter
 from fastbp import MLflowLogger, MLPClassifier, MLPRegressor
 
 mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
@@ -176,27 +177,6 @@ def test_the_tracking_uri_is_read_as_the_fit_starts(store, digits):
     (run_id,) = logger.run_ids_
     steps, _ = _history(mlflow.MlflowClient(store), run_id, "loss")
     np.testing.assert_array_equal(steps, [1, 2])
-
-
-class FailAfter:
-    """A callback raising at the end of its second epoch."""
-
-    def __init__(self):
-        self.ended = 0
-
-    def setup(self, estimator, context):
-        pass
-
-    def teardown(self, estimator, context):
-        pass
-
-    def on_fit_task_begin(self, estimator, context):
-        pass
-
-    def on_fit_task_end(self, estimator, context):
-        self.ended += 1
-        if self.ended == 2:
-            raise RuntimeError("callback failed")
 
 
 def test_a_failing_fit_marks_its_run_failed(store, digits):

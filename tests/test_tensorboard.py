@@ -11,6 +11,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from conftest import FailAfter
 from fastbp import MLPClassifier, MLPRegressor, TensorBoardLogger
 
 pytest.importorskip("tensorboardX", reason="the tensorboard extra is not installed")
@@ -96,27 +97,6 @@ def test_one_run_per_fit_inside_a_search(tmp_path, digits):
         np.testing.assert_array_equal(steps, [1, 2, 3])
     # The last run is the refit: the search's best estimator.
     _assert_curve(_scalars(runs[-1]), "loss", search.best_estimator_[-1].loss_curve_)
-
-
-class FailAfter:
-    """A callback raising at the end of its second epoch."""
-
-    def __init__(self):
-        self.ended = 0
-
-    def setup(self, estimator, context):
-        pass
-
-    def teardown(self, estimator, context):
-        pass
-
-    def on_fit_task_begin(self, estimator, context):
-        pass
-
-    def on_fit_task_end(self, estimator, context):
-        self.ended += 1
-        if self.ended == 2:
-            raise RuntimeError("callback failed")
 
 
 def test_a_failing_fit_closes_its_run(tmp_path, digits):
