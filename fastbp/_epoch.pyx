@@ -73,6 +73,10 @@ cdef enum:
     # differently, so below it a row predicted alone keeps the bits it has
     # inside a larger block.
     ROW_GEMV_WORK = 1 << 15
+    # all_finite's independent sums, and the entries between two looks at
+    # them.
+    FINITE_LANES = 32
+    FINITE_BLOCK = 1024
 # Tile work that leaves every product whole.
 cdef Py_ssize_t UNTILED = PY_SSIZE_T_MAX
 PREDICT_RULE = {"panel_cols": PANEL_COLS, "chunk_rows": CHUNK_ROWS,
@@ -1227,12 +1231,27 @@ cdef void _forward_block(Net* net, Data* d, const floating* params,
 
 
 def all_finite(const floating[::1] a):
-    """True when every entry of a is finite (one pass, no temporaries)."""
-    cdef Py_ssize_t i
-    cdef bint ok = True
+    """True when every entry of a is finite (one pass, no temporaries).
+
+    x - x is 0 for a finite x and NaN for an infinity or NaN, and a sum
+    with a NaN in it is NaN: so "all finite" is "the sums of x - x are 0".
+    FINITE_LANES independent sums, which the compiler vectorizes (a test
+    and branch per entry ran 1-2 ns an entry here, 5-10x slower), looked at
+    every FINITE_BLOCK entries to stop at the first block with a bad one."""
+    cdef Py_ssize_t i = 0, j, k, n = a.shape[0]
+    cdef floating lanes[FINITE_LANES]
+    cdef floating total = 0
     with nogil:
-        for i in range(a.shape[0]):
-            if not isfinite(a[i]):
-                ok = False
-                break
-    return ok
+        for k in range(FINITE_LANES):
+            lanes[k] = 0
+        while i + FINITE_LANES <= n and total == 0:
+            j = min(n - FINITE_LANES, i + FINITE_BLOCK)
+            while i <= j:
+                for k in range(FINITE_LANES):
+                    lanes[k] += a[i + k] - a[i + k]
+                i += FINITE_LANES
+            for k in range(FINITE_LANES):
+                total += lanes[k]
+        for j in range(i, n):
+            total += a[j] - a[j]
+    return total == 0

@@ -822,6 +822,21 @@ def test_all_finite(dtype, values, finite):
     assert _reference.all_finite(a) is finite
 
 
+@pytest.mark.parametrize("n", [1, 31, 32, 33, 1055, 1056, 1057, 5000])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_all_finite_finds_a_bad_value_anywhere(dtype, n, bad):
+    # Every position: in the vectorized sums' lanes, at a block's edge, in
+    # the tail after the last whole group of lanes.
+    rng = np.random.default_rng(n)
+    a = (rng.uniform(-1, 1, n) * np.finfo(dtype).max).astype(dtype)
+    assert _epoch.all_finite(a)
+    positions = range(n) if n < 2000 else range(0, n, 7)
+    for i in positions:
+        b = a.copy()
+        b[i] = bad
+        assert not _epoch.all_finite(b), i
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
 @pytest.mark.parametrize(
     "clip", [{"clip_norm": 0.05}, {"clip_value": 0.01},
