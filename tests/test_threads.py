@@ -66,7 +66,7 @@ def _epochs(mod, problem, solver, n_threads, epochs=2, clip=0.0):
 
 @pytest.mark.parametrize("solver", list(SOLVERS))
 @pytest.mark.parametrize("kind", ["dense", "sparse", "dropout", "clip"])
-def test_threaded_epochs_equal_one_thread_and_twin(dtype, solver, kind):
+def test_threaded_epochs_equal_one_thread_and_twin(dtype, solver, kind, engine):
     # Every solver: threaded steps update their share of the parameters
     # (state arrays a whole model apart); with clipping, after the threads.
     problem = _problem(dtype, sparse=kind == "sparse",
@@ -86,6 +86,59 @@ def test_threaded_epochs_equal_one_thread_and_twin(dtype, solver, kind):
     # The rows really were shared: a different summation order shows in the
     # last bits somewhere (masks follow row positions, so dropout agrees too).
     assert not all(np.array_equal(a, b) for a, b in zip(two, one, strict=True))
+
+
+@pytest.fixture(params=["team", "shares"])
+def engine(request, monkeypatch):
+    """Both threaded step engines, whatever the size rule picks."""
+    monkeypatch.setattr(_epoch, "TEAM_STEP_WORK", 0 if request.param == "team" else 1 << 62)
+    return request.param
+
+
+@pytest.mark.parametrize("solver", list(SOLVERS))
+@pytest.mark.parametrize("kind", ["dense", "dropout", "clip", "no order"])
+def test_team_steps_do_not_depend_on_threads(dtype, solver, kind, monkeypatch):
+    # One workspace and one gradient whose tiles, chunks and ranges come from
+    # the shape alone: every T > 1 gives the same bits, T = 1 to rounding.
+    monkeypatch.setattr(_epoch, "TEAM_STEP_WORK", 0)
+    monkeypatch.setattr(_epoch, "TRAIN_TILE_WORK", 1 << 12)  # many tiles
+    problem = _problem(dtype, dropout=0.3 if kind == "dropout" else 0.0)
+    clip = 0.5 if kind == "clip" else 0.0
+    run = _epochs
+    if kind == "no order":  # the batch's rows read in place, no gather
+        def run(mod, problem, solver, n_threads, clip=0.0):
+            plan, params, X, _, Y, sw = problem
+            params = params.copy()
+            state = np.zeros(STATE_ARRAYS[solver] * params.size, params.dtype)
+            settings = Settings(SOLVERS[solver], 0.01, alpha=1e-3, l1=1e-4,
+                                n_threads=n_threads)
+            loss, _ = mod.run_epoch(plan, settings, X, None, Y, sw, None, BATCH, params,
+                                    np.empty_like(params), np.empty(plan.work_size, params.dtype),
+                                    state, 0)
+            return [loss], params, state
+    two = run(_epoch, problem, solver, 2, clip=clip)
+    for n_threads in (2, 3, 5):
+        for a, b in zip(two, run(_epoch, problem, solver, n_threads, clip=clip), strict=True):
+            assert_array_equal(a, b)
+    one = run(_epoch, problem, solver, 1, clip=clip)
+    tol = {"rtol": RTOL[dtype], "atol": 1e-5 if dtype == np.float32 else 1e-11}
+    for a, b in zip(two, one, strict=True):
+        assert np.isfinite(a).all()
+        assert_allclose(a, b, **tol)
+
+
+def test_train_tiles_rule():
+    # Tiles from the shape alone, at most MAX_TILES, at least 16 rows and 32
+    # columns but the last, whole SIMD lanes.
+    assert _epoch.train_tiles(16, 20, 3) == (16, 3)
+    for rows, k, m in [(128, 20, 64), (200, 64, 100), (256, 512, 256), (64, 256, 512),
+                       (2048, 784, 512), (512, 4096, 4096)]:
+        chunk, panel = _epoch.train_tiles(rows, k, m)
+        n_tiles = -(-rows // chunk) * -(-m // panel)
+        assert 1 <= n_tiles <= _epoch.PREDICT_RULE["max_tiles"]
+        assert chunk >= min(rows, 16) and (panel >= min(m, 32))
+        assert panel % 8 == 0 or panel == m
+        assert chunk * panel * k >= _epoch.TRAIN_TILE_WORK // 2 or n_tiles == 1
 
 
 def test_batch_norm_steps_stay_on_one_thread(dtype):
@@ -316,7 +369,7 @@ def test_bad_n_jobs_raises(n_jobs):
 
 
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])
-def test_n_jobs_same_count_same_model(solver):
+def test_n_jobs_same_count_same_model(solver, engine):
     X, y = make_classification(600, 20, random_state=0)
     fits = [MLPRegressor(hidden_layer_sizes=(64, 32), solver=solver, batch_size=200, max_iter=3,
                          random_state=0, n_jobs=n).fit(X, y.astype(float))
