@@ -50,14 +50,20 @@ cdef Py_ssize_t PARALLEL_STEP_WORK = 1 << 18
 STEP_RULE = {"max_threads": MAX_THREADS, "min_share_rows": MIN_SHARE_ROWS,
              "parallel_step_work": PARALLEL_STEP_WORK}
 
-# A threaded step of at least TEAM_STEP_WORK rows x parameters (dense input,
-# no batch norm, one row chunk) runs as a team (_team_step): one workspace,
-# one gradient, its products as tiles of about TRAIN_TILE_WORK multiply-adds.
-# Below it, each thread keeps a private gradient of its rows
-# (_threaded_step). Off until measured. Read on every call, so tests and
-# benchmarks can change them.
-TEAM_STEP_WORK = 1 << 62
-TRAIN_TILE_WORK = 1 << 17
+# A threaded step on dense input with one row chunk (no batch norm: it is
+# on one thread) runs as a team (_team_step): one workspace, one gradient,
+# each product cut into about TRAIN_TILES_PER_THREAD tiles a thread of at
+# least TRAIN_TILE_WORK multiply-adds. Measured on 2 cores (docs/design.md)
+# it is as fast as the private-gradient engine (_threaded_step) on the small
+# steps (digits, regression) and 1.05-1.25x faster from 2^25 rows x
+# parameters on, where that engine's P-gradient sums grow; two tiles a
+# thread (for balance) cost more packing than they gain. Sparse input and
+# chunked steps keep _threaded_step. TEAM_STEP_WORK (rows x parameters, 0:
+# every such step) lets tests pick either engine. Read on every call, so
+# tests and benchmarks can change them.
+TEAM_STEP_WORK = 0
+TRAIN_TILE_WORK = 1 << 16
+TRAIN_TILES_PER_THREAD = 1
 cdef enum:
     # Narrowest panel of a step's product tiles but the last.
     TRAIN_PANEL_COLS = 32
@@ -716,28 +722,35 @@ cdef double _threaded_step(Net* net, Data* d, floating* params,
     return loss
 
 
-cdef inline void _train_tiles(Py_ssize_t n, Py_ssize_t k, Py_ssize_t m,
-                              Py_ssize_t tile_work, Py_ssize_t* chunk,
-                              Py_ssize_t* panel) noexcept nogil:
-    """Rows a chunk and columns a panel of the tiles of a training step's
-    (n, k) @ (k, m) product: _tiles' rule with the smaller tiles a step's
-    products need to be shared at all (TRAIN_TILE_WORK multiply-adds, panels
-    from TRAIN_PANEL_COLS, chunks from MIN_SHARE_ROWS); from the shape alone."""
-    cdef Py_ssize_t want = min(<Py_ssize_t> MAX_TILES,
-                               max(1, n * k * m // tile_work))
-    cdef Py_ssize_t panels = max(1, min(want, m // TRAIN_PANEL_COLS))
-    panel[0] = min(m, ((m + panels - 1) // panels + 7) // 8 * 8)
-    panels = (m + panel[0] - 1) // panel[0]
-    cdef Py_ssize_t chunks = max(1, min(want // panels, n // MIN_SHARE_ROWS))
-    chunk[0] = (n + chunks - 1) // chunks
+cdef void _train_tiles(Py_ssize_t n, Py_ssize_t k, Py_ssize_t m,
+                       Py_ssize_t want, Py_ssize_t tile_work,
+                       Py_ssize_t* chunk, Py_ssize_t* panel) noexcept nogil:
+    """Rows a chunk and columns a panel of the tiles of a team step's (n, k)
+    @ (k, m) product: as many as can be up to want (fewer when a tile would
+    hold under tile_work multiply-adds, a chunk under MIN_SHARE_ROWS rows or
+    a panel under TRAIN_PANEL_COLS columns). Each tile packs its rows of the
+    left operand and its columns of the right one again (OpenBLAS), chunks x
+    m + panels x n values: of the splits into the most tiles, the one that
+    packs least."""
+    cdef Py_ssize_t c, p, best_c = 1, best_p = 1
+    want = min(want, <Py_ssize_t> MAX_TILES, max(1, n * k * m // tile_work))
+    for c in range(1, min(want, max(1, n // MIN_SHARE_ROWS)) + 1):
+        p = max(1, min(want // c, m // TRAIN_PANEL_COLS))
+        if c * p > best_c * best_p or (c * p == best_c * best_p
+                                       and c * m + p * n < best_c * m + best_p * n):
+            best_c, best_p = c, p
+    chunk[0] = (n + best_c - 1) // best_c
+    # Whole SIMD lanes per panel: widths a multiple of 8 but the last.
+    panel[0] = min(m, ((m + best_p - 1) // best_p + 7) // 8 * 8)
 
 
 def train_tiles(Py_ssize_t rows, Py_ssize_t fan_in, Py_ssize_t fan_out,
-                tile_work=None):
+                int n_threads, tile_work=None):
     """(rows a chunk, columns a panel) of a team step's (rows, fan_in) @
-    (fan_in, fan_out) product: the size rule, for tests and docs."""
+    (fan_in, fan_out) product on n_threads: the size rule, for tests and
+    docs."""
     cdef Py_ssize_t chunk, panel
-    _train_tiles(rows, fan_in, fan_out,
+    _train_tiles(rows, fan_in, fan_out, n_threads * TRAIN_TILES_PER_THREAD,
                  max(1, TRAIN_TILE_WORK if tile_work is None else tile_work),
                  &chunk, &panel)
     return chunk, panel
@@ -750,8 +763,8 @@ cdef inline Py_ssize_t _n_tiles(Py_ssize_t n, Py_ssize_t m, Py_ssize_t chunk,
 
 cdef struct TeamJob:
     # One step on T threads sharing one workspace and one gradient
-    # (_team_step): the products as tiles, the rest by row chunks and by
-    # parameter ranges, every split from the step's shape alone.
+    # (_team_step): the products as tiles (from the shape and T), the rest
+    # by row chunks and by parameter ranges (from the shape alone).
     Net* net
     Data* d
     void* params
@@ -761,6 +774,7 @@ cdef struct TeamJob:
     const Hyper* h
     const Py_ssize_t* rows
     Py_ssize_t row0, nb, P, step, tile_work
+    Py_ssize_t want        # tiles a product is cut into, at most
     Py_ssize_t chunks      # row chunks of the elementwise passes
     Py_ssize_t ranges      # parameter ranges of the update
     double alpha, l1
@@ -800,7 +814,7 @@ cdef void _team_forward(TeamJob* j, int t, floating* params, floating* work,
     cdef floating* Z = work + net.act_off[l]
     cdef double sw, loss
     cdef int T = j.team.n
-    _train_tiles(nb, k, m, j.tile_work, &chunk, &panel)
+    _train_tiles(nb, k, m, j.want, j.tile_work, &chunk, &panel)
     n = _n_tiles(nb, m, chunk, panel)
     i = next_item(&j.team.taken[0])
     while i < n:
@@ -844,11 +858,11 @@ cdef void _team_backward(TeamJob* j, int t, floating* params, floating* grad,
     cdef const floating* delta = work + net.delta_off[l]
     cdef floating* prev
     cdef int T = j.team.n
-    _train_tiles(k, nb, m, j.tile_work, &gc, &gp)
+    _train_tiles(k, nb, m, j.want, j.tile_work, &gc, &gp)
     n_grad = _n_tiles(k, m, gc, gp)
     n = n_grad + 1
     if l > 0:
-        _train_tiles(nb, m, k, j.tile_work, &dc, &dp)
+        _train_tiles(nb, m, k, j.want, j.tile_work, &dc, &dp)
         n += _n_tiles(nb, k, dc, dp)
     i = next_item(&j.team.taken[0])
     while i < n:
@@ -933,15 +947,17 @@ cdef double _team_step(Net* net, Data* d, floating* params, floating* grad,
                        floating* work, Py_ssize_t P, const Py_ssize_t* rows,
                        Py_ssize_t row0, Py_ssize_t nb, int T, double alpha,
                        double l1, const Hyper* h, floating* state,
-                       Py_ssize_t step, Py_ssize_t tile_work) except? -1 nogil:
+                       Py_ssize_t step, Py_ssize_t tile_work,
+                       Py_ssize_t per_thread) except? -1 nogil:
     """_forward and _backward of a dense batch without batch norm on T
     threads that share one workspace and one gradient, then (with h) the
     optimizer's step. One pool job (_team_part): products as tiles
-    (_train_tiles), elementwise passes by row chunks, the update by
-    parameter ranges, all from the shape alone, with barriers between the
-    phases. The loss and the penalty's sums are added in chunk and range
-    order, so the result is the same for every T > 1 and never depends on
-    timing. Returns the batch loss (at the parameters before the update)."""
+    (_train_tiles: from the shape and T), elementwise passes by row chunks
+    and the update by parameter ranges (from the shape alone), with barriers
+    between the phases. Every tile is one gemm over all its rows, the loss
+    and the penalty's sums are added in chunk and range order, so the result
+    depends on T only, never on timing or on which thread took a tile.
+    Returns the batch loss (at the parameters before the update)."""
     cdef TeamJob j
     cdef double loss = 0, sw_sum = 0, sq = 0, ab = 0
     cdef Py_ssize_t i
@@ -949,6 +965,7 @@ cdef double _team_step(Net* net, Data* d, floating* params, floating* grad,
     j.params, j.grad, j.work, j.state = params, grad, work, state
     j.row0, j.nb, j.P, j.step = row0, nb, P, step
     j.tile_work = max(1, tile_work)
+    j.want = max(1, per_thread) * T
     j.chunks = min(<Py_ssize_t> MAX_TILES, max(1, nb // MIN_SHARE_ROWS))
     j.ranges = min(<Py_ssize_t> MAX_TILES,
                    max(1, P // <Py_ssize_t> RANGE_PARAMS))
@@ -1053,6 +1070,7 @@ def run_epoch(plan, settings, const floating[:, ::1] X, csr,
     cdef Py_ssize_t since_check = 0, check_work = SIGNAL_CHECK_WORK
     cdef Py_ssize_t chunk_work = STEP_CHUNK_WORK
     cdef Py_ssize_t team_work = TEAM_STEP_WORK, tile_work = TRAIN_TILE_WORK
+    cdef Py_ssize_t per_thread = TRAIN_TILES_PER_THREAD
     cdef bint check_signals = threading.current_thread() is threading.main_thread()
     cdef bint weightless = False, weighted = sample_weight is not None
     cdef double batch_weight
@@ -1111,7 +1129,7 @@ def run_epoch(plan, settings, const floating[:, ::1] X, csr,
                     loss_sum += nb * _team_step(
                         &net, &d, &params[0], &grad[0], &work[0], P, rows,
                         start, nb, t, h.alpha, h.l1, NULL if clip else &h,
-                        &state[0], taken, tile_work)
+                        &state[0], taken, tile_work, per_thread)
                 elif t > 1 or chunks > 1:
                     # The update runs on the threads too, split over the
                     # parameters, unless clipping needs the whole gradient

@@ -97,11 +97,13 @@ def engine(request, monkeypatch):
 
 @pytest.mark.parametrize("solver", list(SOLVERS))
 @pytest.mark.parametrize("kind", ["dense", "dropout", "clip", "no order"])
-def test_team_steps_do_not_depend_on_threads(dtype, solver, kind, monkeypatch):
-    # One workspace and one gradient whose tiles, chunks and ranges come from
-    # the shape alone: every T > 1 gives the same bits, T = 1 to rounding.
+@pytest.mark.parametrize("per_thread", [1, 4])
+def test_team_steps_same_threads_same_bits(dtype, solver, kind, per_thread, monkeypatch):
+    # One workspace and one gradient, tiles from the shape and T: the same T
+    # gives the same bits (whichever thread takes a tile), every T agrees
+    # with one thread to rounding.
     monkeypatch.setattr(_epoch, "TEAM_STEP_WORK", 0)
-    monkeypatch.setattr(_epoch, "TRAIN_TILE_WORK", 1 << 12)  # many tiles
+    monkeypatch.setattr(_epoch, "TRAIN_TILES_PER_THREAD", per_thread)
     problem = _problem(dtype, dropout=0.3 if kind == "dropout" else 0.0)
     clip = 0.5 if kind == "clip" else 0.0
     run = _epochs
@@ -116,29 +118,34 @@ def test_team_steps_do_not_depend_on_threads(dtype, solver, kind, monkeypatch):
                                     np.empty_like(params), np.empty(plan.work_size, params.dtype),
                                     state, 0)
             return [loss], params, state
-    two = run(_epoch, problem, solver, 2, clip=clip)
-    for n_threads in (2, 3, 5):
-        for a, b in zip(two, run(_epoch, problem, solver, n_threads, clip=clip), strict=True):
-            assert_array_equal(a, b)
     one = run(_epoch, problem, solver, 1, clip=clip)
     tol = {"rtol": RTOL[dtype], "atol": 1e-5 if dtype == np.float32 else 1e-11}
-    for a, b in zip(two, one, strict=True):
-        assert np.isfinite(a).all()
-        assert_allclose(a, b, **tol)
+    for n_threads in (2, 3, 5):
+        first = run(_epoch, problem, solver, n_threads, clip=clip)
+        for a, b in zip(first, run(_epoch, problem, solver, n_threads, clip=clip), strict=True):
+            assert_array_equal(a, b)
+        for a, b in zip(first, one, strict=True):
+            assert np.isfinite(a).all()
+            assert_allclose(a, b, **tol)
 
 
 def test_train_tiles_rule():
-    # Tiles from the shape alone, at most MAX_TILES, at least 16 rows and 32
-    # columns but the last, whole SIMD lanes.
-    assert _epoch.train_tiles(16, 20, 3) == (16, 3)
+    # About per-thread x T tiles, never under 16 rows or 32 columns but the
+    # last, whole SIMD lanes; the longer extent split first.
+    assert _epoch.train_tiles(16, 20, 3, 2) == (16, 3)
+    assert _epoch.train_tiles(256, 256, 512, 1) == (256, 512)
+    assert _epoch.train_tiles(256, 256, 512, 2) == (256, 256)
+    assert _epoch.train_tiles(512, 256, 256, 2) == (256, 256)
     for rows, k, m in [(128, 20, 64), (200, 64, 100), (256, 512, 256), (64, 256, 512),
                        (2048, 784, 512), (512, 4096, 4096)]:
-        chunk, panel = _epoch.train_tiles(rows, k, m)
-        n_tiles = -(-rows // chunk) * -(-m // panel)
-        assert 1 <= n_tiles <= _epoch.PREDICT_RULE["max_tiles"]
-        assert chunk >= min(rows, 16) and (panel >= min(m, 32))
-        assert panel % 8 == 0 or panel == m
-        assert chunk * panel * k >= _epoch.TRAIN_TILE_WORK // 2 or n_tiles == 1
+        for n_threads in (2, 3, 8, 64):
+            chunk, panel = _epoch.train_tiles(rows, k, m, n_threads)
+            n_tiles = -(-rows // chunk) * -(-m // panel)
+            assert 1 <= n_tiles <= min(_epoch.PREDICT_RULE["max_tiles"],
+                                       n_threads * _epoch.TRAIN_TILES_PER_THREAD)
+            assert chunk >= min(rows, 16) and panel >= min(m, 32)
+            assert panel % 8 == 0 or panel == m
+            assert chunk * panel * k >= _epoch.TRAIN_TILE_WORK // 2 or n_tiles == 1
 
 
 def test_batch_norm_steps_stay_on_one_thread(dtype):
