@@ -51,17 +51,18 @@ STEP_RULE = {"max_threads": MAX_THREADS, "min_share_rows": MIN_SHARE_ROWS,
              "parallel_step_work": PARALLEL_STEP_WORK}
 
 # A threaded step on dense input with one row chunk (no batch norm: it is
-# on one thread) runs as a team (_team_step): one workspace, one gradient,
-# each product cut into about TRAIN_TILES_PER_THREAD tiles a thread of at
-# least TRAIN_TILE_WORK multiply-adds. Measured on 2 cores (docs/design.md)
-# it is as fast as the private-gradient engine (_threaded_step) on the small
-# steps (digits, regression) and 1.05-1.25x faster from 2^25 rows x
-# parameters on, where that engine's P-gradient sums grow; two tiles a
-# thread (for balance) cost more packing than they gain. Sparse input and
-# chunked steps keep _threaded_step. TEAM_STEP_WORK (rows x parameters, 0:
-# every such step) lets tests pick either engine. Read on every call, so
-# tests and benchmarks can change them.
-TEAM_STEP_WORK = 0
+# on one thread) of a network of TEAM_STEP_PARAMS parameters or more runs as
+# a team (_team_step): one workspace, one gradient, each product cut into
+# about TRAIN_TILES_PER_THREAD tiles a thread of at least TRAIN_TILE_WORK
+# multiply-adds. It saves the private-gradient engine's (_threaded_step)
+# zeroing and summing of P values a thread and pays 4 barriers a layer:
+# measured on 2 cores (docs/design.md), 1.05-1.25x faster from 2^18
+# parameters (the wide networks), within the noise from 2^13 to 2^17
+# (digits, regression, 256-128-10) and up to 1.25x slower on a probe of 145
+# parameters and 2048 rows. Two tiles a thread (for balance) cost more
+# packing than they gain. Read on every call, so tests and benchmarks can
+# change them.
+TEAM_STEP_PARAMS = 1 << 15
 TRAIN_TILE_WORK = 1 << 16
 TRAIN_TILES_PER_THREAD = 1
 cdef enum:
@@ -1069,7 +1070,7 @@ def run_epoch(plan, settings, const floating[:, ::1] X, csr,
     cdef Py_ssize_t n, start, nb, i, P = params.shape[0], chunks, taken
     cdef Py_ssize_t since_check = 0, check_work = SIGNAL_CHECK_WORK
     cdef Py_ssize_t chunk_work = STEP_CHUNK_WORK
-    cdef Py_ssize_t team_work = TEAM_STEP_WORK, tile_work = TRAIN_TILE_WORK
+    cdef Py_ssize_t team_params = TEAM_STEP_PARAMS, tile_work = TRAIN_TILE_WORK
     cdef Py_ssize_t per_thread = TRAIN_TILES_PER_THREAD
     cdef bint check_signals = threading.current_thread() is threading.main_thread()
     cdef bint weightless = False, weighted = sample_weight is not None
@@ -1125,7 +1126,7 @@ def run_epoch(plan, settings, const floating[:, ::1] X, csr,
                 # step stays the steps taken until this one is whole.
                 taken = step + 1 if h.rule.counts_steps else step
                 if t > 1 and chunks == 1 and not d.sparse \
-                        and nb * P >= team_work:
+                        and P >= team_params:
                     loss_sum += nb * _team_step(
                         &net, &d, &params[0], &grad[0], &work[0], P, rows,
                         start, nb, t, h.alpha, h.l1, NULL if clip else &h,

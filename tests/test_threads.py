@@ -91,7 +91,7 @@ def test_threaded_epochs_equal_one_thread_and_twin(dtype, solver, kind, engine):
 @pytest.fixture(params=["team", "shares"])
 def engine(request, monkeypatch):
     """Both threaded step engines, whatever the size rule picks."""
-    monkeypatch.setattr(_epoch, "TEAM_STEP_WORK", 0 if request.param == "team" else 1 << 62)
+    monkeypatch.setattr(_epoch, "TEAM_STEP_PARAMS", 0 if request.param == "team" else 1 << 62)
     return request.param
 
 
@@ -102,7 +102,7 @@ def test_team_steps_same_threads_same_bits(dtype, solver, kind, per_thread, monk
     # One workspace and one gradient, tiles from the shape and T: the same T
     # gives the same bits (whichever thread takes a tile), every T agrees
     # with one thread to rounding.
-    monkeypatch.setattr(_epoch, "TEAM_STEP_WORK", 0)
+    monkeypatch.setattr(_epoch, "TEAM_STEP_PARAMS", 0)
     monkeypatch.setattr(_epoch, "TRAIN_TILES_PER_THREAD", per_thread)
     problem = _problem(dtype, dropout=0.3 if kind == "dropout" else 0.0)
     clip = 0.5 if kind == "clip" else 0.0
