@@ -388,6 +388,23 @@ def test_n_jobs_same_count_same_model(solver, engine):
     assert_array_equal(fits[0].predict(X[:300]), fits[0].predict(X)[:300])
 
 
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_n_jobs_agree_with_early_stopping_and_weights(kind, engine):
+    # Every threaded engine through the estimator: early stopping's
+    # validation split, sample weights, L1 and dropout; two threads agree
+    # with one to rounding, and again with themselves bit for bit.
+    X, y = make_classification(600, 20, n_classes=3, n_informative=6, random_state=0)
+    sw = np.random.RandomState(0).uniform(0.5, 2, len(y))
+    est, target = (MLPClassifier, y) if kind == "classifier" else (MLPRegressor, y.astype(float))
+    fits = [est(hidden_layer_sizes=(64, 32), batch_size=128, max_iter=4, l1=1e-4, dropout=0.2,
+                early_stopping=True, random_state=0, n_jobs=n).fit(X, target, sample_weight=sw)
+            for n in (2, 2, 1)]
+    for a, b, c in zip(fits[0].coefs_, fits[1].coefs_, fits[2].coefs_, strict=True):
+        assert_array_equal(a, b)
+        assert_allclose(a, c, rtol=1e-9, atol=1e-12)
+    assert_allclose(fits[0].loss_curve_, fits[2].loss_curve_, rtol=1e-10)
+
+
 class _Stop(Exception):
     pass
 
