@@ -56,10 +56,10 @@ STEP_RULE = {"max_threads": MAX_THREADS, "min_share_rows": MIN_SHARE_ROWS,
 # about TRAIN_TILES_PER_THREAD tiles a thread of at least TRAIN_TILE_WORK
 # multiply-adds. It saves the private-gradient engine's (_threaded_step)
 # zeroing and summing of P values a thread and pays 4 barriers a layer:
-# measured on 2 cores (docs/design.md), 1.05-1.25x faster from 2^18
-# parameters (the wide networks), within the noise from 2^13 to 2^17
-# (digits, regression, 256-128-10) and up to 1.25x slower on a probe of 145
-# parameters and 2048 rows. Two tiles a thread (for balance) cost more
+# measured on 2 cores (docs/design.md), 1.04-1.31x faster on 784-512-256-10
+# and 2000-256-5, even (0.96-1.08x) on 256-512-256-10, within the noise from
+# 2^13 to 2^17 parameters (digits, regression, 256-128-10) and 0.77x on a
+# probe of 145 parameters and 2048 rows. Two tiles a thread (for balance) cost more
 # packing than they gain. Read on every call, so tests and benchmarks can
 # change them.
 TEAM_STEP_PARAMS = 1 << 15
