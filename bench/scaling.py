@@ -10,7 +10,8 @@ best and median wall time per step, the CPU time per step, the ratio of
 run's own 1-thread time and per-core rate, with the sum and barrier
 constants fitted on the 2-core machine; beyond the machine's cores, the
 model with those constants and with ones assumed for dedicated cores.
-Last, the constants this run's points give. A step's time is the
+Last, the constants this run's points give (networks from TEAM_PARAMS
+parameters on step as a team: barriers instead of the sum). A step's time is the
 difference of two fits, E and 1 epochs, over the steps between them, so
 fixed costs (validation, setup) drop out.
 
@@ -47,7 +48,14 @@ SYNC_PER_THREAD = 150e-6
 # Assumed for dedicated, idle cores (not measurable on this VM): a sum at a
 # few times the in-cache add rate, and a pool job with its barrier costing
 # what a futex wake and a spinning barrier do there.
-DEDICATED = {"c_sum": 1e-9, "sync": 10e-6}
+DEDICATED = {"c_sum": 1e-9, "sync": 10e-6, "barrier": 0.2e-6}
+# Networks of this many parameters or more step as a team (fastbp._epoch's
+# TEAM_STEP_PARAMS): no gradient sum, 4 L barriers a step (L layers), each
+# costing BARRIER_PER_THREAD per thread beyond the first; fitted as above to
+# the wide network's points (the VM's stalls and the tiles' imbalance
+# included); dedicated cores: a central barrier's arrival, a cache line.
+TEAM_PARAMS = 1 << 15
+BARRIER_PER_THREAD = 60e-6
 
 
 def sum_rate(P=1 << 18):
@@ -142,16 +150,19 @@ def step_seconds(est, hidden, act, batch, epochs, X, y, threads):
 
 
 def predicted(t1, P, batch, T, rate=1.0, c_sum=SUM_PER_PARAM,
-              sync=SYNC_PER_THREAD):
+              sync=SYNC_PER_THREAD, layers=1, barrier=BARRIER_PER_THREAD):
     """The model's seconds a step on T threads (docs/design.md): one
     thread's step t1 (rows' products and the per-parameter pass) shared by
     the threads the step rule lets in, at rate (the per-core rate with
     them all busy, over one core's alone), plus each thread's sum of the
     other threads' gradients over its P / T parameters, plus one pool job
-    and barrier per extra thread."""
+    and barrier per extra thread; a team step (P >= TEAM_PARAMS) has no
+    sum and 4 layers barriers instead."""
     T = max(1, min(T, batch // MIN_SHARE_ROWS))
     if T == 1:
         return t1
+    if P >= TEAM_PARAMS:
+        return t1 / (T * rate) + sync * (T - 1) + barrier * 4 * layers * (T - 1)
     return t1 / (T * rate) + c_sum * P * (T - 1) / T + sync * (T - 1)
 
 
@@ -182,7 +193,7 @@ def main():
     rates = {T: 1.0 if T == 1 else core_rate(T) for T in threads}
     print("per-core GEMM rate with T cores busy / alone: " + ", ".join(
         f"T={T} {r:.2f}" for T, r in rates.items()))
-    points = []
+    points, team_points = [], []
     for name, data, est, hidden, act, batch, epochs in WORKLOADS:
         if args.only and not any(s in name for s in args.only):
             continue
@@ -202,18 +213,20 @@ def main():
             wall = [w for w, _ in runs[T]]
             cpu = float(np.median([c for _, c in runs[T]]))
             med = float(np.median(wall))
-            model = predicted(t1, P, batch, T, rates[T])
+            model = predicted(t1, P, batch, T, rates[T], layers=len(hidden) + 1)
             print(f"{T:>7} {min(wall) * 1e3:8.3f} {med * 1e3:8.3f} {cpu * 1e3:8.3f} "
                   f"{t1 / med:6.2f} {model * 1e3:8.3f} {t1 / model:6.2f}", flush=True)
-            if 1 < T <= batch // MIN_SHARE_ROWS:
+            if 1 < T <= batch // MIN_SHARE_ROWS and P < TEAM_PARAMS:
                 points.append((med, t1, P, T, rates[T]))
+            elif 1 < T <= batch // MIN_SHARE_ROWS:
+                team_points.append((med, t1, 4 * (len(hidden) + 1), T, rates[T]))
         beyond = [T for T in (4, 8, 16, 64) if T > max(threads)]
         if beyond:
             for label, kw in (("fitted constants", {}),
                               ("dedicated cores", DEDICATED)):
                 print(f"  model beyond these cores, {label}: " + ", ".join(
-                    f"{T}: {predicted(t1, P, batch, T, **kw) * 1e3:.3f} ms "
-                    f"({t1 / predicted(t1, P, batch, T, **kw):.2f}x)"
+                    f"{T}: {predicted(t1, P, batch, T, layers=len(hidden) + 1, **kw) * 1e3:.3f} ms "
+                    f"({t1 / predicted(t1, P, batch, T, layers=len(hidden) + 1, **kw):.2f}x)"
                     for T in beyond))
     if points:
         c_sum, sync = fit_constants(points)
@@ -221,6 +234,14 @@ def main():
               f"and {sync * 1e6:.1f} us of sync a thread (the script's: "
               f"{SUM_PER_PARAM * 1e9:.2f} ns, {SYNC_PER_THREAD * 1e6:.1f} us); "
               f"an in-cache add here: {sum_rate() * 1e9:.2f} ns a parameter")
+    if team_points:
+        # t_T - t1 / (T rate) - sync (T - 1) = barrier b (T - 1), b barriers.
+        _, sync = fit_constants(points) if points else (0, SYNC_PER_THREAD)
+        a = np.array([b * (T - 1) / t1 for _, t1, b, T, _ in team_points])
+        r = np.array([(tT - t1 / (T * rate) - sync * (T - 1)) / t1
+                      for tT, t1, _, T, rate in team_points])
+        print(f"team steps fit {a @ r / (a @ a) * 1e6:.1f} us a barrier a thread "
+              f"(the script's: {BARRIER_PER_THREAD * 1e6:.1f} us)")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,28 @@ cdef Py_ssize_t PARALLEL_STEP_WORK = 1 << 18
 STEP_RULE = {"max_threads": MAX_THREADS, "min_share_rows": MIN_SHARE_ROWS,
              "parallel_step_work": PARALLEL_STEP_WORK}
 
+# A threaded step on dense input with one row chunk (no batch norm: it is
+# on one thread) of a network of TEAM_STEP_PARAMS parameters or more runs as
+# a team (_team_step): one workspace, one gradient, each product cut into
+# about TRAIN_TILES_PER_THREAD tiles a thread of at least TRAIN_TILE_WORK
+# multiply-adds. It saves the private-gradient engine's (_threaded_step)
+# zeroing and summing of P values a thread and pays 4 barriers a layer:
+# measured on 2 cores (docs/design.md), 1.04-1.31x faster on 784-512-256-10
+# and 2000-256-5, even (0.96-1.08x) on 256-512-256-10, within the noise from
+# 2^13 to 2^17 parameters (digits, regression, 256-128-10) and 0.77x on a
+# probe of 145 parameters and 2048 rows. Two tiles a thread (for balance) cost more
+# packing than they gain. Read on every call, so tests and benchmarks can
+# change them.
+TEAM_STEP_PARAMS = 1 << 15
+TRAIN_TILE_WORK = 1 << 16
+TRAIN_TILES_PER_THREAD = 1
+cdef enum:
+    # Narrowest panel of a step's product tiles but the last.
+    TRAIN_PANEL_COLS = 32
+    # Parameters a range of a team step's update holds (at most MAX_TILES
+    # ranges): a few kB, one core's cache lines.
+    RANGE_PARAMS = 1024
+
 
 # A predict of few blocks for its threads (under 2 a thread) computes each
 # block's products as tiles (row chunks x column panels) that all threads
@@ -568,6 +590,16 @@ cdef inline void _add_shares(floating* grad, const floating* scratch,
             grad[i] = grad[i] + other[i]
 
 
+cdef struct Team:
+    # The threads that share each block: the barrier between a layer's
+    # products and its activations, and who takes which tile (dynamically,
+    # so a thread the OS holds back takes fewer): a counter for this layer
+    # and one for the next, reset in turn.
+    Barrier done
+    Word taken[2]
+    int n
+
+
 cdef struct StepJob:
     # One row chunk of a threaded step (_threaded_step), shared by its threads.
     Net* net
@@ -697,6 +729,272 @@ cdef double _threaded_step(Net* net, Data* d, floating* params,
     return loss
 
 
+cdef void _train_tiles(Py_ssize_t n, Py_ssize_t k, Py_ssize_t m,
+                       Py_ssize_t want, Py_ssize_t tile_work,
+                       Py_ssize_t* chunk, Py_ssize_t* panel) noexcept nogil:
+    """Rows a chunk and columns a panel of the tiles of a team step's (n, k)
+    @ (k, m) product: as many as can be up to want (fewer when a tile would
+    hold under tile_work multiply-adds, a chunk under MIN_SHARE_ROWS rows or
+    a panel under TRAIN_PANEL_COLS columns). Each tile packs its rows of the
+    left operand and its columns of the right one again (OpenBLAS), chunks x
+    m + panels x n values: of the splits into the most tiles, the one that
+    packs least."""
+    cdef Py_ssize_t c, p, best_c = 1, best_p = 1
+    want = min(want, <Py_ssize_t> MAX_TILES, max(1, n * k * m // tile_work))
+    for c in range(1, min(want, max(1, n // MIN_SHARE_ROWS)) + 1):
+        p = max(1, min(want // c, m // TRAIN_PANEL_COLS))
+        if c * p > best_c * best_p or (c * p == best_c * best_p
+                                       and c * m + p * n < best_c * m + best_p * n):
+            best_c, best_p = c, p
+    chunk[0] = (n + best_c - 1) // best_c
+    # Whole SIMD lanes per panel: widths a multiple of 8 but the last.
+    panel[0] = min(m, ((m + best_p - 1) // best_p + 7) // 8 * 8)
+
+
+def train_tiles(Py_ssize_t rows, Py_ssize_t fan_in, Py_ssize_t fan_out,
+                int n_threads, tile_work=None):
+    """(rows a chunk, columns a panel) of a team step's (rows, fan_in) @
+    (fan_in, fan_out) product on n_threads: the size rule, for tests and
+    docs."""
+    cdef Py_ssize_t chunk, panel
+    _train_tiles(rows, fan_in, fan_out, n_threads * TRAIN_TILES_PER_THREAD,
+                 max(1, TRAIN_TILE_WORK if tile_work is None else tile_work),
+                 &chunk, &panel)
+    return chunk, panel
+
+
+cdef inline Py_ssize_t _n_tiles(Py_ssize_t n, Py_ssize_t m, Py_ssize_t chunk,
+                                Py_ssize_t panel) noexcept nogil:
+    return ((n + chunk - 1) // chunk) * ((m + panel - 1) // panel)
+
+
+cdef struct TeamJob:
+    # One step on T threads sharing one workspace and one gradient
+    # (_team_step): the products as tiles (from the shape and T), the rest
+    # by row chunks and by parameter ranges (from the shape alone).
+    Net* net
+    Data* d
+    void* params
+    void* grad
+    void* work
+    void* state
+    const Hyper* h
+    const Py_ssize_t* rows
+    Py_ssize_t row0, nb, P, step, tile_work
+    Py_ssize_t want        # tiles a product is cut into, at most
+    Py_ssize_t chunks      # row chunks of the elementwise passes
+    Py_ssize_t ranges      # parameter ranges of the update
+    double alpha, l1
+    bint dbl
+    Team team              # taken[0]: each product phase's tiles
+    double chunk_loss[MAX_TILES]   # loss x sample-weight sum of each chunk
+    double chunk_sw[MAX_TILES]
+    double range_sq[MAX_TILES]     # the penalty's sums of each range
+    double range_ab[MAX_TILES]
+
+
+cdef void _team_task(void* ctx, int t) noexcept nogil:
+    cdef TeamJob* j = <TeamJob*> ctx
+    if j.dbl:
+        _team_part(j, t, <double*> j.params)
+    else:
+        _team_part(j, t, <float*> j.params)
+
+
+cdef inline void _meet(TeamJob* j, int t, bint reset) noexcept nogil:
+    """The team's barrier; with reset, thread 0 then zeroes the tile counter
+    for the next product phase (every thread left the last one before the
+    barrier, and a barrier comes before the next)."""
+    barrier_wait(&j.team.done)
+    if reset and t == 0:
+        j.team.taken[0].v = 0
+
+
+cdef void _team_forward(TeamJob* j, int t, floating* params, floating* work,
+                        const floating* A, Py_ssize_t l) noexcept nogil:
+    """Layer l's product (A @ W) as tiles taken by whoever comes first, then
+    bias, activation, dropout (and after the output layer the loss delta) by
+    row chunks, chunk c on thread c mod T."""
+    cdef Net* net = j.net
+    cdef Py_ssize_t k = net.units[l], m = net.units[l + 1], nb = j.nb
+    cdef Py_ssize_t chunk, panel, n, i, r0, nr, C = j.chunks
+    cdef floating* Z = work + net.act_off[l]
+    cdef double sw, loss
+    cdef int T = j.team.n
+    _train_tiles(nb, k, m, j.want, j.tile_work, &chunk, &panel)
+    n = _n_tiles(nb, m, chunk, panel)
+    i = next_item(&j.team.taken[0])
+    while i < n:
+        _gemm_tile(False, False, nb, m, k, A, k, params + net.coef_off[l], m,
+                   Z, m, chunk, panel, i)
+        i = next_item(&j.team.taken[0])
+    _meet(j, t, True)
+    for i in range(C):  # chunk i on thread i mod T
+        if i % T != t:
+            continue
+        r0 = nb * i // C
+        nr = nb * (i + 1) // C - r0
+        _activate(net, params, work, l, r0, nr, True)
+        if net.drop[l] > 0:
+            _dropout_forward(Z + r0 * m, work + net.mask_off[l] + r0 * m, nr,
+                             m, net.drop[l], net.seed, j.row0 + r0,
+                             net.drop_col[l], net.drop_width)
+        if l == net.n_layers - 1:
+            sw = 0
+            loss = _loss_delta(
+                <const floating*> Z + r0 * m, <const floating*> j.d.Y,
+                <const floating*> j.d.sw, j.rows, j.row0 + r0, nr, m,
+                net.loss, net.loss_param, work + net.delta_off[l] + r0 * m,
+                &sw)
+            j.chunk_loss[i] = loss * sw  # the chunk's sum, as a share's
+            j.chunk_sw[i] = sw
+    _meet(j, t, False)
+
+
+cdef void _team_backward(TeamJob* j, int t, floating* params, floating* grad,
+                         floating* work, const floating* A,
+                         Py_ssize_t l) noexcept nogil:
+    """Layer l's gradient sums over all the batch's rows, no thread holding
+    more than its tiles: grad_W = A^T delta as (fan_in rows x fan_out
+    columns) tiles, the bias sums as one item, and (l > 0) the next delta =
+    delta W^T as (row chunk x fan_in columns) tiles, all from one counter;
+    then dropout and the activation derivative on that delta by row chunks."""
+    cdef Net* net = j.net
+    cdef Py_ssize_t k = net.units[l], m = net.units[l + 1], nb = j.nb
+    cdef Py_ssize_t gc, gp, dc, dp, n_grad, n, i, r0, nr, C = j.chunks
+    cdef const floating* delta = work + net.delta_off[l]
+    cdef floating* prev
+    cdef int T = j.team.n
+    _train_tiles(k, nb, m, j.want, j.tile_work, &gc, &gp)
+    n_grad = _n_tiles(k, m, gc, gp)
+    n = n_grad + 1
+    if l > 0:
+        _train_tiles(nb, m, k, j.want, j.tile_work, &dc, &dp)
+        n += _n_tiles(nb, k, dc, dp)
+    i = next_item(&j.team.taken[0])
+    while i < n:
+        if i < n_grad:
+            _gemm_tile(True, False, k, m, nb, A, k, delta, m,
+                       grad + net.coef_off[l], m, gc, gp, i)
+        elif i == n_grad:
+            _bias_grad(delta, nb, m, 1, grad + net.bias_off[l])
+        else:
+            _gemm_tile(False, True, nb, k, m, delta, m,
+                       params + net.coef_off[l], m, work + net.delta_off[l - 1],
+                       k, dc, dp, i - n_grad - 1)
+        i = next_item(&j.team.taken[0])
+    _meet(j, t, True)
+    if l == 0:
+        return
+    prev = work + net.delta_off[l - 1]
+    for i in range(C):  # chunk i on thread i mod T
+        if i % T != t:
+            continue
+        r0 = nb * i // C
+        nr = nb * (i + 1) // C - r0
+        if net.drop[l - 1] > 0:
+            # After the products: they read the activations this rescales.
+            _dropout_backward(work + net.act_off[l - 1] + r0 * k,
+                              work + net.mask_off[l - 1] + r0 * k,
+                              prev + r0 * k, nr * k, net.drop[l - 1])
+        _act_grad(work + net.act_off[l - 1] + r0 * k,
+                  work + net.pre_off[l - 1] + r0 * k
+                  if net.pre_off[l - 1] >= 0 else NULL,
+                  prev + r0 * k, nr, k, net.acts[l - 1])
+    _meet(j, t, False)
+
+
+cdef void _team_part(TeamJob* j, int t, floating* params) noexcept nogil:
+    """Thread t's part of a team step: gather, forward, loss and backward
+    phase by phase, then its parameter ranges [R t / T, R (t + 1) / T) of
+    the gradient divided and penalized (_finish_range) and (with h)
+    updated."""
+    cdef Net* net = j.net
+    cdef Data* d = j.d
+    cdef floating* work = <floating*> j.work
+    cdef floating* grad = <floating*> j.grad
+    cdef const floating* A0
+    cdef Py_ssize_t l, i, r0, nr, lo, hi, C = j.chunks, R = j.ranges
+    cdef Py_ssize_t nf = d.n_features
+    cdef double sw = 0
+    cdef int T = j.team.n
+    if j.rows != NULL:
+        for i in range(C):  # chunk i on thread i mod T
+            if i % T != t:
+                continue
+            r0 = j.nb * i // C
+            nr = j.nb * (i + 1) // C - r0
+            _gather_rows(<const floating*> d.X, nf, j.rows, j.row0 + r0, nr,
+                         work + net.gather_off + r0 * nf)
+        _meet(j, t, False)
+        A0 = work + net.gather_off
+    else:
+        A0 = <const floating*> d.X + j.row0 * nf
+    for l in range(net.n_layers):
+        _team_forward(j, t, params, work,
+                      A0 if l == 0 else work + net.act_off[l - 1], l)
+    for l in range(net.n_layers - 1, -1, -1):
+        _team_backward(j, t, params, grad, work,
+                       A0 if l == 0 else work + net.act_off[l - 1], l)
+    for i in range(C):
+        sw += j.chunk_sw[i]
+    for i in range(R * t // T, R * (t + 1) // T):
+        lo = j.P * i // R
+        hi = j.P * (i + 1) // R
+        j.range_sq[i] = 0
+        j.range_ab[i] = 0
+        _finish_range(net, params, grad, lo, hi, j.alpha, j.l1, sw,
+                      &j.range_sq[i], &j.range_ab[i])
+        if j.h != NULL:
+            _step(&j.h.rule, params + lo, grad + lo,
+                  <floating*> j.state + lo, j.P, hi - lo, j.step)
+
+
+cdef double _team_step(Net* net, Data* d, floating* params, floating* grad,
+                       floating* work, Py_ssize_t P, const Py_ssize_t* rows,
+                       Py_ssize_t row0, Py_ssize_t nb, int T, double alpha,
+                       double l1, const Hyper* h, floating* state,
+                       Py_ssize_t step, Py_ssize_t tile_work,
+                       Py_ssize_t per_thread) except? -1 nogil:
+    """_forward and _backward of a dense batch without batch norm on T
+    threads that share one workspace and one gradient, then (with h) the
+    optimizer's step. One pool job (_team_part): products as tiles
+    (_train_tiles: from the shape and T), elementwise passes by row chunks
+    and the update by parameter ranges (from the shape alone), with barriers
+    between the phases. Every tile is one gemm over all its rows, the loss
+    and the penalty's sums are added in chunk and range order, so the result
+    depends on T only, never on timing or on which thread took a tile.
+    Returns the batch loss (at the parameters before the update)."""
+    cdef TeamJob j
+    cdef double loss = 0, sw_sum = 0, sq = 0, ab = 0
+    cdef Py_ssize_t i
+    j.net, j.d, j.rows, j.h = net, d, rows, h
+    j.params, j.grad, j.work, j.state = params, grad, work, state
+    j.row0, j.nb, j.P, j.step = row0, nb, P, step
+    j.tile_work = max(1, tile_work)
+    j.want = max(1, per_thread) * T
+    j.chunks = min(<Py_ssize_t> MAX_TILES, max(1, nb // MIN_SHARE_ROWS))
+    j.ranges = min(<Py_ssize_t> MAX_TILES,
+                   max(1, P // <Py_ssize_t> RANGE_PARAMS))
+    j.alpha, j.l1 = alpha, l1
+    j.dbl = floating is double
+    j.team.n = T
+    j.team.taken[0].v = 0
+    barrier_init(&j.team.done, T)
+    if run(_team_task, &j, T) != 0:
+        _no_threads(T)
+    for i in range(j.chunks):
+        loss += j.chunk_loss[i]
+        sw_sum += j.chunk_sw[i]
+    for i in range(j.ranges):
+        sq += j.range_sq[i]
+        ab += j.range_ab[i]
+    loss = loss / sw_sum + 0.5 * alpha * sq / sw_sum
+    if l1 != 0:
+        loss += l1 * ab / sw_sum
+    return loss
+
+
 cdef int _no_threads(int T) except -1 nogil:
     """A job found fewer threads than reserved (the system refused them)."""
     with gil:
@@ -778,6 +1076,8 @@ def run_epoch(plan, settings, const floating[:, ::1] X, csr,
     cdef Py_ssize_t n, start, nb, i, P = params.shape[0], chunks, taken
     cdef Py_ssize_t since_check = 0, check_work = SIGNAL_CHECK_WORK
     cdef Py_ssize_t chunk_work = STEP_CHUNK_WORK
+    cdef Py_ssize_t team_params = TEAM_STEP_PARAMS, tile_work = TRAIN_TILE_WORK
+    cdef Py_ssize_t per_thread = TRAIN_TILES_PER_THREAD
     cdef bint check_signals = threading.current_thread() is threading.main_thread()
     cdef bint weightless = False, weighted = sample_weight is not None
     cdef double batch_weight
@@ -831,7 +1131,13 @@ def run_epoch(plan, settings, const floating[:, ::1] X, csr,
                 chunks = _step_chunks(nb, P, t, &net, chunk_work)
                 # step stays the steps taken until this one is whole.
                 taken = step + 1 if h.rule.counts_steps else step
-                if t > 1 or chunks > 1:
+                if t > 1 and chunks == 1 and not d.sparse \
+                        and P >= team_params:
+                    loss_sum += nb * _team_step(
+                        &net, &d, &params[0], &grad[0], &work[0], P, rows,
+                        start, nb, t, h.alpha, h.l1, NULL if clip else &h,
+                        &state[0], taken, tile_work, per_thread)
+                elif t > 1 or chunks > 1:
                     # The update runs on the threads too, split over the
                     # parameters, unless clipping needs the whole gradient
                     # first.
@@ -1055,16 +1361,6 @@ def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
             PyErr_CheckSignals()
 
 
-cdef struct Team:
-    # The threads that share each block: the barrier between a layer's
-    # products and its activations, and who takes which tile (dynamically,
-    # so a thread the OS holds back takes fewer): a counter for this layer
-    # and one for the next, reset in turn.
-    Barrier done
-    Word taken[2]
-    int n
-
-
 cdef struct ForwardJob:
     # Predict blocks b0 .. end on the pool's threads: each block on one
     # thread in its own workspace, or (together) each block on all of them.
@@ -1161,6 +1457,27 @@ cdef Py_ssize_t _most_tiles(Net* net, bint sparse, Py_ssize_t nb,
     return most
 
 
+cdef void _gemm_tile(bint ta, bint tb, Py_ssize_t n, Py_ssize_t m,
+                     Py_ssize_t k, const floating* A, Py_ssize_t lda,
+                     const floating* B, Py_ssize_t ldb, floating* C,
+                     Py_ssize_t ldc, Py_ssize_t chunk, Py_ssize_t panel,
+                     Py_ssize_t i) noexcept nogil:
+    """Tile i (row-major over chunk x panel tiles) of C (n, m) = op(A) op(B),
+    op(A) (n, k), row-major with row strides lda, ldb, ldc: rows i // panels
+    chunk .. and columns i % panels panel .. of C. A one-row tile of
+    ROW_GEMV_WORK or more goes through gemv. The one tile loop of predict's
+    blocks and of a training step's products, forward and backward."""
+    cdef Py_ssize_t panels = (m + panel - 1) // panel
+    cdef Py_ssize_t r0 = i // panels * chunk, c0 = i % panels * panel
+    cdef Py_ssize_t nr = min(chunk, n - r0), nc = min(panel, m - c0)
+    cdef const floating* a = A + (r0 if ta else r0 * lda)
+    cdef const floating* b = B + (c0 * ldb if tb else c0)
+    if not ta and not tb and nr == 1 and nc * k >= ROW_GEMV_WORK:
+        _row_gemv(nc, k, a, b, ldb, C + r0 * ldc + c0)
+    else:
+        gemm(ta, tb, nr, nc, k, 1, a, lda, b, ldb, 0, C + r0 * ldc + c0, ldc)
+
+
 cdef void _forward_block(Net* net, Data* d, const floating* params,
                          floating* work, floating* out, Py_ssize_t b,
                          Py_ssize_t tile_work, int t,
@@ -1176,7 +1493,7 @@ cdef void _forward_block(Net* net, Data* d, const floating* params,
     """
     cdef Py_ssize_t start = b * net.max_rows, L = net.n_layers
     cdef Py_ssize_t nb = min(net.max_rows, d.n_samples - start)
-    cdef Py_ssize_t l, k, m, chunk, panel, chunks, panels, i, r0, c0, nr, nc
+    cdef Py_ssize_t l, k, m, chunk, panel, chunks, panels, i, r0, nr
     cdef const floating* A = NULL
     cdef floating* Z
     cdef bint dense
@@ -1197,20 +1514,14 @@ cdef void _forward_block(Net* net, Data* d, const floating* params,
         taken = &team.taken[(b * L + l) % 2] if team != NULL else NULL
         i = 0 if team == NULL else next_item(taken)
         while i < chunks * panels:
-            r0 = i // panels * chunk
-            c0 = i % panels * panel
-            nr = min(chunk, nb - r0)
-            nc = min(panel, m - c0)
-            if dense and nr == 1 and nc * k >= ROW_GEMV_WORK:
-                _row_gemv(nc, k, A + r0 * k, params + net.coef_off[l] + c0, m,
-                          Z + r0 * m + c0)
-            elif dense:
-                gemm(False, False, nr, nc, k, 1, A + r0 * k, k,
-                     params + net.coef_off[l] + c0, m, 0, Z + r0 * m + c0, m)
+            if dense:
+                _gemm_tile(False, False, nb, m, k, A, k,
+                           params + net.coef_off[l], m, Z, m, chunk, panel, i)
             else:
+                r0 = i * chunk
                 _csr_forward(<const floating*> d.data, d.indices, d.indptr,
-                             NULL, start + r0, nr, params + net.coef_off[0], m,
-                             Z + r0 * m)
+                             NULL, start + r0, min(chunk, nb - r0),
+                             params + net.coef_off[0], m, Z + r0 * m)
             i = i + 1 if team == NULL else next_item(taken)
         if team != NULL:
             barrier_wait(&team.done)

@@ -66,7 +66,7 @@ def _epochs(mod, problem, solver, n_threads, epochs=2, clip=0.0):
 
 @pytest.mark.parametrize("solver", list(SOLVERS))
 @pytest.mark.parametrize("kind", ["dense", "sparse", "dropout", "clip"])
-def test_threaded_epochs_equal_one_thread_and_twin(dtype, solver, kind):
+def test_threaded_epochs_equal_one_thread_and_twin(dtype, solver, kind, engine):
     # Every solver: threaded steps update their share of the parameters
     # (state arrays a whole model apart); with clipping, after the threads.
     problem = _problem(dtype, sparse=kind == "sparse",
@@ -86,6 +86,66 @@ def test_threaded_epochs_equal_one_thread_and_twin(dtype, solver, kind):
     # The rows really were shared: a different summation order shows in the
     # last bits somewhere (masks follow row positions, so dropout agrees too).
     assert not all(np.array_equal(a, b) for a, b in zip(two, one, strict=True))
+
+
+@pytest.fixture(params=["team", "shares"])
+def engine(request, monkeypatch):
+    """Both threaded step engines, whatever the size rule picks."""
+    monkeypatch.setattr(_epoch, "TEAM_STEP_PARAMS", 0 if request.param == "team" else 1 << 62)
+    return request.param
+
+
+@pytest.mark.parametrize("solver", list(SOLVERS))
+@pytest.mark.parametrize("kind", ["dense", "dropout", "clip", "no order"])
+@pytest.mark.parametrize("per_thread", [1, 4])
+def test_team_steps_same_threads_same_bits(dtype, solver, kind, per_thread, monkeypatch):
+    # One workspace and one gradient, tiles from the shape and T: the same T
+    # gives the same bits (whichever thread takes a tile), every T agrees
+    # with one thread to rounding.
+    monkeypatch.setattr(_epoch, "TEAM_STEP_PARAMS", 0)
+    monkeypatch.setattr(_epoch, "TRAIN_TILES_PER_THREAD", per_thread)
+    problem = _problem(dtype, dropout=0.3 if kind == "dropout" else 0.0)
+    clip = 0.5 if kind == "clip" else 0.0
+    run = _epochs
+    if kind == "no order":  # the batch's rows read in place, no gather
+        def run(mod, problem, solver, n_threads, clip=0.0):
+            plan, params, X, _, Y, sw = problem
+            params = params.copy()
+            state = np.zeros(STATE_ARRAYS[solver] * params.size, params.dtype)
+            settings = Settings(SOLVERS[solver], 0.01, alpha=1e-3, l1=1e-4,
+                                n_threads=n_threads)
+            loss, _ = mod.run_epoch(plan, settings, X, None, Y, sw, None, BATCH, params,
+                                    np.empty_like(params), np.empty(plan.work_size, params.dtype),
+                                    state, 0)
+            return [loss], params, state
+    one = run(_epoch, problem, solver, 1, clip=clip)
+    tol = {"rtol": RTOL[dtype], "atol": 1e-5 if dtype == np.float32 else 1e-11}
+    for n_threads in (2, 3, 5):
+        first = run(_epoch, problem, solver, n_threads, clip=clip)
+        for a, b in zip(first, run(_epoch, problem, solver, n_threads, clip=clip), strict=True):
+            assert_array_equal(a, b)
+        for a, b in zip(first, one, strict=True):
+            assert np.isfinite(a).all()
+            assert_allclose(a, b, **tol)
+
+
+def test_train_tiles_rule():
+    # About per-thread x T tiles, never under 16 rows or 32 columns but the
+    # last, whole SIMD lanes; the longer extent split first.
+    assert _epoch.train_tiles(16, 20, 3, 2) == (16, 3)
+    assert _epoch.train_tiles(256, 256, 512, 1) == (256, 512)
+    assert _epoch.train_tiles(256, 256, 512, 2) == (256, 256)
+    assert _epoch.train_tiles(512, 256, 256, 2) == (256, 256)
+    for rows, k, m in [(128, 20, 64), (200, 64, 100), (256, 512, 256), (64, 256, 512),
+                       (2048, 784, 512), (512, 4096, 4096)]:
+        for n_threads in (2, 3, 8, 64):
+            chunk, panel = _epoch.train_tiles(rows, k, m, n_threads)
+            n_tiles = -(-rows // chunk) * -(-m // panel)
+            assert 1 <= n_tiles <= min(_epoch.PREDICT_RULE["max_tiles"],
+                                       n_threads * _epoch.TRAIN_TILES_PER_THREAD)
+            assert chunk >= min(rows, 16) and panel >= min(m, 32)
+            assert panel % 8 == 0 or panel == m
+            assert chunk * panel * k >= _epoch.TRAIN_TILE_WORK // 2 or n_tiles == 1
 
 
 def test_batch_norm_steps_stay_on_one_thread(dtype):
@@ -326,7 +386,7 @@ def test_bad_n_jobs_raises(n_jobs):
 
 
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])
-def test_n_jobs_same_count_same_model(solver):
+def test_n_jobs_same_count_same_model(solver, engine):
     X, y = make_classification(600, 20, random_state=0)
     fits = [MLPRegressor(hidden_layer_sizes=(64, 32), solver=solver, batch_size=200, max_iter=3,
                          random_state=0, n_jobs=n).fit(X, y.astype(float))
@@ -336,6 +396,23 @@ def test_n_jobs_same_count_same_model(solver):
     for fit in fits[2:]:
         assert_allclose(fit.predict(X), fits[0].predict(X), rtol=1e-6, atol=1e-8)
     assert_array_equal(fits[0].predict(X[:300]), fits[0].predict(X)[:300])
+
+
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_n_jobs_agree_with_early_stopping_and_weights(kind, engine):
+    # Every threaded engine through the estimator: early stopping's
+    # validation split, sample weights, L1 and dropout; two threads agree
+    # with one to rounding, and again with themselves bit for bit.
+    X, y = make_classification(600, 20, n_classes=3, n_informative=6, random_state=0)
+    sw = np.random.RandomState(0).uniform(0.5, 2, len(y))
+    est, target = (MLPClassifier, y) if kind == "classifier" else (MLPRegressor, y.astype(float))
+    fits = [est(hidden_layer_sizes=(64, 32), batch_size=128, max_iter=4, l1=1e-4, dropout=0.2,
+                early_stopping=True, random_state=0, n_jobs=n).fit(X, target, sample_weight=sw)
+            for n in (2, 2, 1)]
+    for a, b, c in zip(fits[0].coefs_, fits[1].coefs_, fits[2].coefs_, strict=True):
+        assert_array_equal(a, b)
+        assert_allclose(a, c, rtol=1e-9, atol=1e-12)
+    assert_allclose(fits[0].loss_curve_, fits[2].loss_curve_, rtol=1e-10)
 
 
 class _Stop(Exception):
