@@ -1,0 +1,415 @@
+"""Training and prediction where the data lives: arrays of any array-API
+library (PyTorch, CuPy, array_api_strict) under scikit-learn's
+``array_api_dispatch``.
+
+``space_of`` is the one decision: a fit or a prediction runs here when
+scikit-learn's switch is on and its input is an array-API array that is not
+NumPy's; everything else runs on the compiled engine, untouched. Here the
+stochastic driver (``fastbp._stochastic``) runs as for NumPy input, with
+``Engine`` in the place of the compiled epoch: the twin's algorithm
+(``fastbp._reference``: its activation table and solver rules, called in
+the input's namespace) on a flat parameter array on the input's device.
+The array API does not promise that a reshape is a view, so the layers are
+re-read from the flat array every minibatch and every update writes the
+flat array itself, in place (which NumPy-like libraries all allow).
+
+What stays on the host: the initial weights and the row order (drawn with
+NumPy from random_state exactly as the compiled engine's, then moved), the
+labels (classes are bookkeeping; the targets are encoded there once per
+fit and moved), and the validation score (the validation predictions are
+moved to the host once per epoch and scored as for NumPy input).
+"""
+
+import numpy as np
+from sklearn import get_config
+from sklearn.utils._array_api import (
+    _convert_to_numpy,
+    _is_numpy_namespace,
+    get_namespace_and_device,
+    supported_float_dtypes,
+)
+
+import fastbp._reference as _reference
+from fastbp._epoch import _weightless
+from fastbp._families import SOLVER_OF_CODE
+from fastbp._kernels import ACTIVATIONS, LOSSES
+from fastbp._network import param_offsets
+from fastbp._params import STOCHASTIC_SOLVERS
+
+_ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
+_LOSS_NAMES = {code: name for name, code in LOSSES.items()}
+# The losses this path computes: scikit-learn's MLP's. fastbp's others
+# (absolute_error, huber, quantile, gamma) are refused by name.
+LOSSES_HERE = ("squared_error", "log_loss", "binary_log_loss", "poisson")
+_USE_NUMPY = "; use NumPy input (or turn array_api_dispatch off) for it"
+
+
+class Space:
+    """An array-API namespace and device a call computes in."""
+
+    def __init__(self, xp, device):
+        self.xp, self.device = xp, device
+
+    @property
+    def name(self):
+        return self.xp.__name__.rsplit(".", 1)[-1]
+
+    def asarray(self, a):
+        """A host array (or None) moved to this namespace and device."""
+        if a is None:
+            return None
+        return self.xp.asarray(np.ascontiguousarray(a), device=self.device)
+
+    def to_host(self, a):
+        """a as a NumPy array if it is an array of this namespace; anything
+        else (None, lists, NumPy arrays) as it is."""
+        if a is None or isinstance(a, (np.ndarray, list, tuple)):
+            return a
+        xp, is_array_api, _ = get_namespace_and_device(a)
+        if not is_array_api or _is_numpy_namespace(xp):
+            return a
+        return _convert_to_numpy(a, xp)
+
+    def float_dtypes(self):
+        """validate_data's dtype list: float64 where the device has it, as
+        scikit-learn's array-API estimators."""
+        return list(supported_float_dtypes(self.xp, self.device))
+
+    def host_dtype(self, dtype):
+        return np.dtype(np.float64 if dtype == self.xp.float64 else np.float32)
+
+    def xp_dtype(self, dtype):
+        return self.xp.float64 if dtype == np.float64 else self.xp.float32
+
+
+def space_of(*arrays):
+    """The Space a call on these arrays computes in, or None for the
+    compiled engine: scikit-learn's array_api_dispatch off, or the arrays
+    NumPy's (or lists, sparse matrices, data frames: not array-API arrays)."""
+    if not get_config()["array_api_dispatch"]:
+        return None
+    if all(a is None or isinstance(a, np.ndarray) for a in arrays):
+        return None  # the common case, decided without asking scikit-learn
+    try:
+        xp, is_array_api, device = get_namespace_and_device(*arrays)
+    except TypeError:  # not arrays (data frames): the usual validation's
+        return None
+    if not is_array_api or _is_numpy_namespace(xp):
+        return None
+    return Space(xp, device)
+
+
+def predict_space(estimator, X, method):
+    """The Space a fitted estimator's method computes in for X, or None for
+    the compiled engine (an unfitted estimator: None, for its usual error)."""
+    coefs = estimator.__dict__.get("coefs_")
+    return None if not coefs else call_space(coefs[0], X, estimator, method)
+
+
+def call_space(coef, X, estimator, method):
+    """The Space a call on X with fitted weights (coef, the first layer's)
+    computes in, or None for the compiled engine; a ValueError when X and
+    the weights are in different namespaces or devices (scikit-learn's rule:
+    inputs after fit use fit's namespace and device)."""
+    fitted_here = not isinstance(coef, np.ndarray)
+    if not fitted_here and type(X) is np.ndarray:
+        return None  # the common case, decided without asking scikit-learn
+    space = space_of(X)
+    if not fitted_here and space is None:
+        return None
+    fitted = space_of(coef) if fitted_here else None
+    if fitted_here and fitted is None:
+        raise ValueError(
+            f"{type(estimator).__name__}.{method}(): the model was fitted on "
+            f"{type(coef).__module__.split('.')[0]} arrays; pass X in that "
+            "namespace with sklearn.set_config(array_api_dispatch=True), or "
+            "move the model to NumPy first: "
+            "sklearn.utils._array_api.move_estimator_to(estimator, numpy, 'cpu')."
+        )
+    what = lambda s: "numpy" if s is None else f"{s.name} on {s.device}"  # noqa: E731
+    if space is None or fitted is None or (space.xp, space.device) != (
+            fitted.xp, fitted.device):
+        raise ValueError(
+            f"Inputs passed to {type(estimator).__name__}.{method}() must use "
+            "the same namespace and the same device as those passed to fit(): "
+            f"fit used {what(fitted)}, {method} got {what(space)}. Move the "
+            "estimator with sklearn.utils._array_api.move_estimator_to, or "
+            "move X."
+        )
+    return space
+
+
+def check_fit(s, activation_names):
+    """Refuse, by name, what this path does not compute (s: the fit's
+    settings; activation_names: every layer's, output last)."""
+    if s.solver not in STOCHASTIC_SOLVERS:
+        raise ValueError(
+            f"solver={s.solver!r} is not supported on array-API input: its "
+            f"full-batch optimizer runs on NumPy; the stochastic solvers "
+            f"{', '.join(STOCHASTIC_SOLVERS)} are{_USE_NUMPY}."
+        )
+    for name, on in (("dropout", bool(np.any(np.asarray(s.dropout, float) > 0))),
+                     ("batch_norm", bool(s.batch_norm))):
+        if on:
+            raise ValueError(f"{name} is not supported on array-API input{_USE_NUMPY}.")
+    unsupported = sorted({a for a in activation_names
+                          if a not in _reference.activation_twins(np, None)})
+    if unsupported:
+        raise ValueError(
+            f"activation {unsupported[0]!r} is not supported on array-API input "
+            f"(the array API standard has no erf){_USE_NUMPY}."
+        )
+    loss = getattr(s, "loss", None)
+    if loss is not None and loss not in LOSSES_HERE:
+        raise ValueError(f"loss={loss!r} is not supported on array-API input; "
+                         f"{', '.join(LOSSES_HERE)} are{_USE_NUMPY}.")
+
+
+def check_labels(classes, y_type):
+    """Classification targets this path decodes on the device: numeric
+    labels, binary or multiclass."""
+    if classes.dtype.kind not in "biuf":
+        raise ValueError("class labels must be numbers on array-API input (got "
+                         f"{classes.dtype}); encode them or use NumPy input.")
+    if y_type not in ("binary", "multiclass"):
+        raise ValueError(f"{y_type} targets are not supported on array-API "
+                         f"input{_USE_NUMPY}.")
+
+
+def layers(xp, flat, units):
+    """coefs and intercepts lists read from flat at the engine's offsets
+    (coefficients, then intercepts); views where the library makes them."""
+    coef_off, bias_off, _ = param_offsets(units)
+    coefs, intercepts = [], []
+    for i, (fan_in, fan_out) in enumerate(zip(units[:-1], units[1:])):
+        c, b = int(coef_off[i]), int(bias_off[i])
+        coefs.append(xp.reshape(flat[c : c + fan_in * fan_out], (fan_in, fan_out)))
+        intercepts.append(flat[b : b + fan_out])
+    return coefs, intercepts
+
+
+def pack(coefs, intercepts):
+    """The flat array of per-layer coefs and intercepts (a new array)."""
+    xp, _, _ = get_namespace_and_device(coefs[0])
+    return xp.concat([xp.reshape(a, (-1,)) for a in list(coefs) + list(intercepts)])
+
+
+def _wide(xp, a):
+    """a in float64 where its device has it (the twin's loss precision)."""
+    wide = supported_float_dtypes(xp, a.device)[0]
+    return xp.astype(a, wide)
+
+
+def forward(xp, X, coefs, intercepts, act_names, keep=False):
+    """The network's output; with keep, every layer's activations and
+    pre-activations too (input first)."""
+    table = _reference.activation_twins(xp, lambda Z: 1 / (1 + xp.exp(-Z)))
+    acts, pre = [X], [None]
+    for W, b, name in zip(coefs, intercepts, act_names):
+        Z = acts[-1] @ W + b
+        acts.append(table[name][0](Z))
+        pre.append(Z)
+    return (acts, pre) if keep else acts[-1]
+
+
+def loss_delta(xp, P, Y, sw, loss):
+    """The batch loss (a 0-d float64 array where the device has it), the
+    output delta (weighted) and the weight sum (0-d, P's dtype) of the
+    scikit-learn losses, as the twin's loss_delta."""
+    delta = P - Y
+    if sw is None:
+        sw_sum = xp.asarray(float(P.shape[0]), dtype=P.dtype, device=P.device)
+    else:
+        delta = delta * sw[:, None]
+        sw_sum = xp.sum(sw)
+    P64, Y64 = _wide(xp, P), _wide(xp, Y)
+    zero = xp.zeros_like(Y64)
+    if loss == "squared_error":
+        per_sample = 0.5 * xp.mean((Y64 - P64) ** 2, axis=1)
+    elif loss == "poisson":
+        # 0 log 0 is 0, even where p underflowed to 0 (as the kernel).
+        nonzero = Y64 != 0
+        ratio = xp.where(nonzero, Y64, 1.0 + zero) / xp.where(nonzero, P64, 1.0 + zero)
+        ylogy = xp.where(nonzero, Y64 * xp.log(ratio), zero)
+        per_sample = xp.sum(ylogy - Y64 + P64, axis=1)
+    else:
+        eps = xp.finfo(P.dtype).eps
+        Q = xp.clip(P64, eps, 1 - eps)
+        terms = xp.where(Y64 != 0, Y64 * xp.log(Q), zero)
+        if loss == "binary_log_loss":
+            terms = terms + xp.where(Y64 != 1, (1 - Y64) * xp.log(1 - Q), zero)
+        per_sample = -xp.sum(terms, axis=1)
+    if sw is None:
+        value = xp.mean(per_sample)
+    else:
+        w = _wide(xp, sw)
+        value = xp.sum(per_sample * w) / xp.sum(w)
+    return value, delta, sw_sum
+
+
+def backprop(xp, X, Y, sw, coefs, intercepts, act_names, loss, alpha, l1):
+    """Loss of the batch with the L2 and L1 terms, and the flat gradient
+    (coefficients, then intercepts), as the twin's _backprop."""
+    table = _reference.activation_twins(xp, lambda Z: 1 / (1 + xp.exp(-Z)))
+    acts, pre = forward(xp, X, coefs, intercepts, act_names, keep=True)
+    value, delta, sw_sum = loss_delta(xp, acts[-1], Y, sw, loss)
+    sw_wide = _wide(xp, sw_sum)
+    value = value + 0.5 * alpha * sum(xp.sum(_wide(xp, W) ** 2) for W in coefs) / sw_wide
+    if l1:
+        value = value + l1 * sum(xp.sum(xp.abs(_wide(xp, W))) for W in coefs) / sw_wide
+    dtype = delta.dtype
+    f = lambda v: xp.asarray(v, dtype=dtype, device=delta.device)  # noqa: E731
+    grad_W, grad_b = [None] * len(coefs), [None] * len(coefs)
+    for i in range(len(coefs) - 1, -1, -1):
+        W = coefs[i]
+        g = (acts[i].T @ delta + f(alpha) * W) / sw_sum
+        if l1:
+            g = g + f(l1) / sw_sum * xp.sign(W)
+        grad_W[i], grad_b[i] = g, xp.sum(delta, axis=0) / sw_sum
+        if i > 0:
+            delta = delta @ W.T
+            name = act_names[i - 1]
+            deriv = table[name][1]
+            if name in _reference._THROUGH_A:
+                delta = delta * deriv(acts[i], pre[i])
+            else:  # through Z, in float64 as the compiled kernel
+                delta = delta * xp.astype(deriv(acts[i], _wide(xp, pre[i])), dtype)
+    return value, xp.concat([xp.reshape(g, (-1,)) for g in grad_W + grad_b])
+
+
+class Engine:
+    """The stochastic driver's engine for a Space: the methods of
+    ``fastbp._backend.Backend`` the driver calls, in the space."""
+
+    name = "array_api"
+
+    def __init__(self, space):
+        self.space, self.xp = space, space.xp
+        self._host_weights = (None, None)
+
+    def __repr__(self):
+        return f"Engine({self.space.name!r}, {self.space.device!r})"
+
+    def kernel_input(self, X, dtype):
+        return self.xp.astype(X, self.space.xp_dtype(dtype), copy=False), None
+
+    def buffers(self, plan, flat):
+        return None, None  # the gradient is a new array per minibatch
+
+    def host(self, a):
+        return self.space.to_host(a)
+
+    def host_dtype(self, flat):
+        return self.space.host_dtype(flat.dtype)
+
+    def all_finite(self, a):
+        return bool(self.xp.all(self.xp.isfinite(a)))
+
+    def loss_delta(self, *args):
+        return _reference.loss_delta(*args)  # on host copies (validation)
+
+    def validation_output(self, X, model, plan_for, n_jobs):
+        plan = plan_for(1)
+        coefs, intercepts = layers(self.xp, model.flat, model.units)
+        X = self.xp.astype(X, model.flat.dtype, copy=False)
+        out = forward(self.xp, X, coefs, intercepts,
+                      [_ACTIVATION_NAMES[a] for a in plan.acts])
+        return self.host(out)
+
+    def _weights_on_host(self, sample_weight):
+        # The weightless-batch check reads the weights on the host, copied
+        # once per fit rather than synchronising every minibatch.
+        if self._host_weights[0] is not sample_weight:
+            self._host_weights = (sample_weight, self.host(sample_weight))
+        return self._host_weights[1]
+
+    def run_epoch(self, plan, settings, X, csr, Y, sample_weight, order,
+                  batch_size, params, grad, work, state, step, seed=0,
+                  running=None):
+        """One epoch of minibatch training, as _reference.run_epoch."""
+        xp = self.xp
+        row = SOLVER_OF_CODE[settings.solver]
+        units = tuple(int(u) for u in plan.units)
+        act_names = [_ACTIVATION_NAMES[a] for a in plan.acts]
+        loss = _LOSS_NAMES[plan.loss]
+        n_samples = X.shape[0]
+        host_order = np.arange(n_samples) if order is None else order
+        rows_all = None if order is None else self.space.asarray(
+            order.astype(np.int64))
+        sw_host = None if sample_weight is None else self._weights_on_host(
+            sample_weight)
+        loss_sum = 0.0
+        for start in range(0, n_samples, batch_size):
+            stop = min(start + batch_size, n_samples)
+            if sw_host is not None and not sw_host[host_order[start:stop]].any():
+                raise ValueError(_weightless(start, stop - start))
+            if rows_all is None:
+                Xb, Yb = X[start:stop, ...], Y[start:stop, ...]
+                sw = None if sample_weight is None else sample_weight[start:stop]
+            else:
+                rows = rows_all[start:stop]
+                Xb, Yb = xp.take(X, rows, axis=0), xp.take(Y, rows, axis=0)
+                sw = None if sample_weight is None else xp.take(sample_weight, rows)
+            coefs, intercepts = layers(xp, params, units)
+            value, g = backprop(xp, Xb, Yb, sw, coefs, intercepts, act_names,
+                                loss, settings.alpha, settings.l1)
+            loss_sum = loss_sum + (stop - start) * value
+            _reference.clip_gradient(g, settings.clip_norm, settings.clip_value)
+            step += row.counts_steps
+            _reference.step(settings, params, g, state, step)
+        return float(loss_sum), step
+
+
+
+def fitted_output(estimator, space, X, n_layers=None):
+    """The fitted network's output for X in space (of its first n_layers
+    layers: transform's features), after scikit-learn's checks of X."""
+    from sklearn.utils.validation import validate_data
+
+    from fastbp._network import hidden_activations
+
+    X = validate_data(estimator, X, reset=False, dtype=space.float_dtypes())
+    coefs, intercepts = estimator.coefs_, estimator.intercepts_
+    names = [*hidden_activations(estimator.activation, len(coefs) - 1),
+             estimator.out_activation_]
+    n = len(coefs) if n_layers is None else n_layers
+    xp = space.xp
+    out = forward(xp, xp.astype(X, coefs[0].dtype, copy=False), coefs[:n],
+                  intercepts[:n], names[:n])
+    if not bool(xp.all(xp.isfinite(out))):
+        raise ValueError(
+            "The network's output is not finite: the values of X overflow the "
+            f"fitted {coefs[0].dtype} network (scale them as the training data "
+            "was), or the weights are extreme."
+        )
+    return out
+
+
+def decode_classes(output, classes):
+    """Labels of a binary or multiclass output, in output's namespace."""
+    xp, _, device = get_namespace_and_device(output)
+    classes = xp.asarray(classes, device=device)
+    if output.shape[1] == 1:
+        index = xp.astype(output[:, 0] > 0.5, xp.int64)
+    else:
+        index = xp.argmax(output, axis=1)
+    return xp.take(classes, index)
+
+
+def binary_proba(output):
+    """[1 - p, p] columns of a one-column output, in its namespace."""
+    xp, _, _ = get_namespace_and_device(output)
+    p = output[:, 0]
+    return xp.stack([1 - p, p], axis=1)
+
+
+def refuse(what, X=None, coefs=None):
+    """A TypeError for a NumPy-only tool given array-API input or a model
+    fitted on it; None when neither."""
+    if space_of(X) is None and (coefs is None or isinstance(coefs[0], np.ndarray)):
+        return
+    raise TypeError(
+        f"{what} is not supported on array-API arrays: it runs on NumPy. Move "
+        "the estimator and the data to NumPy first (sklearn.utils._array_api."
+        "move_estimator_to(estimator, numpy, 'cpu'))."
+    )
