@@ -22,6 +22,7 @@ moved to the host once per epoch and scored as for NumPy input).
 
 import numpy as np
 from sklearn import get_config
+from sklearn.externals import array_api_compat
 from sklearn.utils._array_api import (
     _convert_to_numpy,
     _is_numpy_namespace,
@@ -82,6 +83,12 @@ class Space:
         return self.xp.float64 if dtype == np.float64 else self.xp.float32
 
 
+def foreign(a):
+    """True for an array of an array-API library other than NumPy (fitted
+    weights this path left); False for ndarrays and anything else."""
+    return not isinstance(a, np.ndarray) and array_api_compat.is_array_api_obj(a)
+
+
 def space_of(*arrays):
     """The Space a call on these arrays computes in, or None for the
     compiled engine: scikit-learn's array_api_dispatch off, or the arrays
@@ -111,7 +118,7 @@ def call_space(coef, X, estimator, method):
     computes in, or None for the compiled engine; a ValueError when X and
     the weights are in different namespaces or devices (scikit-learn's rule:
     inputs after fit use fit's namespace and device)."""
-    fitted_here = not isinstance(coef, np.ndarray)
+    fitted_here = foreign(coef)
     if not fitted_here and type(X) is np.ndarray:
         return None  # the common case, decided without asking scikit-learn
     space = space_of(X)
@@ -406,7 +413,7 @@ def binary_proba(output):
 def refuse(what, X=None, coefs=None):
     """A TypeError for a NumPy-only tool given array-API input or a model
     fitted on it; None when neither."""
-    if space_of(X) is None and (coefs is None or isinstance(coefs[0], np.ndarray)):
+    if space_of(X) is None and not (coefs and foreign(coefs[0])):
         return
     raise TypeError(
         f"{what} is not supported on array-API arrays: it runs on NumPy. Move "

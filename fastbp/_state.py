@@ -71,7 +71,7 @@ class Model:
         """coefs_, intercepts_ and batch_norm_*_ as views of this record
         (in an array-API namespace, arrays read from it: a reshape there
         need not be a view)."""
-        if not isinstance(self.flat, np.ndarray):
+        if _array_api.foreign(self.flat):
             xp = array_api_compat.array_namespace(self.flat)
             coefs, intercepts = _array_api.layers(xp, self.flat, self.units)
             return {"coefs_": coefs, "intercepts_": intercepts,
@@ -88,7 +88,7 @@ class Model:
         was replaced by another array, a new record packed from the lists.
         """
         coefs, intercepts = attrs["coefs_"], attrs["intercepts_"]
-        if not isinstance(coefs[0], np.ndarray):
+        if _array_api.foreign(coefs[0]):
             # Packed anew from the lists every time: whether they still view
             # the record's buffer is not something the array API tells.
             units = (coefs[0].shape[0], *(c.shape[1] for c in coefs))
