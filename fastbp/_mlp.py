@@ -548,6 +548,9 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
 
     def __getstate__(self):
         # coefs_ and intercepts_ carry the weights; the record is rebuilt.
+        # Loading checks them as NumPy arrays: refuse others at saving time,
+        # rather than write a file that cannot be loaded.
+        _array_api.refuse("Pickling", coefs=self.__dict__.get("coefs_"))
         with _COMMIT:
             state = dict(super().__getstate__())
         state.pop("_model", None)

@@ -9,6 +9,7 @@ without it; CI runs this file both ways.
 """
 
 import os
+import pickle
 import warnings
 
 import numpy as np
@@ -16,8 +17,9 @@ import pytest
 import sklearn
 from sklearn.datasets import make_classification, make_regression
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._array_api import move_estimator_to
 
-from fastbp import MLPClassifier, MLPRegressor
+from fastbp import MLPClassifier, MLPRegressor, to_onnx
 from fastbp._families import SOLVERS
 
 NAMESPACES = ("array_api_strict", "torch")
@@ -232,6 +234,32 @@ def test_other_refusals(space, dispatch, classification, regression):
     with sklearn.config_context(array_api_dispatch=False):
         with pytest.raises(ValueError, match="the model was fitted on"):
             est.predict(space(X))
+    with pytest.raises(TypeError, match="Pickling is not supported on array-API"):
+        pickle.dumps(est)
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        pass  # to_onnx asks for onnx first
+    else:
+        with pytest.raises(TypeError, match=r"to_onnx \(ONNX export\) is not"):
+            to_onnx(est)
+    with pytest.raises(TypeError, match="This method is not supported on array-API"):
+        est.jacobian(X[:2])
+
+
+def test_move_estimator_to_numpy_continues_on_the_compiled_engine(
+        space, dispatch, classification):
+    X, y = classification
+    want = _fit(MLPClassifier, X, y)
+    moved = move_estimator_to(_fit(MLPClassifier, space(X), space(y)), np, "cpu")
+    assert type(moved.coefs_[0]) is np.ndarray
+    np.testing.assert_allclose(moved.predict_proba(X), want.predict_proba(X),
+                               atol=1e-10)
+    moved.partial_fit(X, y)
+    want.partial_fit(X, y)
+    for a, b in zip(moved.coefs_, want.coefs_):
+        np.testing.assert_allclose(a, b, atol=1e-10)
+    pickle.loads(pickle.dumps(moved))
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
