@@ -39,9 +39,6 @@ from fastbp._params import STOCHASTIC_SOLVERS
 
 _ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
 _LOSS_NAMES = {code: name for name, code in LOSSES.items()}
-# The losses this path computes: scikit-learn's MLP's. fastbp's others
-# (absolute_error, huber, quantile, gamma) are refused by name.
-LOSSES_HERE = ("squared_error", "log_loss", "binary_log_loss", "poisson")
 _USE_NUMPY = "; use NumPy input (or turn array_api_dispatch off) for it"
 
 
@@ -155,10 +152,8 @@ def check_fit(s, activation_names):
             f"full-batch optimizer runs on NumPy; the stochastic solvers "
             f"{', '.join(STOCHASTIC_SOLVERS)} are{_USE_NUMPY}."
         )
-    for name, on in (("dropout", bool(np.any(np.asarray(s.dropout, float) > 0))),
-                     ("batch_norm", bool(s.batch_norm))):
-        if on:
-            raise ValueError(f"{name} is not supported on array-API input{_USE_NUMPY}.")
+    if s.batch_norm:
+        raise ValueError(f"batch_norm is not supported on array-API input{_USE_NUMPY}.")
     unsupported = sorted({a for a in activation_names
                           if a not in _reference.activation_twins(np, None)})
     if unsupported:
@@ -166,10 +161,6 @@ def check_fit(s, activation_names):
             f"activation {unsupported[0]!r} is not supported on array-API input "
             f"(the array API standard has no erf){_USE_NUMPY}."
         )
-    loss = getattr(s, "loss", None)
-    if loss is not None and loss not in LOSSES_HERE:
-        raise ValueError(f"loss={loss!r} is not supported on array-API input; "
-                         f"{', '.join(LOSSES_HERE)} are{_USE_NUMPY}.")
 
 
 def check_labels(classes, y_type):
@@ -207,31 +198,40 @@ def _wide(xp, a):
     return xp.astype(a, wide)
 
 
-def forward(xp, X, coefs, intercepts, act_names, keep=False):
-    """The network's output; with keep, every layer's activations and
-    pre-activations too (input first)."""
+def forward(xp, X, coefs, intercepts, act_names, keep=False, masks=None):
+    """The network's output; with keep, every layer's activations (before
+    dropout) and pre-activations too, input first. masks: per layer, the
+    dropout mask its activations are multiplied by, or None."""
     table = _reference.activation_twins(xp, lambda Z: 1 / (1 + xp.exp(-Z)))
-    acts, pre = [X], [None]
-    for W, b, name in zip(coefs, intercepts, act_names):
-        Z = acts[-1] @ W + b
+    masks = masks or [None] * len(coefs)
+    acts, pre, A = [X], [None], X
+    for W, b, name, mask in zip(coefs, intercepts, act_names, masks):
+        Z = A @ W + b
         acts.append(table[name][0](Z))
         pre.append(Z)
-    return (acts, pre) if keep else acts[-1]
+        A = acts[-1] if mask is None else acts[-1] * mask
+    return (acts, pre) if keep else A
 
 
-def loss_delta(xp, P, Y, sw, loss):
+def loss_delta(xp, P, Y, sw, loss, loss_param=0.0):
     """The batch loss (a 0-d float64 array where the device has it), the
-    output delta (weighted) and the weight sum (0-d, P's dtype) of the
-    scikit-learn losses, as the twin's loss_delta."""
-    delta = P - Y
+    output delta (weighted) and the weight sum (0-d, P's dtype), as the
+    twin's loss_delta (fastbp's own losses: the twin's _other_loss)."""
+    P64, Y64 = _wide(xp, P), _wide(xp, Y)
+    if loss in _reference._OTHER_LOSSES:
+        terms, delta = _reference._other_loss(P64, Y64, loss, loss_param, xp)
+        delta = xp.astype(delta, P.dtype)
+    else:
+        delta = P - Y
     if sw is None:
         sw_sum = xp.asarray(float(P.shape[0]), dtype=P.dtype, device=P.device)
     else:
         delta = delta * sw[:, None]
         sw_sum = xp.sum(sw)
-    P64, Y64 = _wide(xp, P), _wide(xp, Y)
     zero = xp.zeros_like(Y64)
-    if loss == "squared_error":
+    if loss in _reference._OTHER_LOSSES:
+        per_sample = xp.sum(terms, axis=1)
+    elif loss == "squared_error":
         per_sample = 0.5 * xp.mean((Y64 - P64) ** 2, axis=1)
     elif loss == "poisson":
         # 0 log 0 is 0, even where p underflowed to 0 (as the kernel).
@@ -254,12 +254,17 @@ def loss_delta(xp, P, Y, sw, loss):
     return value, delta, sw_sum
 
 
-def backprop(xp, X, Y, sw, coefs, intercepts, act_names, loss, alpha, l1):
+def backprop(xp, X, Y, sw, coefs, intercepts, act_names, loss, alpha, l1,
+             loss_param=0.0, masks=None):
     """Loss of the batch with the L2 and L1 terms, and the flat gradient
     (coefficients, then intercepts), as the twin's _backprop."""
     table = _reference.activation_twins(xp, lambda Z: 1 / (1 + xp.exp(-Z)))
-    acts, pre = forward(xp, X, coefs, intercepts, act_names, keep=True)
-    value, delta, sw_sum = loss_delta(xp, acts[-1], Y, sw, loss)
+    masks = masks or [None] * len(coefs)
+    acts, pre = forward(xp, X, coefs, intercepts, act_names, keep=True,
+                        masks=masks)
+    # The layers' inputs: the activations after dropout.
+    inputs = [a if m is None else a * m for a, m in zip(acts, [None] + masks)]
+    value, delta, sw_sum = loss_delta(xp, acts[-1], Y, sw, loss, loss_param)
     sw_wide = _wide(xp, sw_sum)
     value = value + 0.5 * alpha * sum(xp.sum(_wide(xp, W) ** 2) for W in coefs) / sw_wide
     if l1:
@@ -269,12 +274,14 @@ def backprop(xp, X, Y, sw, coefs, intercepts, act_names, loss, alpha, l1):
     grad_W, grad_b = [None] * len(coefs), [None] * len(coefs)
     for i in range(len(coefs) - 1, -1, -1):
         W = coefs[i]
-        g = (acts[i].T @ delta + f(alpha) * W) / sw_sum
+        g = (inputs[i].T @ delta + f(alpha) * W) / sw_sum
         if l1:
             g = g + f(l1) / sw_sum * xp.sign(W)
         grad_W[i], grad_b[i] = g, xp.sum(delta, axis=0) / sw_sum
         if i > 0:
             delta = delta @ W.T
+            if masks[i - 1] is not None:
+                delta = delta * masks[i - 1]
             name = act_names[i - 1]
             deriv = table[name][1]
             if name in _reference._THROUGH_A:
@@ -330,6 +337,23 @@ class Engine:
             self._host_weights = (sample_weight, self.host(sample_weight))
         return self._host_weights[1]
 
+    def _masks(self, plan, seed, start, stop, dtype):
+        """Each layer's dropout mask for rows start:stop of the epoch, or
+        None: the twin's counter-based masks, drawn on the host (uint64
+        arithmetic the array API does not promise on every device) and
+        moved; the same masks as the compiled engine's."""
+        masks = []
+        host = np.float64 if dtype == self.xp.float64 else np.float32
+        for i, rate in enumerate(plan.drop):
+            if rate > 0:
+                shape = (stop - start, int(plan.units[i + 1]))
+                masks.append(self.space.asarray(_reference.dropout_mask(
+                    shape, rate, seed, start, plan.drop_col[i], plan.drop_width,
+                    host)))
+            else:
+                masks.append(None)
+        return masks
+
     def run_epoch(self, plan, settings, X, csr, Y, sample_weight, order,
                   batch_size, params, grad, work, state, step, seed=0,
                   running=None):
@@ -359,7 +383,9 @@ class Engine:
                 sw = None if sample_weight is None else xp.take(sample_weight, rows)
             coefs, intercepts = layers(xp, params, units)
             value, g = backprop(xp, Xb, Yb, sw, coefs, intercepts, act_names,
-                                loss, settings.alpha, settings.l1)
+                                loss, settings.alpha, settings.l1,
+                                plan.loss_param, self._masks(plan, seed, start,
+                                                             stop, params.dtype))
             loss_sum = loss_sum + (stop - start) * value
             _reference.clip_gradient(g, settings.clip_norm, settings.clip_value)
             step += row.counts_steps

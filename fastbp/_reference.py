@@ -123,25 +123,27 @@ def _check_loss(loss, loss_param):
     return name
 
 
-def _other_loss(P, Y, name, loss_param):
+def _other_loss(P, Y, name, loss_param, xp=np):
     """Per-element loss and d loss / d z of the losses beyond scikit-learn's
-    MLP (float64; e = p - y, z the output's pre-activation)."""
+    MLP (float64; e = p - y, z the output's pre-activation), in namespace xp
+    (the array-API engine's too)."""
     E = P - Y
+    one = xp.ones_like(E)
     if name == "absolute_error":
-        return np.abs(E), np.where(E > 0, 1.0, -1.0)
+        return xp.abs(E), xp.where(E > 0, one, -one)
     if name == "huber":
         d = loss_param
-        inside = np.abs(E) <= d
-        return (np.where(inside, 0.5 * E**2, d * (np.abs(E) - 0.5 * d)),
-                np.where(inside, E, np.where(E >= 0, d, -d)))
+        inside = xp.abs(E) <= d
+        return (xp.where(inside, 0.5 * E**2, d * (xp.abs(E) - 0.5 * d)),
+                xp.where(inside, E, xp.where(E >= 0, d * one, -d * one)))
     if name == "quantile":
         q = loss_param
         below = Y >= P
-        return (np.where(below, q * (Y - P), (1 - q) * (P - Y)),
-                np.where(below, -q, 1 - q))
+        return (xp.where(below, q * (Y - P), (1 - q) * (P - Y)),
+                xp.where(below, -q * one, (1 - q) * one))
     if name == "gamma":
         ratio = Y / P  # p = exp(z)
-        return ratio - np.log(ratio) - 1, 1 - ratio
+        return ratio - xp.log(ratio) - 1, 1 - ratio
     raise ValueError(f"no twin for loss {name!r}")
 
 

@@ -112,6 +112,8 @@ OPTIONS = [
     dict(activation="silu"),
     dict(activation=["elu", "leaky_relu"]),
     dict(activation="softplus"),
+    dict(dropout=0.3),
+    dict(dropout=[0.0, 0.5], solver="sgd", shuffle=False),
 ]
 
 
@@ -140,13 +142,17 @@ def test_sample_weight_and_validation_set(space, dispatch, classification):
     np.testing.assert_allclose(got.validation_scores_, want.validation_scores_)
 
 
-@pytest.mark.parametrize("loss", ["squared_error", "poisson"])
+@pytest.mark.parametrize("loss, params", [
+    ("squared_error", {}), ("poisson", {}), ("absolute_error", {}),
+    ("huber", dict(huber_delta=0.2)), ("quantile", dict(quantile=0.8)),
+    ("gamma", {}),
+])
 def test_regressor_follows_the_compiled_trajectory(space, dispatch, regression,
-                                                   loss):
+                                                   loss, params):
     X, y = regression
-    y = np.exp(y) if loss == "poisson" else y
-    want = _fit(MLPRegressor, X, y, loss=loss)
-    got = _fit(MLPRegressor, space(X), space(y), loss=loss)
+    y = np.exp(y) if loss in ("poisson", "gamma") else y
+    want = _fit(MLPRegressor, X, y, loss=loss, **params)
+    got = _fit(MLPRegressor, space(X), space(y), loss=loss, **params)
     _assert_same_fit(space, got, want)
     np.testing.assert_allclose(space.host(got.predict(space(X))), want.predict(X),
                                atol=1e-10)
@@ -205,7 +211,6 @@ def test_partial_fit_and_warm_start_continue_in_the_namespace(space, dispatch,
 @pytest.mark.parametrize("params, match", [
     (dict(solver="lbfgs"), "solver='lbfgs' is not supported on array-API input"),
     (dict(solver="newton"), "solver='newton' is not supported on array-API input"),
-    (dict(dropout=0.2), "dropout is not supported on array-API input"),
     (dict(batch_norm=True), "batch_norm is not supported on array-API input"),
     (dict(activation="gelu"), "activation 'gelu' is not supported"),
 ])
@@ -216,10 +221,8 @@ def test_what_is_not_computed_here_raises_by_name(space, dispatch, classificatio
         MLPClassifier(**{**SMALL, **params}).fit(space(X), space(y))
 
 
-def test_other_refusals(space, dispatch, classification, regression):
+def test_other_refusals(space, dispatch, classification):
     X, y = classification
-    with pytest.raises(ValueError, match="loss='huber' is not supported"):
-        MLPRegressor(loss="huber").fit(space(regression[0]), space(regression[1]))
     with pytest.raises(ValueError, match="class labels must be numbers"):
         MLPClassifier().fit(space(X), np.array(["a", "b", "c"])[y])
     with pytest.raises(ValueError, match="multilabel-indicator targets are not"):
