@@ -33,8 +33,8 @@ from sklearn.utils._array_api import (
 import fastbp._reference as _reference
 from fastbp._epoch import _weightless
 from fastbp._families import SOLVER_OF_CODE
-from fastbp._kernels import ACTIVATIONS, LOSSES
-from fastbp._network import param_offsets
+from fastbp._kernels import ACTIVATIONS, BATCH_NORM_EPS, BATCH_NORM_MOMENTUM, LOSSES
+from fastbp._network import bn_views, param_offsets
 from fastbp._params import STOCHASTIC_SOLVERS
 
 _ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
@@ -152,8 +152,6 @@ def check_fit(s, activation_names):
             f"full-batch optimizer runs on NumPy; the stochastic solvers "
             f"{', '.join(STOCHASTIC_SOLVERS)} are{_USE_NUMPY}."
         )
-    if s.batch_norm:
-        raise ValueError(f"batch_norm is not supported on array-API input{_USE_NUMPY}.")
     unsupported = sorted({a for a in activation_names
                           if a not in _reference.activation_twins(np, None)})
     if unsupported:
@@ -186,10 +184,12 @@ def layers(xp, flat, units):
     return coefs, intercepts
 
 
-def pack(coefs, intercepts):
-    """The flat array of per-layer coefs and intercepts (a new array)."""
-    xp, _, _ = get_namespace_and_device(coefs[0])
-    return xp.concat([xp.reshape(a, (-1,)) for a in list(coefs) + list(intercepts)])
+def pack(*lists):
+    """One new flat array of the arrays of the lists, in order (coefs, then
+    intercepts, then batch norm's scales and shifts: the engine's layout)."""
+    arrays = [a for part in lists for a in part]
+    xp = array_api_compat.array_namespace(arrays[0])
+    return xp.concat([xp.reshape(a, (-1,)) for a in arrays])
 
 
 def _wide(xp, a):
@@ -198,19 +198,50 @@ def _wide(xp, a):
     return xp.astype(a, wide)
 
 
-def forward(xp, X, coefs, intercepts, act_names, keep=False, masks=None):
+def forward(xp, X, coefs, intercepts, act_names, keep=False, masks=None,
+            bn=None):
     """The network's output; with keep, every layer's activations (before
-    dropout) and pre-activations too, input first. masks: per layer, the
-    dropout mask its activations are multiplied by, or None."""
+    dropout) and pre-activations too, input first.
+
+    masks: per layer, the dropout mask its activations are multiplied by,
+    or None. bn = (params, stats, batch, normalized), as the twin's
+    _forward_layers: per layer (scale, shift) and (mean, variance) or None,
+    whether to normalize with the batch's statistics (and move the running
+    ones, updated in place, towards them), and a list receiving each
+    layer's (zhat, 1 / std) or None.
+    """
     table = _reference.activation_twins(xp, lambda Z: 1 / (1 + xp.exp(-Z)))
     masks = masks or [None] * len(coefs)
     acts, pre, A = [X], [None], X
-    for W, b, name, mask in zip(coefs, intercepts, act_names, masks):
+    for i, (W, b, name, mask) in enumerate(zip(coefs, intercepts, act_names, masks)):
         Z = A @ W + b
+        if bn is not None and bn[0][i] is not None:
+            Z = _normalize(xp, Z, *bn[0][i], bn[1][i], bn[2], bn[3])
+        elif bn is not None:
+            bn[3].append(None)
         acts.append(table[name][0](Z))
         pre.append(Z)
         A = acts[-1] if mask is None else acts[-1] * mask
     return (acts, pre) if keep else A
+
+
+def _normalize(xp, Z, gamma, beta, stat, batch, normalized):
+    """Batch norm of Z (its intercept added), scaled and shifted, as the
+    twin's bn_forward."""
+    if batch:
+        mean, var = xp.mean(Z, axis=0), xp.var(Z, axis=0)
+        if stat is not None:
+            mom, n = BATCH_NORM_MOMENTUM, Z.shape[0]
+            stat[0][...] = (1 - mom) * stat[0] + mom * mean
+            if n > 1:
+                stat[1][...] = (1 - mom) * stat[1] + mom * (var * n / (n - 1))
+    else:
+        mean, var = stat
+    inv = 1 / xp.sqrt(var + xp.asarray(BATCH_NORM_EPS, dtype=Z.dtype,
+                                       device=Z.device))
+    zhat = (Z - mean) * inv
+    normalized.append((zhat, inv))
+    return gamma * zhat + beta
 
 
 def loss_delta(xp, P, Y, sw, loss, loss_param=0.0):
@@ -255,13 +286,19 @@ def loss_delta(xp, P, Y, sw, loss, loss_param=0.0):
 
 
 def backprop(xp, X, Y, sw, coefs, intercepts, act_names, loss, alpha, l1,
-             loss_param=0.0, masks=None):
+             loss_param=0.0, masks=None, bn=None):
     """Loss of the batch with the L2 and L1 terms, and the flat gradient
-    (coefficients, then intercepts), as the twin's _backprop."""
+    (coefficients, intercepts, then batch norm's scales and shifts layer by
+    layer), as the twin's _backprop. bn: (params, running) views per layer,
+    the running statistics updated in place."""
     table = _reference.activation_twins(xp, lambda Z: 1 / (1 + xp.exp(-Z)))
     masks = masks or [None] * len(coefs)
+    normalized = []
     acts, pre = forward(xp, X, coefs, intercepts, act_names, keep=True,
-                        masks=masks)
+                        masks=masks,
+                        bn=None if bn is None else (*bn, True, normalized))
+    normalized = normalized or [None] * len(coefs)
+    bn_grad = [None] * len(coefs)
     # The layers' inputs: the activations after dropout.
     inputs = [a if m is None else a * m for a, m in zip(acts, [None] + masks)]
     value, delta, sw_sum = loss_delta(xp, acts[-1], Y, sw, loss, loss_param)
@@ -274,10 +311,18 @@ def backprop(xp, X, Y, sw, coefs, intercepts, act_names, loss, alpha, l1,
     grad_W, grad_b = [None] * len(coefs), [None] * len(coefs)
     for i in range(len(coefs) - 1, -1, -1):
         W = coefs[i]
+        if normalized[i] is not None:  # as the twin's bn_backward
+            (zhat, inv), gamma = normalized[i], bn[0][i][0]
+            bn_grad[i] = (xp.sum(delta * zhat, axis=0) / sw_sum,
+                          xp.sum(delta, axis=0) / sw_sum)
+            delta = gamma * inv * (delta - xp.mean(delta, axis=0)
+                                   - zhat * xp.mean(delta * zhat, axis=0))
         g = (inputs[i].T @ delta + f(alpha) * W) / sw_sum
         if l1:
             g = g + f(l1) / sw_sum * xp.sign(W)
         grad_W[i], grad_b[i] = g, xp.sum(delta, axis=0) / sw_sum
+        if normalized[i] is not None:  # the normalization cancels the intercept
+            grad_b[i] = xp.zeros_like(grad_b[i])
         if i > 0:
             delta = delta @ W.T
             if masks[i - 1] is not None:
@@ -288,7 +333,8 @@ def backprop(xp, X, Y, sw, coefs, intercepts, act_names, loss, alpha, l1,
                 delta = delta * deriv(acts[i], pre[i])
             else:  # through Z, in float64 as the compiled kernel
                 delta = delta * xp.astype(deriv(acts[i], _wide(xp, pre[i])), dtype)
-    return value, xp.concat([xp.reshape(g, (-1,)) for g in grad_W + grad_b])
+    grads = grad_W + grad_b + [g for pair in bn_grad if pair for g in pair]
+    return value, xp.concat([xp.reshape(g, (-1,)) for g in grads])
 
 
 class Engine:
@@ -326,8 +372,11 @@ class Engine:
         plan = plan_for(1)
         coefs, intercepts = layers(self.xp, model.flat, model.units)
         X = self.xp.astype(X, model.flat.dtype, copy=False)
+        bn = None
+        if model.running is not None:
+            bn = (*bn_views(model.flat, model.running, plan), False, [])
         out = forward(self.xp, X, coefs, intercepts,
-                      [_ACTIVATION_NAMES[a] for a in plan.acts])
+                      [_ACTIVATION_NAMES[a] for a in plan.acts], bn=bn)
         return self.host(out)
 
     def _weights_on_host(self, sample_weight):
@@ -382,10 +431,12 @@ class Engine:
                 Xb, Yb = xp.take(X, rows, axis=0), xp.take(Y, rows, axis=0)
                 sw = None if sample_weight is None else xp.take(sample_weight, rows)
             coefs, intercepts = layers(xp, params, units)
+            bn = bn_views(params, running, plan) if plan.n_running else None
             value, g = backprop(xp, Xb, Yb, sw, coefs, intercepts, act_names,
                                 loss, settings.alpha, settings.l1,
                                 plan.loss_param, self._masks(plan, seed, start,
-                                                             stop, params.dtype))
+                                                             stop, params.dtype),
+                                bn)
             loss_sum = loss_sum + (stop - start) * value
             _reference.clip_gradient(g, settings.clip_norm, settings.clip_value)
             step += row.counts_steps
@@ -407,8 +458,16 @@ def fitted_output(estimator, space, X, n_layers=None):
              estimator.out_activation_]
     n = len(coefs) if n_layers is None else n_layers
     xp = space.xp
+    bn = None
+    if getattr(estimator, "batch_norm_scale_", None) is not None:
+        d = estimator.__dict__
+        hidden = len(coefs) - 1
+        bn = ([(d["batch_norm_scale_"][i], d["batch_norm_shift_"][i])
+               for i in range(hidden)] + [None],
+              [(d["batch_norm_mean_"][i], d["batch_norm_var_"][i])
+               for i in range(hidden)] + [None], False, [])
     out = forward(xp, xp.astype(X, coefs[0].dtype, copy=False), coefs[:n],
-                  intercepts[:n], names[:n])
+                  intercepts[:n], names[:n], bn=bn)
     if not bool(xp.all(xp.isfinite(out))):
         raise ValueError(
             "The network's output is not finite: the values of X overflow the "

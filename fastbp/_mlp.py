@@ -256,7 +256,8 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             backend = _array_api.Engine(space)
             data = (d.X, space.asarray(d.Y), space.asarray(d.sample_weight))
             if isinstance(model.flat, np.ndarray):  # drawn on the host
-                model = Model(space.asarray(model.flat), units)
+                model = Model(space.asarray(model.flat), units,
+                              space.asarray(model.running))
         n_threads = effective_n_threads(s.n_jobs)
         # Full-batch solvers get one extra, empty subtask: scipy reports an
         # iteration after it ran.

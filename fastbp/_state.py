@@ -20,7 +20,7 @@ from sklearn.externals import array_api_compat
 import fastbp._array_api as _array_api
 
 from fastbp._families import LOSSES
-from fastbp._network import fitted_arrays, make_plan, pack
+from fastbp._network import batch_norm_attributes, fitted_arrays, make_plan, pack
 from fastbp._optimizers import STATE_ARRAYS
 
 def _copy(a):
@@ -65,7 +65,7 @@ class Model:
 
     def copy(self):
         return Model(_copy(self.flat), self.units,
-                     None if self.running is None else self.running.copy())
+                     None if self.running is None else _copy(self.running))
 
     def attributes(self):
         """coefs_, intercepts_ and batch_norm_*_ as views of this record
@@ -74,8 +74,12 @@ class Model:
         if _array_api.foreign(self.flat):
             xp = array_api_compat.array_namespace(self.flat)
             coefs, intercepts = _array_api.layers(xp, self.flat, self.units)
-            return {"coefs_": coefs, "intercepts_": intercepts,
-                    **dict.fromkeys(_BN_PARAMS + _BN_STATS), "_model": self}
+            bn = dict.fromkeys(_BN_PARAMS + _BN_STATS)
+            if self.running is not None:  # slices only: views anywhere
+                bn = dict(zip(_BN_PARAMS + _BN_STATS, batch_norm_attributes(
+                    self.flat, self.running, self.units)))
+            return {"coefs_": coefs, "intercepts_": intercepts, **bn,
+                    "_model": self}
         return {**fitted_arrays(self.flat, self.units, self.running),
                 "_model": self}
 
@@ -88,12 +92,14 @@ class Model:
         was replaced by another array, a new record packed from the lists.
         """
         coefs, intercepts = attrs["coefs_"], attrs["intercepts_"]
+        params = _interleaved(attrs, _BN_PARAMS)
         if _array_api.foreign(coefs[0]):
             # Packed anew from the lists every time: whether they still view
             # the record's buffer is not something the array API tells.
             units = (coefs[0].shape[0], *(c.shape[1] for c in coefs))
-            return cls(_array_api.pack(coefs, intercepts), units)
-        params = _interleaved(attrs, _BN_PARAMS)
+            stats = _interleaved(attrs, _BN_STATS)
+            return cls(_array_api.pack(coefs, intercepts, params),
+                       units, _array_api.pack(stats) if stats else None)
         stats = _interleaved(attrs, _BN_STATS)
         model = attrs.get("_model")
         if model is not None and all(

@@ -114,6 +114,8 @@ OPTIONS = [
     dict(activation="softplus"),
     dict(dropout=0.3),
     dict(dropout=[0.0, 0.5], solver="sgd", shuffle=False),
+    dict(batch_norm=True),
+    dict(batch_norm=True, dropout=0.2, early_stopping=True, solver="nadam"),
 ]
 
 
@@ -168,10 +170,18 @@ def test_float32_stays_float32(space, dispatch, regression):
     assert got.predict(space(X)).shape == (len(X),)
 
 
-def test_predictions_in_the_namespace(space, dispatch, classification):
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_predictions_in_the_namespace(space, dispatch, classification,
+                                      batch_norm):
     X, y = classification
-    want = _fit(MLPClassifier, X, y)
-    got = _fit(MLPClassifier, space(X), space(y))
+    want = _fit(MLPClassifier, X, y, batch_norm=batch_norm)
+    got = _fit(MLPClassifier, space(X), space(y), batch_norm=batch_norm)
+    if batch_norm:
+        for name in ("batch_norm_scale_", "batch_norm_shift_",
+                     "batch_norm_mean_", "batch_norm_var_"):
+            for a, b in zip(getattr(got, name), getattr(want, name)):
+                assert space.holds(a), name
+                np.testing.assert_allclose(space.host(a), b, atol=1e-10)
     for method in ("predict", "predict_proba", "predict_log_proba", "transform"):
         out = getattr(got, method)(space(X))
         assert space.holds(out), method
@@ -211,7 +221,6 @@ def test_partial_fit_and_warm_start_continue_in_the_namespace(space, dispatch,
 @pytest.mark.parametrize("params, match", [
     (dict(solver="lbfgs"), "solver='lbfgs' is not supported on array-API input"),
     (dict(solver="newton"), "solver='newton' is not supported on array-API input"),
-    (dict(batch_norm=True), "batch_norm is not supported on array-API input"),
     (dict(activation="gelu"), "activation 'gelu' is not supported"),
 ])
 def test_what_is_not_computed_here_raises_by_name(space, dispatch, classification,
