@@ -146,12 +146,15 @@ def call_space(coef, X, estimator, method):
 def check_fit(s, activation_names):
     """Refuse, by name, what this path does not compute (s: the fit's
     settings; activation_names: every layer's, output last)."""
-    if s.solver not in STOCHASTIC_SOLVERS:
+    if s.solver not in STOCHASTIC_SOLVERS + ("lbfgs",):
         raise ValueError(
             f"solver={s.solver!r} is not supported on array-API input: its "
-            f"full-batch optimizer runs on NumPy; the stochastic solvers "
-            f"{', '.join(STOCHASTIC_SOLVERS)} are{_USE_NUMPY}."
+            f"Hessian-vector products run on NumPy; lbfgs and the stochastic "
+            f"solvers {', '.join(STOCHASTIC_SOLVERS)} are{_USE_NUMPY}."
         )
+    if s.solver == "lbfgs" and s.batch_norm:
+        raise ValueError("batch_norm with solver='lbfgs' is not supported on "
+                         f"array-API input{_USE_NUMPY}.")
     unsupported = sorted({a for a in activation_names
                           if a not in _reference.activation_twins(np, None)})
     if unsupported:
@@ -342,6 +345,7 @@ class Engine:
     ``fastbp._backend.Backend`` the driver calls, in the space."""
 
     name = "array_api"
+    reuses_work = False  # no Hessian-vector products here
 
     def __init__(self, space):
         self.space, self.xp = space, space.xp
@@ -363,7 +367,29 @@ class Engine:
         return self.space.host_dtype(flat.dtype)
 
     def all_finite(self, a):
+        if isinstance(a, np.ndarray):  # lbfgs's host iterate
+            return bool(np.isfinite(a).all())
         return bool(self.xp.all(self.xp.isfinite(a)))
+
+    def workspace(self, plan, dtype):
+        return None  # every pass allocates its own arrays
+
+    def targets(self, Y, dtype):
+        return self.xp.astype(Y, self.space.xp_dtype(dtype), copy=False)
+
+    def loss_grad(self, plan, X, csr, Y, sample_weight, params, grad, work,
+                  alpha, l1=0.0, seed=0, running=None, n_threads=1):
+        """lbfgs's full-batch loss and gradient, as the twin's loss_grad: the
+        iterate params is SciPy's, on the host; it is moved to the device,
+        the passes run there, and the gradient comes back into grad."""
+        xp = self.xp
+        units = tuple(int(u) for u in plan.units)
+        coefs, intercepts = layers(xp, self.space.asarray(params), units)
+        value, g = backprop(xp, X, Y, sample_weight, coefs, intercepts,
+                            [_ACTIVATION_NAMES[a] for a in plan.acts],
+                            _LOSS_NAMES[plan.loss], alpha, l1, plan.loss_param)
+        grad[...] = self.host(g)
+        return float(value)
 
     def loss_delta(self, *args):
         return _reference.loss_delta(*args)  # on host copies (validation)

@@ -60,7 +60,13 @@ class Backend:
 
     def buffers(self, plan, flat):
         """The workspace and gradient buffer of a fit's epochs."""
-        return np.empty(plan.work_size, dtype=flat.dtype), np.empty_like(flat)
+        return self.workspace(plan, flat.dtype), np.empty_like(flat)
+
+    def workspace(self, plan, dtype):
+        return np.empty(plan.work_size, dtype=dtype)
+
+    def targets(self, Y, dtype):
+        return np.ascontiguousarray(Y, dtype=dtype)
 
     def host(self, a):
         return a

@@ -255,7 +255,9 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         if space is not None:
             backend = _array_api.Engine(space)
             data = (d.X, space.asarray(d.Y), space.asarray(d.sample_weight))
-            if isinstance(model.flat, np.ndarray):  # drawn on the host
+            if not s.stochastic:  # lbfgs's iterates are SciPy's, on the host
+                model = Model(space.to_host(model.flat), units)
+            elif isinstance(model.flat, np.ndarray):  # drawn on the host
                 model = Model(space.asarray(model.flat), units,
                               space.asarray(model.running))
         n_threads = effective_n_threads(s.n_jobs)
@@ -286,9 +288,11 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
                               backend, tasks, random_state, n_threads)
             fitted["_optimizer"] = optimizer.record()
         else:
-            problem = Objective(network, units, d.X, d.Y, d.sample_weight, dtype,
-                                s.alpha, s.l1, backend, model.running)
+            problem = Objective(network, units, *data, dtype, s.alpha, s.l1,
+                                backend, model.running)
             _full_batch.train(s, model, history, problem, tasks, n_threads)
+            if space is not None:
+                model = Model(space.asarray(model.flat), units)
         fitted.update(model.attributes())
         fitted.update(history.attributes())
         return fitted, tasks

@@ -201,11 +201,13 @@ def test_binary_classifier(space, dispatch, classification):
                                want.predict_proba(X), atol=1e-10)
 
 
+@pytest.mark.parametrize("batch_norm", [False, True])
 def test_partial_fit_and_warm_start_continue_in_the_namespace(space, dispatch,
-                                                              classification):
+                                                              classification,
+                                                              batch_norm):
     X, y = classification
-    want = MLPClassifier(**SMALL)
-    got = MLPClassifier(**SMALL)
+    want = MLPClassifier(**SMALL, batch_norm=batch_norm)
+    got = MLPClassifier(**SMALL, batch_norm=batch_norm)
     for half in (slice(0, 60), slice(60, 120)):
         want.partial_fit(X[half], y[half], classes=np.unique(y))
         got.partial_fit(space(X[half]), space(y[half]), classes=np.unique(y))
@@ -218,9 +220,33 @@ def test_partial_fit_and_warm_start_continue_in_the_namespace(space, dispatch,
     _assert_same_fit(space, got, want)
 
 
+@pytest.mark.parametrize("options", [
+    {}, dict(alpha=0.1, l1=0.01, class_weight="balanced", activation="tanh"),
+])
+def test_lbfgs_follows_the_compiled_iterates(space, dispatch, classification,
+                                             options):
+    X, y = classification
+    want = _fit(MLPClassifier, X, y, solver="lbfgs", max_iter=15, **options)
+    got = _fit(MLPClassifier, space(X), space(y), solver="lbfgs", max_iter=15,
+               **options)
+    assert all(space.holds(a) for a in got.coefs_ + got.intercepts_)
+    for a, b in zip(got.coefs_ + got.intercepts_, want.coefs_ + want.intercepts_):
+        np.testing.assert_allclose(space.host(a), b, rtol=0, atol=1e-10)
+    assert type(got.loss_) is float and abs(got.loss_ - want.loss_) < 1e-12
+    assert got.n_iter_ == want.n_iter_
+    for est, data in ((want, (X, y)), (got, (space(X), space(y)))):
+        est.set_params(warm_start=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(*data)
+    for a, b in zip(got.coefs_, want.coefs_):
+        np.testing.assert_allclose(space.host(a), b, rtol=0, atol=1e-10)
+
+
 @pytest.mark.parametrize("params, match", [
-    (dict(solver="lbfgs"), "solver='lbfgs' is not supported on array-API input"),
     (dict(solver="newton"), "solver='newton' is not supported on array-API input"),
+    (dict(solver="lbfgs", batch_norm=True),
+     "batch_norm with solver='lbfgs' is not supported"),
     (dict(activation="gelu"), "activation 'gelu' is not supported"),
 ])
 def test_what_is_not_computed_here_raises_by_name(space, dispatch, classification,
