@@ -2,22 +2,25 @@
 library (PyTorch, CuPy, array_api_strict) under scikit-learn's
 ``array_api_dispatch``.
 
-``space_of`` is the one decision: a fit or a prediction runs here when
-scikit-learn's switch is on and its input is an array-API array that is not
-NumPy's; everything else runs on the compiled engine, untouched. Here the
-stochastic driver (``fastbp._stochastic``) runs as for NumPy input, with
-``Engine`` in the place of the compiled epoch: the twin's algorithm
-(``fastbp._reference``: its activation table and solver rules, called in
-the input's namespace) on a flat parameter array on the input's device.
-The array API does not promise that a reshape is a view, so the layers are
-re-read from the flat array every minibatch and every update writes the
-flat array itself, in place (which NumPy-like libraries all allow).
+``space_of`` (a fit) and ``predict_space`` (a fitted model's methods) are
+the one decision: a call runs here when scikit-learn's switch is on and its
+input is an array-API array that is not NumPy's; everything else runs on
+the compiled engine, untouched. Here the drivers (``fastbp._stochastic``,
+and ``fastbp._full_batch`` for lbfgs) run as for NumPy input, with
+``Engine`` in the place of the compiled engine: the twin's algorithm
+(``fastbp._reference``: its activation table, solver rules, clipping and
+regression losses, called in the input's namespace) on a flat parameter
+array on the input's device. The array API does not promise that a
+reshape is a view, so the layers are re-read from the flat array every
+minibatch and every update writes the flat array itself, in place (which
+NumPy-like libraries all allow).
 
-What stays on the host: the initial weights and the row order (drawn with
-NumPy from random_state exactly as the compiled engine's, then moved), the
-labels (classes are bookkeeping; the targets are encoded there once per
-fit and moved), and the validation score (the validation predictions are
-moved to the host once per epoch and scored as for NumPy input).
+What stays on the host: the initial weights, the row order and the
+dropout masks (drawn with NumPy exactly as for the compiled engine, then
+moved), lbfgs's iterate (SciPy's), the labels (classes are bookkeeping;
+the targets are encoded there once per fit and moved), and the validation
+score (the validation predictions are moved to the host once per epoch and
+scored as for NumPy input).
 """
 
 import numpy as np
@@ -130,17 +133,20 @@ def call_space(coef, X, estimator, method):
             "move the model to NumPy first: "
             "sklearn.utils._array_api.move_estimator_to(estimator, numpy, 'cpu')."
         )
-    what = lambda s: "numpy" if s is None else f"{s.name} on {s.device}"  # noqa: E731
     if space is None or fitted is None or (space.xp, space.device) != (
             fitted.xp, fitted.device):
         raise ValueError(
             f"Inputs passed to {type(estimator).__name__}.{method}() must use "
             "the same namespace and the same device as those passed to fit(): "
-            f"fit used {what(fitted)}, {method} got {what(space)}. Move the "
-            "estimator with sklearn.utils._array_api.move_estimator_to, or "
-            "move X."
+            f"fit used {_where(fitted)}, {method} got {_where(space)}. Move "
+            "the estimator with sklearn.utils._array_api.move_estimator_to, "
+            "or move X."
         )
     return space
+
+
+def _where(space):
+    return "numpy" if space is None else f"{space.name} on {space.device}"
 
 
 def check_fit(s, activation_names):
@@ -310,7 +316,9 @@ def backprop(xp, X, Y, sw, coefs, intercepts, act_names, loss, alpha, l1,
     if l1:
         value = value + l1 * sum(xp.sum(xp.abs(_wide(xp, W))) for W in coefs) / sw_wide
     dtype = delta.dtype
-    f = lambda v: xp.asarray(v, dtype=dtype, device=delta.device)  # noqa: E731
+    # The penalties in the weights' precision, as the twin's l2_grad, l1_grad.
+    alpha_, l1_ = (xp.asarray(v, dtype=dtype, device=delta.device)
+                   for v in (alpha, l1))
     grad_W, grad_b = [None] * len(coefs), [None] * len(coefs)
     for i in range(len(coefs) - 1, -1, -1):
         W = coefs[i]
@@ -320,9 +328,9 @@ def backprop(xp, X, Y, sw, coefs, intercepts, act_names, loss, alpha, l1,
                           xp.sum(delta, axis=0) / sw_sum)
             delta = gamma * inv * (delta - xp.mean(delta, axis=0)
                                    - zhat * xp.mean(delta * zhat, axis=0))
-        g = (inputs[i].T @ delta + f(alpha) * W) / sw_sum
+        g = (inputs[i].T @ delta + alpha_ * W) / sw_sum
         if l1:
-            g = g + f(l1) / sw_sum * xp.sign(W)
+            g = g + l1_ / sw_sum * xp.sign(W)
         grad_W[i], grad_b[i] = g, xp.sum(delta, axis=0) / sw_sum
         if normalized[i] is not None:  # the normalization cancels the intercept
             grad_b[i] = xp.zeros_like(grad_b[i])
@@ -341,8 +349,9 @@ def backprop(xp, X, Y, sw, coefs, intercepts, act_names, loss, alpha, l1,
 
 
 class Engine:
-    """The stochastic driver's engine for a Space: the methods of
-    ``fastbp._backend.Backend`` the driver calls, in the space."""
+    """The drivers' engine for a Space: the methods of
+    ``fastbp._backend.Backend`` the stochastic driver and lbfgs's
+    Objective call, in the space."""
 
     name = "array_api"
     reuses_work = False  # no Hessian-vector products here
