@@ -523,6 +523,11 @@ def decode_classes(output, classes):
     return xp.take(classes, index)
 
 
+def log(a):
+    """log(a) in a's namespace (predict_log_proba)."""
+    return get_namespace_and_device(a)[0].log(a)
+
+
 def binary_proba(output):
     """[1 - p, p] columns of a one-column output, in its namespace."""
     xp, _, _ = get_namespace_and_device(output)

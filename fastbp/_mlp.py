@@ -982,7 +982,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """
         y_prob = self.predict_proba(X)
         if not isinstance(y_prob, np.ndarray):
-            return _array_api.get_namespace_and_device(y_prob)[0].log(y_prob)
+            return _array_api.log(y_prob)
         return np.log(y_prob, out=y_prob)
 
     def predict_proba(self, X):

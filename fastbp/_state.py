@@ -23,6 +23,7 @@ from fastbp._families import LOSSES
 from fastbp._network import batch_norm_attributes, fitted_arrays, make_plan, pack
 from fastbp._optimizers import STATE_ARRAYS
 
+
 def _copy(a):
     """A copy of a NumPy or array-API array."""
     if isinstance(a, np.ndarray):
