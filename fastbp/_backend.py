@@ -6,10 +6,14 @@ Each method looks its function up in the module at call time, so a test can
 still replace one of them (``monkeypatch.setattr(_epoch, "loss_grad", f)``).
 """
 
+import numpy as np
+
 import fastbp._curvature as _curvature
 import fastbp._epoch as _epoch
 import fastbp._kernels as _kernels
 import fastbp._reference as _reference
+from fastbp._forward import forward
+from fastbp._inputs import as_kernel_input
 
 
 class Backend:
@@ -47,6 +51,31 @@ class Backend:
 
     def jacobian(self, *args):
         return self._curvature.jacobian(*args)
+
+    # What the stochastic driver asks of any engine, this one's or the
+    # array-API Engine's (fastbp._array_api), about its arrays.
+
+    def kernel_input(self, X, dtype):
+        return as_kernel_input(X, dtype)
+
+    def buffers(self, plan, flat):
+        """The workspace and gradient buffer of a fit's epochs."""
+        return self.workspace(plan, flat.dtype), np.empty_like(flat)
+
+    def workspace(self, plan, dtype):
+        return np.empty(plan.work_size, dtype=dtype)
+
+    def targets(self, Y, dtype):
+        return np.ascontiguousarray(Y, dtype=dtype)
+
+    def host(self, a):
+        return a
+
+    def host_dtype(self, flat):
+        return flat.dtype
+
+    def validation_output(self, X, model, plan_for, n_jobs):
+        return forward(X, model, plan_for, self, n_jobs)
 
 
 BACKENDS = {

@@ -14,7 +14,6 @@ from sklearn.exceptions import ConvergenceWarning
 
 from fastbp._finite import KEPT, divergence
 from fastbp._forward import blas_threads
-from fastbp._inputs import as_kernel_input
 from fastbp._network import unpack
 from fastbp._state import Model
 
@@ -40,8 +39,8 @@ class Objective:
     def __init__(self, network, units, X, Y, sample_weight, dtype, alpha, l1,
                  backend, running=None):
         self.network, self.units, self.backend = network, tuple(units), backend
-        self.X, self.csr = as_kernel_input(X, dtype)
-        self.Y = np.ascontiguousarray(Y, dtype=dtype)
+        self.X, self.csr = backend.kernel_input(X, dtype)
+        self.Y = backend.targets(Y, dtype)
         self.sw = sample_weight
         self.running = running
         # Threads of loss_grad: 1 where Hessian-vector products reuse its
@@ -49,16 +48,16 @@ class Objective:
         self.n_threads = 1
         self.plan = network.plan(units, max(1, X.shape[0]),
                                  batch_norm=running is not None)
-        self.work = np.empty(self.plan.work_size, dtype=dtype)
-        self.rwork = np.empty(self.plan.work_size, dtype=dtype)
+        self.work = backend.workspace(self.plan, dtype)
+        self.rwork = backend.workspace(self.plan, dtype)
         self.params = np.empty(self.plan.n_params, dtype=dtype)
         self.grad = np.empty(self.plan.n_params, dtype=dtype)
         # True while work holds the compiled forward and backward passes at
         # params: Hessian-vector products there reuse them.
         self.ready = False
         self.alpha, self.l1 = float(alpha), float(l1)
-        self.sw_sum = (X.shape[0] if sample_weight is None
-                       else float(np.sum(sample_weight, dtype=np.float64)))
+        self.sw_sum = (X.shape[0] if sample_weight is None else float(
+            np.sum(backend.host(sample_weight), dtype=np.float64)))
         self.scale = Y.shape[1] if network.loss == "squared_error" else 1
 
     def hold_blas(self):

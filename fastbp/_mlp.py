@@ -32,6 +32,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+import fastbp._array_api as _array_api
 import fastbp._docs as _docs
 import fastbp._full_batch as _full_batch
 import fastbp._stochastic as _stochastic
@@ -77,6 +78,11 @@ def _after_fork_in_child():
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
+
+
+def _float_dtypes(space):
+    """validate_data's dtype for X: NumPy's floats, or the namespace's."""
+    return (np.float64, np.float32) if space is None else space.float_dtypes()
 
 
 def _plans_by_rows(plans, make):
@@ -207,15 +213,29 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         never changes it."""
         attrs = dict(self.__dict__)  # the previous model, read once
         first_pass = "coefs_" not in attrs or not (s.warm_start or s.incremental)
-        d = self._fit_data(s, X, y, sample_weight, attrs, first_pass, classes)
+        # The array-API path (fastbp._array_api) or None: the compiled engine.
+        space = (_array_api.space_of(X) if first_pass else
+                 _array_api.call_space(attrs["coefs_"][0], X, self,
+                                       "partial_fit" if s.incremental else "fit"))
+        if space is not None:
+            _array_api.check_fit(s, hidden_activations(s.activation, len(s.hidden)))
+            # Labels and weights are checked and encoded on the host.
+            y, sample_weight = space.to_host(y), space.to_host(sample_weight)
+            if val_set is not None:
+                val_set = (val_set[0], *map(space.to_host, val_set[1:]))
+        d = self._fit_data(s, X, y, sample_weight, attrs, first_pass, classes,
+                           space=space)
         fitted = {**d.fitted, **d.labels}
         labels = {**attrs, **d.labels}
         dtype = d.Y.dtype
         units = (d.X.shape[1], *s.hidden, d.Y.shape[1])
         val = None
+        if space is not None and self._is_classifier():
+            _array_api.check_labels(labels["classes_"],
+                                    labels["_label_binarizer"].y_type_)
         if val_set is not None:
             val = self._validated_val_set(*val_set, d.ref, labels, d.Y.shape[1],
-                                          dtype)
+                                          dtype, space)
             self._check_target_range(val[1], s, "y_val")
         random_state = check_random_state(s.random_state)
         if first_pass:
@@ -231,6 +251,15 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         network = Network(s.activation, out_activation,
                           loss_name(out_activation, s.loss), loss_param(s))
         backend = BACKENDS[s.backend]
+        data = (d.X, d.Y, d.sample_weight)
+        if space is not None:
+            backend = _array_api.Engine(space)
+            data = (d.X, space.asarray(d.Y), space.asarray(d.sample_weight))
+            if not s.stochastic:  # lbfgs's iterates are SciPy's, on the host
+                model = Model(space.to_host(model.flat), units)
+            elif isinstance(model.flat, np.ndarray):  # drawn on the host
+                model = Model(space.asarray(model.flat), units,
+                              space.asarray(model.running))
         n_threads = effective_n_threads(s.n_jobs)
         # Full-batch solvers get one extra, empty subtask: scipy reports an
         # iteration after it ran.
@@ -246,38 +275,44 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             # The same widths and dtype as before are checked above, so a
             # kept state always fits the model.
             if not s.incremental or kept is None or kept["solver"] != s.solver:
-                optimizer = Optimizer.new(s.solver, model.flat.size, dtype,
+                optimizer = Optimizer.new(s.solver, model.flat.shape[0], dtype,
                                           s.learning_rate_init)
+                if space is not None:
+                    optimizer.state = space.asarray(optimizer.state)
             else:
                 optimizer = Optimizer.of(kept)
             target = _stochastic.Target(
                 network, decode=partial(self._decode, labels=labels),
                 score=self._score_function, classifier=self._is_classifier())
-            _stochastic.train(s, model, history, optimizer,
-                              (d.X, d.Y, d.sample_weight), val, target, backend,
-                              tasks, random_state, n_threads)
+            _stochastic.train(s, model, history, optimizer, data, val, target,
+                              backend, tasks, random_state, n_threads)
             fitted["_optimizer"] = optimizer.record()
         else:
-            problem = Objective(network, units, d.X, d.Y, d.sample_weight, dtype,
-                                s.alpha, s.l1, backend, model.running)
+            problem = Objective(network, units, *data, dtype, s.alpha, s.l1,
+                                backend, model.running)
             _full_batch.train(s, model, history, problem, tasks, n_threads)
+            if space is not None:
+                model = Model(space.asarray(model.flat), units)
         fitted.update(model.attributes())
         fitted.update(history.attributes())
         return fitted, tasks
 
     def _fit_data(self, s, X, y, sample_weight, attrs, first_pass, classes=None,
-                  dtype=None):
+                  dtype=None, space=None):
         """The first half of a fit, and of ``_objective``: X and y validated,
         y as the network's targets Y (checked against the labels attrs
         hold), the label attributes this fit sets, and the sample weights
         times the class weights; Y and the weights in dtype (default: X's on
         a first pass, the fitted weights' otherwise)."""
-        X, y, ref, fitted = self._validated_Xy(X, y, reset=first_pass)
+        X, y, ref, fitted = self._validated_Xy(X, y, reset=first_pass,
+                                               space=space)
         Y, labels = self._targets(y, attrs, s, classes)
         if not first_pass:
             self._check_continued(attrs, labels)
         if dtype is None:
             dtype = X.dtype if first_pass else attrs["coefs_"][0].dtype
+            if space is not None:  # the host twin of the namespace's dtype
+                dtype = space.host_dtype(dtype)
         sample_weight = check_sample_weight(sample_weight, X.shape[0], dtype)
         sample_weight = self._weigh_classes(Y, sample_weight, s.class_weight,
                                             {**attrs, **labels}, dtype)
@@ -289,6 +324,8 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         weights, in dtype (default: the weights' own); y is checked against
         the fitted labels as partial_fit checks it, without changing them."""
         check_is_fitted(self)
+        _array_api.refuse("The full-batch objective (loss_gradient and the "
+                          "second-order tools)", X)
         ensure_checked(self)
         model = self._fitted_model()
         refuse_batch_norm(model)
@@ -325,12 +362,12 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         state.__dict__.update(attrs, **labels)
         check_fitted_state(state)
 
-    def _validated_Xy(self, X, y, reset):
+    def _validated_Xy(self, X, y, reset, space=None):
         """X and y validated as scikit-learn's MLP does; the object X_val is
         checked against (self, or on a first pass a probe holding the new
         n_features_in_ and feature names) and those attributes to commit."""
         kwargs = dict(accept_sparse=["csr", "csc"], multi_output=True,
-                      dtype=(np.float64, np.float32), **self._y_kwargs)
+                      dtype=_float_dtypes(space), **self._y_kwargs)
         ref, fitted = self, {}
         if reset:
             # validate_data records the input's width and feature names on
@@ -346,11 +383,11 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         return X, y, ref, fitted
 
     def _validated_val_set(self, X_val, y_val, sample_weight_val, ref, labels,
-                           n_outputs, dtype):
+                           n_outputs, dtype, space=None):
         """A user's validation set as the triple the early-stopping code takes."""
         X_val = validate_data(
             ref, X_val, accept_sparse=["csr", "csc"], reset=False,
-            dtype=(np.float64, np.float32),
+            dtype=_float_dtypes(space),
         )
         Y_val = self._encode_targets(y_val, labels)
         Y_val = Y_val.reshape(Y_val.shape[0], -1)
@@ -373,7 +410,9 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
     # the fitted model
 
     def _fitted_model(self):
-        """The Model record behind the fitted attributes."""
+        """The Model record behind the fitted attributes (of NumPy arrays:
+        the tools that read it run on NumPy)."""
+        _array_api.refuse("This method", coefs=self.__dict__.get("coefs_"))
         return Model.of(self.__dict__)
 
     def _network(self):
@@ -417,7 +456,10 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             X = self._validated_X(X)
         return X, ensure_checked(self)
 
-    def _validated_output(self, X):
+    def _validated_output(self, X, method="predict"):
+        space = _array_api.predict_space(self, X, method)
+        if space is not None:
+            return _array_api.fitted_output(self, space, X)
         X, memo = self._checked_input(X)
         out = self._forward_output(X, memo)
         if not BACKENDS[self.backend].all_finite(out.reshape(-1)):
@@ -441,12 +483,16 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         X_new : ndarray of shape (n_samples, hidden_layer_sizes[-1])
             Activations of the last hidden layer, in the dtype of the weights.
         """
-        X, memo = self._checked_input(X)
+        space = _array_api.predict_space(self, X, "transform")
+        if space is None:
+            X, memo = self._checked_input(X)
         if len(self.coefs_) < 2:
             raise ValueError(
                 "transform returns the last hidden layer's activations; this "
                 "network has no hidden layer (hidden_layer_sizes=())."
             )
+        if space is not None:
+            return _array_api.fitted_output(self, space, X, len(self.coefs_) - 1)
         model, plan_for = self._predictor(memo)
         units = model.units[:-1]
         hidden_plan_for = memo.get("hidden_plan_for")
@@ -507,6 +553,9 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
 
     def __getstate__(self):
         # coefs_ and intercepts_ carry the weights; the record is rebuilt.
+        # Loading checks them as NumPy arrays: refuse others at saving time,
+        # rather than write a file that cannot be loaded.
+        _array_api.refuse("Pickling", coefs=self.__dict__.get("coefs_"))
         with _COMMIT:
             state = dict(super().__getstate__())
         state.pop("_model", None)
@@ -831,6 +880,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         # without its validation overhead (a fifth of single-row predict).
         labels = self.__dict__ if labels is None else labels
         binarizer, classes = labels["_label_binarizer"], labels["classes_"]
+        if not isinstance(output, np.ndarray):
+            return _array_api.decode_classes(output, classes)
         y_type = binarizer.y_type_
         if y_type == "multiclass":
             return classes.take(output.argmax(axis=1), mode="clip")
@@ -930,6 +981,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             log(predict_proba(X)), classes ordered as in `classes_`.
         """
         y_prob = self.predict_proba(X)
+        if not isinstance(y_prob, np.ndarray):
+            return _array_api.log(y_prob)
         return np.log(y_prob, out=y_prob)
 
     def predict_proba(self, X):
@@ -946,7 +999,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             The predicted probability of the sample for each class in the
             model, where classes are ordered as they are in `classes_`.
         """
-        y_pred = self._validated_output(X)
+        y_pred = self._validated_output(X, "predict_proba")
+        if self.n_outputs_ == 1 and not isinstance(y_pred, np.ndarray):
+            return _array_api.binary_proba(y_pred)
         if self.n_outputs_ == 1:
             p = y_pred.ravel()
             return np.vstack([1 - p, p]).T
@@ -1128,7 +1183,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         )
 
     def _decode(self, output, labels=None):
-        return output.ravel() if output.shape[1] == 1 else output
+        if output.shape[1] != 1:
+            return output
+        return output.ravel() if isinstance(output, np.ndarray) else output[:, 0]
 
     def _score_function(self, y, y_pred, sample_weight):
         return r2_score(y, y_pred, sample_weight=sample_weight)

@@ -149,6 +149,9 @@ def check_estimator(estimator, caller):
             f"fastbp's converters with it (pip install 'fastbp[skl2onnx]')."
         )
     check_is_fitted(estimator, "coefs_")
+    from fastbp._array_api import refuse
+
+    refuse(f"{caller} (ONNX export)", coefs=estimator.coefs_)
 
 
 def network_nodes(g, estimator, X, dtype):

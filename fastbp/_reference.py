@@ -9,6 +9,7 @@ written as textbook NumPy. ``backend="numpy"`` trains with ``run_epoch``,
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.externals import array_api_compat
 from scipy.special import erf, expit, ndtr, xlogy
 
 from fastbp._epoch import _weightless as _epoch_weightless
@@ -31,46 +32,60 @@ def gemm(trans_a, trans_b, alpha, A, B, beta, out):
     out[...] = alpha * (A @ B) + beta * out
 
 
-def _softmax(Z):
-    Z = Z - Z.max(axis=1, keepdims=True)
-    np.exp(Z, out=Z)
-    return Z / Z.sum(axis=1, keepdims=True)
+def _softmax(Z, xp=np):
+    Z = Z - xp.max(Z, axis=1, keepdims=True)
+    Z = xp.exp(Z)
+    return Z / xp.sum(Z, axis=1, keepdims=True)
 
 
 def _normal_pdf(Z):
     return np.exp(-0.5 * Z**2) / np.sqrt(2 * np.pi)
 
 
-# Each activation's twin, one entry per fastbp._families.ACTIVATIONS row:
-# f(Z); f' from A = f(Z) and the pre-activation Z (float64 for those the
-# compiled kernel differentiates through Z); f''(Z). The output-only ones
-# have no f' or f'': their delta comes from the loss.
+def activation_twins(xp, expit):
+    """Each activation's twin in namespace xp, one entry per
+    fastbp._families.ACTIVATIONS row: f(Z); f' from A = f(Z) and the
+    pre-activation Z (float64 for those the compiled kernel differentiates
+    through Z); f''(Z). The output-only ones have no f' or f'': their delta
+    comes from the loss. gelu needs erf, which the array API standard lacks:
+    NumPy's table alone has it (the array-API path refuses it)."""
+    def ones(Z):
+        return xp.ones_like(Z)
+
+    return {
+        "identity": (lambda Z: Z, lambda A, Z: ones(A), xp.zeros_like),
+        "logistic": (expit, lambda A, Z: A * (1 - A),
+                     lambda Z: expit(Z) * (1 - expit(Z)) * (1 - 2 * expit(Z))),
+        "tanh": (xp.tanh, lambda A, Z: 1 - A**2,
+                 lambda Z: -2 * xp.tanh(Z) * (1 - xp.tanh(Z) ** 2)),
+        "relu": (lambda Z: xp.maximum(Z, xp.zeros_like(Z)),
+                 lambda A, Z: xp.astype(A != 0, A.dtype), xp.zeros_like),
+        "softmax": (lambda Z: _softmax(Z, xp), None, None),
+        "exp": (xp.exp, None, None),
+        "leaky_relu": (lambda Z: xp.where(Z > 0, Z, 0.01 * Z),
+                       lambda A, Z: xp.where(Z > 0, ones(Z), 0.01 * ones(Z)),
+                       xp.zeros_like),
+        "elu": (lambda Z: xp.where(Z > 0, Z, xp.expm1(xp.minimum(Z, xp.zeros_like(Z)))),
+                lambda A, Z: xp.where(Z > 0, ones(Z),
+                                      xp.exp(xp.minimum(Z, xp.zeros_like(Z)))),
+                lambda Z: xp.where(Z > 0, xp.zeros_like(Z),
+                                   xp.exp(xp.minimum(Z, xp.zeros_like(Z))))),
+        "softplus": (lambda Z: xp.logaddexp(xp.zeros_like(Z), Z),
+                     lambda A, Z: expit(Z), lambda Z: expit(Z) * (1 - expit(Z))),
+        "silu": (lambda Z: Z * expit(Z),
+                 lambda A, Z: expit(Z) * (1 + Z * (1 - expit(Z))),
+                 lambda Z: expit(Z) * (1 - expit(Z)) * (2 + Z * (1 - 2 * expit(Z)))),
+        "softsign": (lambda Z: Z / (1 + xp.abs(Z)),
+                     lambda A, Z: 1 / (1 + xp.abs(Z)) ** 2,
+                     lambda Z: -2 * xp.sign(Z) / (1 + xp.abs(Z)) ** 3),
+    }
+
+
 ACTIVATION_TWINS = {
-    "identity": (lambda Z: Z, lambda A, Z: np.ones_like(A), np.zeros_like),
-    "logistic": (expit, lambda A, Z: A * (1 - A),
-                 lambda Z: expit(Z) * (1 - expit(Z)) * (1 - 2 * expit(Z))),
-    "tanh": (np.tanh, lambda A, Z: 1 - A**2,
-             lambda Z: -2 * np.tanh(Z) * (1 - np.tanh(Z) ** 2)),
-    "relu": (lambda Z: np.maximum(Z, 0), lambda A, Z: (A != 0).astype(A.dtype),
-             np.zeros_like),
-    "softmax": (_softmax, None, None),
-    "exp": (np.exp, None, None),
-    "leaky_relu": (lambda Z: np.where(Z > 0, Z, 0.01 * Z),
-                   lambda A, Z: np.where(Z > 0, 1.0, 0.01), np.zeros_like),
-    "elu": (lambda Z: np.where(Z > 0, Z, np.expm1(np.minimum(Z, 0))),
-            lambda A, Z: np.where(Z > 0, 1.0, np.exp(np.minimum(Z, 0))),
-            lambda Z: np.where(Z > 0, 0.0, np.exp(np.minimum(Z, 0)))),
+    **activation_twins(np, expit),
     "gelu": (lambda Z: 0.5 * Z * (1 + erf(Z / np.sqrt(2))),
              lambda A, Z: ndtr(Z) + Z * _normal_pdf(Z),
              lambda Z: _normal_pdf(Z) * (2 - Z**2)),
-    "softplus": (lambda Z: np.logaddexp(0, Z), lambda A, Z: expit(Z),
-                 lambda Z: expit(Z) * (1 - expit(Z))),
-    "silu": (lambda Z: Z * expit(Z),
-             lambda A, Z: expit(Z) * (1 + Z * (1 - expit(Z))),
-             lambda Z: expit(Z) * (1 - expit(Z)) * (2 + Z * (1 - 2 * expit(Z)))),
-    "softsign": (lambda Z: Z / (1 + np.abs(Z)),
-                 lambda A, Z: 1 / (1 + np.abs(Z)) ** 2,
-                 lambda Z: -2 * np.sign(Z) / (1 + np.abs(Z)) ** 3),
 }
 # The ones scikit-learn differentiates through A alone: f' in A's dtype.
 _THROUGH_A = ("identity", "logistic", "tanh", "relu")
@@ -108,25 +123,27 @@ def _check_loss(loss, loss_param):
     return name
 
 
-def _other_loss(P, Y, name, loss_param):
+def _other_loss(P, Y, name, loss_param, xp=np):
     """Per-element loss and d loss / d z of the losses beyond scikit-learn's
-    MLP (float64; e = p - y, z the output's pre-activation)."""
+    MLP (float64; e = p - y, z the output's pre-activation), in namespace xp
+    (the array-API engine's too)."""
     E = P - Y
+    one = xp.ones_like(E)
     if name == "absolute_error":
-        return np.abs(E), np.where(E > 0, 1.0, -1.0)
+        return xp.abs(E), xp.where(E > 0, one, -one)
     if name == "huber":
         d = loss_param
-        inside = np.abs(E) <= d
-        return (np.where(inside, 0.5 * E**2, d * (np.abs(E) - 0.5 * d)),
-                np.where(inside, E, np.where(E >= 0, d, -d)))
+        inside = xp.abs(E) <= d
+        return (xp.where(inside, 0.5 * E**2, d * (xp.abs(E) - 0.5 * d)),
+                xp.where(inside, E, xp.where(E >= 0, d * one, -d * one)))
     if name == "quantile":
         q = loss_param
         below = Y >= P
-        return (np.where(below, q * (Y - P), (1 - q) * (P - Y)),
-                np.where(below, -q, 1 - q))
+        return (xp.where(below, q * (Y - P), (1 - q) * (P - Y)),
+                xp.where(below, -q * one, (1 - q) * one))
     if name == "gamma":
         ratio = Y / P  # p = exp(z)
-        return ratio - np.log(ratio) - 1, 1 - ratio
+        return ratio - xp.log(ratio) - 1, 1 - ratio
     raise ValueError(f"no twin for loss {name!r}")
 
 
@@ -266,10 +283,24 @@ def csr_grad(data, indices, indptr, rows, delta, out):
 # The update rules, one per fastbp._families.SOLVERS row, named after it
 # (_<name>_rule, as the compiled ones): step finds them by name. Each takes
 # its state arrays in the row's order, the step count t and the Settings.
+# They update in place in the arrays' own namespace, so the array-API path
+# (fastbp._array_api) steps with these same rules.
+
+
+def _namespace(a):
+    """(xp, f): NumPy and a's scalar type for an ndarray (the twin's own
+    arithmetic), else a's array-API namespace and a maker of 0-d arrays of
+    a's dtype on a's device (the hyperparameters rounded to a's precision
+    as the compiled rules round them)."""
+    if isinstance(a, np.ndarray):
+        return np, a.dtype.type
+    xp = array_api_compat.array_namespace(a)
+    where = array_api_compat.device(a)
+    return xp, lambda v: xp.asarray(v, dtype=a.dtype, device=where)
 
 
 def _sgd_rule(params, grad, arrays, t, s):
-    f = params.dtype.type
+    _, f = _namespace(params)
     (velocity,) = arrays
     lr, momentum = f(s.learning_rate), f(s.momentum)
     velocity[...] = momentum * velocity - lr * grad
@@ -280,36 +311,36 @@ def _sgd_rule(params, grad, arrays, t, s):
 
 
 def _adam_rule(params, grad, arrays, t, s):
-    f = params.dtype.type
+    xp, f = _namespace(params)
     m, v = arrays
     beta1, beta2, eps = f(s.beta_1), f(s.beta_2), f(s.epsilon)
     m[...] = beta1 * m + (1 - beta1) * grad
     v[...] = beta2 * v + (1 - beta2) * grad**2
-    step_size = s.learning_rate * np.sqrt(1 - beta2**t) / (1 - beta1**t)
-    params += -step_size * m / (np.sqrt(v) + eps)
+    step_size = s.learning_rate * xp.sqrt(1 - beta2**t) / (1 - beta1**t)
+    params += -step_size * m / (xp.sqrt(v) + eps)
 
 
 def _adagrad_rule(params, grad, arrays, t, s):
-    f = params.dtype.type
+    xp, f = _namespace(params)
     (G,) = arrays
     G += grad**2
-    params -= f(s.learning_rate) * grad / (np.sqrt(G) + f(s.epsilon))
+    params -= f(s.learning_rate) * grad / (xp.sqrt(G) + f(s.epsilon))
 
 
 def _rmsprop_rule(params, grad, arrays, t, s):
-    f = params.dtype.type
+    xp, f = _namespace(params)
     (v,) = arrays
     rho = f(s.rho)
     v[...] = rho * v + (1 - rho) * grad**2
-    params -= f(s.learning_rate) * grad / (np.sqrt(v) + f(s.epsilon))
+    params -= f(s.learning_rate) * grad / (xp.sqrt(v) + f(s.epsilon))
 
 
 def _adadelta_rule(params, grad, arrays, t, s):
-    f = params.dtype.type
+    xp, f = _namespace(params)
     Eg2, Edx2 = arrays
     rho, eps = f(s.rho), f(s.epsilon)
     Eg2[...] = rho * Eg2 + (1 - rho) * grad**2
-    dx = np.sqrt(Edx2 + eps) / np.sqrt(Eg2 + eps) * grad
+    dx = xp.sqrt(Edx2 + eps) / xp.sqrt(Eg2 + eps) * grad
     Edx2[...] = rho * Edx2 + (1 - rho) * dx**2
     params -= f(s.learning_rate) * dx
 
@@ -320,23 +351,23 @@ def _adamw_rule(params, grad, arrays, t, s):
 
 
 def _adamax_rule(params, grad, arrays, t, s):
-    f = params.dtype.type
+    xp, f = _namespace(params)
     m, u = arrays
     beta1, beta2, eps = f(s.beta_1), f(s.beta_2), f(s.epsilon)
     m[...] = beta1 * m + (1 - beta1) * grad
-    u[...] = np.maximum(beta2 * u, np.abs(grad))
+    u[...] = xp.maximum(beta2 * u, xp.abs(grad))
     params -= s.learning_rate / (1 - beta1**t) * m / (u + eps)
 
 
 def _nadam_rule(params, grad, arrays, t, s):
-    f = params.dtype.type
+    xp, f = _namespace(params)
     m, v = arrays
     beta1, beta2, eps = f(s.beta_1), f(s.beta_2), f(s.epsilon)
     m[...] = beta1 * m + (1 - beta1) * grad
     v[...] = beta2 * v + (1 - beta2) * grad**2
     m_hat = beta1 * m / (1 - beta1 ** (t + 1)) + (1 - beta1) * grad / (1 - beta1**t)
     v_hat = v / (1 - beta2**t)
-    params -= s.learning_rate * m_hat / (np.sqrt(v_hat) + eps)
+    params -= s.learning_rate * m_hat / (xp.sqrt(v_hat) + eps)
 
 
 def step(settings, params, grad, state, t):
@@ -351,19 +382,25 @@ def step(settings, params, grad, state, t):
     if row.counts_steps and t < 1:
         raise ValueError(f"{row.name} steps count from t=1")
     rule = globals()[f"_{row.name}_rule"]
-    rule(params, grad, np.split(state, row.state_arrays), t, settings)
+    # Slices are views in every namespace (np.split's, for an ndarray).
+    arrays = [state[k * n : (k + 1) * n] for k in range(row.state_arrays)]
+    rule(params, grad, arrays, t, settings)
 
 
 _update = step  # for run_epoch, whose argument step shadows the name
 
 
 def clip_gradient(grad, clip_norm, clip_value):
+    xp, f = _namespace(grad)
     if clip_value > 0:
-        np.clip(grad, -clip_value, clip_value, out=grad)
+        grad[...] = xp.clip(grad, -clip_value, clip_value)
     if clip_norm > 0:
-        norm = np.linalg.norm(grad.astype(np.float64))
+        if xp is np:
+            norm = float(np.linalg.norm(grad.astype(np.float64)))
+        else:
+            norm = float(xp.linalg.vector_norm(xp.astype(grad, xp.float64)))
         if norm > clip_norm:
-            grad *= grad.dtype.type(clip_norm / norm)
+            grad *= f(clip_norm / norm)
 
 
 def _layers(plan, params):

@@ -15,10 +15,21 @@ from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
 import numpy as np
+from sklearn.externals import array_api_compat
+
+import fastbp._array_api as _array_api
 
 from fastbp._families import LOSSES
-from fastbp._network import fitted_arrays, make_plan, pack
+from fastbp._network import batch_norm_attributes, fitted_arrays, make_plan, pack
 from fastbp._optimizers import STATE_ARRAYS
+
+
+def _copy(a):
+    """A copy of a NumPy or array-API array."""
+    if isinstance(a, np.ndarray):
+        return a.copy()
+    return array_api_compat.array_namespace(a).asarray(a, copy=True)
+
 
 _BN_PARAMS = ("batch_norm_scale_", "batch_norm_shift_")
 _BN_STATS = ("batch_norm_mean_", "batch_norm_var_")
@@ -54,11 +65,22 @@ class Model:
         return self.running is not None
 
     def copy(self):
-        return Model(self.flat.copy(), self.units,
-                     None if self.running is None else self.running.copy())
+        return Model(_copy(self.flat), self.units,
+                     None if self.running is None else _copy(self.running))
 
     def attributes(self):
-        """coefs_, intercepts_ and batch_norm_*_ as views of this record."""
+        """coefs_, intercepts_ and batch_norm_*_ as views of this record
+        (in an array-API namespace, arrays read from it: a reshape there
+        need not be a view)."""
+        if _array_api.foreign(self.flat):
+            xp = array_api_compat.array_namespace(self.flat)
+            coefs, intercepts = _array_api.layers(xp, self.flat, self.units)
+            bn = dict.fromkeys(_BN_PARAMS + _BN_STATS)
+            if self.running is not None:  # slices only: views anywhere
+                bn = dict(zip(_BN_PARAMS + _BN_STATS, batch_norm_attributes(
+                    self.flat, self.running, self.units)))
+            return {"coefs_": coefs, "intercepts_": intercepts, **bn,
+                    "_model": self}
         return {**fitted_arrays(self.flat, self.units, self.running),
                 "_model": self}
 
@@ -72,6 +94,13 @@ class Model:
         """
         coefs, intercepts = attrs["coefs_"], attrs["intercepts_"]
         params = _interleaved(attrs, _BN_PARAMS)
+        if _array_api.foreign(coefs[0]):
+            # Packed anew from the lists every time: whether they still view
+            # the record's buffer is not something the array API tells.
+            units = (coefs[0].shape[0], *(c.shape[1] for c in coefs))
+            stats = _interleaved(attrs, _BN_STATS)
+            return cls(_array_api.pack(coefs, intercepts, params),
+                       units, _array_api.pack(stats) if stats else None)
         stats = _interleaved(attrs, _BN_STATS)
         model = attrs.get("_model")
         if model is not None and all(
@@ -229,7 +258,7 @@ class Optimizer:
     @classmethod
     def of(cls, record):
         """A copy of a checked record (a failed fit leaves it as it was)."""
-        return cls(**dict(record, state=record["state"].copy()))
+        return cls(**dict(record, state=_copy(record["state"])))
 
     def record(self):
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -16,8 +16,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
 from fastbp._finite import KEPT, divergence
-from fastbp._forward import blas_threads, forward
-from fastbp._inputs import as_kernel_input
+from fastbp._forward import blas_threads
 from fastbp._kernels import LOSSES
 from fastbp._schedules import epoch_learning_rate, follows
 from fastbp._settings import Settings
@@ -42,7 +41,7 @@ class Diverged(Exception):
     """Training diverged; the message says where and why."""
 
 
-def split_validation(s, X, Y, sample_weight, random_state, target):
+def split_validation(s, X, Y, sample_weight, random_state, target, backend):
     """Hold out validation_fraction of the data, as scikit-learn does.
 
     Returns X, Y, sample_weight of the training part and the validation
@@ -51,7 +50,8 @@ def split_validation(s, X, Y, sample_weight, random_state, target):
     # Multilabel targets are not stratified; the others as bool, the form
     # scikit-learn's binarized y has: the same split, and a too-small class
     # is named as scikit-learn names it (['True']).
-    stratify = Y.astype(bool) if target.classifier and Y.shape[1] == 1 else None
+    stratify = (backend.host(Y).astype(bool)
+                if target.classifier and Y.shape[1] == 1 else None)
     arrays = [X, Y] + ([] if sample_weight is None else [sample_weight])
     parts = train_test_split(
         *arrays, random_state=random_state, test_size=s.validation_fraction,
@@ -71,9 +71,10 @@ class Validation:
     targets for the loss, decoded ones for the score."""
 
     def __init__(self, val, target, units, backend, n_jobs, dtype):
-        X, Y, self.sw = val
-        self.X = X
-        self.Y = np.ascontiguousarray(Y, dtype=dtype)
+        X, Y, sw = val
+        # Scored on the host (from the array-API engine, its output moved).
+        self.X, self.sw = X, backend.host(sw)
+        self.Y = np.ascontiguousarray(backend.host(Y), dtype=dtype)
         self.y = target.decode(self.Y)
         self.target, self.units = target, units
         self.backend, self.n_jobs = backend, n_jobs
@@ -83,9 +84,9 @@ class Validation:
         both when its predictions are not finite, as scikit-learn records);
         return them."""
         network = self.target.network
-        output = forward(self.X, model, lambda rows: network.plan(
-            self.units, rows, batch_norm=model.batch_norm), self.backend,
-            self.n_jobs)
+        output = self.backend.validation_output(
+            self.X, model, lambda rows: network.plan(
+                self.units, rows, batch_norm=model.batch_norm), self.n_jobs)
         score = val_loss = np.nan
         if np.isfinite(output).all():
             score = self.target.score(self.y, self.target.decode(output), self.sw)
@@ -107,20 +108,19 @@ class Problem:
         X, Y, sample_weight = data
         if val is None and s.early_stopping:
             X, Y, sample_weight, val = split_validation(
-                s, X, Y, sample_weight, random_state, target)
-        dtype = model.flat.dtype
+                s, X, Y, sample_weight, random_state, target, backend)
+        dtype = backend.host_dtype(model.flat)
         self.val = None if val is None else Validation(
             val, target, model.units, backend, s.n_jobs, dtype)
         self.n_samples = X.shape[0]
         self.batch_size = batch_size_of(s.batch_size, self.n_samples)
-        self.X, self.csr = as_kernel_input(X, dtype)
+        self.X, self.csr = backend.kernel_input(X, dtype)
         self.Y, self.sw = Y, sample_weight
         self.plan = target.network.plan(
             model.units, self.batch_size, gather=s.shuffle and self.csr is None,
             dropout=s.dropout, batch_norm=model.batch_norm)
         self.use_dropout = self.plan.drop.any()
-        self.work = np.empty(self.plan.work_size, dtype=dtype)
-        self.grad = np.empty_like(model.flat)
+        self.work, self.grad = backend.buffers(self.plan, model.flat)
         self.order = np.arange(self.n_samples, dtype=np.intp)
         self.backend, self.n_threads = backend, n_threads
 
