@@ -1452,8 +1452,7 @@ cdef Py_ssize_t _most_tiles(Net* net, bint sparse, Py_ssize_t nb,
     for l in range(net.n_layers):
         _tiles(nb, net.units[l], net.units[l + 1], l > 0 or not sparse, tile_work,
                &chunk, &panel)
-        most = max(most, ((nb + chunk - 1) // chunk)
-                   * ((net.units[l + 1] + panel - 1) // panel))
+        most = max(most, _n_tiles(nb, net.units[l + 1], chunk, panel))
     return most
 
 
@@ -1493,7 +1492,7 @@ cdef void _forward_block(Net* net, Data* d, const floating* params,
     """
     cdef Py_ssize_t start = b * net.max_rows, L = net.n_layers
     cdef Py_ssize_t nb = min(net.max_rows, d.n_samples - start)
-    cdef Py_ssize_t l, k, m, chunk, panel, chunks, panels, i, r0, nr
+    cdef Py_ssize_t l, k, m, chunk, panel, chunks, n, i, r0, nr
     cdef const floating* A = NULL
     cdef floating* Z
     cdef bint dense
@@ -1508,12 +1507,12 @@ cdef void _forward_block(Net* net, Data* d, const floating* params,
         dense = l > 0 or not d.sparse
         _tiles(nb, k, m, dense, tile_work, &chunk, &panel)
         chunks = (nb + chunk - 1) // chunk
-        panels = (m + panel - 1) // panel
+        n = _n_tiles(nb, m, chunk, panel)
         # Blocks follow each other: layer l of block b is the team's
         # (b L + l)-th, and takes the counter of that parity.
         taken = &team.taken[(b * L + l) % 2] if team != NULL else NULL
         i = 0 if team == NULL else next_item(taken)
-        while i < chunks * panels:
+        while i < n:
             if dense:
                 _gemm_tile(False, False, nb, m, k, A, k,
                            params + net.coef_off[l], m, Z, m, chunk, panel, i)
