@@ -83,18 +83,27 @@ def timings(calls, budget, rounds=7):
             float(np.median(secs[1])), (min(ratios), max(ratios)))
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def sweep_args(doc, size, sizes, budget):
+    """The sweeps' command line: --threads, --dtype, --quick and the
+    sweep's own size option (--rows, --batch); returns the arguments, the
+    thread counts (1, 2 and each power of two up to the cores, unless
+    given), the budget a cell (a third with --quick) and the BLAS
+    libraries' (API, kernels, version)."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--threads", type=int, nargs="+")
-    p.add_argument("--rows", type=int, nargs="+", default=list(ROWS))
+    p.add_argument(f"--{size}", type=int, nargs="+", default=list(sizes))
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     cores = os.cpu_count() or 1
     threads = args.threads or sorted({1, 2} | {2**k for k in range(8) if 2**k <= cores})
-    budget = BUDGET / 3 if args.quick else BUDGET
     blas = sorted({(i["internal_api"], i.get("architecture"), i["version"])
                    for i in threadpool_info() if i["user_api"] == "blas"}, key=str)
+    return args, threads, budget / 3 if args.quick else budget, blas
+
+
+def main():
+    args, threads, budget, blas = sweep_args(__doc__, "rows", ROWS, BUDGET)
     print(f"BLAS: {blas}; dtype {args.dtype}; budget {budget:.2f} s a cell")
     print("ratio = scikit-learn time / fastbp time (median of rounds); "
           "fastbp and scikit-learn medians in ms")

@@ -14,14 +14,12 @@ scikit-learn's BLAS threads each product.
     python bench/train_sweep.py --quick
 """
 
-import argparse
-import os
 import warnings
 
 import numpy as np
-from predict_sweep import NETWORKS, summarize, timings
+from predict_sweep import NETWORKS, summarize, sweep_args, timings
 from sklearn.neural_network import MLPClassifier as SkMLP
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
 import fastbp
 
@@ -50,17 +48,7 @@ def contenders(d, hidden, classes, batch, dtype):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, nargs="+")
-    p.add_argument("--batch", type=int, nargs="+", default=list(BATCHES))
-    p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
-    p.add_argument("--quick", action="store_true")
-    args = p.parse_args()
-    cores = os.cpu_count() or 1
-    threads = args.threads or sorted({2**k for k in range(8) if 2**k <= cores})
-    budget = BUDGET / 3 if args.quick else BUDGET
-    blas = sorted({(i["internal_api"], i.get("architecture"), i["version"])
-                   for i in threadpool_info() if i["user_api"] == "blas"}, key=str)
+    args, threads, budget, blas = sweep_args(__doc__, "batch", BATCHES, BUDGET)
     print(f"BLAS: {blas}; dtype {args.dtype}; {STEPS} steps a call; "
           f"budget {budget:.2f} s a cell")
     print("ratio = scikit-learn time / fastbp time (median of rounds); "
