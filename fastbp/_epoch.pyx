@@ -474,11 +474,19 @@ cdef double _add_penalty(Net* net, const floating* params, double alpha,
     cdef double sq = 0, ab = 0
     for l in range(net.n_layers):
         sq += _sq_norm(params + net.coef_off[l], net.units[l] * net.units[l + 1])
-    loss += 0.5 * alpha * sq / sw_sum
     if l1 != 0:
         for l in range(net.n_layers):
             ab += _abs_sum(params + net.coef_off[l],
                            net.units[l] * net.units[l + 1])
+    return _penalized(loss, sq, ab, alpha, l1, sw_sum)
+
+
+cdef inline double _penalized(double loss, double sq, double ab, double alpha,
+                              double l1, double sw_sum) noexcept nogil:
+    """loss + alpha / 2 sq / sw_sum (+ l1 ab / sw_sum): the batch loss from
+    the weights' squared and absolute sums, one or many threads."""
+    loss += 0.5 * alpha * sq / sw_sum
+    if l1 != 0:
         loss += l1 * ab / sw_sum
     return loss
 
@@ -637,7 +645,7 @@ cdef void _step_part(StepJob* j, int t, floating* params) noexcept nogil:
     workspace and gradient; once all shares are in, the sum of the shares
     over its range of parameters (in thread order), and after the last
     chunk their division, penalty and (with h) update there."""
-    cdef Py_ssize_t lo, hi, W = j.W, P = j.P
+    cdef Py_ssize_t lo, n, W = j.W, P = j.P
     cdef int u, T = j.T
     cdef floating* scratch = <floating*> j.scratch
     cdef floating* grad = <floating*> j.grad
@@ -650,15 +658,13 @@ cdef void _step_part(StepJob* j, int t, floating* params) noexcept nogil:
         g = grad if j.first else grad0
     else:
         g = scratch + (t - 1) * (W + P) + W
-    lo = j.c0 + j.cn * t // T
-    hi = j.c0 + j.cn * (t + 1) // T
-    A0 = _forward(j.net, j.d, params, wk, j.rows, lo, hi - lo, True)
-    j.part_loss[t] = _backward(j.net, j.d, params, g, wk, A0, j.rows, lo,
-                               hi - lo, j.alpha, j.l1, &j.part_sw[t])
+    lo = j.c0 + _part(j.cn, T, t, &n)
+    A0 = _forward(j.net, j.d, params, wk, j.rows, lo, n, True)
+    j.part_loss[t] = _backward(j.net, j.d, params, g, wk, A0, j.rows, lo, n,
+                               j.alpha, j.l1, &j.part_sw[t])
     barrier_wait(&j.rows_done)
-    lo = P * t // T
-    hi = P * (t + 1) // T
-    _add_shares(grad, scratch, grad0, W, P, lo, hi, j.first, T)
+    lo = _part(P, T, t, &n)
+    _add_shares(grad, scratch, grad0, W, P, lo, lo + n, j.first, T)
     if not j.last:
         return
     sw = j.sw_before
@@ -666,11 +672,11 @@ cdef void _step_part(StepJob* j, int t, floating* params) noexcept nogil:
         sw += j.part_sw[u]
     j.part_sq[t] = 0
     j.part_ab[t] = 0
-    _finish_range(j.net, params, grad, lo, hi, j.alpha, j.l1, sw,
+    _finish_range(j.net, params, grad, lo, lo + n, j.alpha, j.l1, sw,
                   &j.part_sq[t], &j.part_ab[t])
     if j.h != NULL:
         _step(&j.h.rule, params + lo, grad + lo, <floating*> j.state + lo, P,
-              hi - lo, j.step)
+              n, j.step)
 
 
 cdef double _threaded_step(Net* net, Data* d, floating* params,
@@ -706,8 +712,7 @@ cdef double _threaded_step(Net* net, Data* d, floating* params,
     j.alpha, j.l1 = alpha, l1
     j.dbl = floating is double
     for c in range(C):
-        j.c0 = row0 + nb * c // C
-        j.cn = row0 + nb * (c + 1) // C - j.c0
+        j.c0 = row0 + _part(nb, C, c, &j.cn)
         # The first chunk's thread 0 share goes to grad directly.
         j.first = c == 0
         j.last = c == C - 1
@@ -723,10 +728,7 @@ cdef double _threaded_step(Net* net, Data* d, floating* params,
     for t in range(T):
         sq += j.part_sq[t]
         ab += j.part_ab[t]
-    loss = loss / sw_sum + 0.5 * alpha * sq / sw_sum
-    if l1 != 0:
-        loss += l1 * ab / sw_sum
-    return loss
+    return _penalized(loss / sw_sum, sq, ab, alpha, l1, sw_sum)
 
 
 cdef void _train_tiles(Py_ssize_t n, Py_ssize_t k, Py_ssize_t m,
@@ -761,6 +763,16 @@ def train_tiles(Py_ssize_t rows, Py_ssize_t fan_in, Py_ssize_t fan_out,
                  max(1, TRAIN_TILE_WORK if tile_work is None else tile_work),
                  &chunk, &panel)
     return chunk, panel
+
+
+cdef inline Py_ssize_t _part(Py_ssize_t n, Py_ssize_t parts, Py_ssize_t i,
+                             Py_ssize_t* size) noexcept nogil:
+    """Start of part i of n items cut into parts as even as can be
+    (n i / parts ..), its size in size: how rows, chunks and parameter
+    ranges are shared."""
+    cdef Py_ssize_t lo = n * i // parts
+    size[0] = n * (i + 1) // parts - lo
+    return lo
 
 
 cdef inline Py_ssize_t _n_tiles(Py_ssize_t n, Py_ssize_t m, Py_ssize_t chunk,
@@ -829,11 +841,9 @@ cdef void _team_forward(TeamJob* j, int t, floating* params, floating* work,
                    Z, m, chunk, panel, i)
         i = next_item(&j.team.taken[0])
     _meet(j, t, True)
-    for i in range(C):  # chunk i on thread i mod T
-        if i % T != t:
-            continue
-        r0 = nb * i // C
-        nr = nb * (i + 1) // C - r0
+    i = t
+    while i < C:  # chunk i on thread i mod T
+        r0 = _part(nb, C, i, &nr)
         _activate(net, params, work, l, r0, nr, True)
         if net.drop[l] > 0:
             _dropout_forward(Z + r0 * m, work + net.mask_off[l] + r0 * m, nr,
@@ -848,6 +858,7 @@ cdef void _team_forward(TeamJob* j, int t, floating* params, floating* work,
                 &sw)
             j.chunk_loss[i] = loss * sw  # the chunk's sum, as a share's
             j.chunk_sw[i] = sw
+        i += T
     _meet(j, t, False)
 
 
@@ -887,11 +898,9 @@ cdef void _team_backward(TeamJob* j, int t, floating* params, floating* grad,
     if l == 0:
         return
     prev = work + net.delta_off[l - 1]
-    for i in range(C):  # chunk i on thread i mod T
-        if i % T != t:
-            continue
-        r0 = nb * i // C
-        nr = nb * (i + 1) // C - r0
+    i = t
+    while i < C:  # chunk i on thread i mod T
+        r0 = _part(nb, C, i, &nr)
         if net.drop[l - 1] > 0:
             # After the products: they read the activations this rescales.
             _dropout_backward(work + net.act_off[l - 1] + r0 * k,
@@ -901,6 +910,7 @@ cdef void _team_backward(TeamJob* j, int t, floating* params, floating* grad,
                   work + net.pre_off[l - 1] + r0 * k
                   if net.pre_off[l - 1] >= 0 else NULL,
                   prev + r0 * k, nr, k, net.acts[l - 1])
+        i += T
     _meet(j, t, False)
 
 
@@ -914,18 +924,17 @@ cdef void _team_part(TeamJob* j, int t, floating* params) noexcept nogil:
     cdef floating* work = <floating*> j.work
     cdef floating* grad = <floating*> j.grad
     cdef const floating* A0
-    cdef Py_ssize_t l, i, r0, nr, lo, hi, C = j.chunks, R = j.ranges
+    cdef Py_ssize_t l, i, r0, nr, n, lo, hi, C = j.chunks, R = j.ranges
     cdef Py_ssize_t nf = d.n_features
     cdef double sw = 0
     cdef int T = j.team.n
     if j.rows != NULL:
-        for i in range(C):  # chunk i on thread i mod T
-            if i % T != t:
-                continue
-            r0 = j.nb * i // C
-            nr = j.nb * (i + 1) // C - r0
+        i = t
+        while i < C:  # chunk i on thread i mod T
+            r0 = _part(j.nb, C, i, &nr)
             _gather_rows(<const floating*> d.X, nf, j.rows, j.row0 + r0, nr,
                          work + net.gather_off + r0 * nf)
+            i += T
         _meet(j, t, False)
         A0 = work + net.gather_off
     else:
@@ -938,9 +947,10 @@ cdef void _team_part(TeamJob* j, int t, floating* params) noexcept nogil:
                        A0 if l == 0 else work + net.act_off[l - 1], l)
     for i in range(C):
         sw += j.chunk_sw[i]
-    for i in range(R * t // T, R * (t + 1) // T):
-        lo = j.P * i // R
-        hi = j.P * (i + 1) // R
+    r0 = _part(R, T, t, &nr)  # thread t's ranges
+    for i in range(r0, r0 + nr):
+        lo = _part(j.P, R, i, &n)
+        hi = lo + n
         j.range_sq[i] = 0
         j.range_ab[i] = 0
         _finish_range(net, params, grad, lo, hi, j.alpha, j.l1, sw,
@@ -989,10 +999,7 @@ cdef double _team_step(Net* net, Data* d, floating* params, floating* grad,
     for i in range(j.ranges):
         sq += j.range_sq[i]
         ab += j.range_ab[i]
-    loss = loss / sw_sum + 0.5 * alpha * sq / sw_sum
-    if l1 != 0:
-        loss += l1 * ab / sw_sum
-    return loss
+    return _penalized(loss / sw_sum, sq, ab, alpha, l1, sw_sum)
 
 
 cdef int _no_threads(int T) except -1 nogil:
