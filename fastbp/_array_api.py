@@ -8,9 +8,9 @@ input is an array-API array that is not NumPy's; everything else runs on
 the compiled engine, untouched. Here the drivers (``fastbp._stochastic``,
 and ``fastbp._full_batch`` for lbfgs) run as for NumPy input, with
 ``Engine`` in the place of the compiled engine: the twin's algorithm
-(``fastbp._reference``: its activation table, solver rules, clipping and
-regression losses, called in the input's namespace) on a flat parameter
-array on the input's device. The array API does not promise that a
+(``fastbp._reference``: its minibatch pass, solver rules and clipping,
+which take their namespace from the arrays) on a flat parameter array on
+the input's device. The array API does not promise that a
 reshape is a view, so the layers are re-read from the flat array every
 minibatch and every update writes the flat array itself, in place (which
 NumPy-like libraries all allow).
@@ -36,12 +36,9 @@ from sklearn.utils._array_api import (
 import fastbp._reference as _reference
 from fastbp._epoch import _weightless
 from fastbp._families import SOLVER_OF_CODE
-from fastbp._kernels import ACTIVATIONS, BATCH_NORM_EPS, BATCH_NORM_MOMENTUM, LOSSES
 from fastbp._network import bn_views, param_offsets
 from fastbp._params import STOCHASTIC_SOLVERS
 
-_ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
-_LOSS_NAMES = {code: name for name, code in LOSSES.items()}
 _USE_NUMPY = "; use NumPy input (or turn array_api_dispatch off) for it"
 
 
@@ -193,159 +190,8 @@ def layers(xp, flat, units):
     return coefs, intercepts
 
 
-def pack(*lists):
-    """One new flat array of the arrays of the lists, in order (coefs, then
-    intercepts, then batch norm's scales and shifts: the engine's layout)."""
-    arrays = [a for part in lists for a in part]
-    xp = array_api_compat.array_namespace(arrays[0])
-    return xp.concat([xp.reshape(a, (-1,)) for a in arrays])
-
-
-def _wide(xp, a):
-    """a in float64 where its device has it (the twin's loss precision)."""
-    wide = supported_float_dtypes(xp, a.device)[0]
-    return xp.astype(a, wide)
-
-
-def forward(xp, X, coefs, intercepts, act_names, keep=False, masks=None,
-            bn=None):
-    """The network's output; with keep, every layer's activations (before
-    dropout) and pre-activations too, input first.
-
-    masks: per layer, the dropout mask its activations are multiplied by,
-    or None. bn = (params, stats, batch, normalized), as the twin's
-    _forward_layers: per layer (scale, shift) and (mean, variance) or None,
-    whether to normalize with the batch's statistics (and move the running
-    ones, updated in place, towards them), and a list receiving each
-    layer's (zhat, 1 / std) or None.
-    """
-    table = _reference.activation_twins(xp, lambda Z: 1 / (1 + xp.exp(-Z)))
-    masks = masks or [None] * len(coefs)
-    acts, pre, A = [X], [None], X
-    for i, (W, b, name, mask) in enumerate(zip(coefs, intercepts, act_names, masks)):
-        Z = A @ W + b
-        if bn is not None and bn[0][i] is not None:
-            Z = _normalize(xp, Z, *bn[0][i], bn[1][i], bn[2], bn[3])
-        elif bn is not None:
-            bn[3].append(None)
-        acts.append(table[name][0](Z))
-        pre.append(Z)
-        A = acts[-1] if mask is None else acts[-1] * mask
-    return (acts, pre) if keep else A
-
-
-def _normalize(xp, Z, gamma, beta, stat, batch, normalized):
-    """Batch norm of Z (its intercept added), scaled and shifted, as the
-    twin's bn_forward."""
-    if batch:
-        mean, var = xp.mean(Z, axis=0), xp.var(Z, axis=0)
-        if stat is not None:
-            mom, n = BATCH_NORM_MOMENTUM, Z.shape[0]
-            stat[0][...] = (1 - mom) * stat[0] + mom * mean
-            if n > 1:
-                stat[1][...] = (1 - mom) * stat[1] + mom * (var * n / (n - 1))
-    else:
-        mean, var = stat
-    inv = 1 / xp.sqrt(var + xp.asarray(BATCH_NORM_EPS, dtype=Z.dtype,
-                                       device=Z.device))
-    zhat = (Z - mean) * inv
-    normalized.append((zhat, inv))
-    return gamma * zhat + beta
-
-
-def loss_delta(xp, P, Y, sw, loss, loss_param=0.0):
-    """The batch loss (a 0-d float64 array where the device has it), the
-    output delta (weighted) and the weight sum (0-d, P's dtype), as the
-    twin's loss_delta (fastbp's own losses: the twin's _other_loss)."""
-    P64, Y64 = _wide(xp, P), _wide(xp, Y)
-    if loss in _reference._OTHER_LOSSES:
-        terms, delta = _reference._other_loss(P64, Y64, loss, loss_param, xp)
-        delta = xp.astype(delta, P.dtype)
-    else:
-        delta = P - Y
-    if sw is None:
-        sw_sum = xp.asarray(float(P.shape[0]), dtype=P.dtype, device=P.device)
-    else:
-        delta = delta * sw[:, None]
-        sw_sum = xp.sum(sw)
-    zero = xp.zeros_like(Y64)
-    if loss in _reference._OTHER_LOSSES:
-        per_sample = xp.sum(terms, axis=1)
-    elif loss == "squared_error":
-        per_sample = 0.5 * xp.mean((Y64 - P64) ** 2, axis=1)
-    elif loss == "poisson":
-        # 0 log 0 is 0, even where p underflowed to 0 (as the kernel).
-        nonzero = Y64 != 0
-        ratio = xp.where(nonzero, Y64, 1.0 + zero) / xp.where(nonzero, P64, 1.0 + zero)
-        ylogy = xp.where(nonzero, Y64 * xp.log(ratio), zero)
-        per_sample = xp.sum(ylogy - Y64 + P64, axis=1)
-    else:
-        eps = xp.finfo(P.dtype).eps
-        Q = xp.clip(P64, eps, 1 - eps)
-        terms = xp.where(Y64 != 0, Y64 * xp.log(Q), zero)
-        if loss == "binary_log_loss":
-            terms = terms + xp.where(Y64 != 1, (1 - Y64) * xp.log(1 - Q), zero)
-        per_sample = -xp.sum(terms, axis=1)
-    if sw is None:
-        value = xp.mean(per_sample)
-    else:
-        w = _wide(xp, sw)
-        value = xp.sum(per_sample * w) / xp.sum(w)
-    return value, delta, sw_sum
-
-
-def backprop(xp, X, Y, sw, coefs, intercepts, act_names, loss, alpha, l1,
-             loss_param=0.0, masks=None, bn=None):
-    """Loss of the batch with the L2 and L1 terms, and the flat gradient
-    (coefficients, intercepts, then batch norm's scales and shifts layer by
-    layer), as the twin's _backprop. bn: (params, running) views per layer,
-    the running statistics updated in place."""
-    table = _reference.activation_twins(xp, lambda Z: 1 / (1 + xp.exp(-Z)))
-    masks = masks or [None] * len(coefs)
-    normalized = []
-    acts, pre = forward(xp, X, coefs, intercepts, act_names, keep=True,
-                        masks=masks,
-                        bn=None if bn is None else (*bn, True, normalized))
-    normalized = normalized or [None] * len(coefs)
-    bn_grad = [None] * len(coefs)
-    # The layers' inputs: the activations after dropout.
-    inputs = [a if m is None else a * m for a, m in zip(acts, [None] + masks)]
-    value, delta, sw_sum = loss_delta(xp, acts[-1], Y, sw, loss, loss_param)
-    sw_wide = _wide(xp, sw_sum)
-    value = value + 0.5 * alpha * sum(xp.sum(_wide(xp, W) ** 2) for W in coefs) / sw_wide
-    if l1:
-        value = value + l1 * sum(xp.sum(xp.abs(_wide(xp, W))) for W in coefs) / sw_wide
-    dtype = delta.dtype
-    # The penalties in the weights' precision, as the twin's l2_grad, l1_grad.
-    alpha_, l1_ = (xp.asarray(v, dtype=dtype, device=delta.device)
-                   for v in (alpha, l1))
-    grad_W, grad_b = [None] * len(coefs), [None] * len(coefs)
-    for i in range(len(coefs) - 1, -1, -1):
-        W = coefs[i]
-        if normalized[i] is not None:  # as the twin's bn_backward
-            (zhat, inv), gamma = normalized[i], bn[0][i][0]
-            bn_grad[i] = (xp.sum(delta * zhat, axis=0) / sw_sum,
-                          xp.sum(delta, axis=0) / sw_sum)
-            delta = gamma * inv * (delta - xp.mean(delta, axis=0)
-                                   - zhat * xp.mean(delta * zhat, axis=0))
-        g = (inputs[i].T @ delta + alpha_ * W) / sw_sum
-        if l1:
-            g = g + l1_ / sw_sum * xp.sign(W)
-        grad_W[i], grad_b[i] = g, xp.sum(delta, axis=0) / sw_sum
-        if normalized[i] is not None:  # the normalization cancels the intercept
-            grad_b[i] = xp.zeros_like(grad_b[i])
-        if i > 0:
-            delta = delta @ W.T
-            if masks[i - 1] is not None:
-                delta = delta * masks[i - 1]
-            name = act_names[i - 1]
-            deriv = table[name][1]
-            if name in _reference._THROUGH_A:
-                delta = delta * deriv(acts[i], pre[i])
-            else:  # through Z, in float64 as the compiled kernel
-                delta = delta * xp.astype(deriv(acts[i], _wide(xp, pre[i])), dtype)
-    grads = grad_W + grad_b + [g for pair in bn_grad if pair for g in pair]
-    return value, xp.concat([xp.reshape(g, (-1,)) for g in grads])
+# One new flat array of the lists' arrays, in order (the engine's layout).
+pack = _reference._flat
 
 
 class Engine:
@@ -391,12 +237,10 @@ class Engine:
         """lbfgs's full-batch loss and gradient, as the twin's loss_grad: the
         iterate params is SciPy's, on the host; it is moved to the device,
         the passes run there, and the gradient comes back into grad."""
-        xp = self.xp
         units = tuple(int(u) for u in plan.units)
-        coefs, intercepts = layers(xp, self.space.asarray(params), units)
-        value, g = backprop(xp, X, Y, sample_weight, coefs, intercepts,
-                            [_ACTIVATION_NAMES[a] for a in plan.acts],
-                            _LOSS_NAMES[plan.loss], alpha, l1, plan.loss_param)
+        coefs, intercepts = layers(self.xp, self.space.asarray(params), units)
+        value, g = _reference._backprop(plan, X, Y, sample_weight, coefs,
+                                        intercepts, alpha, l1)
         grad[...] = self.host(g)
         return float(value)
 
@@ -410,8 +254,7 @@ class Engine:
         bn = None
         if model.running is not None:
             bn = (*bn_views(model.flat, model.running, plan), False, [])
-        out = forward(self.xp, X, coefs, intercepts,
-                      [_ACTIVATION_NAMES[a] for a in plan.acts], bn=bn)
+        out = _reference._forward_layers(plan, X, coefs, intercepts, bn=bn)[0][-1]
         return self.host(out)
 
     def _weights_on_host(self, sample_weight):
@@ -426,17 +269,9 @@ class Engine:
         None: the twin's counter-based masks, drawn on the host (uint64
         arithmetic the array API does not promise on every device) and
         moved; the same masks as the compiled engine's."""
-        masks = []
         host = np.float64 if dtype == self.xp.float64 else np.float32
-        for i, rate in enumerate(plan.drop):
-            if rate > 0:
-                shape = (stop - start, int(plan.units[i + 1]))
-                masks.append(self.space.asarray(_reference.dropout_mask(
-                    shape, rate, seed, start, plan.drop_col[i], plan.drop_width,
-                    host)))
-            else:
-                masks.append(None)
-        return masks
+        return [self.space.asarray(m)  # None stays None
+                for m in _reference._masks(plan, seed, start, stop - start, host)]
 
     def run_epoch(self, plan, settings, X, csr, Y, sample_weight, order,
                   batch_size, params, grad, work, state, step, seed=0,
@@ -445,8 +280,6 @@ class Engine:
         xp = self.xp
         row = SOLVER_OF_CODE[settings.solver]
         units = tuple(int(u) for u in plan.units)
-        act_names = [_ACTIVATION_NAMES[a] for a in plan.acts]
-        loss = _LOSS_NAMES[plan.loss]
         n_samples = X.shape[0]
         host_order = np.arange(n_samples) if order is None else order
         rows_all = None if order is None else self.space.asarray(
@@ -467,11 +300,9 @@ class Engine:
                 sw = None if sample_weight is None else xp.take(sample_weight, rows)
             coefs, intercepts = layers(xp, params, units)
             bn = bn_views(params, running, plan) if plan.n_running else None
-            value, g = backprop(xp, Xb, Yb, sw, coefs, intercepts, act_names,
-                                loss, settings.alpha, settings.l1,
-                                plan.loss_param, self._masks(plan, seed, start,
-                                                             stop, params.dtype),
-                                bn)
+            value, g = _reference._backprop(
+                plan, Xb, Yb, sw, coefs, intercepts, settings.alpha, settings.l1,
+                self._masks(plan, seed, start, stop, params.dtype), bn)
             loss_sum = loss_sum + (stop - start) * value
             _reference.clip_gradient(g, settings.clip_norm, settings.clip_value)
             step += row.counts_steps
@@ -485,12 +316,10 @@ def fitted_output(estimator, space, X, n_layers=None):
     layers: transform's features), after scikit-learn's checks of X."""
     from sklearn.utils.validation import validate_data
 
-    from fastbp._network import hidden_activations
-
     X = validate_data(estimator, X, reset=False, dtype=space.float_dtypes())
     coefs, intercepts = estimator.coefs_, estimator.intercepts_
-    names = [*hidden_activations(estimator.activation, len(coefs) - 1),
-             estimator.out_activation_]
+    plan = estimator._network().plan(
+        [coefs[0].shape[0], *(W.shape[1] for W in coefs)], 1)
     n = len(coefs) if n_layers is None else n_layers
     xp = space.xp
     bn = None
@@ -501,8 +330,9 @@ def fitted_output(estimator, space, X, n_layers=None):
                for i in range(hidden)] + [None],
               [(d["batch_norm_mean_"][i], d["batch_norm_var_"][i])
                for i in range(hidden)] + [None], False, [])
-    out = forward(xp, xp.astype(X, coefs[0].dtype, copy=False), coefs[:n],
-                  intercepts[:n], names[:n], bn=bn)
+    out = _reference._forward_layers(
+        plan, xp.astype(X, coefs[0].dtype, copy=False), coefs[:n], intercepts[:n],
+        bn=bn)[0][-1]
     if not bool(xp.all(xp.isfinite(out))):
         raise ValueError(
             "The network's output is not finite: the values of X overflow the "

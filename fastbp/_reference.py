@@ -5,12 +5,19 @@ counterpart in ``_blas``, ``_kernels``, ``_optimizers``, ``_epoch`` or
 ``_curvature``, and is
 written as textbook NumPy. ``backend="numpy"`` trains with ``run_epoch``,
 ``loss_grad`` and ``forward`` from here.
+
+The minibatch pass (``_forward_layers``, ``_loss``, ``_backprop``) and the
+solver rules take their namespace from the arrays, so the array-API engine
+(``fastbp._array_api``) runs this same code on its devices: the pass is
+functional (the array API promises no views from reshape), and the kernels'
+in-place twins write its results into their ``out`` arguments.
 """
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.externals import array_api_compat
-from scipy.special import erf, expit, ndtr, xlogy
+from sklearn.utils._array_api import supported_float_dtypes
+from scipy.special import erf, expit, ndtr
 
 from fastbp._epoch import _weightless as _epoch_weightless
 from fastbp._families import HIDDEN_ACTIVATIONS, LOSS, SKLEARN_LOSSES, SOLVER_OF_CODE
@@ -24,6 +31,27 @@ _ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
 # as the compiled _other_loss_delta takes the codes from ABSOLUTE_ERROR on.
 _LOSS_NAMES = {code: name for name, code in LOSSES.items()}
 _OTHER_LOSSES = frozenset(LOSSES) - frozenset(SKLEARN_LOSSES)
+
+
+def _namespace(a):
+    """(xp, f): NumPy and a's scalar type for an ndarray or NumPy scalar
+    (the twin's own arithmetic), else a's array-API namespace and a maker
+    of 0-d arrays of a's dtype on a's device (the hyperparameters rounded to
+    a's precision as the compiled code rounds them)."""
+    if isinstance(a, (np.ndarray, np.generic)):
+        return np, a.dtype.type
+    xp = array_api_compat.array_namespace(a)
+    where = array_api_compat.device(a)
+    return xp, lambda v: xp.asarray(v, dtype=a.dtype, device=where)
+
+
+def _wide(a):
+    """a in float64 where its device has it (MPS has not): the precision of
+    the loss and of the derivatives the compiled kernel takes through Z."""
+    xp = _namespace(a)[0]
+    if xp is np:
+        return np.asarray(a, np.float64)
+    return xp.astype(a, supported_float_dtypes(xp, array_api_compat.device(a))[0])
 
 
 def gemm(trans_a, trans_b, alpha, A, B, beta, out):
@@ -91,6 +119,12 @@ ACTIVATION_TWINS = {
 _THROUGH_A = ("identity", "logistic", "tanh", "relu")
 
 
+def _table(xp):
+    """The activation twins in namespace xp (NumPy's with gelu)."""
+    return ACTIVATION_TWINS if xp is np else activation_twins(
+        xp, lambda Z: 1 / (1 + xp.exp(-Z)))
+
+
 def bias_act(Z, b, act, pre=None):
     Z += b
     if pre is not None:
@@ -98,17 +132,22 @@ def bias_act(Z, b, act, pre=None):
     Z[...] = ACTIVATION_TWINS[_ACTIVATION_NAMES[act]][0](Z)
 
 
-def act_grad(A, delta, act, Z=None):
+def _act_grad(A, delta, act, Z):
+    """delta times f'(Z), from A = f(Z) and Z."""
     name = _ACTIVATION_NAMES[act]
-    deriv = ACTIVATION_TWINS[name][1]
+    xp = _namespace(delta)[0]
+    deriv = _table(xp)[name][1]
     if deriv is None:
-        return
+        return delta
     if name in _THROUGH_A:
-        delta *= deriv(A, Z)
-        return
+        return delta * deriv(A, Z)
     if Z is None:
         raise ValueError("this activation's derivative needs Z")
-    delta *= np.asarray(deriv(A, Z.astype(np.float64))).astype(delta.dtype)
+    return delta * xp.astype(deriv(A, _wide(Z)), delta.dtype)
+
+
+def act_grad(A, delta, act, Z=None):
+    delta[...] = _act_grad(A, delta, act, Z)
 
 
 def _check_loss(loss, loss_param):
@@ -147,60 +186,83 @@ def _other_loss(P, Y, name, loss_param, xp=np):
     raise ValueError(f"no twin for loss {name!r}")
 
 
-def loss_delta(P, Y, sw, rows, loss, delta, loss_param=0.0):
-    name = _check_loss(loss, loss_param)
-    Y = Y if rows is None else Y[rows]
-    w = np.ones(len(Y)) if sw is None else (sw if rows is None else sw[rows])
+def _loss(P, Y, sw, name, loss_param):
+    """The batch's mean loss (0-d, float64 where the device has it), the
+    output delta (weighted, in P's dtype) and the weight sum."""
+    xp, f = _namespace(P)
+    P64, Y64 = _wide(P), _wide(Y)
+    zero = xp.zeros_like(Y64)
+    delta = P - Y  # with the canonical link; the other losses' below
     if name in _OTHER_LOSSES:
-        terms, delta[...] = _other_loss(P.astype(np.float64), Y.astype(np.float64),
-                                        name, loss_param)
-    else:
-        delta[...] = P - Y
-    if sw is not None:
-        delta *= w[:, None]
-    P = P.astype(np.float64)
-    Y = Y.astype(np.float64)
-    if name == "squared_error":
-        per_sample = 0.5 * ((Y - P) ** 2).mean(axis=1)
+        terms, delta = _other_loss(P64, Y64, name, loss_param, xp)
+        per_sample, delta = xp.sum(terms, axis=1), xp.astype(delta, P.dtype)
+    elif name == "squared_error":
+        per_sample = 0.5 * xp.mean((Y64 - P64) ** 2, axis=1)
     elif name == "poisson":
         # y log(y / p) only where y != 0, as the kernel: 0 log 0 is 0 even
         # where p underflowed to 0 (0 / 0 would make it NaN).
-        nonzero = Y != 0
-        ylogy = np.zeros_like(Y)
-        ylogy[nonzero] = Y[nonzero] * np.log(Y[nonzero] / P[nonzero])
-        per_sample = (ylogy - Y + P).sum(axis=1)
-    elif name in _OTHER_LOSSES:
-        per_sample = terms.sum(axis=1)
-    else:
-        eps = np.finfo(delta.dtype).eps
-        Q = np.clip(P, eps, 1 - eps)
-        terms = xlogy(Y, Q)
+        nonzero = Y64 != 0
+        ratio = xp.where(nonzero, Y64, 1.0 + zero) / xp.where(nonzero, P64, 1.0 + zero)
+        ylogy = xp.where(nonzero, Y64 * xp.log(ratio), zero)
+        per_sample = xp.sum(ylogy - Y64 + P64, axis=1)
+    else:  # xlogy's: a term is 0 where its factor y (or 1 - y) is
+        eps = xp.finfo(P.dtype).eps
+        Q = xp.clip(P64, eps, 1 - eps)
+        terms = xp.where(Y64 != 0, Y64 * xp.log(Q), zero)
         if name == "binary_log_loss":
-            terms += xlogy(1 - Y, 1 - Q)
-        per_sample = -terms.sum(axis=1)
-    return float(np.average(per_sample, weights=w)), float(w.sum())
+            terms = terms + xp.where(Y64 != 1, (1 - Y64) * xp.log(1 - Q), zero)
+        per_sample = -xp.sum(terms, axis=1)
+    if sw is None:
+        return xp.mean(per_sample), delta, f(P.shape[0])
+    w = _wide(sw)
+    return xp.sum(per_sample * w) / xp.sum(w), delta * sw[:, None], xp.sum(sw)
+
+
+def loss_delta(P, Y, sw, rows, loss, delta, loss_param=0.0):
+    name = _check_loss(loss, loss_param)
+    if rows is not None:
+        Y, sw = Y[rows], None if sw is None else sw[rows]
+    loss, delta[...], sw_sum = _loss(P, Y, sw, name, loss_param)
+    return float(loss), float(sw_sum)
+
+
+# The gradient's terms, in the weights' precision, each also in place as
+# the kernel it mirrors.
+def _bias_grad(delta, sw_sum):
+    xp, f = _namespace(delta)
+    return xp.sum(delta, axis=0) / f(sw_sum)
 
 
 def bias_grad(delta, sw_sum, out):
-    out[...] = delta.sum(axis=0) / out.dtype.type(sw_sum)
+    out[...] = _bias_grad(delta, sw_sum)
+
+
+def _l2_grad(grad_W, W, alpha, sw_sum):
+    f = _namespace(W)[1]
+    return (grad_W + f(alpha) * W) / f(sw_sum)
 
 
 def l2_grad(grad_W, W, alpha, sw_sum):
-    grad_W += W.dtype.type(alpha) * W
-    grad_W /= W.dtype.type(sw_sum)
+    grad_W[...] = _l2_grad(grad_W, W, alpha, sw_sum)
 
 
 def sq_norm(W):
-    W = W.astype(np.float64)
-    return float(W @ W)
+    W = _wide(W)
+    return W @ W
+
+
+def _l1_grad(grad_W, W, l1, sw_sum):
+    xp, f = _namespace(W)
+    return grad_W + f(l1) / f(sw_sum) * xp.sign(W)
 
 
 def l1_grad(grad_W, W, l1, sw_sum):
-    grad_W += W.dtype.type(l1) / W.dtype.type(sw_sum) * np.sign(W)
+    grad_W[...] = _l1_grad(grad_W, W, l1, sw_sum)
 
 
 def abs_sum(W):
-    return float(np.abs(W.astype(np.float64)).sum())
+    xp = _namespace(W)[0]
+    return xp.sum(xp.abs(_wide(W)))
 
 
 def _uniform(seed, counter):
@@ -231,33 +293,43 @@ def dropout_backward(A, mask, delta, rate):
     A *= A.dtype.type(1 - rate)
 
 
+def _normalize(Z, gamma, stat, batch):
+    """gamma * zhat, zhat and (mean, var, 1 / std) of Z (its intercept
+    added): with batch, the batch's moments, the running ones stat (if
+    given) moved towards them in place; else stat's."""
+    xp, f = _namespace(Z)
+    if batch:
+        mean, var = xp.mean(Z, axis=0), xp.var(Z, axis=0)
+        if stat is not None:
+            mom, n = BATCH_NORM_MOMENTUM, Z.shape[0]
+            stat[0][...] = (1 - mom) * stat[0] + mom * mean
+            if n > 1:
+                stat[1][...] = (1 - mom) * stat[1] + mom * (var * n / (n - 1))
+    else:
+        mean, var = stat
+    inv = 1 / xp.sqrt(var + f(BATCH_NORM_EPS))
+    zhat = (Z - mean) * inv
+    return gamma * zhat, zhat, (mean, var, inv)
+
+
 def bn_forward(Z, b, gamma, zhat, stats, running, batch):
     m = Z.shape[1]
-    Z += b
-    if batch:
-        mean, var = Z.mean(axis=0), Z.var(axis=0)
-        if running is not None:
-            mom = BATCH_NORM_MOMENTUM
-            running[:m] = (1 - mom) * running[:m] + mom * mean
-            if len(Z) > 1:
-                unbiased = var * len(Z) / (len(Z) - 1)
-                running[m:] = (1 - mom) * running[m:] + mom * unbiased
-    else:
-        mean, var = running[:m], running[m:]
-    stats[:m], stats[m : 2 * m] = mean, var
-    stats[2 * m :] = 1 / np.sqrt(var + Z.dtype.type(BATCH_NORM_EPS))
-    zhat[...] = (Z - stats[:m]) * stats[2 * m :]
-    Z[...] = gamma * zhat
+    stat = None if running is None else (running[:m], running[m:])
+    Z[...], zhat[...], moments = _normalize(Z + b, gamma, stat, batch)
+    stats[...] = np.concatenate(moments)
+
+
+def _bn_backward(delta, zhat, inv, gamma, sw_sum):
+    """The delta before batch norm, and gamma's and beta's gradients."""
+    xp, f = _namespace(delta)
+    return (gamma * inv * (delta - xp.mean(delta, axis=0)
+                           - zhat * xp.mean(delta * zhat, axis=0)),
+            xp.sum(delta * zhat, axis=0) / f(sw_sum), _bias_grad(delta, sw_sum))
 
 
 def bn_backward(delta, zhat, stats, gamma, sw_sum, grad_gamma, grad_beta):
-    dY = delta.copy()
-    grad_beta[...] = dY.sum(axis=0) / grad_beta.dtype.type(sw_sum)
-    grad_gamma[...] = (dY * zhat).sum(axis=0) / grad_gamma.dtype.type(sw_sum)
-    inv = stats[2 * delta.shape[1] :]
-    delta[...] = gamma * inv * (
-        dY - dY.mean(axis=0) - zhat * (dY * zhat).mean(axis=0)
-    )
+    delta[...], grad_gamma[...], grad_beta[...] = _bn_backward(
+        delta, zhat, stats[2 * delta.shape[1] :], gamma, sw_sum)
 
 
 def gather_rows(X, rows, out):
@@ -285,18 +357,6 @@ def csr_grad(data, indices, indptr, rows, delta, out):
 # its state arrays in the row's order, the step count t and the Settings.
 # They update in place in the arrays' own namespace, so the array-API path
 # (fastbp._array_api) steps with these same rules.
-
-
-def _namespace(a):
-    """(xp, f): NumPy and a's scalar type for an ndarray (the twin's own
-    arithmetic), else a's array-API namespace and a maker of 0-d arrays of
-    a's dtype on a's device (the hyperparameters rounded to a's precision
-    as the compiled rules round them)."""
-    if isinstance(a, np.ndarray):
-        return np, a.dtype.type
-    xp = array_api_compat.array_namespace(a)
-    where = array_api_compat.device(a)
-    return xp, lambda v: xp.asarray(v, dtype=a.dtype, device=where)
 
 
 def _sgd_rule(params, grad, arrays, t, s):
@@ -419,85 +479,93 @@ def _input(X, csr, n_features):
     return X if csr is None else _csr(*csr, n_features)
 
 
-def _forward_layers(plan, X, coefs, intercepts, seed=None, row0=0, bn=None):
-    """Activations (after dropout), pre-activations, the activations before
-    dropout and the dropout masks (None where none) of every layer.
+def _masks(plan, seed, row0, n_rows, dtype):
+    """Each layer's dropout mask for a batch of n_rows rows, row r's that of
+    position row0 + r in the epoch; None where the layer has no dropout."""
+    return [None if not rate > 0 else dropout_mask(
+                (n_rows, int(plan.units[i + 1])), rate, seed, row0,
+                plan.drop_col[i], plan.drop_width, dtype)
+            for i, rate in enumerate(plan.drop)]
 
-    Dropout applies in training, when a seed is given; the mask of batch row
-    r is that of position row0 + r in the epoch. bn = (params, running,
+
+def _forward_layers(plan, X, coefs, intercepts, masks=None, bn=None):
+    """Activations (after dropout), pre-activations and the activations
+    before dropout of every layer, in the weights' namespace, functionally
+    (X may be a SciPy sparse matrix).
+
+    masks: per layer, the dropout mask or None. bn = (params, running,
     batch, normalized): per layer (gamma, beta) and (mean, var) views or
-    None, whether to use batch statistics (and update running if given), and
-    a list receiving each layer's (zhat, stats) or None.
+    None, whether to use batch statistics (and move running, if given,
+    towards them in place), and a list receiving each layer's (zhat,
+    (mean, var, 1 / std)) or None.
     """
-    activations, pre, undropped, masks = [X], [None], [X], [None]
+    xp = _namespace(coefs[0])[0]
+    table = _table(xp)
+    activations, pre, undropped = [X], [None], [X]
     for i, (W, b) in enumerate(zip(coefs, intercepts)):
-        Z = np.asarray(X @ W if i == 0 else activations[-1] @ W)
-        pre.append(np.empty_like(Z))
+        Z = activations[-1] @ W + b
         if bn is not None and bn[0][i] is not None:
             (gamma, beta), stat = bn[0][i], bn[1][i]
-            zhat, stats = np.empty_like(Z), np.empty(3 * Z.shape[1], Z.dtype)
-            running = None if stat is None else np.concatenate(stat)
-            bn_forward(Z, b, gamma, zhat, stats, running, bn[2])
-            if running is not None and bn[2]:
-                stat[0][...], stat[1][...] = np.split(running, 2)
-            bn[3].append((zhat, stats))
-            b = beta
+            Z, *normalized = _normalize(Z, gamma, stat, bn[2])
+            bn[3].append(normalized)
+            Z = Z + beta
         elif bn is not None:
             bn[3].append(None)
-        bias_act(Z, b, plan.acts[i], pre[-1])
-        undropped.append(Z)
-        masks.append(None)
-        if seed is not None and plan.drop[i] > 0:
-            masks[-1] = dropout_mask(Z.shape, plan.drop[i], seed, row0,
-                                     plan.drop_col[i], plan.drop_width, Z.dtype)
-            Z = Z * masks[-1]
-        activations.append(Z)
-    return activations, pre, undropped, masks
+        pre.append(Z)
+        # In Z's dtype: NumPy's gelu computes erf in float64.
+        A = xp.astype(table[_ACTIVATION_NAMES[plan.acts[i]]][0](Z), Z.dtype,
+                      copy=False)
+        undropped.append(A)
+        activations.append(A if not masks or masks[i] is None else A * masks[i])
+    return activations, pre, undropped
 
 
-def _backprop(plan, X, Y, sw, coefs, intercepts, alpha, l1=0.0, seed=0, row0=0,
+def _backprop(plan, X, Y, sw, coefs, intercepts, alpha, l1=0.0, masks=None,
               bn=None):
-    """Loss of the batch (with the L2 and L1 terms) and its gradient lists
-    (with batch norm, the scale and shift gradients in bn_grad)."""
+    """Loss of the batch with the L2 and L1 terms, and its flat gradient, in
+    the weights' namespace. bn: (params, running) views per layer, the
+    running statistics moved in place."""
+    L = len(coefs)
+    masks = masks or [None] * L
+    bn_params, bn_running = bn if bn is not None else ([None] * L, [None] * L)
     normalized = []
-    bn_params, bn_running = bn if bn is not None else ([None] * len(coefs),
-                                                       [None] * len(coefs))
-    activations, pre, undropped, masks = _forward_layers(
-        plan, X, coefs, intercepts, seed, row0,
-        (bn_params, bn_running, True, normalized),
-    )
-    bn_grad = [None] * len(coefs)
-    delta = np.empty_like(activations[-1])
-    loss, sw_sum = loss_delta(activations[-1], Y, sw, None, plan.loss, delta,
-                              plan.loss_param)
-    loss += 0.5 * alpha * sum(sq_norm(W.ravel()) for W in coefs) / sw_sum
+    activations, pre, undropped = _forward_layers(
+        plan, X, coefs, intercepts, masks, (bn_params, bn_running, True, normalized))
+    loss, delta, sw_sum = _loss(activations[-1], Y, sw,
+                                _check_loss(plan.loss, plan.loss_param),
+                                plan.loss_param)
+    xp = _namespace(delta)[0]
+    wide_sum = _wide(sw_sum)
+    loss = loss + 0.5 * alpha * sum(sq_norm(xp.reshape(W, (-1,)))
+                                    for W in coefs) / wide_sum
     if l1:
-        loss += l1 * sum(abs_sum(W.ravel()) for W in coefs) / sw_sum
-    grad_W, grad_b = [None] * len(coefs), [None] * len(coefs)
-    for i in range(len(coefs) - 1, -1, -1):
+        loss = loss + l1 * sum(abs_sum(W) for W in coefs) / wide_sum
+    grad_W, grad_b, bn_grad = [None] * L, [None] * L, [None] * L
+    for i in range(L - 1, -1, -1):
         if normalized[i] is not None:
-            gamma = bn_params[i][0]
-            bn_grad[i] = (np.empty_like(gamma), np.empty_like(gamma))
-            bn_backward(delta, *normalized[i], gamma, sw_sum, *bn_grad[i])
-        g = np.asarray(activations[i].T @ delta)
-        l2_grad(g.ravel(), coefs[i].ravel(), alpha, sw_sum)
+            zhat, (_, _, inv) = normalized[i]
+            delta, *bn_grad[i] = _bn_backward(delta, zhat, inv, bn_params[i][0],
+                                              sw_sum)
+        grad_W[i] = _l2_grad(activations[i].T @ delta, coefs[i], alpha, sw_sum)
         if l1:
-            l1_grad(g.ravel(), coefs[i].ravel(), l1, sw_sum)
-        grad_W[i] = g
-        grad_b[i] = np.empty(delta.shape[1], dtype=delta.dtype)
-        bias_grad(delta, sw_sum, grad_b[i])
-        if normalized[i] is not None:
-            grad_b[i][...] = 0  # the normalization cancels the intercept
+            grad_W[i] = _l1_grad(grad_W[i], coefs[i], l1, sw_sum)
+        grad_b[i] = _bias_grad(delta, sw_sum)
+        if normalized[i] is not None:  # the normalization cancels the intercept
+            grad_b[i] = xp.zeros_like(grad_b[i])
         if i > 0:
             delta = delta @ coefs[i].T
-            if masks[i] is not None:
-                delta *= masks[i]
-            act_grad(undropped[i], delta, plan.acts[i - 1], pre[i])
-    return loss, grad_W, grad_b + [g for pair in bn_grad if pair for g in pair]
+            if masks[i - 1] is not None:
+                delta = delta * masks[i - 1]
+            delta = _act_grad(undropped[i], delta, plan.acts[i - 1], pre[i])
+    return loss, _flat(grad_W, grad_b, [g for pair in bn_grad if pair for g in pair])
 
 
-def _flat(grad_W, grad_b):
-    return np.concatenate([g.ravel() for g in grad_W + grad_b])
+def _flat(*lists):
+    """One new flat array of the lists' arrays, in order: the engine's layout
+    (coefficients, intercepts, then batch norm's scales and shifts)."""
+    arrays = [a for part in lists for a in part]
+    xp = _namespace(arrays[0])[0]
+    return xp.concat([xp.reshape(a, (-1,)) for a in arrays])
 
 
 def _bn(plan, params, running):
@@ -522,12 +590,11 @@ def run_epoch(plan, settings, X, csr, Y, sample_weight, order, batch_size, param
         sw = None if sample_weight is None else sample_weight[rows]
         if sw is not None and not sw.any():
             raise ValueError(_epoch_weightless(start, len(rows)))
-        loss, grad_W, grad_b = _backprop(
-            plan, X[rows], Y[rows], sw, coefs, intercepts, alpha, l1, seed, start,
-            bn,
+        loss, grad[...] = _backprop(
+            plan, X[rows], Y[rows], sw, coefs, intercepts, alpha, l1,
+            _masks(plan, seed, start, len(rows), params.dtype), bn,
         )
-        loss_sum += len(rows) * loss
-        grad[...] = _flat(grad_W, grad_b)
+        loss_sum += len(rows) * float(loss)
         clip_gradient(grad, settings.clip_norm, settings.clip_value)
         step += counts
         _update(settings, params, grad, state, step)
@@ -540,20 +607,18 @@ def loss_grad(plan, X, csr, Y, sample_weight, params, grad, work, alpha, l1=0.0,
     batch norm, the batch's mean and unbiased variance into running if given."""
     coefs, intercepts = _layers(plan, params)
     X = _input(X, csr, int(plan.units[0]))
-    loss, grad_W, grad_b = _backprop(
-        plan, X, Y, sample_weight, coefs, intercepts, alpha, l1, seed,
-        bn=_bn(plan, params, None),
-    )
-    grad[...] = _flat(grad_W, grad_b)
+    masks = _masks(plan, seed, 0, X.shape[0], params.dtype)
+    loss, grad[...] = _backprop(plan, X, Y, sample_weight, coefs, intercepts,
+                                alpha, l1, masks, bn=_bn(plan, params, None))
     if plan.n_running and (work is not None or running is not None):
         normalized = []
-        _forward_layers(plan, X, coefs, intercepts, seed, 0,
+        _forward_layers(plan, X, coefs, intercepts, masks,
                         (*_bn(plan, params, None), True, normalized))
         n = X.shape[0]
         for i, pair in enumerate(normalized):
             if pair is None:
                 continue
-            stats, m = pair[1], int(plan.units[i + 1])
+            stats, m = np.concatenate(pair[1]), int(plan.units[i + 1])
             if work is not None:  # where the compiled pass leaves them
                 work[plan.bn_stat_off[i] : plan.bn_stat_off[i] + stats.size] = stats
             if running is not None:
@@ -562,7 +627,7 @@ def loss_grad(plan, X, csr, Y, sample_weight, params, grad, work, alpha, l1=0.0,
                 running[at + m : at + 2 * m] = stats[m : 2 * m] * stats.dtype.type(
                     n / max(n - 1, 1)
                 )
-    return loss
+    return float(loss)
 
 
 def forward(plan, X, csr, params, work, out, running=None, n_threads=1):
@@ -630,7 +695,7 @@ def hessian_vector_product(plan, X, csr, Y, sample_weight, params, v, out, work,
     if not set(hidden) <= {ACTIVATIONS[name] for name in HIDDEN_ACTIVATIONS}:
         raise ValueError(f"hidden activation codes {sorted(set(hidden))} are not "
                          "all hidden activations")
-    loss, _, _ = _backprop(plan, X, Y, sample_weight, coefs, intercepts, alpha)
+    loss = float(_backprop(plan, X, Y, sample_weight, coefs, intercepts, alpha)[0])
     # acts[l] = A_{l-1}, pre[l] = Z_{l-1}; act[l]: activation of layer l.
     acts, pre = _forward_layers(plan, X, coefs, intercepts)[:2]
     L, act = len(coefs), plan.acts
