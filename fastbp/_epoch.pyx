@@ -75,9 +75,11 @@ cdef enum:
 
 # A predict of few blocks for its threads (under 2 a thread) computes each
 # block's products as tiles (row chunks x column panels) that all threads
-# share. The tiles come from the block's shape alone, never from the thread
-# count, so every thread count that shares blocks computes the same products
-# and gives the same result. A power of two of tiles, each worth about
+# share (layer by layer; or, where no layer has column panels, each row
+# chunk through all the layers: _forward_rows). The tiles come from the
+# block's shape alone, never from the thread count, so every thread count
+# that shares blocks computes the same products and gives the same result.
+# A power of two of tiles, each worth about
 # PREDICT_TILE_WORK multiply-adds (2^21: a 10-row pass of 2000 -> 256 is 2
 # panels, which 2 threads share; 2^22 left it whole, 1.4x slower there),
 # a panel at least PANEL_COLS output columns and a chunk at least CHUNK_ROWS
@@ -1491,7 +1493,8 @@ cdef void _forward_block(Net* net, Data* d, const floating* params,
     """Predict block b (rows b max_rows ..) into its rows of out, as thread t
     of the team that shares it (team NULL: alone).
 
-    Layer by layer: the products' tiles, each taken by whichever thread
+    Layer by layer (row chunks through all the layers where _row_chunk
+    says so): the products' tiles, each taken by whichever thread
     comes first, then (when all are done) batch norm, bias and activation
     chunk by chunk, thread t taking chunks t, t + T, ... (batch-norm
     layers: thread 0 all, their statistics are shared). The same calls for
@@ -1505,6 +1508,11 @@ cdef void _forward_block(Net* net, Data* d, const floating* params,
     cdef bint dense
     cdef int T = 1 if team == NULL else team.n
     cdef Word* taken
+    if team != NULL:
+        chunk = _row_chunk(net, d.sparse, nb, tile_work)
+        if chunk > 0:
+            _forward_rows(net, d, params, work, out, b, chunk, t, team)
+            return
     if not d.sparse:
         A = <const floating*> d.X + start * d.n_features
     for l in range(L):
@@ -1545,6 +1553,65 @@ cdef void _forward_block(Net* net, Data* d, const floating* params,
         if team != NULL:
             barrier_wait(&team.done)
         A = Z
+
+
+cdef Py_ssize_t _row_chunk(Net* net, bint sparse, Py_ssize_t nb,
+                           Py_ssize_t tile_work) noexcept nogil:
+    """Rows a chunk of an nb-row block whose every layer's tiles are row
+    chunks (no column panels) and that has no batch norm (its statistics
+    buffer is the block's): the finest layer's chunk, which _forward_rows
+    takes through all the layers at once; else 0. From the shape alone."""
+    cdef Py_ssize_t l, chunk, panel, rows = nb
+    for l in range(net.n_layers):
+        if net.bn_off != NULL and net.bn_off[l] >= 0:
+            return 0
+        _tiles(nb, net.units[l], net.units[l + 1], l > 0 or not sparse,
+               tile_work, &chunk, &panel)
+        if panel < net.units[l + 1]:
+            return 0
+        rows = min(rows, chunk)
+    return rows
+
+
+cdef void _forward_rows(Net* net, Data* d, const floating* params,
+                        floating* work, floating* out, Py_ssize_t b,
+                        Py_ssize_t chunk, int t, Team* team) noexcept nogil:
+    """Block b as row chunks, each taken by whichever thread comes first and
+    taken through every layer there (its products whole, then bias and
+    activation): no barrier between layers, and a chunk's activations stay
+    in its thread's cache. Narrow networks' blocks: layer by layer they
+    were as slow on 2 threads as on 1 (barrier-bound; docs/design.md).
+    Ends the block as _forward_block's layers do: the counter of the next
+    block's first layer reset between two barriers."""
+    cdef Py_ssize_t start = b * net.max_rows, L = net.n_layers
+    cdef Py_ssize_t nb = min(net.max_rows, d.n_samples - start)
+    cdef Py_ssize_t n = (nb + chunk - 1) // chunk, l, k, m, i, r0, nr
+    cdef const floating* A
+    cdef floating* Z = NULL
+    cdef Word* taken = &team.taken[(b * L) % 2]
+    i = next_item(taken)
+    while i < n:
+        r0 = i * chunk
+        nr = min(chunk, nb - r0)
+        A = NULL if d.sparse else <const floating*> d.X + (start + r0) * d.n_features
+        for l in range(L):
+            k = net.units[l]
+            m = net.units[l + 1]
+            Z = work + net.act_off[l] + r0 * m
+            if l > 0 or not d.sparse:
+                _gemm_tile(False, False, nr, m, k, A, k, params + net.coef_off[l],
+                           m, Z, m, nr, m, 0)
+            else:
+                _csr_forward(<const floating*> d.data, d.indices, d.indptr,
+                             NULL, start + r0, nr, params + net.coef_off[0], m, Z)
+            _activate(net, params, work, l, r0, nr, False)
+            A = Z
+        memcpy(out + (start + r0) * m, Z, nr * m * sizeof(floating))
+        i = next_item(taken)
+    barrier_wait(&team.done)
+    if t == 0:
+        team.taken[((b + 1) * L) % 2].v = 0
+    barrier_wait(&team.done)
 
 
 def all_finite(const floating[::1] a):

@@ -203,19 +203,24 @@ def _within(seconds, call):
         raise errors[0]
 
 
-# Wide layers: a block's products are split into tiles (chunks of rows x
-# panels of columns), which all threads share when there are few blocks. A
-# small tile work makes this network's products many tiles.
+# A block's products are split into tiles (chunks of rows x panels of
+# columns), which all threads share when there are few blocks: layer by
+# layer where a layer has panels (wide), each row chunk through all the
+# layers where none has (narrow) and there is no batch norm. A small tile
+# work makes these networks' products many tiles.
 WIDE = [150, 520, 300, 4]
+NARROW = [64, 100, 60, 10]
 
 
 @pytest.mark.parametrize("kind", ["dense", "sparse", "batch_norm", "gelu"])
 @pytest.mark.parametrize("n", [1, 300, 2500])
-def test_wide_forward_tiles_do_not_depend_on_threads(dtype, kind, n, monkeypatch):
+@pytest.mark.parametrize("units", [WIDE, NARROW], ids=["wide", "narrow"])
+def test_forward_tiles_do_not_depend_on_threads(dtype, kind, n, units, monkeypatch):
     monkeypatch.setattr(_epoch, "PREDICT_TILE_WORK", 1 << 12)
     if kind == "sparse" and n == 1:
         pytest.skip("a sparse first layer is split by rows only")
-    units = WIDE
+    if units is NARROW and n == 1:
+        pytest.skip("one row is one tile")
     rng = np.random.RandomState(0)
     act = "gelu" if kind == "gelu" else "tanh"
     plan = make_plan(units, act, "softmax", "log_loss", min(n, 1024),
@@ -238,10 +243,12 @@ def test_wide_forward_tiles_do_not_depend_on_threads(dtype, kind, n, monkeypatch
         X = np.empty((0, units[0]), dtype)
     rows = min(n, 1024)
     tiles = []
-    for layer in range(3):
+    for layer in range(len(units) - 1):
         chunk, panel = _epoch.predict_tiles(rows, units[layer], units[layer + 1],
                                             layer > 0 or csr is None)
         tiles.append(-(-rows // chunk) * -(-units[layer + 1] // panel))
+        # Column panels: the wide network's layers have them, the narrow one's not.
+        assert (panel < units[layer + 1]) <= (units is WIDE)
     assert max(tiles) > 1  # the case this test is for
     outs = []
     for n_threads in (1, 2, 3, 64):
