@@ -192,6 +192,9 @@ def test_a_failing_fit_marks_its_run_failed(store, digits):
     np.testing.assert_array_equal(steps, [1, 2])  # logged before the failure
 
 
+REQUIREMENTS = ["fastbp", "scikit-learn", "skops"]
+
+
 @pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
 def test_log_model_round_trip_with_skops(store, digits, tmp_path, Estimator):
     """mlflow.sklearn saves with skops; fastbp's estimator class is the one
@@ -203,10 +206,14 @@ def test_log_model_round_trip_with_skops(store, digits, tmp_path, Estimator):
     models = mlflow.create_experiment(
         f"models-{Estimator.__name__}",
         artifact_location=(tmp_path / "artifacts").as_uri())
+    # The requirements are given, as a user pinning them would: otherwise
+    # MLflow infers them by loading the model in a child process that
+    # imports MLflow, scikit-learn and fastbp anew (~12 s of this test's
+    # ~13 s), a guess it only logs and that nothing here reads.
     with mlflow.start_run(experiment_id=models):
         info = mlflow.sklearn.log_model(
             est, name="model", serialization_format="skops",
-            skops_trusted_types=[trusted])
+            skops_trusted_types=[trusted], pip_requirements=REQUIREMENTS)
     loaded = mlflow.sklearn.load_model(info.model_uri)
     assert type(loaded) is Estimator
     outputs = "predict_proba" if Estimator is MLPClassifier else "predict"
@@ -215,7 +222,8 @@ def test_log_model_round_trip_with_skops(store, digits, tmp_path, Estimator):
     with mlflow.start_run(experiment_id=models), pytest.raises(
             mlflow.exceptions.MlflowException,
             match=rf"untrusted types.*\['{trusted}'\]"):
-        mlflow.sklearn.log_model(est, name="model", serialization_format="skops")
+        mlflow.sklearn.log_model(est, name="model", serialization_format="skops",
+                                 pip_requirements=REQUIREMENTS)
 
 
 def test_pickles_without_its_client(store):
