@@ -2,6 +2,7 @@
 store, read back with mlflow.MlflowClient."""
 
 import pickle
+import shutil
 import sys
 
 import numpy as np
@@ -30,11 +31,34 @@ def digits():
     return X[:300] / 16.0, y[:300]
 
 
+def _empty_store(path):
+    """An empty SQLite tracking store at path, as MLflow makes one (its tables
+    and schema migrations: 5-10 s)."""
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+
+
 @pytest.fixture(scope="module")
-def database(tmp_path_factory):
+def database(tmp_path_factory, request):
     """One SQLite tracking store for the module (making one takes seconds);
-    the tests tell their runs apart by ID."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    the tests tell their runs apart by ID. Under pytest-xdist the workers
+    copy one empty store made by the first of them (the session's shared
+    temporary folder, a file lock), rather than each making its own."""
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    filelock = None
+    if hasattr(request.config, "workerinput"):  # an xdist worker
+        try:
+            import filelock
+        except ImportError:
+            pass
+    if filelock is None:
+        return f"sqlite:///{path}"
+    empty = tmp_path_factory.getbasetemp().parent / "mlflow-empty.db"
+    with filelock.FileLock(f"{empty}.lock"):
+        if not empty.exists():
+            _empty_store(empty.with_suffix(".part"))
+            empty.with_suffix(".part").rename(empty)
+    shutil.copyfile(empty, path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture
