@@ -2,6 +2,7 @@
 store, read back with mlflow.MlflowClient."""
 
 import pickle
+import shutil
 import sys
 
 import numpy as np
@@ -30,11 +31,34 @@ def digits():
     return X[:300] / 16.0, y[:300]
 
 
+def _empty_store(path):
+    """An empty SQLite tracking store at path, as MLflow makes one (its tables
+    and schema migrations: 5-10 s)."""
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+
+
 @pytest.fixture(scope="module")
-def database(tmp_path_factory):
+def database(tmp_path_factory, request):
     """One SQLite tracking store for the module (making one takes seconds);
-    the tests tell their runs apart by ID."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    the tests tell their runs apart by ID. Under pytest-xdist the workers
+    copy one empty store made by the first of them (the session's shared
+    temporary folder, a file lock), rather than each making its own."""
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    filelock = None
+    if hasattr(request.config, "workerinput"):  # an xdist worker
+        try:
+            import filelock
+        except ImportError:
+            pass
+    if filelock is None:
+        return f"sqlite:///{path}"
+    empty = tmp_path_factory.getbasetemp().parent / "mlflow-empty.db"
+    with filelock.FileLock(f"{empty}.lock"):
+        if not empty.exists():
+            _empty_store(empty.with_suffix(".part"))
+            empty.with_suffix(".part").rename(empty)
+    shutil.copyfile(empty, path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture
@@ -192,6 +216,9 @@ def test_a_failing_fit_marks_its_run_failed(store, digits):
     np.testing.assert_array_equal(steps, [1, 2])  # logged before the failure
 
 
+REQUIREMENTS = ["fastbp", "scikit-learn", "skops"]
+
+
 @pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
 def test_log_model_round_trip_with_skops(store, digits, tmp_path, Estimator):
     """mlflow.sklearn saves with skops; fastbp's estimator class is the one
@@ -203,10 +230,14 @@ def test_log_model_round_trip_with_skops(store, digits, tmp_path, Estimator):
     models = mlflow.create_experiment(
         f"models-{Estimator.__name__}",
         artifact_location=(tmp_path / "artifacts").as_uri())
+    # The requirements are given, as a user pinning them would: otherwise
+    # MLflow infers them by loading the model in a child process that
+    # imports MLflow, scikit-learn and fastbp anew (~12 s of this test's
+    # ~13 s), a guess it only logs and that nothing here reads.
     with mlflow.start_run(experiment_id=models):
         info = mlflow.sklearn.log_model(
             est, name="model", serialization_format="skops",
-            skops_trusted_types=[trusted])
+            skops_trusted_types=[trusted], pip_requirements=REQUIREMENTS)
     loaded = mlflow.sklearn.load_model(info.model_uri)
     assert type(loaded) is Estimator
     outputs = "predict_proba" if Estimator is MLPClassifier else "predict"
@@ -215,7 +246,8 @@ def test_log_model_round_trip_with_skops(store, digits, tmp_path, Estimator):
     with mlflow.start_run(experiment_id=models), pytest.raises(
             mlflow.exceptions.MlflowException,
             match=rf"untrusted types.*\['{trusted}'\]"):
-        mlflow.sklearn.log_model(est, name="model", serialization_format="skops")
+        mlflow.sklearn.log_model(est, name="model", serialization_format="skops",
+                                 pip_requirements=REQUIREMENTS)
 
 
 def test_pickles_without_its_client(store):

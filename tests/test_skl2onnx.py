@@ -1,6 +1,7 @@
 """skl2onnx converters: pipelines holding fastbp, run in onnxruntime, against
 the pipelines' own predictions."""
 
+import functools
 import subprocess
 import sys
 import textwrap
@@ -227,16 +228,25 @@ CONVERT = """
 """
 
 
+@functools.cache
+def _import_in_order(first):
+    """The lines of a fresh interpreter that imports `first`, says whether
+    skl2onnx is imported by then, imports the other and converts a pipeline.
+    One process (of ~4 s, mostly imports) serves both tests below."""
+    second = {"fastbp": "skl2onnx", "skl2onnx": "fastbp"}[first]
+    code = f"import sys, warnings; warnings.simplefilter('ignore')\n" \
+           f"import {first}\nprint('skl2onnx' in sys.modules)\n" \
+           f"import {second}\n" + textwrap.dedent(CONVERT)
+    return _python(code).splitlines()
+
+
 @pytest.mark.parametrize("first", ["fastbp", "skl2onnx"])
 def test_registration_in_either_import_order(first):
-    second = {"fastbp": "skl2onnx", "skl2onnx": "fastbp"}[first]
-    code = f"import warnings; warnings.simplefilter('ignore')\n" \
-           f"import {first}\nimport {second}\n" + textwrap.dedent(CONVERT)
-    assert _python(code) == "ModelProto"
+    assert _import_in_order(first)[1:] == ["ModelProto"]
 
 
 def test_importing_fastbp_does_not_import_skl2onnx():
-    assert _python("import sys, fastbp; print('skl2onnx' in sys.modules)") == "False"
+    assert _import_in_order("fastbp")[0] == "False"
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
