@@ -89,12 +89,19 @@ def _after_fork_in_child():
     mine = getattr(_held, "depth", 0)
     if _state["depth"] > 0 and mine == 0:
         # BLAS was held on one thread for a thread that is not here.
-        for (_, set_threads), n in zip(_controllers(), _state["saved"], strict=True):
-            set_threads(n)
+        _restore_saved()
     _state["depth"] = mine
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _restore_saved():
+    """Each BLAS library back to the count saved when the hold began (those
+    saved at 1 are still there)."""
+    for (_, set_threads), n in zip(_controllers(), _state["saved"], strict=True):
+        if n != 1:
+            set_threads(n)
 
 
 def _controllers():
@@ -145,10 +152,7 @@ class _OneThread:
             _held.depth -= 1
             _state["depth"] -= 1
             if _state["depth"] == 0:
-                for (_, set_threads), n in zip(_controllers(), _state["saved"],
-                                               strict=True):
-                    if n != 1:
-                        set_threads(n)
+                _restore_saved()
 
 
 _ONE_THREAD = _OneThread()
