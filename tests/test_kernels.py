@@ -565,6 +565,31 @@ def test_loss_delta_weights_and_rows_hand_values(dtype):
     assert_allclose(delta, [[-3], [3]], rtol=rtol)
 
 
+@pytest.mark.parametrize("exponent", [0, 1, 6, 8, -1, -20, 100, -100, 126, 1000, -1074])
+def test_divide_by_a_power_of_two_is_the_divide(dtype, exponent):
+    # The kernels multiply by 1 / 2^k instead of dividing by 2^k: the same
+    # correctly rounded number, subnormal results and all; where 1 / 2^k
+    # is not a number of the type (overflow, 0), they divide.
+    info = np.finfo(dtype)
+    if exponent > info.maxexp - 1 or exponent < info.minexp - info.nmant:
+        pytest.skip("2^k is not a number of this type")
+    rng = np.random.RandomState(exponent % 97)
+    sw = dtype(2.0 ** exponent)
+    for d in (sw, sw * dtype(1.5), sw * dtype(1.1)):  # and two that are not
+        if not np.isfinite(d) or d == 0:
+            continue
+        grad_W = (rng.randn(200) * rng.choice([1, 1e-30, 1e30], 200)).astype(dtype)
+        grad_W[:3] = [info.smallest_subnormal, -info.tiny, info.max / 2]
+        W = rng.randn(200).astype(dtype)
+        expect = (grad_W + dtype(0.25) * W) / d
+        _kernels.l2_grad(grad_W, W, 0.25, float(d))
+        np.testing.assert_array_equal(grad_W, expect)
+        delta = rng.randn(3, 5).astype(dtype)
+        out = np.empty(5, dtype=dtype)
+        _kernels.bias_grad(delta, float(d), out)
+        np.testing.assert_array_equal(out, delta.sum(axis=0) / d)
+
+
 def test_small_kernels_hand_values(dtype):
     rtol = RTOL[dtype]
     out = np.empty(2, dtype=dtype)
