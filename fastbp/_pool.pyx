@@ -14,6 +14,7 @@ cdef extern from "_pool_impl.h":
     int fastbp_pool_reserve(int want) noexcept nogil
     void fastbp_barrier_wait(fastbp_barrier* b) noexcept nogil
     int fastbp_get_max_threads() noexcept nogil
+    long fastbp_pool_jobs() noexcept nogil
     void fastbp_set_num_threads(int n) noexcept nogil
     int FASTBP_POOL_MAX
 
@@ -48,3 +49,8 @@ def max_threads():
 
 def set_max_threads(int n):
     fastbp_set_num_threads(n)
+
+
+def jobs():
+    """Jobs the pool ran on more than one thread in this process."""
+    return fastbp_pool_jobs()

@@ -196,6 +196,20 @@ static int fastbp_pool_run(fastbp_task task, void* ctx, int T) {
     return 0;
 }
 
+/* Jobs this process's pool ran on more than one thread (tests read it to
+   know that threads took part, which results alone cannot show: a tiled
+   product may give one thread's bits). */
+static long fastbp_pool_jobs(void) {
+    fastbp_pool* p;
+    long n;
+    if ((p = fastbp_get_pool()) == NULL)
+        return 0;
+    fastbp_mutex_lock(&p->turn);  /* after the job running now, if any */
+    n = p->job;
+    fastbp_mutex_unlock(&p->turn);
+    return n;
+}
+
 /* Inside a job: wait until b->n threads have arrived. Everything a thread
    wrote before arriving is visible to all after. */
 static void fastbp_barrier_wait(fastbp_barrier* b) {
