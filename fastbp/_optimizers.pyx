@@ -8,10 +8,12 @@ and adam rules and their rounding follow scikit-learn's SGDOptimizer and
 AdamOptimizer term by term, so trajectories agree to float64 rounding; the
 others follow their papers. Every rule updates params, and its state
 arrays, in place; ``g`` is the minibatch gradient and ``lr`` the learning
-rate of the current epoch. Twin: ``fastbp._reference.step``.
+rate of the current epoch. float32 rules compute in float32 (step sizes
+rounded to float32 once a step), as scikit-learn's NumPy updates of float32
+arrays do. Twin: ``fastbp._reference.step``.
 """
 from cython cimport floating
-from libc.math cimport fabs
+from libc.math cimport fabs, sqrtf
 
 from fastbp._families import SOLVER_OF_CODE, SOLVERS as _ROWS
 from fastbp._simd cimport avx2_void, rule_void, use_avx2
@@ -24,6 +26,14 @@ AVX2 = bool(use_avx2())
 SOLVERS = {s.name: s.code for s in _ROWS}
 STATE_ARRAYS = {s.name: s.state_arrays for s in _ROWS}
 COUNTS_STEPS = frozenset(s.name for s in _ROWS if s.counts_steps)
+
+
+cdef inline floating _root(floating x) noexcept nogil:
+    # sqrtf for float32: libc's sqrt would take every float32 update
+    # through double, at half the lanes and twice the divider time.
+    if floating is float:
+        return sqrtf(x)
+    return sqrt(x)
 
 
 cdef inline rule_void _sgd_rule(floating* params, const floating* grad,
@@ -49,7 +59,7 @@ cdef inline rule_void _adagrad_rule(floating* params, const floating* grad,
     for i in range(n):
         g = grad[i]
         G[i] = G[i] + g * g
-        params[i] = params[i] - lr * g / (sqrt(G[i]) + eps)
+        params[i] = params[i] - lr * g / (_root(G[i]) + eps)
 
 
 cdef inline rule_void _rmsprop_rule(floating* params, const floating* grad,
@@ -60,7 +70,7 @@ cdef inline rule_void _rmsprop_rule(floating* params, const floating* grad,
     for i in range(n):
         g = grad[i]
         v[i] = rho * v[i] + (1 - rho) * (g * g)
-        params[i] = params[i] - lr * g / (sqrt(v[i]) + eps)
+        params[i] = params[i] - lr * g / (_root(v[i]) + eps)
 
 
 cdef inline rule_void _adadelta_rule(floating* params, const floating* grad,
@@ -72,14 +82,14 @@ cdef inline rule_void _adadelta_rule(floating* params, const floating* grad,
     for i in range(n):
         g = grad[i]
         Eg2[i] = rho * Eg2[i] + (1 - rho) * (g * g)
-        dx = sqrt(Edx2[i] + eps) / sqrt(Eg2[i] + eps) * g
+        dx = _root(Edx2[i] + eps) / _root(Eg2[i] + eps) * g
         Edx2[i] = rho * Edx2[i] + (1 - rho) * (dx * dx)
         params[i] = params[i] - lr * dx
 
 
 cdef inline rule_void _adamw_rule(floating* params, const floating* grad,
                                   floating* m, floating* v, Py_ssize_t n,
-                                  double step_size, floating decay,
+                                  floating step_size, floating decay,
                                   floating beta1, floating beta2,
                                   floating eps) noexcept nogil:
     cdef Py_ssize_t i
@@ -89,12 +99,12 @@ cdef inline rule_void _adamw_rule(floating* params, const floating* grad,
         m[i] = beta1 * m[i] + (1 - beta1) * g
         v[i] = beta2 * v[i] + (1 - beta2) * (g * g)
         params[i] = decay * params[i] + (
-            -step_size * m[i] / (sqrt(v[i]) + eps))
+            -step_size * m[i] / (_root(v[i]) + eps))
 
 
 cdef inline rule_void _adamax_rule(floating* params, const floating* grad,
                                    floating* m, floating* u, Py_ssize_t n,
-                                   double step_size, floating beta1,
+                                   floating step_size, floating beta1,
                                    floating beta2,
                                    floating eps) noexcept nogil:
     cdef Py_ssize_t i
@@ -119,7 +129,7 @@ cdef inline rule_void _nadam_rule(floating* params, const floating* grad,
         m[i] = beta1 * m[i] + (1 - beta1) * g
         v[i] = beta2 * v[i] + (1 - beta2) * (g * g)
         params[i] = params[i] - lr * (c_m * m[i] + c_g * g) / (
-            sqrt(bc2 * v[i]) + eps)
+            _root(bc2 * v[i]) + eps)
 
 cdef inline double _adam_step_size(const Rule* r, Py_ssize_t t) noexcept nogil:
     """Adam's bias-corrected step size at step t (adam, adamw)."""
@@ -141,8 +151,8 @@ cdef inline rule_void _step_rule(const Rule* r, floating* params,
                   <floating> r.momentum, r.nesterov)
     elif r.solver == ADAM:
         # adamw without decay: 1 * params is params, bit for bit.
-        _adamw_rule(params, grad, state, s2, n, _adam_step_size(r, t), 1,
-                    beta1, beta2, eps)
+        _adamw_rule(params, grad, state, s2, n,
+                    <floating> _adam_step_size(r, t), 1, beta1, beta2, eps)
     elif r.solver == ADAGRAD:
         _adagrad_rule(params, grad, state, n, <floating> r.lr, eps)
     elif r.solver == RMSPROP:
@@ -152,11 +162,13 @@ cdef inline rule_void _step_rule(const Rule* r, floating* params,
         _adadelta_rule(params, grad, state, s2, n, <floating> r.lr,
                        <floating> r.rho, eps)
     elif r.solver == ADAMW:
-        _adamw_rule(params, grad, state, s2, n, _adam_step_size(r, t),
+        _adamw_rule(params, grad, state, s2, n,
+                    <floating> _adam_step_size(r, t),
                     <floating> (1 - r.lr * r.weight_decay), beta1, beta2, eps)
     elif r.solver == ADAMAX:
         _adamax_rule(params, grad, state, s2, n,
-                     r.lr / (1 - pow(r.beta_1, t)), beta1, beta2, eps)
+                     <floating> (r.lr / (1 - pow(r.beta_1, t))), beta1, beta2,
+                     eps)
     elif r.solver == NADAM:
         _nadam_rule(params, grad, state, s2, n, <floating> r.lr,
                     <floating> (r.beta_1 / (1 - pow(r.beta_1, t + 1))),
