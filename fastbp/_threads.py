@@ -58,10 +58,14 @@ threadpoolctl.register(_PoolController)
 
 
 def _cores():
-    # joblib's count (affinity, cgroup quotas) takes ~0.2 ms: read it once.
-    if _state["cores"] is None:
-        _state["cores"] = cpu_count()
-    return _state["cores"]
+    # joblib's count (affinity, cgroup quotas) takes ~0.2 ms: read once for
+    # each CPU set this thread may run on (~1 us to read), so a process
+    # pinned for a while, then let go, gets its cores back.
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    known = _state["cores"]
+    if known is None or known[0] != cpus:
+        known = _state["cores"] = cpus, cpu_count()
+    return known[1]
 
 
 def effective_n_threads(n_jobs):

@@ -1,6 +1,7 @@
 """fastbp's own threads: steps and predicts shared over rows, n_jobs, BLAS held
 on one thread. Results are compared, never timed."""
 
+import os
 import threading
 
 import numpy as np
@@ -338,6 +339,24 @@ def test_effective_n_threads():
             assert effective_n_threads(None) == 1
             assert effective_n_threads(-1) == 1
     assert effective_n_threads(None) == min(_pool.max_threads(), cpu_count())
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity")
+                    or min(len(os.sched_getaffinity(0)), _pool.max_threads()) < 2,
+                    reason="needs 2 CPUs and fastbp allowed 2 threads")
+def test_effective_n_threads_follows_the_cpus_this_thread_may_use():
+    # As a benchmark pins itself to one core for a while: n_jobs=None then
+    # means that core, and all of them again once let go.
+    from joblib import cpu_count
+
+    cpus = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(cpus)})
+        assert effective_n_threads(None) == 1
+    finally:
+        os.sched_setaffinity(0, cpus)
+    assert effective_n_threads(None) == min(_pool.max_threads(), cpu_count())
+    assert effective_n_threads(None) > 1
 
 
 def test_threadpoolctl_sees_the_pool():
