@@ -27,7 +27,8 @@ typedef struct { fastbp_pool* pool; int id; } fastbp_worker_arg;
 static fastbp_pool* fastbp_the_pool = NULL;
 static fastbp_mutex fastbp_create_mutex;
 static volatile long fastbp_limit = 1;     /* threads allowed */
-static double fastbp_spin_seconds = 50e-6;
+static double fastbp_spin_seconds = 300e-6;  /* why: _pool.h */
+#define FASTBP_YIELD_AFTER 20e-6
 
 static double fastbp_now(void) {
 #if defined(_WIN32)
@@ -47,7 +48,7 @@ static double fastbp_now(void) {
    sides sequentially consistent, either the sleeper sees the new value or
    the waker sees the sleeper. */
 static void fastbp_wait_change(fastbp_pool* p, volatile long* w, long old) {
-    double end = 0;
+    double now, start = 0, end = 0;
     int i;
     for (;;) {
         for (i = 0; i < 64; i++) {
@@ -55,10 +56,18 @@ static void fastbp_wait_change(fastbp_pool* p, volatile long* w, long old) {
                 return;
             fastbp_relax();
         }
-        if (end == 0)
-            end = fastbp_now() + fastbp_spin_seconds;
-        else if (fastbp_now() > end)
+        now = fastbp_now();
+        if (end == 0) {
+            start = now;
+            end = now + fastbp_spin_seconds;
+        } else if (now > end) {
             break;
+        } else if (now > start + FASTBP_YIELD_AFTER) {
+            /* A long wait: the thread waited for may share this CPU (a
+               worker woken onto its waker's CPU). Yield it the CPU; both
+               stay runnable, so an idle CPU takes one of them. */
+            fastbp_yield();
+        }
     }
     fastbp_add(&p->sleepers.v, 1);
     fastbp_mutex_lock(&p->mutex);
