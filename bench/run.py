@@ -698,7 +698,10 @@ def bench_sizes(w, X, y, names, repeats, quick):
                 args = (Xs, ys) if method == "score" else (Xs,)
                 fn(*args)  # warm-up
                 calls[n] = ((lambda fn=fn, args=args: fn(*args)), n_calls)
-            rows.append((f"{method} {size} rows", _call_times(calls, repeats)))
+            # Settled: scikit-learn's threaded OpenBLAS calls leave workers
+            # spinning on the cores the next contender's calls need.
+            rows.append((f"{method} {size} rows",
+                         _call_times(calls, repeats, settle=SETTLE)))
     for chunk in CHUNKS:
         calls = {}
         for n in names:
@@ -711,7 +714,8 @@ def bench_sizes(w, X, y, names, repeats, quick):
 
             step()
             calls[n] = (step, max(3, min(50, CALL_ROWS // chunk)))
-        rows.append((f"partial_fit {chunk}-row chunks", _call_times(calls, repeats)))
+        rows.append((f"partial_fit {chunk}-row chunks",
+                     _call_times(calls, repeats, settle=SETTLE)))
     return rows
 
 

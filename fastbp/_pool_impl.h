@@ -17,6 +17,7 @@ typedef struct fastbp_pool {
     fastbp_mutex turn;                /* one job at a time */
     fastbp_task task;                 /* the job: written before go[i] */
     void* ctx;
+    int caller_cpu;                   /* the job's caller's CPU, or -1 */
     long job;
     int n_workers;                    /* workers 1 .. n_workers started */
     fastbp_thread threads[FASTBP_POOL_MAX];
@@ -85,6 +86,35 @@ static void fastbp_wake(fastbp_pool* p) {
     }
 }
 
+/* A worker that finds itself on the CPU its job's caller runs on moves to
+   another CPU it may use (its affinity without that CPU, then all of it
+   again). Woken after a pause, a worker lands on its waker's CPU; the two
+   then take turns there, and the scheduler, which sees one CPU's load,
+   does not spread them for the rest of the fit or of a burst of predicts
+   (digits' 1000-row predict on 2 threads: 440 us a call instead of 200). */
+static void fastbp_leave_cpu(int cpu) {
+#if defined(__linux__) && defined(CPU_COUNT)
+    cpu_set_t mine, others;
+    if (cpu < 0 || sched_getcpu() != cpu
+            || sched_getaffinity(0, sizeof mine, &mine) != 0)
+        return;
+    others = mine;
+    CPU_CLR(cpu, &others);
+    if (CPU_COUNT(&others) > 0 && sched_setaffinity(0, sizeof others, &others) == 0)
+        sched_setaffinity(0, sizeof mine, &mine);
+#else
+    (void) cpu;
+#endif
+}
+
+static int fastbp_current_cpu(void) {
+#if defined(__linux__) && defined(CPU_COUNT)
+    return sched_getcpu();
+#else
+    return -1;
+#endif
+}
+
 #if defined(_WIN32)
 static unsigned __stdcall fastbp_worker(void* arg)
 #else
@@ -98,6 +128,7 @@ static void* fastbp_worker(void* arg)
     for (;;) {
         fastbp_wait_change(p, &p->go[a.id].v, seen);
         seen = fastbp_load(&p->go[a.id].v);
+        fastbp_leave_cpu(p->caller_cpu);
         p->task(p->ctx, a.id);
         if (fastbp_add(&p->remaining.v, -1) == 1) {
             fastbp_store(&p->done.v, seen);
@@ -195,6 +226,7 @@ static int fastbp_pool_run(fastbp_task task, void* ctx, int T) {
     job = ++p->job;
     p->task = task;
     p->ctx = ctx;
+    p->caller_cpu = fastbp_current_cpu();
     fastbp_store(&p->remaining.v, T - 1);
     for (i = 1; i < T; i++)
         fastbp_store(&p->go[i].v, job);
