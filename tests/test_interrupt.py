@@ -103,9 +103,11 @@ def chunked(monkeypatch):
 
 
 def _huge_step_problem(dtype=np.float32):
-    # One minibatch of 2048 rows on (64, 64): 8 to 128 rows a chunk.
+    # One minibatch of 16384 rows on (64, 64), 8 to 128 rows a chunk: a
+    # step of ~7 ms on a fast core (2048 rows took 0.8 ms, at times over
+    # before the helper's signal came in all 20 attempts, under load).
     return make_problem(dtype, hidden=(64, 64), head="identity-squared_error",
-                        n_samples=2048, max_rows=2048, n_features=16)
+                        n_samples=16384, max_rows=16384, n_features=16)
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])
