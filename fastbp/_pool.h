@@ -17,7 +17,9 @@
  * then took turns on one CPU for the whole fit (the waits outlast the
  * spin, so both keep sleeping and the scheduler sees nothing to spread):
  * digits on 2 threads 2.5 ms an epoch, CPU/wall 1.0, against 0.9 ms. A
- * spinning thread stays runnable and an idle CPU takes it.
+ * spinning thread stays runnable and an idle CPU takes it. That alone did
+ * not hold for bursts of predicts after a pause, so a worker that starts
+ * a job on its caller's CPU also moves off it (fastbp_leave_cpu).
  *
  * Fork: the child's copy of the pool names threads that exist only in the
  * parent, and its mutexes may be held by them. An at-fork handler in the

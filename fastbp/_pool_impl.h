@@ -86,12 +86,10 @@ static void fastbp_wake(fastbp_pool* p) {
     }
 }
 
-/* A worker that finds itself on the CPU its job's caller runs on moves to
-   another CPU it may use (its affinity without that CPU, then all of it
-   again). Woken after a pause, a worker lands on its waker's CPU; the two
-   then take turns there, and the scheduler, which sees one CPU's load,
-   does not spread them for the rest of the fit or of a burst of predicts
-   (digits' 1000-row predict on 2 threads: 440 us a call instead of 200). */
+/* A worker on the CPU its job's caller runs on moves to another CPU it
+   may use: its affinity without that CPU, then all of it again (why:
+   _pool.h; digits' 1000-row predicts on 2 threads after a pause took 440
+   us a call instead of 200). */
 static void fastbp_leave_cpu(int cpu) {
 #if defined(__linux__) && defined(CPU_COUNT)
     cpu_set_t mine, others;

@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from joblib import cpu_count
 from conftest import RTOL
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.datasets import make_classification
@@ -327,8 +328,6 @@ def test_bad_thread_count_raises(function):
 
 
 def test_effective_n_threads():
-    from joblib import cpu_count
-
     assert effective_n_threads(3) == 3
     assert effective_n_threads(-1) == min(_pool.max_threads(), cpu_count())
     assert effective_n_threads(-cpu_count() - 5) == 1
@@ -342,13 +341,12 @@ def test_effective_n_threads():
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity")
-                    or min(len(os.sched_getaffinity(0)), _pool.max_threads()) < 2,
-                    reason="needs 2 CPUs and fastbp allowed 2 threads")
+                    or min(len(os.sched_getaffinity(0)), _pool.max_threads(),
+                           cpu_count()) < 2,
+                    reason="needs 2 CPUs (affinity and quota) and 2 threads allowed")
 def test_effective_n_threads_follows_the_cpus_this_thread_may_use():
     # As a benchmark pins itself to one core for a while: n_jobs=None then
     # means that core, and all of them again once let go.
-    from joblib import cpu_count
-
     cpus = os.sched_getaffinity(0)
     try:
         os.sched_setaffinity(0, {min(cpus)})
