@@ -18,6 +18,16 @@ cdef extern from "_pool_impl.h":
     void fastbp_set_num_threads(int n) noexcept nogil
     int FASTBP_POOL_MAX
 
+cdef extern from "_hold.h":
+    void fastbp_hold_init() noexcept nogil
+    int fastbp_hold_set_libraries(int n, void** get, void** set) noexcept nogil
+    void fastbp_hold() noexcept nogil
+    void fastbp_release() noexcept nogil
+    void fastbp_hold_after_fork() noexcept nogil
+    int fastbp_hold_depth() noexcept nogil
+    enum: FASTBP_HOLD_MAX
+
+fastbp_hold_init()
 if fastbp_pool_setup() != 0:
     raise ImportError("fastbp could not register its at-fork handler")
 
@@ -54,3 +64,35 @@ def set_max_threads(int n):
 def jobs():
     """Jobs the pool ran on more than one thread in this process."""
     return fastbp_pool_jobs()
+
+
+def set_blas_libraries(list pairs):
+    """The (get, set) function addresses of each BLAS library that
+    blas_hold holds; set once, before the first hold."""
+    cdef void* get[FASTBP_HOLD_MAX]
+    cdef void* set_[FASTBP_HOLD_MAX]
+    if len(pairs) > FASTBP_HOLD_MAX:
+        raise ValueError(f"more than {FASTBP_HOLD_MAX} BLAS libraries")
+    for i, (g, s) in enumerate(pairs):
+        get[i], set_[i] = <void*> <size_t> g, <void*> <size_t> s
+    fastbp_hold_set_libraries(len(pairs), get, set_)
+
+
+def blas_hold():
+    """BLAS on one thread until the matching blas_release (_hold.h)."""
+    with nogil:
+        fastbp_hold()
+
+
+def blas_release():
+    with nogil:
+        fastbp_release()
+
+
+def blas_hold_after_fork():
+    fastbp_hold_after_fork()
+
+
+def blas_hold_depth():
+    """Holds in all threads (0: BLAS has its own thread counts)."""
+    return fastbp_hold_depth()

@@ -9,16 +9,17 @@ registered with threadpoolctl as an OpenMP library: loky's joblib workers
 set both, so a fit inside ``GridSearchCV(n_jobs=...)`` does not
 oversubscribe), capped at the cores.
 
-``blas_one_thread`` sets BLAS's thread count through threadpoolctl
-controllers found once (``threadpool_limits`` rescans every loaded library on
-each call, about 1 ms); nested and concurrent uses share one save and
-restore. It sets OpenBLAS's count from whichever thread fits: threadpoolctl
+``blas_one_thread`` sets BLAS's thread count through each library's own
+functions, found once through threadpoolctl (``threadpool_limits`` rescans
+every loaded library on each call, about 1 ms) and called from C
+(``_hold.h``); nested and concurrent uses share one save and restore. It sets OpenBLAS's count from whichever thread fits: threadpoolctl
 3.8 ignores, silently, a pthreads OpenBLAS limit set from any thread but the
 first that set one, which left a fit run from a worker thread calling
 threaded OpenBLAS from each of fastbp's threads (slower, and a fork during
 it hangs the parent in OpenBLAS's at-fork shutdown).
 """
 
+import ctypes
 import os
 import threading
 
@@ -29,8 +30,7 @@ from threadpoolctl import ThreadpoolController
 import fastbp._pool as _pool
 
 _lock = threading.Lock()
-_state = {"controllers": None, "depth": 0, "saved": (), "cores": None}
-_held = threading.local()  # each thread's depth of blas_one_thread
+_state = {"libraries": None, "cores": None}
 
 
 class _PoolController(threadpoolctl.LibController):
@@ -85,45 +85,43 @@ def effective_n_threads(n_jobs):
 
 
 def _after_fork_in_child():
-    # Other threads of the parent may have held the lock or been inside
-    # blas_one_thread; only the forking thread is here: a new lock, and the
-    # depth this thread holds (what it saved is restored when it leaves).
+    # Only the forking thread is here: a new lock (another thread may have
+    # held it), and the hold keeps this thread's holds (_hold.h).
     global _lock
     _lock = threading.Lock()
-    mine = getattr(_held, "depth", 0)
-    if _state["depth"] > 0 and mine == 0:
-        # BLAS was held on one thread for a thread that is not here.
-        _restore_saved()
-    _state["depth"] = mine
+    _pool.blas_hold_after_fork()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _restore_saved():
-    """Each BLAS library back to the count saved when the hold began (those
-    saved at 1 are still there)."""
-    for (_, set_threads), n in zip(_controllers(), _state["saved"], strict=True):
-        if n != 1:
-            set_threads(n)
+def _libraries():
+    """Each BLAS library's (get, set) of its thread count as C function
+    addresses, for _pool's hold (found once, on the first hold)."""
+    with _lock:
+        if _state["libraries"] is None:
+            _hold_libraries([_getter_setter(lib) for lib in ThreadpoolController()
+                             .select(user_api="blas").lib_controllers])
+    return _state["libraries"]
 
 
-def _controllers():
-    """(get, set) of each BLAS library's thread count, found once."""
-    if _state["controllers"] is None:
-        _state["controllers"] = tuple(
-            _getter_setter(lib) for lib in
-            ThreadpoolController().select(user_api="blas").lib_controllers)
-    return _state["controllers"]
+def _hold_libraries(pairs):
+    """The hold's libraries from now on: (get, set) ctypes functions."""
+    _pool.set_blas_libraries([tuple(ctypes.cast(f, ctypes.c_void_p).value for f in pair)
+                              for pair in pairs])
+    _state["libraries"] = pairs  # callbacks must stay alive while registered
+
+
+_GET = ctypes.CFUNCTYPE(ctypes.c_int)
+_SET = ctypes.CFUNCTYPE(None, ctypes.c_int)
 
 
 def _getter_setter(lib):
     """The library's own get and set functions where threadpoolctl exposes
-    them (OpenBLAS: its ctypes functions, 0.2 us a call against 1-2 us
-    through the controller's methods, which look the symbol up each time;
-    threadpoolctl >= 3.8 also wraps OpenBLAS's setter in its
-    controlling-thread rule, while blas_one_thread coordinates its users
-    itself); the controller's methods otherwise."""
+    them (OpenBLAS; threadpoolctl >= 3.8 wraps its setter in a
+    controlling-thread rule, while the hold coordinates its users itself);
+    else C callbacks to the controller's methods (slower: each call enters
+    Python)."""
     symbol = getattr(lib, "_get_symbol", None)
     layer = getattr(lib, "threading_layer", None)
     if lib.internal_api == "openblas" and symbol is not None:
@@ -132,8 +130,13 @@ def _getter_setter(lib):
                                       symbol("openblas_set_num_threads"))
         if get is not None and set_ is not None:
             return get, set_
-    return lib.get_num_threads, getattr(lib, "_real_set_num_threads",
-                                        lib.set_num_threads)
+    set_threads = getattr(lib, "_real_set_num_threads", lib.set_num_threads)
+
+    def get():
+        n = lib.get_num_threads()
+        return n if isinstance(n, int) and n > 0 else 1  # unknown: left alone
+
+    return _GET(get), _SET(set_threads)
 
 
 class _OneThread:
@@ -141,22 +144,12 @@ class _OneThread:
     manager costs a small predict about a microsecond more)."""
 
     def __enter__(self):
-        with _lock:
-            if _state["depth"] == 0:
-                libs = _controllers()
-                _state["saved"] = saved = [get() for get, _ in libs]
-                for (_, set_threads), n in zip(libs, saved):
-                    if n != 1:
-                        set_threads(1)
-            _state["depth"] += 1
-            _held.depth = getattr(_held, "depth", 0) + 1
+        if _state["libraries"] is None:
+            _libraries()
+        _pool.blas_hold()
 
     def __exit__(self, *exc):
-        with _lock:
-            _held.depth -= 1
-            _state["depth"] -= 1
-            if _state["depth"] == 0:
-                _restore_saved()
+        _pool.blas_release()
 
 
 _ONE_THREAD = _OneThread()

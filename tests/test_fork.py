@@ -151,6 +151,46 @@ def test_a_child_works_while_another_parent_thread_is_inside_fastbp():
     ''')
 
 
+def test_a_child_forked_while_another_thread_holds_blas_gets_its_blas_back():
+    """The thread holding BLAS on one thread is not in the child: the child
+    restores BLAS's thread counts, and its own holds still nest."""
+    _run('''
+    from threadpoolctl import threadpool_info
+    from fastbp import _pool
+    from fastbp._threads import blas_one_thread
+
+    def counts():
+        return [lib["num_threads"] for lib in threadpool_info()
+                if lib["user_api"] == "blas"]
+
+    before = counts()
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with blas_one_thread():
+            held.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(60)
+    assert set(counts()) == {1} and _pool.blas_hold_depth() == 1
+
+    def child():
+        if counts() != before or _pool.blas_hold_depth() != 0:
+            return False
+        with blas_one_thread():
+            ok = set(counts()) == {1}
+        return ok and counts() == before
+
+    ok = in_child(child)
+    release.set()
+    thread.join(60)
+    assert ok and counts() == before and _pool.blas_hold_depth() == 0
+    print("OK")
+    ''')
+
+
 def test_multiprocessing_pool_maps_a_trained_model():
     """The issue's script: train threaded, then map predict over a fork
     Pool; the workers' predictions are the parent's."""

@@ -455,8 +455,7 @@ def test_every_objective_pass_runs_with_blas_held(monkeypatch):
     """loss_gradient's, hessian_vector_product's and hessian's passes call
     the engine with BLAS held on one thread (their bits never depend on
     BLAS's threading, and no BLAS worker spins a second core)."""
-    import fastbp._threads as threads
-    from fastbp import _curvature, _epoch
+    from fastbp import _curvature, _epoch, _pool
 
     depths = []
     for module, name in [(_epoch, "loss_grad"),
@@ -464,7 +463,7 @@ def test_every_objective_pass_runs_with_blas_held(monkeypatch):
         real = getattr(module, name)
 
         def spy(*args, _real=real):
-            depths.append(threads._state["depth"])
+            depths.append(_pool.blas_hold_depth())
             return _real(*args)
 
         monkeypatch.setattr(module, name, spy)

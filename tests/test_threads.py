@@ -405,6 +405,35 @@ def test_blas_one_thread_holds_blas_in_any_thread():
             lib.set_num_threads(n)
 
 
+def test_blas_hold_reaches_a_library_threadpoolctl_controls_only_in_python():
+    """A BLAS whose controller has no C functions (the hold calls back into
+    its methods): held at one thread once, nested, and restored at the end."""
+    from fastbp import _pool, _threads
+
+    class Controller:
+        internal_api = "mkl"
+        threads = 3
+
+        def get_num_threads(self):
+            return self.threads
+
+        def set_num_threads(self, n):
+            calls.append(n)
+            self.threads = n
+
+    calls, fake = [], Controller()
+    real = _threads._libraries()
+    _threads._hold_libraries(real + [_threads._getter_setter(fake)])
+    try:
+        with blas_one_thread():
+            assert fake.threads == 1 and _pool.blas_hold_depth() == 1
+            with blas_one_thread():
+                assert _pool.blas_hold_depth() == 2
+        assert calls == [1, 3] and _pool.blas_hold_depth() == 0
+    finally:
+        _threads._hold_libraries(real)
+
+
 @pytest.mark.parametrize("n_jobs", [0, 1.5, "2", True])
 def test_bad_n_jobs_raises(n_jobs):
     X, y = make_classification(50, 5, random_state=0)
