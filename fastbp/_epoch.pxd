@@ -50,12 +50,14 @@ cdef class _Arrays:
     cdef const Py_ssize_t[::1] pre_off, acts, mask_off, drop_col
     cdef const Py_ssize_t[::1] bn_off, zhat_off, bn_stat_off, run_off
     cdef const double[::1] drop
+    cdef Net net  # the plan's network, checked against its own sizes
+    cdef Py_ssize_t n_params, work_size, n_running
 
 
 cdef _Arrays _read_plan(object plan, Net* net, Py_ssize_t n_params,
                         Py_ssize_t work_size, Py_ssize_t rows_needed)
-cdef void _check_data(Data* d, Net* net, object X, object csr, object Y,
-                      object sw) except *
+cdef void _check_data(Data* d, Net* net, const floating[:, ::1] X, object csr,
+                      const floating[:, ::1] Y, const floating[::1] sw) except *
 cdef _Arrays _enter(object plan, Net* net, Data* d, Py_ssize_t n_params,
                    Py_ssize_t work_size, Py_ssize_t rows_needed,
                    const floating[:, ::1] X, object csr,
