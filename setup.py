@@ -16,7 +16,8 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 DEBUG = os.environ.get("FASTBP_CYTHON_DEBUG", "0") not in ("", "0")
-MODULES = ["_pool", "_blas", "_kernels", "_optimizers", "_epoch", "_curvature"]
+MODULES = ["_pool", "_blas", "_kernels", "_optimizers", "_epoch", "_curvature",
+           "_snapshot"]
 
 directives = {
     "language_level": 3,

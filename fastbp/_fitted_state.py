@@ -15,12 +15,12 @@ with the last checked one, and checks again only when they differ. ``trust`` rec
 
 import weakref
 from numbers import Integral, Real
-from operator import is_
 
 import numpy as np
 from sklearn.base import is_classifier
 
 from fastbp._families import HIDDEN_ACTIVATIONS, LOSSES
+from fastbp._snapshot import same, snapshot
 from fastbp._network import bn_sizes, hidden_activations, param_offsets
 from fastbp._state import Optimizer
 
@@ -247,34 +247,7 @@ def check_fitted_state(est):
 
 
 def _snapshot(est):
-    """The watched attributes' values, then the contents of the lists and
-    the optimizer dict among them (with each list's length), as one list to
-    compare by identity (None: never the same). An array reshaped in place
-    (``a.shape = ...``) goes unseen."""
-    snap = list(map(est.__dict__.get, _WATCHED))
-    coefs, intercepts, activation, optimizer = snap[:4]
-    if type(coefs) is not list or type(intercepts) is not list:
-        return None  # the full check reports it
-    snap.append(len(coefs))
-    snap += coefs
-    snap.append(len(intercepts))
-    snap += intercepts
-    if type(optimizer) is dict:
-        snap += optimizer.values()
-    if type(activation) is list:
-        snap += activation
-    if snap[4] is not None:  # batch norm
-        for v in snap[4:_N_CONTAINERS]:
-            if type(v) is list:
-                snap.append(len(v))
-                snap += v
-    return snap
-
-
-def _same(a, b):
-    # One pass over two flat lists: a single-row predict pays this per call.
-    return a is not None and b is not None and len(a) == len(b) and all(
-        map(is_, a, b))
+    return snapshot(est.__dict__, _WATCHED, _N_CONTAINERS)
 
 
 def ensure_checked(est):
@@ -285,7 +258,7 @@ def ensure_checked(est):
     """
     now = _snapshot(est)
     last = _checked.get(id(est))
-    if last is not None and last[0]() is est and _same(now, last[1]):
+    if last is not None and last[0]() is est and same(now, last[1]):
         return last[2]
     check_fitted_state(est)
     return _remember(est, now)
