@@ -1332,6 +1332,8 @@ def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
         raise ValueError(f"n_threads must be >= 1, got {n_threads}")
     _set_running(&net, plan, running)
     n_blocks = (d.n_samples + net.max_rows - 1) // net.max_rows
+    if n_blocks == 0:
+        return  # no rows (the tile rules below divide by them)
     cdef ForwardJob job
     job.net, job.d, job.params, job.out = &net, &d, &params[0], &out[0, 0]
     job.dbl = floating is double
