@@ -40,6 +40,11 @@ class Backend:
     def forward(self, *args):
         return self._epoch.forward(*args)
 
+    def forward_pass(self, plan, flat, running):
+        """X -> forward's output for dense X on one thread, bound to the plan
+        and the weights (small predicts: see _epoch.Pass)."""
+        return self._epoch.Pass(plan, flat, running)
+
     def all_finite(self, a):
         return self._epoch.all_finite(a)
 

@@ -12,6 +12,7 @@ import threading
 import numpy as np
 
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cython cimport floating
 from libc.math cimport isfinite
@@ -1384,6 +1385,75 @@ def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
         b0 = b1
         if check:
             PyErr_CheckSignals()
+
+
+cdef class Pass:
+    """forward on one thread for dense rows, bound once to a plan and the
+    parameters (and running statistics) it reads: ``Pass(plan, params,
+    running)(X)`` is ``forward(plan, X, None, params, work, out, running,
+    1)``'s out, bit for bit.
+
+    The entry predict's small calls take (the caller keeps it with the
+    fitted state): forward's per-call steps (the plan's views, seven typed
+    views of the buffers, the workspace) cost a one-row pass more than its
+    products. A call checks X against the plan and allocates out; the
+    workspace is the C heap's. No signal checks: meant for passes of a few
+    blocks.
+    """
+    cdef Net net
+    cdef _Arrays arrays
+    cdef object params, running, dtype
+    cdef const void* p
+    cdef bint dbl
+    cdef Py_ssize_t work_size
+
+    def __init__(self, plan, params, running=None):
+        self.dbl = params.dtype == np.float64
+        if self.dbl:
+            _bind[double](self, plan, params, running)
+        else:
+            _bind[float](self, plan, params, running)
+        self.params, self.running, self.dtype = params, running, params.dtype
+
+    def __call__(self, X):
+        if self.dbl:
+            return _pass[double](self, X)
+        return _pass[float](self, X)
+
+
+cdef void _bind(Pass self, plan, const floating[::1] params,
+                floating[::1] running) except *:
+    self.arrays = _read_plan(plan, &self.net, params.shape[0], plan.work_size,
+                             <Py_ssize_t> plan.max_rows)
+    _set_running(&self.net, plan, running)
+    self.p = &params[0]
+    self.work_size = plan.work_size
+
+
+cdef object _pass(Pass self, const floating[:, ::1] X):
+    cdef Data d
+    cdef Py_ssize_t b, n_blocks
+    cdef const floating[:, ::1] no_Y = None
+    cdef const floating[::1] no_sw = None, no_data = None
+    cdef const Py_ssize_t[::1] no_index = None
+    cdef floating* work
+    cdef floating[:, ::1] out_v
+    _check_data(&d, &self.net, X, None, no_Y, no_sw)
+    _set_data(&d, X, no_data, no_index, no_index, no_Y, no_sw)
+    out = np.empty((d.n_samples, self.net.units[self.net.n_layers]), dtype=self.dtype)
+    if d.n_samples == 0:
+        return out
+    out_v = out
+    n_blocks = (d.n_samples + self.net.max_rows - 1) // self.net.max_rows
+    work = <floating*> PyMem_RawMalloc(self.work_size * sizeof(floating))
+    if work == NULL:
+        raise MemoryError()
+    with nogil:
+        for b in range(n_blocks):
+            _forward_block(&self.net, &d, <const floating*> self.p, work,
+                           &out_v[0, 0], b, UNTILED, 0, NULL)
+    PyMem_RawFree(work)
+    return out
 
 
 cdef struct ForwardJob:

@@ -45,36 +45,61 @@ def blas_threads(rows, units):
     return blas_one_thread()
 
 
-def forward(X, model, plan_for, backend, n_jobs=None, n_out=None):
+def forward(X, model, plan_for, backend, n_jobs=None, n_out=None, passes=None):
     """Output-layer activations of model for validated X, on n_jobs threads.
 
     plan_for(rows) gives the layout of passes of up to rows rows; a plan of
     the first layers only (n_out wide) gives those layers' activations.
+    passes, a dict the caller keeps with the fitted state and plan_for (or
+    None), holds by row count the one-thread entries (backend.forward_pass)
+    bound to model for small dense passes: after the first call of a size,
+    the next ones skip the steps below (at one row they cost more than the
+    products).
     """
-    flat, units, running = model.flat, model.units, model.running
+    flat = model.flat
     dtype = flat.dtype
     if type(X) is np.ndarray and X.dtype == dtype and X.flags.c_contiguous:
+        if passes is not None:
+            bound = passes.get((X.shape[0], backend))
+            if bound is not None:
+                return _call(bound, X)
         X_dense, csr = X, None  # as the engine takes it: no conversion
     else:
         X_dense, csr = as_kernel_input(X, dtype)
+    units, running = model.units, model.running
     n_samples = X.shape[0]
     rows = max(1, min(n_samples, PREDICT_ROWS))
     # A plan for the next power of two of rows: a server's varying batch
     # sizes share a dozen plans (a new one costs ~90 us, 2x a 50-row
     # predict). The passes, and so the output, depend on the rows alone.
     plan = plan_for(min(PREDICT_ROWS, 1 << (rows - 1).bit_length()))
-    work = np.empty(plan.work_size, dtype=dtype)
-    out = np.empty((n_samples, n_out or units[-1]), dtype=dtype)
     work_per_row, largest = _costs(tuple(units))
     # Threads only for passes of more than one tile (tiny passes skip
     # asking the pool what it allows).
-    n_threads = (1 if n_samples * work_per_row < 2 * _epoch.PREDICT_TILE_WORK
-                 else effective_n_threads(n_jobs))
-    if _tiny(rows, largest):  # as blas_threads, without a context
-        backend.forward(plan, X_dense, csr, flat, work, out, running,
-                        n_threads)
+    one_thread = n_samples * work_per_row < 2 * _epoch.PREDICT_TILE_WORK
+    tiny = _tiny(rows, largest)
+    if one_thread and csr is None and passes is not None:
+        if len(passes) > 64:  # a server's many batch sizes
+            passes.clear()
+        bound = passes[n_samples, backend] = (
+            backend.forward_pass(plan, flat, running), tiny)
+        return _call(bound, X_dense)
+    work = np.empty(plan.work_size, dtype=dtype)
+    out = np.empty((n_samples, n_out or units[-1]), dtype=dtype)
+    n_threads = 1 if one_thread else effective_n_threads(n_jobs)
+    if tiny:  # as blas_threads, without a context
+        backend.forward(plan, X_dense, csr, flat, work, out, running, n_threads)
     else:
         with blas_one_thread():
             backend.forward(plan, X_dense, csr, flat, work, out, running,
                             n_threads)
     return out
+
+
+def _call(bound, X):
+    """A bound pass (the entry, whether its rows are tiny) on X."""
+    entry, tiny = bound
+    if tiny:
+        return entry(X)
+    with blas_one_thread():
+        return entry(X)

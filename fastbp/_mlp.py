@@ -425,8 +425,9 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
     # prediction
 
     def _predictor(self, memo):
-        """(model, plan_for) of the fitted state whose memo (ensure_checked's)
-        this is, derived once while the state stays the one checked."""
+        """(model, plan_for, passes) of the fitted state whose memo
+        (ensure_checked's) this is, derived once while the state stays the
+        one checked; passes: forward's bound one-thread entries, or None."""
         cached = memo.get("predictor")
         if cached is not None:
             return cached
@@ -435,17 +436,19 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
         plan_for = _plans_by_rows({}, lambda rows: network.plan(
             model.units, rows, batch_norm=model.batch_norm))
 
-        cached = model, plan_for
         # Only a model the attributes view: in-place edits of coefs_ show in
-        # it. One packed from replaced arrays is a copy, packed per call.
-        if model is self.__dict__.get("_model"):
-            memo["predictor"] = cached
+        # it. One packed from replaced arrays is a copy, packed per call
+        # (and gets no bound passes).
+        if model is not self.__dict__.get("_model"):
+            return model, plan_for, None
+        cached = memo["predictor"] = model, plan_for, {}
         return cached
 
     def _forward_output(self, X, memo):
         """Output-layer activations of the fitted network for validated X."""
-        model, plan_for = self._predictor(memo)
-        return forward(X, model, plan_for, BACKENDS[self.backend], self.n_jobs)
+        model, plan_for, passes = self._predictor(memo)
+        return forward(X, model, plan_for, BACKENDS[self.backend], self.n_jobs,
+                       passes=passes)
 
     def _checked_input(self, X):
         """(X, memo) as predict and transform take X: a plain float array of
@@ -493,7 +496,7 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
             )
         if space is not None:
             return _array_api.fitted_output(self, space, X, len(self.coefs_) - 1)
-        model, plan_for = self._predictor(memo)
+        model, plan_for, passes = self._predictor(memo)
         units = model.units[:-1]
         hidden_plan_for = memo.get("hidden_plan_for")
         if hidden_plan_for is None:  # offsets only: safe to keep for the state
@@ -506,8 +509,10 @@ class _BaseMLP(SecondOrderMixin, CallbackSupportMixin,
                     units, acts[:-1], acts[-1], "squared_error", rows, False,
                     batch_norm=flags), plan_for(rows)))
         backend = BACKENDS[self.backend]
-        features = forward(X, model, hidden_plan_for, backend,
-                           self.n_jobs, n_out=units[-1])
+        if passes is not None:  # the hidden layers' own, by row count
+            passes = memo.setdefault("hidden_passes", {})
+        features = forward(X, model, hidden_plan_for, backend, self.n_jobs,
+                           n_out=units[-1], passes=passes)
         if not backend.all_finite(features.reshape(-1)):
             raise non_finite_error("The last hidden layer's activations "
                                    "(transform)", model.flat)

@@ -642,6 +642,20 @@ def forward(plan, X, csr, params, work, out, running=None, n_threads=1):
     out[...] = _forward_layers(plan, X, coefs, intercepts, bn=bn)[0][-1]
 
 
+class Pass:
+    """Twin of _epoch.Pass: forward on one thread bound to a plan and its
+    parameters."""
+
+    def __init__(self, plan, params, running=None):
+        self.plan, self.params, self.running = plan, params, running
+
+    def __call__(self, X):
+        out = np.empty((X.shape[0], int(self.plan.units[-1])), dtype=self.params.dtype)
+        forward(self.plan, X, None, self.params,
+                np.empty(self.plan.work_size, dtype=self.params.dtype), out, self.running)
+        return out
+
+
 def _act_deriv(Z, act):
     """f'(Z), from the pre-activation Z."""
     Z = np.asarray(Z)

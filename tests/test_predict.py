@@ -307,3 +307,67 @@ def test_plans_by_powers_of_two_give_the_same_bits(dtype):
         _epoch.forward(plan, X[:n], None, model.flat,
                        np.empty(plan.work_size, dtype), out, None, 1)
         np.testing.assert_array_equal(est.predict_proba(X[:n]), out)
+
+
+@pytest.mark.parametrize("module", ["_epoch", "_reference"])
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_a_bound_pass_equals_forward_bit_for_bit(dtype, module, batch_norm):
+    # Pass(plan, params, running)(X) is its module's forward on one thread,
+    # for any row count: none, within one block, over several blocks.
+    import importlib
+
+    engine = importlib.import_module(f"fastbp.{module}")
+    rng = np.random.RandomState(0)
+    units = [9, 13, 6, 3]
+    plan = make_plan(units, "tanh", "softmax", "log_loss", 16, False,
+                     batch_norm=batch_norm)
+    params = rng.uniform(-1, 1, plan.n_params).astype(dtype)
+    running = (rng.uniform(0.5, 1.5, plan.n_running).astype(dtype)
+               if batch_norm else None)
+    bound = engine.Pass(plan, params, running)
+    for n in (0, 1, 5, 16, 41):
+        X = rng.randn(n, units[0]).astype(dtype)
+        for n_threads in (1, 2) if n == 0 else (1,):  # 0 rows divided by 0
+            out = np.full((n, units[-1]), np.nan, dtype)
+            engine.forward(plan, X, None, params, np.empty(plan.work_size, dtype),
+                           out, running, n_threads)
+        got = bound(X)
+        assert got.dtype == dtype and got.shape == out.shape
+        np.testing.assert_array_equal(got, out)
+    params[:] = 0  # bound to the buffer: an edit in place shows
+    np.testing.assert_allclose(bound(X), 1 / units[-1], rtol=1e-6)
+
+
+def test_a_bound_pass_checks_what_it_is_given():
+    from fastbp import _epoch
+
+    plan = make_plan([3, 4, 2], "relu", "softmax", "log_loss", 4, False)
+    params = np.zeros(plan.n_params)
+    with pytest.raises(ValueError, match="parameter buffer"):
+        _epoch.Pass(plan, params[:-1])
+    bound = _epoch.Pass(plan, params)
+    with pytest.raises(ValueError, match="features"):
+        bound(np.ones((2, 4)))
+    with pytest.raises(ValueError, match="contiguous"):
+        bound(np.ones((3, 2)).T)
+    with pytest.raises(ValueError, match="Buffer dtype mismatch"):
+        bound(np.ones((2, 3), np.float32))
+    bn = make_plan([3, 4, 2], "relu", "softmax", "log_loss", 4, False,
+                   batch_norm=True)
+    with pytest.raises(ValueError, match="running statistics"):
+        _epoch.Pass(bn, np.zeros(bn.n_params))
+
+
+def test_bound_passes_are_kept_by_row_count_apart_for_transform():
+    # predict_proba and transform of the same row count each keep their
+    # own bound pass with the fitted state; a second call of a size reuses
+    # it and gives the first call's bits.
+    X, y = make_classification(60, 5, n_classes=3, n_informative=3, random_state=0)
+    est = MLPClassifier((6, 4), max_iter=20, random_state=0).fit(X, y)
+    first = est.predict_proba(X[:7])
+    features = est.transform(X[:7])
+    assert features.shape == (7, 4) and first.shape == (7, 3)
+    np.testing.assert_array_equal(est.predict_proba(X[:7]), first)
+    np.testing.assert_array_equal(est.transform(X[:7]), features)
+    np.testing.assert_allclose(features, _hidden_by_hand(est, X[:7]), rtol=1e-12)
+    np.testing.assert_allclose(first, _numpy_proba(est, X[:7]), rtol=1e-12)
