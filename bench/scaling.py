@@ -37,14 +37,14 @@ MIN_SHARE_ROWS = 16  # fastbp's least rows a thread in a shared step (_epoch)
 
 # The model's constants, fitted (least squares, residuals relative to the
 # 1-thread step) to three runs of this script's 1- and 2-thread medians on
-# the 2-core AMD EPYC VM, OpenBLAS 0.3.31 Haswell kernels, float64
+# the 2-core Intel Xeon VM, OpenBLAS 0.3.30/0.3.31 SkylakeX kernels, float64
 # (docs/design.md, "A scaling model"): seconds per parameter for each
-# thread's share of the gradient sum, 40x an in-cache add here (sum_rate):
-# it also carries the gradients' moves between the cores; and seconds of
-# pool job and barrier per thread beyond the first (the VM's: its vCPUs
-# stall each other).
-SUM_PER_PARAM = 12e-9
-SYNC_PER_THREAD = 150e-6
+# thread's share of the gradient sum (these points do not resolve it: set
+# from the regression step's profile, 7 us of summing for 13,569
+# parameters); and seconds of pool job and barrier per thread beyond the
+# first (the VM's: its vCPUs stall each other), fitted with c_sum fixed.
+SUM_PER_PARAM = 1e-9
+SYNC_PER_THREAD = 18e-6
 # Assumed for dedicated, idle cores (not measurable on this VM): a sum at a
 # few times the in-cache add rate, and a pool job with its barrier costing
 # what a futex wake and a spinning barrier do there.
@@ -55,7 +55,7 @@ DEDICATED = {"c_sum": 1e-9, "sync": 10e-6, "barrier": 0.2e-6}
 # the wide network's points (the VM's stalls and the tiles' imbalance
 # included); dedicated cores: a central barrier's arrival, a cache line.
 TEAM_PARAMS = 1 << 15
-BARRIER_PER_THREAD = 60e-6
+BARRIER_PER_THREAD = 55e-6
 
 
 def sum_rate(P=1 << 18):
