@@ -2,7 +2,10 @@
 
 ``run(task, ctx, T)`` (cimported by the compiled modules) runs task(ctx, t)
 for t < T, t = 0 on the caller; ``barrier_wait`` meets the other threads
-of the job. A forked child starts its own workers on its first job.
+of the job; ``withdraw_unstarted`` (thread 0, in a job whose items are
+taken one at a time) lets it end without the workers that have not started
+it, b then counting the others. A forked child starts its own workers on
+its first job. BLAS held on one thread: ``_hold.h``.
 """
 
 cdef extern from "_pool_impl.h":
@@ -13,6 +16,8 @@ cdef extern from "_pool_impl.h":
     int fastbp_pool_run(fastbp_task task, void* ctx, int n) noexcept nogil
     int fastbp_pool_reserve(int want) noexcept nogil
     void fastbp_barrier_wait(fastbp_barrier* b) noexcept nogil
+    void fastbp_barrier_shrink(fastbp_barrier* b, int k) noexcept nogil
+    int fastbp_pool_withdraw() noexcept nogil
     int fastbp_get_max_threads() noexcept nogil
     long fastbp_pool_jobs() noexcept nogil
     void fastbp_set_num_threads(int n) noexcept nogil
@@ -41,6 +46,10 @@ cdef int run(task_fn task, void* ctx, int n_threads) noexcept nogil:
 
 cdef void barrier_wait(Barrier* b) noexcept nogil:
     fastbp_barrier_wait(<fastbp_barrier*> b)
+
+
+cdef void withdraw_unstarted(Barrier* b) noexcept nogil:
+    fastbp_barrier_shrink(<fastbp_barrier*> b, fastbp_pool_withdraw())
 
 
 def reserve(int n_threads):

@@ -9,6 +9,8 @@
 
 typedef struct fastbp_pool {
     fastbp_word go[FASTBP_POOL_MAX];  /* worker i's job number */
+    fastbp_word claim[FASTBP_POOL_MAX];  /* job i took part in, or -job
+                                            it was withdrawn from */
     fastbp_word remaining;            /* workers still in the job */
     fastbp_word done;                 /* the last job all workers left */
     fastbp_word sleepers;             /* threads waiting on cond */
@@ -19,6 +21,7 @@ typedef struct fastbp_pool {
     void* ctx;
     int caller_cpu;                   /* the job's caller's CPU, or -1 */
     long job;
+    int n_job;                        /* threads the job was posted to */
     int n_workers;                    /* workers 1 .. n_workers started */
     fastbp_thread threads[FASTBP_POOL_MAX];
 } fastbp_pool;
@@ -113,6 +116,13 @@ static int fastbp_current_cpu(void) {
 #endif
 }
 
+/* A worker's claim on job: it and the job's caller (withdrawing it) both
+   swap the word from what it held before the job; one of them wins. */
+static int fastbp_take_part(volatile long* claim, long job) {
+    long before = fastbp_load(claim);
+    return before != -job && fastbp_cas(claim, before, job);
+}
+
 #if defined(_WIN32)
 static unsigned __stdcall fastbp_worker(void* arg)
 #else
@@ -126,6 +136,8 @@ static void* fastbp_worker(void* arg)
     for (;;) {
         fastbp_wait_change(p, &p->go[a.id].v, seen);
         seen = fastbp_load(&p->go[a.id].v);
+        if (!fastbp_take_part(&p->claim[a.id].v, seen))
+            continue;  /* withdrawn by the caller (fastbp_pool_withdraw) */
         fastbp_leave_cpu(p->caller_cpu);
         p->task(p->ctx, a.id);
         if (fastbp_add(&p->remaining.v, -1) == 1) {
@@ -222,6 +234,7 @@ static int fastbp_pool_run(fastbp_task task, void* ctx, int T) {
         return -1;
     }
     job = ++p->job;
+    p->n_job = T;
     p->task = task;
     p->ctx = ctx;
     p->caller_cpu = fastbp_current_cpu();
@@ -234,6 +247,34 @@ static int fastbp_pool_run(fastbp_task task, void* ctx, int T) {
     fastbp_mutex_unlock(&p->turn);
     return 0;
 }
+
+/* From inside a job, on the caller's thread (t = 0): withdraw the workers
+   that have not started the job yet, which then skip it; returns how many.
+   For jobs whose work is taken item by item (no thread's share fixed in
+   advance): the caller ends them alone rather than wait for a worker still
+   waking up (100-300 us on these VMs) to take its part. The job's barriers
+   must then count only the threads left in it. */
+static int fastbp_pool_withdraw(void) {
+    fastbp_pool* p = fastbp_the_pool;
+    long job, before;
+    int i, n = 0;
+    if (p == NULL)
+        return 0;
+    job = p->job;
+    for (i = 1; i < p->n_job; i++) {
+        before = fastbp_load(&p->claim[i].v);
+        if (before != job && before != -job
+                && fastbp_cas(&p->claim[i].v, before, -job)) {
+            n++;
+            if (fastbp_add(&p->remaining.v, -1) == 1)
+                fastbp_store(&p->done.v, job);
+        }
+    }
+    return n;
+}
+
+/* k threads fewer meet at b from now on (withdrawn from its job). */
+static void fastbp_barrier_shrink(fastbp_barrier* b, int k) { fastbp_add(&b->n, -k); }
 
 /* Jobs this process's pool ran on more than one thread (tests read it to
    know that threads took part, which results alone cannot show: a tiled
@@ -253,10 +294,11 @@ static long fastbp_pool_jobs(void) {
    wrote before arriving is visible to all after. */
 static void fastbp_barrier_wait(fastbp_barrier* b) {
     long phase;
-    if (b->n <= 1)
+    int n = fastbp_load(&b->n);  /* fewer when workers were withdrawn */
+    if (n <= 1)
         return;
     phase = fastbp_load(&b->phase.v);
-    if (fastbp_add(&b->count.v, 1) == b->n - 1) {
+    if (fastbp_add(&b->count.v, 1) == fastbp_load(&b->n) - 1) {
         fastbp_store(&b->count.v, 0);
         fastbp_store(&b->phase.v, phase + 1);
         fastbp_wake(fastbp_the_pool);

@@ -217,6 +217,39 @@ WIDE = [150, 520, 300, 4]
 NARROW = [64, 100, 60, 10]
 
 
+@pytest.mark.parametrize("n_threads", [2, 5, 64])
+def test_a_one_block_pass_ends_without_workers_still_waking(dtype, n_threads,
+                                                          monkeypatch):
+    """A one-block pass of row chunks on T threads: the caller withdraws the
+    workers that have not started by the time every chunk is taken (after
+    pauses, workers sleep and wake late), and the barriers count the rest.
+    Whoever takes part, the output is the team's, and no pass hangs."""
+    import time
+
+    monkeypatch.setattr(_epoch, "PREDICT_TILE_WORK", 1 << 12)  # 8 row chunks
+    rng = np.random.RandomState(0)
+    plan = make_plan(NARROW, "relu", "softmax", "log_loss", 1024, True)
+    params = glorot_init(NARROW, "relu", rng, np.float64).astype(dtype)
+    X = rng.randn(1000, NARROW[0]).astype(dtype)
+    work = np.empty(plan.work_size, dtype)
+
+    def passes():
+        outs = []
+        for i in range(40):
+            time.sleep(0.002 * (i % 3))  # 0-4 ms: past the workers' spin
+            out = np.empty((len(X), NARROW[-1]), dtype)
+            _epoch.forward(plan, X, None, params, work, out, None, n_threads)
+            outs.append(out)
+        return outs
+
+    outs = []
+    _within(120, lambda: outs.extend(passes()))
+    reference = np.empty_like(outs[0])
+    _epoch.forward(plan, X, None, params, work, reference, None, 2)
+    for out in outs:
+        assert_array_equal(out, reference)
+
+
 @pytest.mark.parametrize("kind", ["dense", "sparse", "batch_norm", "gelu"])
 @pytest.mark.parametrize("n", [1, 300, 2500])
 @pytest.mark.parametrize("units", [WIDE, NARROW], ids=["wide", "narrow"])
