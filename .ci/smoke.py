@@ -22,7 +22,8 @@ site = pathlib.Path(sysconfig.get_paths()["purelib"]).resolve()
 assert here.parent in (site, pathlib.Path(sysconfig.get_paths()["platlib"]).resolve()), (
     f"fastbp was imported from {here}, not from the environment's site-packages")
 assert importlib.util.find_spec("Cython") is None, "Cython is installed"
-for name in ("_blas", "_kernels", "_optimizers", "_epoch", "_curvature"):
+for name in ("_pool", "_blas", "_kernels", "_optimizers", "_epoch", "_curvature",
+             "_snapshot"):
     module = importlib.import_module(f"fastbp.{name}")
     assert pathlib.Path(module.__file__).suffix in (".so", ".pyd"), module.__file__
 
