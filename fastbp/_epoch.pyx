@@ -20,7 +20,8 @@ from libc.string cimport memcpy, memset
 
 from fastbp._blas cimport _gemm as gemm, _row_gemv
 from fastbp._pool cimport (
-    Barrier, Word, barrier_init, barrier_wait, next_item, run, withdraw_unstarted,
+    Barrier, Word, barrier_init, barrier_wait, next_item, run, team_rank,
+    withdraw_unstarted,
 )
 from fastbp._kernels cimport (
     SOFTMAX, _act_grad, _bias_act, _bn_backward, _bn_forward, _bias_grad, _csr_forward, _csr_grad,
@@ -625,7 +626,7 @@ cdef struct Team:
     Barrier done
     Word taken[2]
     int n
-    bint elastic  # one block: workers not started by its end are withdrawn
+    bint elastic  # one block: workers not started by its first barrier are withdrawn
 
 
 cdef struct StepJob:
@@ -1589,7 +1590,10 @@ cdef void _forward_block(Net* net, Data* d, const floating* params,
     comes first, then (when all are done) batch norm, bias and activation
     chunk by chunk, thread t taking chunks t, t + T, ... (batch-norm
     layers: thread 0 all, their statistics are shared). The same calls for
-    any team, hence the same result.
+    any team, hence the same result. In a one-block job (team.elastic) the
+    workers that have not started when the first layer's tiles are all
+    taken are withdrawn, and t and T become the place and number of those
+    left.
     """
     cdef Py_ssize_t start = b * net.max_rows, L = net.n_layers
     cdef Py_ssize_t nb = min(net.max_rows, d.n_samples - start)
@@ -1598,6 +1602,7 @@ cdef void _forward_block(Net* net, Data* d, const floating* params,
     cdef floating* Z
     cdef bint dense
     cdef int T = 1 if team == NULL else team.n
+    cdef int me = t  # this thread's place among those taking part
     cdef Word* taken
     if team != NULL:
         chunk = _row_chunk(net, d.sparse, nb, tile_work)
@@ -1629,11 +1634,17 @@ cdef void _forward_block(Net* net, Data* d, const floating* params,
                              params + net.coef_off[0], m, Z + r0 * m)
             i = i + 1 if team == NULL else next_item(taken)
         if team != NULL:
+            if l == 0 and t == 0 and team.elastic:
+                # The first layer's tiles are all taken: workers not started
+                # yet are withdrawn (as in _forward_rows), the rest numbered.
+                withdraw_unstarted(&team.done)
             barrier_wait(&team.done)
+            if l == 0 and team.elastic:
+                me = team_rank(t, &T)
             if t == 0:  # the next layer's counter; its last users are done
                 team.taken[(b * L + l + 1) % 2].v = 0
         for i in range(chunks):
-            if (i % T if net.bn_off == NULL or net.bn_off[l] < 0 else 0) != t:
+            if (i % T if net.bn_off == NULL or net.bn_off[l] < 0 else 0) != me:
                 continue
             r0 = i * chunk
             nr = min(chunk, nb - r0)

@@ -13,3 +13,4 @@ cdef extern from "_pool.h":
 cdef int run(task_fn task, void* ctx, int n_threads) noexcept nogil
 cdef void barrier_wait(Barrier* b) noexcept nogil
 cdef void withdraw_unstarted(Barrier* b) noexcept nogil
+cdef int team_rank(int t, int* n) noexcept nogil

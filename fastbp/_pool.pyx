@@ -4,7 +4,8 @@
 for t < T, t = 0 on the caller; ``barrier_wait`` meets the other threads
 of the job; ``withdraw_unstarted`` (thread 0, in a job whose items are
 taken one at a time) lets it end without the workers that have not started
-it, b then counting the others. A forked child starts its own workers on
+it, b then counting the others, and ``team_rank`` (after a barrier since)
+numbers those left. A forked child starts its own workers on
 its first job. BLAS held on one thread: ``_hold.h``.
 """
 
@@ -18,6 +19,7 @@ cdef extern from "_pool_impl.h":
     void fastbp_barrier_wait(fastbp_barrier* b) noexcept nogil
     void fastbp_barrier_shrink(fastbp_barrier* b, int k) noexcept nogil
     int fastbp_pool_withdraw() noexcept nogil
+    int fastbp_pool_rank(int t, int* n) noexcept nogil
     int fastbp_get_max_threads() noexcept nogil
     long fastbp_pool_jobs() noexcept nogil
     void fastbp_set_num_threads(int n) noexcept nogil
@@ -50,6 +52,10 @@ cdef void barrier_wait(Barrier* b) noexcept nogil:
 
 cdef void withdraw_unstarted(Barrier* b) noexcept nogil:
     fastbp_barrier_shrink(<fastbp_barrier*> b, fastbp_pool_withdraw())
+
+
+cdef int team_rank(int t, int* n) noexcept nogil:
+    return fastbp_pool_rank(t, n)
 
 
 def reserve(int n_threads):

@@ -273,6 +273,23 @@ static int fastbp_pool_withdraw(void) {
     return n;
 }
 
+/* After fastbp_pool_withdraw and a barrier of the job since (every
+   worker's claim is then decided): thread t's place among the threads
+   taking part (the caller first), and their number in *n. */
+static int fastbp_pool_rank(int t, int* n) {
+    fastbp_pool* p = fastbp_the_pool;
+    long job = p->job;
+    int i, before = 1, count = 1;
+    for (i = 1; i < p->n_job; i++) {
+        if (fastbp_load(&p->claim[i].v) == job) {
+            count++;
+            before += i < t;
+        }
+    }
+    *n = count;
+    return t == 0 ? 0 : before;
+}
+
 /* k threads fewer meet at b from now on (withdrawn from its job). */
 static void fastbp_barrier_shrink(fastbp_barrier* b, int k) { fastbp_add(&b->n, -k); }
 

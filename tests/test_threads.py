@@ -218,26 +218,29 @@ NARROW = [64, 100, 60, 10]
 
 
 @pytest.mark.parametrize("n_threads", [2, 5, 64])
-def test_a_one_block_pass_ends_without_workers_still_waking(dtype, n_threads,
+@pytest.mark.parametrize("units", [WIDE, NARROW], ids=["wide", "narrow"])
+def test_a_one_block_pass_ends_without_workers_still_waking(dtype, units, n_threads,
                                                           monkeypatch):
-    """A one-block pass of row chunks on T threads: the caller withdraws the
-    workers that have not started by the time every chunk is taken (after
-    pauses, workers sleep and wake late), and the barriers count the rest.
-    Whoever takes part, the output is the team's, and no pass hangs."""
+    """A one-block pass on T threads: the caller withdraws the workers that
+    have not started by the time the first phase's items are all taken
+    (after pauses, workers sleep and wake late); the barriers count the
+    rest, and the layer by layer path (wide) shares its activation chunks
+    among them. Whoever takes part, the output is the team's, and no pass
+    hangs."""
     import time
 
-    monkeypatch.setattr(_epoch, "PREDICT_TILE_WORK", 1 << 12)  # 8 row chunks
+    monkeypatch.setattr(_epoch, "PREDICT_TILE_WORK", 1 << 12)  # many tiles
     rng = np.random.RandomState(0)
-    plan = make_plan(NARROW, "relu", "softmax", "log_loss", 1024, True)
-    params = glorot_init(NARROW, "relu", rng, np.float64).astype(dtype)
-    X = rng.randn(1000, NARROW[0]).astype(dtype)
+    plan = make_plan(units, "relu", "softmax", "log_loss", 1024, True)
+    params = glorot_init(units, "relu", rng, np.float64).astype(dtype)
+    X = rng.randn(1000, units[0]).astype(dtype)
     work = np.empty(plan.work_size, dtype)
 
     def passes():
         outs = []
         for i in range(40):
             time.sleep(0.002 * (i % 3))  # 0-4 ms: past the workers' spin
-            out = np.empty((len(X), NARROW[-1]), dtype)
+            out = np.empty((len(X), units[-1]), dtype)
             _epoch.forward(plan, X, None, params, work, out, None, n_threads)
             outs.append(out)
         return outs
