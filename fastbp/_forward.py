@@ -79,7 +79,9 @@ def forward(X, model, plan_for, backend, n_jobs=None, n_out=None, passes=None):
     one_thread = n_samples * work_per_row < 2 * _epoch.PREDICT_TILE_WORK
     tiny = _tiny(rows, largest)
     if one_thread and csr is None and passes is not None:
-        if len(passes) > 64:  # a server's many batch sizes
+        # Every one-thread size fits (a server's batch sizes vary; each
+        # entry is a few hundred bytes): 64 thrashed on sizes 1-100 in turn.
+        if len(passes) > PREDICT_ROWS:
             passes.clear()
         bound = passes[n_samples, backend] = (
             backend.forward_pass(plan, flat, running), tiny)

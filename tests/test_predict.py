@@ -371,3 +371,21 @@ def test_bound_passes_are_kept_by_row_count_apart_for_transform():
     np.testing.assert_array_equal(est.transform(X[:7]), features)
     np.testing.assert_allclose(features, _hidden_by_hand(est, X[:7]), rtol=1e-12)
     np.testing.assert_allclose(first, _numpy_proba(est, X[:7]), rtol=1e-12)
+
+
+def test_each_row_count_of_a_server_keeps_its_bound_pass(monkeypatch):
+    # Batch sizes 1 to 100 in turn, twice: the second round binds nothing
+    # new (a cache of 64 sizes was rebuilt on every call of such a cycle).
+    from fastbp._backend import Backend
+
+    X, y = make_classification(200, 8, n_classes=3, n_informative=4, random_state=0)
+    est = MLPClassifier((16,), max_iter=5, random_state=0).fit(X, y)
+    bound = []
+    real = Backend.forward_pass
+    monkeypatch.setattr(Backend, "forward_pass",
+                        lambda self, *a: bound.append(1) or real(self, *a))
+    first = [est.predict_proba(X[:n]) for n in range(1, 101)]
+    assert len(bound) == 100
+    for n, before in zip(range(1, 101), first):
+        np.testing.assert_array_equal(est.predict_proba(X[:n]), before)
+    assert len(bound) == 100
