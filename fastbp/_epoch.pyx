@@ -1411,7 +1411,6 @@ cdef class Pass:
     cdef object params, running, dtype
     cdef const void* p
     cdef bint dbl
-    cdef Py_ssize_t work_size
 
     def __init__(self, plan, params, running=None):
         self.dbl = params.dtype == np.float64
@@ -1433,7 +1432,6 @@ cdef void _bind(Pass self, plan, const floating[::1] params,
                              <Py_ssize_t> plan.max_rows)
     _set_running(&self.net, plan, running)
     self.p = &params[0]
-    self.work_size = plan.work_size
 
 
 cdef object _pass(Pass self, const floating[:, ::1] X):
@@ -1451,7 +1449,7 @@ cdef object _pass(Pass self, const floating[:, ::1] X):
         return out
     out_v = out
     n_blocks = (d.n_samples + self.net.max_rows - 1) // self.net.max_rows
-    work = <floating*> PyMem_RawMalloc(self.work_size * sizeof(floating))
+    work = <floating*> PyMem_RawMalloc(self.arrays.work_size * sizeof(floating))
     if work == NULL:
         raise MemoryError()
     with nogil:

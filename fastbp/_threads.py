@@ -12,8 +12,9 @@ oversubscribe), capped at the cores.
 ``blas_one_thread`` sets BLAS's thread count through each library's own
 functions, found once through threadpoolctl (``threadpool_limits`` rescans
 every loaded library on each call, about 1 ms) and called from C
-(``_hold.h``); nested and concurrent uses share one save and restore. It sets OpenBLAS's count from whichever thread fits: threadpoolctl
-3.8 ignores, silently, a pthreads OpenBLAS limit set from any thread but the
+(``_hold.h``); nested and concurrent uses share one save and restore. It
+sets OpenBLAS's count from whichever thread fits: threadpoolctl 3.8
+ignores, silently, a pthreads OpenBLAS limit set from any thread but the
 first that set one, which left a fit run from a worker thread calling
 threaded OpenBLAS from each of fastbp's threads (slower, and a fork during
 it hangs the parent in OpenBLAS's at-fork shutdown).
