@@ -78,23 +78,21 @@ cdef enum:
 
 
 # A predict of few blocks for its threads (under 2 a thread) computes each
-# block's products as tiles (row chunks x column panels) that all threads
+# block's products as tiles (row chunks x column panels) that its T threads
 # share (layer by layer; or, where no layer has column panels, each row
-# chunk through all the layers: _forward_rows). The tiles come from the
-# block's shape alone, never from the thread count, so every thread count
-# that shares blocks computes the same products and gives the same result.
-# A power of two of tiles, each worth about
-# PREDICT_TILE_WORK multiply-adds (2^21: a 10-row pass of 2000 -> 256 is 2
-# panels, which 2 threads share; 2^22 left it whole, 1.4x slower there),
-# a panel at least PANEL_COLS output columns and a chunk at least CHUNK_ROWS
-# rows. One thread, or many blocks, computes each product
-# whole: tiles cost one thread 2-7% (docs/design.md), and may round
-# differently from the whole product in the last bit on some BLAS kernels.
-# Read on every call, so tests and benchmarks can change it.
+# chunk through all the layers: _forward_rows), cut by training's rule
+# (_tiles): about T tiles, each worth PREDICT_TILE_WORK multiply-adds or
+# more (2^21: a 10-row pass of 2000 -> 256 is 2 panels, which 2 threads
+# share; 2^22 left it whole, 1.4x slower there). Every tile packs its part
+# of both operands again, so fewer, larger tiles pack less: the earlier
+# rule (from the shape alone, 16 tiles of 250 x 128 on 784 -> 512 at 1000
+# rows) made 2 threads 1.48x one thread there, these 2 tiles 1.91x (docs/
+# design.md). The same T computes the same tiles, hence the same result;
+# another T may round differently in the last bit. One thread, or many
+# blocks, computes each product whole. Read on every call, so tests and
+# benchmarks can change it.
 PREDICT_TILE_WORK = 1 << 21
 cdef enum:
-    PANEL_COLS = 128
-    CHUNK_ROWS = 128
     MAX_TILES = 4 * MAX_THREADS
     # A one-row product of this many multiply-adds or more goes through
     # gemv, 3-5x faster than gemm there (_blas._row_gemv); the two may round
@@ -107,8 +105,7 @@ cdef enum:
     FINITE_BLOCK = 1024
 # Tile work that leaves every product whole.
 cdef Py_ssize_t UNTILED = PY_SSIZE_T_MAX
-PREDICT_RULE = {"panel_cols": PANEL_COLS, "chunk_rows": CHUNK_ROWS,
-                "max_tiles": MAX_TILES, "row_gemv_work": ROW_GEMV_WORK}
+PREDICT_RULE = {"max_tiles": MAX_TILES, "row_gemv_work": ROW_GEMV_WORK}
 
 
 # Multiply-adds (batch rows x parameters) between two checks for pending
@@ -752,22 +749,25 @@ cdef double _threaded_step(Net* net, Data* d, floating* params,
     return _penalized(loss / sw_sum, sq, ab, alpha, l1, sw_sum)
 
 
-cdef void _train_tiles(Py_ssize_t n, Py_ssize_t k, Py_ssize_t m,
-                       Py_ssize_t want, Py_ssize_t tile_work,
-                       Py_ssize_t* chunk, Py_ssize_t* panel) noexcept nogil:
-    """Rows a chunk and columns a panel of the tiles of a team step's (n, k)
-    @ (k, m) product: as many as can be up to want (fewer when a tile would
-    hold under tile_work multiply-adds, a chunk under MIN_SHARE_ROWS rows or
-    a panel under TRAIN_PANEL_COLS columns). Each tile packs its rows of the
-    left operand and its columns of the right one again (OpenBLAS), chunks x
-    m + panels x n values: of the splits into the most tiles, the one that
-    packs least."""
+cdef void _tiles(Py_ssize_t n, Py_ssize_t k, Py_ssize_t m, bint dense,
+                 Py_ssize_t want, Py_ssize_t tile_work, Py_ssize_t* chunk,
+                 Py_ssize_t* panel) noexcept nogil:
+    """Rows a chunk and columns a panel of the tiles of an (n, k) @ (k, m)
+    product that T threads share, training's and predict's: as many as can
+    be up to want (about T; fewer when a tile would hold under tile_work
+    multiply-adds, a chunk under MIN_SHARE_ROWS rows or a panel under
+    TRAIN_PANEL_COLS columns; a sparse product is split by rows only).
+    Each tile packs its rows of the left operand and its columns of the
+    right one again (OpenBLAS), chunks x m + panels x n values: of the
+    splits into the most tiles, the one that packs least, and of those the
+    one with the most row chunks (predict's rows go through every layer
+    when no layer has panels: _row_chunk)."""
     cdef Py_ssize_t c, p, best_c = 1, best_p = 1
     want = min(want, <Py_ssize_t> MAX_TILES, max(1, n * k * m // tile_work))
     for c in range(1, min(want, max(1, n // MIN_SHARE_ROWS)) + 1):
-        p = max(1, min(want // c, m // TRAIN_PANEL_COLS))
+        p = max(1, min(want // c, m // TRAIN_PANEL_COLS)) if dense else 1
         if c * p > best_c * best_p or (c * p == best_c * best_p
-                                       and c * m + p * n < best_c * m + best_p * n):
+                                       and c * m + p * n <= best_c * m + best_p * n):
             best_c, best_p = c, p
     chunk[0] = (n + best_c - 1) // best_c
     # Whole SIMD lanes per panel: widths a multiple of 8 but the last.
@@ -780,9 +780,9 @@ def train_tiles(Py_ssize_t rows, Py_ssize_t fan_in, Py_ssize_t fan_out,
     (fan_in, fan_out) product on n_threads: the size rule, for tests and
     docs."""
     cdef Py_ssize_t chunk, panel
-    _train_tiles(rows, fan_in, fan_out, n_threads * TRAIN_TILES_PER_THREAD,
-                 max(1, TRAIN_TILE_WORK if tile_work is None else tile_work),
-                 &chunk, &panel)
+    _tiles(rows, fan_in, fan_out, True, n_threads * TRAIN_TILES_PER_THREAD,
+           max(1, TRAIN_TILE_WORK if tile_work is None else tile_work),
+           &chunk, &panel)
     return chunk, panel
 
 
@@ -854,7 +854,7 @@ cdef void _team_forward(TeamJob* j, int t, floating* params, floating* work,
     cdef floating* Z = work + net.act_off[l]
     cdef double sw, loss
     cdef int T = j.team.n
-    _train_tiles(nb, k, m, j.want, j.tile_work, &chunk, &panel)
+    _tiles(nb, k, m, True, j.want, j.tile_work, &chunk, &panel)
     n = _n_tiles(nb, m, chunk, panel)
     i = next_item(&j.team.taken[0])
     while i < n:
@@ -897,11 +897,11 @@ cdef void _team_backward(TeamJob* j, int t, floating* params, floating* grad,
     cdef const floating* delta = work + net.delta_off[l]
     cdef floating* prev
     cdef int T = j.team.n
-    _train_tiles(k, nb, m, j.want, j.tile_work, &gc, &gp)
+    _tiles(k, nb, m, True, j.want, j.tile_work, &gc, &gp)
     n_grad = _n_tiles(k, m, gc, gp)
     n = n_grad + 1
     if l > 0:
-        _train_tiles(nb, m, k, j.want, j.tile_work, &dc, &dp)
+        _tiles(nb, m, k, True, j.want, j.tile_work, &dc, &dp)
         n += _n_tiles(nb, k, dc, dp)
     i = next_item(&j.team.taken[0])
     while i < n:
@@ -990,7 +990,7 @@ cdef double _team_step(Net* net, Data* d, floating* params, floating* grad,
     """_forward and _backward of a dense batch without batch norm on T
     threads that share one workspace and one gradient, then (with h) the
     optimizer's step. One pool job (_team_part): products as tiles
-    (_train_tiles: from the shape and T), elementwise passes by row chunks
+    (_tiles: from the shape and T), elementwise passes by row chunks
     and the update by parameter ranges (from the shape alone), with barriers
     between the phases. Every tile is one gemm over all its rows, the loss
     and the penalty's sums are added in chunk and range order, so the result
@@ -1311,9 +1311,9 @@ def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
     the threads, each computed whole in its thread's workspace (allocated
     here), as one thread computes them: the output does not depend on
     n_threads. Fewer blocks are computed one after another by all threads
-    together, tile by tile (_tiles, from the block's shape): the output is
-    the same for every n_threads > 1 and may differ from one thread's in
-    the last bit.
+    together, tile by tile (_tiles, about one a thread): the output is the
+    same for the same n_threads and may differ from another's in the last
+    bit.
 
     Raises
     ------
@@ -1352,12 +1352,13 @@ def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
     job.tile_work = max(1, PREDICT_TILE_WORK) if job.together else UNTILED
     if job.together:
         T = min(T, _most_tiles(&net, d.sparse, min(net.max_rows, d.n_samples),
-                               job.tile_work))
+                               T, job.tile_work))
     else:
         T = min(T, n_blocks)
     T = max(1, T)
     if T == 1:
         job.tile_work = UNTILED
+    job.want = T  # the tiles of T threads (at most T, the widest layer T)
     cdef floating[::1] scratch
     if T > 1 and not job.together:
         scratch = _scratch(&params[0], (T - 1) * W)
@@ -1387,7 +1388,7 @@ def forward(plan, const floating[:, ::1] X, csr, const floating[::1] params,
             else:
                 for b in range(b0, b1):
                     _forward_block(&net, &d, &params[0], &work[0], &out[0, 0],
-                                   b, job.tile_work, 0, NULL)
+                                   b, job.tile_work, 1, 0, NULL)
         b0 = b1
         if check:
             PyErr_CheckSignals()
@@ -1455,7 +1456,7 @@ cdef object _pass(Pass self, const floating[:, ::1] X):
     with nogil:
         for b in range(n_blocks):
             _forward_block(&self.net, &d, <const floating*> self.p, work,
-                           &out_v[0, 0], b, UNTILED, 0, NULL)
+                           &out_v[0, 0], b, UNTILED, 1, 0, NULL)
     PyMem_RawFree(work)
     return out
 
@@ -1471,6 +1472,7 @@ cdef struct ForwardJob:
     Word next
     Py_ssize_t end
     Py_ssize_t tile_work
+    Py_ssize_t want
     Team team
     bint together
     bint dbl
@@ -1484,11 +1486,11 @@ cdef void _forward_task(void* ctx, int t) noexcept nogil:
             if j.dbl:
                 _forward_block(j.net, j.d, <const double*> j.params,
                                <double*> j.work[0], <double*> j.out, b, j.tile_work,
-                               t, &j.team)
+                               j.want, t, &j.team)
             else:
                 _forward_block(j.net, j.d, <const float*> j.params,
                                <float*> j.work[0], <float*> j.out, b, j.tile_work,
-                               t, &j.team)
+                               j.want, t, &j.team)
         return
     while True:
         b = next_item(&j.next)
@@ -1497,60 +1499,32 @@ cdef void _forward_task(void* ctx, int t) noexcept nogil:
         if j.dbl:
             _forward_block(j.net, j.d, <const double*> j.params,
                            <double*> j.work[t], <double*> j.out, b, j.tile_work,
-                           0, NULL)
+                           1, 0, NULL)
         else:
             _forward_block(j.net, j.d, <const float*> j.params,
                            <float*> j.work[t], <float*> j.out, b, j.tile_work,
-                           0, NULL)
-
-
-cdef inline void _tiles(Py_ssize_t nb, Py_ssize_t k, Py_ssize_t m, bint dense,
-                        Py_ssize_t tile_work, Py_ssize_t* chunk,
-                        Py_ssize_t* panel) noexcept nogil:
-    """Rows a chunk and columns a panel of the tiles of an (nb, k) @ (k, m)
-    product (a sparse one is split by rows only); from the shape alone.
-
-    A power of two of tiles, about tile_work multiply-adds each, so that
-    1, 2, 4, ... threads share them evenly. Each split halves the tiles'
-    longer side: every tile packs its rows of the left operand and its
-    columns of the right one again, and square tiles pack the least.
-    """
-    cdef Py_ssize_t want = min(<Py_ssize_t> MAX_TILES,
-                               max(1, nb * k * m // tile_work))
-    cdef Py_ssize_t chunks = 1, panels = 1
-    cdef bint more_rows, more_cols
-    while 2 * chunks * panels <= want:
-        more_rows = nb // (2 * chunks) >= CHUNK_ROWS
-        more_cols = dense and m // (2 * panels) >= PANEL_COLS
-        if more_cols and (not more_rows or m * chunks > nb * panels):
-            panels *= 2
-        elif more_rows:
-            chunks *= 2
-        else:
-            break
-    # Whole SIMD lanes per panel: widths a multiple of 8 but the last.
-    panel[0] = min(m, ((m + panels - 1) // panels + 7) // 8 * 8)
-    chunk[0] = (nb + chunks - 1) // chunks
+                           1, 0, NULL)
 
 
 def predict_tiles(Py_ssize_t rows, Py_ssize_t fan_in, Py_ssize_t fan_out,
-                  bint dense=True, tile_work=None):
+                  int n_threads, bint dense=True, tile_work=None):
     """(rows a chunk, columns a panel) of a predict block's product of
-    (rows, fan_in) by (fan_in, fan_out): the size rule, for tests and docs."""
+    (rows, fan_in) by (fan_in, fan_out) on n_threads: the size rule, for
+    tests and docs."""
     cdef Py_ssize_t chunk, panel
-    _tiles(rows, fan_in, fan_out, dense,
+    _tiles(rows, fan_in, fan_out, dense, n_threads,
            max(1, PREDICT_TILE_WORK if tile_work is None else tile_work),
            &chunk, &panel)
     return chunk, panel
 
 
 cdef Py_ssize_t _most_tiles(Net* net, bint sparse, Py_ssize_t nb,
-                            Py_ssize_t tile_work) noexcept nogil:
+                            Py_ssize_t want, Py_ssize_t tile_work) noexcept nogil:
     """Tiles of the widest layer of an nb-row block."""
     cdef Py_ssize_t l, chunk, panel, most = 1
     for l in range(net.n_layers):
-        _tiles(nb, net.units[l], net.units[l + 1], l > 0 or not sparse, tile_work,
-               &chunk, &panel)
+        _tiles(nb, net.units[l], net.units[l + 1], l > 0 or not sparse, want,
+               tile_work, &chunk, &panel)
         most = max(most, _n_tiles(nb, net.units[l + 1], chunk, panel))
     return most
 
@@ -1578,7 +1552,7 @@ cdef void _gemm_tile(bint ta, bint tb, Py_ssize_t n, Py_ssize_t m,
 
 cdef void _forward_block(Net* net, Data* d, const floating* params,
                          floating* work, floating* out, Py_ssize_t b,
-                         Py_ssize_t tile_work, int t,
+                         Py_ssize_t tile_work, Py_ssize_t want, int t,
                          Team* team) noexcept nogil:
     """Predict block b (rows b max_rows ..) into its rows of out, as thread t
     of the team that shares it (team NULL: alone).
@@ -1587,8 +1561,9 @@ cdef void _forward_block(Net* net, Data* d, const floating* params,
     says so): the products' tiles, each taken by whichever thread
     comes first, then (when all are done) batch norm, bias and activation
     chunk by chunk, thread t taking chunks t, t + T, ... (batch-norm
-    layers: thread 0 all, their statistics are shared). The same calls for
-    any team, hence the same result. In a one-block job (team.elastic) the
+    layers: thread 0 all, their statistics are shared). The tiles are
+    want's, whichever threads take them: the same result for the same want.
+    In a one-block job (team.elastic) the
     workers that have not started when the first layer's tiles are all
     taken are withdrawn, and t and T become the place and number of those
     left.
@@ -1603,7 +1578,7 @@ cdef void _forward_block(Net* net, Data* d, const floating* params,
     cdef int me = t  # this thread's place among those taking part
     cdef Word* taken
     if team != NULL:
-        chunk = _row_chunk(net, d.sparse, nb, tile_work)
+        chunk = _row_chunk(net, d.sparse, nb, want, tile_work)
         if chunk > 0:
             _forward_rows(net, d, params, work, out, b, chunk, t, team)
             return
@@ -1614,7 +1589,7 @@ cdef void _forward_block(Net* net, Data* d, const floating* params,
         m = net.units[l + 1]
         Z = work + net.act_off[l]
         dense = l > 0 or not d.sparse
-        _tiles(nb, k, m, dense, tile_work, &chunk, &panel)
+        _tiles(nb, k, m, dense, want, tile_work, &chunk, &panel)
         chunks = (nb + chunk - 1) // chunk
         n = _n_tiles(nb, m, chunk, panel)
         # Blocks follow each other: layer l of block b is the team's
@@ -1656,17 +1631,18 @@ cdef void _forward_block(Net* net, Data* d, const floating* params,
 
 
 cdef Py_ssize_t _row_chunk(Net* net, bint sparse, Py_ssize_t nb,
-                           Py_ssize_t tile_work) noexcept nogil:
+                           Py_ssize_t want, Py_ssize_t tile_work) noexcept nogil:
     """Rows a chunk of an nb-row block whose every layer's tiles are row
     chunks (no column panels) and that has no batch norm (its statistics
     buffer is the block's): the finest layer's chunk, which _forward_rows
-    takes through all the layers at once; else 0. From the shape alone."""
+    takes through all the layers at once; else 0. From the shape and
+    want."""
     cdef Py_ssize_t l, chunk, panel, rows = nb
     for l in range(net.n_layers):
         if net.bn_off != NULL and net.bn_off[l] >= 0:
             return 0
         _tiles(nb, net.units[l], net.units[l + 1], l > 0 or not sparse,
-               tile_work, &chunk, &panel)
+               want, tile_work, &chunk, &panel)
         if panel < net.units[l + 1]:
             return 0
         rows = min(rows, chunk)

@@ -248,7 +248,7 @@ def test_a_one_block_pass_ends_without_workers_still_waking(dtype, units, n_thre
     outs = []
     _within(120, lambda: outs.extend(passes()))
     reference = np.empty_like(outs[0])
-    _epoch.forward(plan, X, None, params, work, reference, None, 2)
+    _epoch.forward(plan, X, None, params, work, reference, None, n_threads)
     for out in outs:
         assert_array_equal(out, reference)
 
@@ -256,7 +256,7 @@ def test_a_one_block_pass_ends_without_workers_still_waking(dtype, units, n_thre
 @pytest.mark.parametrize("kind", ["dense", "sparse", "batch_norm", "gelu"])
 @pytest.mark.parametrize("n", [1, 300, 2500])
 @pytest.mark.parametrize("units", [WIDE, NARROW], ids=["wide", "narrow"])
-def test_forward_tiles_do_not_depend_on_threads(dtype, kind, n, units, monkeypatch):
+def test_forward_tiles_same_threads_same_bits(dtype, kind, n, units, monkeypatch):
     monkeypatch.setattr(_epoch, "PREDICT_TILE_WORK", 1 << 12)
     if kind == "sparse" and n == 1:
         pytest.skip("a sparse first layer is split by rows only")
@@ -283,56 +283,68 @@ def test_forward_tiles_do_not_depend_on_threads(dtype, kind, n, units, monkeypat
         csr = (m.data, m.indices.astype(np.intp), m.indptr.astype(np.intp))
         X = np.empty((0, units[0]), dtype)
     rows = min(n, 1024)
-    tiles = []
-    for layer in range(len(units) - 1):
-        chunk, panel = _epoch.predict_tiles(rows, units[layer], units[layer + 1],
-                                            layer > 0 or csr is None)
-        tiles.append(-(-rows // chunk) * -(-units[layer + 1] // panel))
-        # Column panels: the wide network's layers have them, the narrow one's not.
-        assert (panel < units[layer + 1]) <= (units is WIDE)
-    assert max(tiles) > 1  # the case this test is for
-    outs = []
-    for n_threads in (1, 2, 3, 64):
+    panels = {}  # thread count: whether a layer has column panels
+    for n_threads in (2, 3, 64):
+        tiles = []
+        panels[n_threads] = False
+        for layer in range(len(units) - 1):
+            chunk, panel = _epoch.predict_tiles(
+                rows, units[layer], units[layer + 1], n_threads,
+                layer > 0 or csr is None)
+            tiles.append(-(-rows // chunk) * -(-units[layer + 1] // panel))
+            panels[n_threads] |= panel < units[layer + 1]
+        assert 1 < max(tiles) <= n_threads  # the case this test is for
+    # Both paths: column panels (layer by layer) on the wide network, row
+    # chunks only (_forward_rows but with batch norm) on the narrow one at
+    # 2 threads.
+    assert panels[64] if units is WIDE else not panels[2]
+
+    def run(n_threads):
         out = np.full((n, units[-1]), np.nan, dtype)
         _within(60, lambda: _epoch.forward(
             plan, X, csr, params, np.empty(plan.work_size, dtype), out, running,
             n_threads))
-        outs.append(out)
-    # Tiles on every thread count that shares blocks; one thread computes
-    # each product whole (the same to rounding).
-    for out in outs[2:]:
-        assert_array_equal(out, outs[1])
-    assert_allclose(outs[1], outs[0], rtol=RTOL[dtype], atol=1e-6)
-    want = np.empty_like(outs[0])
+        return out
+
+    one = run(1)
+    want = np.empty_like(one)
     _reference.forward(plan, X, csr, params, None, want, running)
-    assert_allclose(outs[1], want, rtol=RTOL[dtype], atol=1e-5)
+    assert_allclose(one, want, rtol=RTOL[dtype], atol=1e-5)
+    for n_threads in (2, 3, 64):
+        # The same thread count, the same tiles: the same bits, whichever
+        # thread takes which tile; other counts to rounding.
+        out = run(n_threads)
+        assert_array_equal(run(n_threads), out)
+        assert_allclose(out, one, rtol=RTOL[dtype], atol=1e-6)
 
 
 def test_predict_tiles_rule():
     rule = _epoch.PREDICT_RULE
     # Small products: one tile.
-    assert _epoch.predict_tiles(1, 64, 100) == (1, 100)
-    assert _epoch.predict_tiles(1024, 64, 10) == (1024, 10)
-    # Splits halve the longer side: 1000 rows x 256 columns is cut into 4
-    # chunks of rows before its columns are halved (chunks stop at 125 < 128
-    # rows); 10 rows x 256 columns into 2 panels.
-    assert _epoch.predict_tiles(1000, 2000, 256, True, 1 << 22) == (250, 128)
-    assert _epoch.predict_tiles(1000, 2000, 256, True, 1 << 27) == (500, 256)
-    assert _epoch.predict_tiles(10, 2000, 256, True, 1 << 21) == (10, 128)
+    assert _epoch.predict_tiles(1, 64, 100, 2) == (1, 100)
+    assert _epoch.predict_tiles(1024, 64, 10, 2) == (1024, 10)
+    # About one tile a thread; of the splits into the most tiles, the one
+    # that packs least (chunks x m + panels x n values), ties to rows:
+    # 1000 rows x 512 columns is 2 row chunks, 10 rows (under 16: no
+    # chunks) x 256 columns 2 panels, 1000 x 1000 2 row chunks.
+    assert _epoch.predict_tiles(1000, 784, 512, 2) == (500, 512)
+    assert _epoch.predict_tiles(10, 2000, 256, 2) == (10, 128)
+    assert _epoch.predict_tiles(1000, 300, 1000, 2) == (500, 1000)
+    assert _epoch.predict_tiles(1000, 2000, 256, 4) == (250, 256)
+    assert _epoch.predict_tiles(1000, 2000, 256, 2, True, 1 << 30) == (1000, 256)
     for rows, k, m, dense in [(1, 2000, 256, True), (10, 2000, 256, True),
                               (1000, 784, 512, True), (1000, 2000, 256, True),
                               (1024, 300, 1000, True), (777, 5000, 64, False)]:
-        chunk, panel = _epoch.predict_tiles(rows, k, m, dense)
-        n_tiles = -(-rows // chunk) * -(-m // panel)
-        assert 1 <= n_tiles <= rule["max_tiles"]
-        # A power of two: 2, 4, 8 ... threads share them evenly.
-        assert n_tiles & (n_tiles - 1) == 0
-        assert panel == m or (panel >= rule["panel_cols"] and panel % 8 == 0)
-        assert chunk == rows or chunk >= rule["chunk_rows"]
-        assert dense or panel == m  # sparse products split by rows only
-        # Each tile is worth at least tile_work multiply-adds (more when
-        # capped), give or take a panel's rounding to whole SIMD lanes.
-        assert chunk * panel * k >= _epoch.PREDICT_TILE_WORK // 2 or n_tiles == 1
+        for n_threads in (2, 3, 8, 64):
+            chunk, panel = _epoch.predict_tiles(rows, k, m, n_threads, dense)
+            n_tiles = -(-rows // chunk) * -(-m // panel)
+            assert 1 <= n_tiles <= min(n_threads, rule["max_tiles"])
+            assert chunk >= min(rows, _epoch.STEP_RULE["min_share_rows"])
+            assert panel == m or (panel >= 32 and panel % 8 == 0)
+            assert dense or panel == m  # sparse products split by rows only
+            # Each tile is worth at least tile_work multiply-adds, give or
+            # take a panel's rounding to whole SIMD lanes.
+            assert chunk * panel * k >= _epoch.PREDICT_TILE_WORK // 2 or n_tiles == 1
 
 
 def test_loss_grad_threads_equal_twin(dtype):
