@@ -86,7 +86,7 @@ cdef enum:
 # share; 2^22 left it whole, 1.4x slower there). Every tile packs its part
 # of both operands again, so fewer, larger tiles pack less: the earlier
 # rule (from the shape alone, 16 tiles of 250 x 128 on 784 -> 512 at 1000
-# rows) made 2 threads 1.48x one thread there, these 2 tiles 1.91x (docs/
+# rows) made 2 threads 1.43x one thread there, these 2 tiles 1.91x (docs/
 # design.md). The same T computes the same tiles, hence the same result;
 # another T may round differently in the last bit. One thread, or many
 # blocks, computes each product whole. Read on every call, so tests and
