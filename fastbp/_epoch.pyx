@@ -1561,9 +1561,9 @@ cdef void _forward_block(Net* net, Data* d, const floating* params,
     says so): the products' tiles, each taken by whichever thread
     comes first, then (when all are done) batch norm, bias and activation
     chunk by chunk, thread t taking chunks t, t + T, ... (batch-norm
-    layers: thread 0 all, their statistics are shared). The tiles are
-    want's, whichever threads take them: the same result for the same want.
-    In a one-block job (team.elastic) the
+    layers: thread 0 all, their statistics are shared). The tiles come from
+    the block's shape and want (about T), whichever threads take them: the
+    same want gives the same result. In a one-block job (team.elastic) the
     workers that have not started when the first layer's tiles are all
     taken are withdrawn, and t and T become the place and number of those
     left.
